@@ -1,0 +1,317 @@
+#include "cli/cli.h"
+
+#include <iostream>
+#include <memory>
+#include <string>
+
+#include "CLI/CLI.hpp"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "cli/output.h"
+#include "cli/server_commands.h"
+#include "common/auth.h"
+#include "common/config.h"
+#include "common/grpc_util.h"
+#include "common/logging.h"
+#include "common/status.h"
+#include "grpcpp/create_channel.h"
+#include "gswarm/v1/api.grpc.pb.h"
+#include "spdlog/spdlog.h"
+
+namespace gswarm::cli {
+namespace {
+
+// Flags shared by every subcommand (CLI11 lets them stand before or after the verb).
+struct GlobalFlags {
+  std::string config_path;
+  std::string host;  // gRPC address of the host, for verbs and `gswarm client`
+  std::string token;
+  std::string log_level = "info";
+  bool json = false;
+};
+
+// Flags of the long-running commands, each mapped to a config key.
+struct ServerFlags {
+  std::string bind;
+  int port = -1;
+  int grpc_port = -1;
+  bool insecure = false;
+  std::string node_id;
+  int data_port = -1;
+};
+
+int PrintError(absl::string_view message) {
+  std::cerr << "error: " << message << "\n";
+  return 1;
+}
+
+// Loads the config with flags layered on top. Server commands create the default file.
+absl::StatusOr<common::Config> LoadWithFlags(const GlobalFlags& global, const ServerFlags& server,
+                                             bool is_server, bool create_if_missing) {
+  common::LoadOptions options;
+  options.path = global.config_path;
+  options.create_if_missing = create_if_missing;
+  auto set = [&](const char* key, std::string value) { options.overrides.emplace_back(key, value); };
+  if (!server.bind.empty()) set("host.host", server.bind);
+  if (server.port >= 0) set("host.port", std::to_string(server.port));
+  if (server.grpc_port >= 0) set("host.grpc_port", std::to_string(server.grpc_port));
+  if (server.insecure) set("host.insecure", "true");
+  if (!server.node_id.empty()) set("client.node_id", server.node_id);
+  if (server.data_port >= 0) set("client.data_port", std::to_string(server.data_port));
+  if (!global.host.empty()) set("client.host_grpc", global.host);
+  if (!global.token.empty()) {
+    set("client.auth_token", global.token);
+    if (is_server) set("host.auth_token", global.token);
+  }
+  return common::LoadConfig(options);
+}
+
+// A connection to the host's public API for one CLI verb.
+class ApiClient {
+ public:
+  ApiClient(const common::Config& config, const GlobalFlags& flags)
+      : target_(common::HostGrpcTarget(config.client)) {
+    token_ = !config.client.auth_token.empty() ? config.client.auth_token
+                                               : common::LocalTokenFallback();
+    stub_ = v1::GSwarm::NewStub(grpc::CreateChannel(target_, grpc::InsecureChannelCredentials()));
+    (void)flags;
+  }
+
+  // Calls one unary RPC with a deadline and the token, turning transport failures into
+  // sentences that say what to do.
+  template <typename Request, typename Response, typename Method>
+  absl::Status Call(Method method, const Request& request, Response* response) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    if (!token_.empty()) context.AddMetadata("authorization", "Bearer " + token_);
+    grpc::Status status = ((*stub_).*method)(&context, request, response);
+    if (status.ok()) return absl::OkStatus();
+    switch (status.error_code()) {
+      case grpc::StatusCode::UNAVAILABLE:
+      case grpc::StatusCode::DEADLINE_EXCEEDED:
+        return absl::UnavailableError(absl::StrCat(
+            "cannot reach the GSwarm host at ", target_, " (", status.error_message(),
+            "): start one with `gswarm start` or `gswarm host`, or point --host / GSWARM_HOST "
+            "at it"));
+      default:
+        return common::FromGrpcStatus(status);
+    }
+  }
+
+ private:
+  std::string target_;
+  std::string token_;
+  std::unique_ptr<v1::GSwarm::Stub> stub_;
+};
+
+std::string Percent(uint64_t part, uint64_t whole) {
+  if (whole == 0) return "-";
+  return absl::StrFormat("%.0f%%", 100.0 * static_cast<double>(part) / static_cast<double>(whole));
+}
+
+std::string UsedOf(uint64_t used, uint64_t total) {
+  if (total == 0) return "-";
+  return absl::StrCat(HumanBytes(used), " / ", HumanBytes(total));
+}
+
+int ShowHealth(ApiClient& api, bool json) {
+  v1::HealthResponse health;
+  if (auto s = api.Call(&v1::GSwarm::Stub::Health, v1::HealthRequest(), &health); !s.ok()) {
+    return PrintError(s.message());
+  }
+  if (json) {
+    PrintJson(health);
+    return 0;
+  }
+  const v1::ClusterMemory& m = health.memory();
+  Table table({"STATUS", health.status()});
+  table.AddRow({"version", health.version()});
+  table.AddRow({"uptime", HumanDuration(health.uptime_s())});
+  table.AddRow({"nodes", absl::StrCat(health.nodes_online(), " online / ",
+                                      health.nodes_total(), " total")});
+  table.AddRow({"dram", absl::StrCat(HumanBytes(m.dram_available_bytes()), " available of ",
+                                     HumanBytes(m.dram_total_bytes()))});
+  table.AddRow({"disk", absl::StrCat(HumanBytes(m.disk_free_bytes()), " free of ",
+                                     HumanBytes(m.disk_total_bytes()))});
+  table.AddRow({"gpus", m.gpu_count() == 0 ? "none"
+                                           : absl::StrCat(m.gpu_count(), " (",
+                                                          UsedOf(m.gpu_used_bytes(),
+                                                                 m.gpu_total_bytes()),
+                                                          " used)")});
+  table.AddRow({"auth", health.auth_required() ? "token required" : "off"});
+  std::cout << table.Render();
+  return 0;
+}
+
+int ShowNodes(ApiClient& api, bool json) {
+  v1::ListNodesResponse nodes;
+  if (auto s = api.Call(&v1::GSwarm::Stub::ListNodes, v1::ListNodesRequest(), &nodes); !s.ok()) {
+    return PrintError(s.message());
+  }
+  if (json) {
+    PrintJson(nodes);
+    return 0;
+  }
+  if (nodes.nodes().empty()) {
+    std::cout << "No nodes have connected yet. Start an agent with `gswarm client --host "
+                 "HOST:8101` (or run `gswarm start` for host and agent together).\n";
+    return 0;
+  }
+  Table table({"NODE", "STATE", "HOSTNAME", "CPUS", "DRAM AVAIL", "DISK FREE", "GPUS",
+               "LAST HEARTBEAT", "REASON"});
+  for (const v1::NodeInfo& node : nodes.nodes()) {
+    const v1::MemoryUsage& m = node.memory();
+    table.AddRow({node.node_id(), node.state(), node.hostname(), std::to_string(node.cpu_cores()),
+                  absl::StrCat(HumanBytes(m.dram_available_bytes()), " / ",
+                               HumanBytes(m.dram_total_bytes())),
+                  absl::StrCat(HumanBytes(m.disk_free_bytes()), " / ",
+                               HumanBytes(m.disk_total_bytes())),
+                  std::to_string(node.gpus_size()), Ago(node.last_heartbeat_at()),
+                  node.state() == "online" ? "" : node.state_reason()});
+  }
+  std::cout << table.Render();
+  return 0;
+}
+
+int ShowMemory(ApiClient& api, bool json) {
+  v1::GetMemoryRequest request;
+  request.set_view("nodes");
+  v1::GetMemoryResponse memory;
+  if (auto s = api.Call(&v1::GSwarm::Stub::GetMemory, request, &memory); !s.ok()) {
+    return PrintError(s.message());
+  }
+  if (json) {
+    PrintJson(memory);
+    return 0;
+  }
+  Table table({"NODE", "STATE", "DRAM USED", "DRAM TIER", "DISK USED", "GPU USED / BUDGET"});
+  for (const v1::NodeMemory& node : memory.nodes()) {
+    const v1::MemoryUsage& m = node.memory();
+    std::string gpus;
+    for (const v1::GpuInfo& gpu : m.gpus()) {
+      absl::StrAppend(&gpus, gpus.empty() ? "" : ", ", "gpu", gpu.index(), " ",
+                      UsedOf(gpu.memory_used_bytes(), gpu.memory_budget_bytes()));
+    }
+    const uint64_t dram_used = m.dram_total_bytes() - std::min(m.dram_total_bytes(),
+                                                               m.dram_available_bytes());
+    const uint64_t disk_used =
+        m.disk_total_bytes() - std::min(m.disk_total_bytes(), m.disk_free_bytes());
+    table.AddRow({node.node_id(), node.state(),
+                  absl::StrCat(UsedOf(dram_used, m.dram_total_bytes()), " (",
+                               Percent(dram_used, m.dram_total_bytes()), ")"),
+                  UsedOf(m.dram_tier_used_bytes(), m.dram_tier_budget_bytes()),
+                  absl::StrCat(UsedOf(disk_used, m.disk_total_bytes()), " (",
+                               Percent(disk_used, m.disk_total_bytes()), ")"),
+                  gpus.empty() ? "no GPUs" : gpus});
+  }
+  std::cout << table.Render();
+  return 0;
+}
+
+int ShowConfig(const common::Config& config, bool json) {
+  if (json) {
+    nlohmann::json out = {{"path", config.path}, {"config", common::ConfigToJson(config)}};
+    std::cout << out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+    return 0;
+  }
+  std::cout << "# effective config (flags > GSWARM_* environment > "
+            << (config.path.empty() ? "defaults; no file" : config.path) << " > defaults)\n"
+            << common::ConfigToYaml(config) << "\n";
+  return 0;
+}
+
+}  // namespace
+
+int RunCli(int argc, char** argv) {
+  CLI::App app{
+      "GSwarm: moves model weights between disk, DRAM and GPU on every node of a cluster and "
+      "runs inference engines on command.\n\n"
+      "  gswarm start                 host and a local agent: one machine, zero setup\n"
+      "  gswarm host                  the host alone (REST :8100, gRPC :8101)\n"
+      "  gswarm client --host H:8101  an agent on each GPU node\n"
+      "  gswarm nodes                 what the host sees\n",
+      "gswarm"};
+  app.require_subcommand(1);
+  app.fallthrough();
+  GlobalFlags global;
+  ServerFlags server;
+  app.add_option("--config", global.config_path,
+                 "Config file (default $GSWARM_CONFIG, else ~/.gswarm.conf)");
+  app.add_option("--host", global.host,
+                 "The host's gRPC address HOST:PORT (default client.host_grpc, else the host of "
+                 "client.host_url with port 8101)")
+      ->envname("GSWARM_HOST");
+  app.add_option("--token", global.token,
+                 "Auth token to present (default GSWARM_TOKEN, client.auth_token, or "
+                 "~/.cache/gswarm/token)");
+  app.add_option("--log-level", global.log_level, "trace, debug, info, warn, error or off")
+      ->envname("GSWARM_LOG_LEVEL");
+  app.add_flag("--json", global.json, "Print JSON (protobuf's mapping) instead of tables");
+
+  auto add_host_flags = [&](CLI::App* cmd) {
+    cmd->add_option("--bind", server.bind, "Address to listen on (host.host, default 0.0.0.0)");
+    cmd->add_option("--port", server.port, "HTTP port: REST, router, metrics (host.port, 8100)");
+    cmd->add_option("--grpc-port", server.grpc_port, "gRPC port (host.grpc_port, 8101)");
+    cmd->add_flag("--insecure", server.insecure,
+                  "Require no token even when listening beyond loopback");
+  };
+  auto add_agent_flags = [&](CLI::App* cmd) {
+    cmd->add_option("--node-id", server.node_id, "This node's id (client.node_id, default hostname)");
+    cmd->add_option("--data-port", server.data_port, "Port serving this node's tiers to peers");
+  };
+  CLI::App* start = app.add_subcommand("start", "Run the host and a local agent in one process");
+  add_host_flags(start);
+  add_agent_flags(start);
+  CLI::App* host = app.add_subcommand("host", "Run the host: registry, API, REST, agent link");
+  add_host_flags(host);
+  CLI::App* client = app.add_subcommand(
+      "client", "Run a node agent that connects to the host (--host HOST:PORT)");
+  add_agent_flags(client);
+  CLI::App* nodes = app.add_subcommand("nodes", "List the nodes, their state and memory");
+  CLI::App* health = app.add_subcommand("health", "Show the host's health and cluster totals");
+  CLI::App* config = app.add_subcommand("config", "Print the effective local config");
+  CLI::App* memory =
+      app.add_subcommand("memory", "Show DRAM, DRAM tier, disk and GPU use per node");
+  CLI::App* version = app.add_subcommand("version", "Print GSwarm's version");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+
+  if (version->parsed()) {
+    if (global.json) {
+      std::cout << nlohmann::json{{"version", GSWARM_VERSION}}.dump() << "\n";
+    } else {
+      std::cout << "gswarm " << GSWARM_VERSION << "\n";
+    }
+    return 0;
+  }
+
+  const bool is_server = start->parsed() || host->parsed() || client->parsed();
+  if (is_server) {
+    // Before any thread exists, so that only the main thread's sigwait receives them.
+    BlockTerminationSignals();
+  }
+  if (absl::Status s = common::InitLogging(is_server ? global.log_level : "warn"); !s.ok()) {
+    return PrintError(s.message());
+  }
+  absl::StatusOr<common::Config> loaded =
+      LoadWithFlags(global, server, is_server, /*create_if_missing=*/is_server);
+  if (!loaded.ok()) return PrintError(loaded.status().message());
+  for (const std::string& warning : loaded->warnings) spdlog::warn("{}", warning);
+
+  if (start->parsed()) return RunStart(*loaded);
+  if (host->parsed()) return RunHost(*loaded);
+  if (client->parsed()) return RunClient(*loaded);
+  if (config->parsed()) return ShowConfig(*loaded, global.json);
+
+  ApiClient api(*loaded, global);
+  if (nodes->parsed()) return ShowNodes(api, global.json);
+  if (health->parsed()) return ShowHealth(api, global.json);
+  if (memory->parsed()) return ShowMemory(api, global.json);
+  return PrintError("no command given; see gswarm --help");
+}
+
+}  // namespace gswarm::cli

@@ -1,0 +1,68 @@
+#include "cli/output.h"
+
+#include <algorithm>
+#include <iostream>
+
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "common/proto_json.h"
+
+namespace gswarm::cli {
+
+std::string HumanBytes(uint64_t bytes) {
+  static constexpr const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+  double value = static_cast<double>(bytes);
+  size_t unit = 0;
+  while (value >= 1024 && unit + 1 < std::size(kUnits)) {
+    value /= 1024;
+    ++unit;
+  }
+  if (unit == 0) return absl::StrFormat("%d B", bytes);
+  return absl::StrFormat(value >= 100 ? "%.0f %s" : "%.1f %s", value, kUnits[unit]);
+}
+
+std::string HumanDuration(double seconds) {
+  if (seconds < 10) return absl::StrFormat("%.1fs", seconds);
+  auto total = static_cast<int64_t>(seconds);
+  if (total < 60) return absl::StrFormat("%ds", total);
+  if (total < 3600) return absl::StrFormat("%dm %ds", total / 60, total % 60);
+  if (total < 86400) return absl::StrFormat("%dh %dm", total / 3600, (total % 3600) / 60);
+  return absl::StrFormat("%dd %dh", total / 86400, (total % 86400) / 3600);
+}
+
+std::string Ago(const google::protobuf::Timestamp& when) {
+  if (when.seconds() == 0 && when.nanos() == 0) return "never";
+  const double then = static_cast<double>(when.seconds()) + when.nanos() / 1e9;
+  const double now = absl::ToDoubleSeconds(absl::Now() - absl::UnixEpoch());
+  return HumanDuration(std::max(0.0, now - then)) + " ago";
+}
+
+Table::Table(std::vector<std::string> header) { rows_.push_back(std::move(header)); }
+
+void Table::AddRow(std::vector<std::string> row) { rows_.push_back(std::move(row)); }
+
+std::string Table::Render() const {
+  std::vector<size_t> widths;
+  for (const auto& row : rows_) {
+    widths.resize(std::max(widths.size(), row.size()), 0);
+    for (size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
+  }
+  std::string out;
+  for (const auto& row : rows_) {
+    std::string line;
+    for (size_t i = 0; i < row.size(); ++i) {
+      line += row[i];
+      if (i + 1 < row.size()) line += std::string(widths[i] - row[i].size() + 3, ' ');
+    }
+    while (!line.empty() && line.back() == ' ') line.pop_back();
+    out += line + "\n";
+  }
+  return out;
+}
+
+void PrintJson(const google::protobuf::Message& message) {
+  auto json = common::ToJson(message, /*pretty=*/true);
+  std::cout << (json.ok() ? *json : std::string("{}")) << std::flush;
+}
+
+}  // namespace gswarm::cli

@@ -1,0 +1,99 @@
+#include "cli/server_commands.h"
+
+#include <signal.h>
+
+#include "absl/strings/str_cat.h"
+#include "client/agent.h"
+#include "client/memory_probe.h"
+#include "client/nvml.h"
+#include "common/auth.h"
+#include "common/paths.h"
+#include "host/host_server.h"
+#include "common/status.h"
+#include "spdlog/spdlog.h"
+
+namespace gswarm::cli {
+namespace {
+
+sigset_t TerminationSignals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  return set;
+}
+
+void WaitForTerminationSignal() {
+  sigset_t set = TerminationSignals();
+  int signal = 0;
+  sigwait(&set, &signal);
+  spdlog::info("received {}, shutting down", signal == SIGINT ? "SIGINT" : "SIGTERM");
+}
+
+int Fail(const absl::Status& status) {
+  spdlog::error("{}", status.message());
+  return 1;
+}
+
+std::unique_ptr<client::Agent> MakeAgent(client::AgentOptions options,
+                                         const common::ClientConfig& config) {
+  client::MemoryProbe::Options probe;
+  probe.model_cache_dir = common::ExpandUser(config.model_cache_dir);
+  probe.dram_tier_dir = common::ExpandUser(config.dram_cache_dir);
+  probe.dram_tier_budget_bytes = static_cast<uint64_t>(config.dram_cache_size * (1ull << 30));
+  probe.gpu_memory_fraction = config.gpu_memory_fraction;
+  if (absl::Status made = common::MakeDirs(probe.model_cache_dir); !made.ok()) {
+    spdlog::warn("model cache: {}", made.message());
+  }
+  return std::make_unique<client::Agent>(
+      std::move(options),
+      std::make_unique<client::MemoryProbe>(std::move(probe), client::LoadNvmlProbe()));
+}
+
+}  // namespace
+
+void BlockTerminationSignals() {
+  sigset_t set = TerminationSignals();
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+}
+
+int RunHost(const common::Config& config) {
+  absl::StatusOr<std::unique_ptr<host::HostServer>> server = host::HostServer::Create(config);
+  if (!server.ok()) return Fail(server.status());
+  WaitForTerminationSignal();
+  (*server)->Shutdown();
+  return 0;
+}
+
+int RunClient(const common::Config& config) {
+  absl::StatusOr<client::AgentOptions> options = client::Agent::OptionsFromConfig(config.client);
+  if (!options.ok()) return Fail(options.status());
+  std::unique_ptr<client::Agent> agent = MakeAgent(*std::move(options), config.client);
+  agent->Start();
+  WaitForTerminationSignal();
+  agent->Stop();
+  return 0;
+}
+
+int RunStart(const common::Config& config) {
+  absl::StatusOr<std::unique_ptr<host::HostServer>> server = host::HostServer::Create(config);
+  if (!server.ok()) return Fail(server.status());
+  absl::StatusOr<client::AgentOptions> options = client::Agent::OptionsFromConfig(config.client);
+  if (!options.ok()) return Fail(options.status());
+  // The embedded agent talks to this very host over loopback, with its token.
+  const std::string& bind = config.host.host;
+  const bool wildcard = bind == "0.0.0.0" || bind == "::" || bind == "[::]";
+  options->host_target = absl::StrCat(wildcard ? "127.0.0.1" : bind, ":", (*server)->grpc_port());
+  options->auth_token = (*server)->auth_token();
+  std::unique_ptr<client::Agent> agent = MakeAgent(*std::move(options), config.client);
+  agent->Start();
+  spdlog::info("gswarm start: host and local agent running; try `gswarm nodes` or "
+               "curl http://localhost:{}/health",
+               (*server)->http_port());
+  WaitForTerminationSignal();
+  agent->Stop();
+  (*server)->Shutdown();
+  return 0;
+}
+
+}  // namespace gswarm::cli

@@ -1,0 +1,203 @@
+#include "client/agent.h"
+
+#include <unistd.h>
+
+#include "absl/strings/str_cat.h"
+#include "client/memory_probe.h"
+#include "common/auth.h"
+#include "common/grpc_util.h"
+#include "common/paths.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+#include "common/status.h"
+#include "spdlog/spdlog.h"
+
+namespace gswarm::client {
+namespace {
+
+using Stream = grpc::ClientReaderWriter<v1::AgentMessage, v1::HostMessage>;
+
+}  // namespace
+
+absl::StatusOr<AgentOptions> Agent::OptionsFromConfig(const common::ClientConfig& config) {
+  AgentOptions options;
+  options.host_target = common::HostGrpcTarget(config);
+  options.hostname = common::Hostname();
+  options.node_id = config.node_id.empty() ? options.hostname : config.node_id;
+  options.auth_token =
+      config.auth_token.empty() ? common::LocalTokenFallback() : config.auth_token;
+  options.data_port = static_cast<uint32_t>(config.data_port);
+  options.heartbeat_interval = absl::Seconds(config.heartbeat_interval_s);
+  options.host_silence_limit = std::max(absl::Seconds(10), options.heartbeat_interval * 5);
+  v1::TierInfo disk, dram;
+  disk.set_tier("disk");
+  disk.set_path(common::ExpandUser(config.model_cache_dir));
+  disk.set_enabled(true);
+  dram.set_tier("dram");
+  dram.set_path(common::ExpandUser(config.dram_cache_dir));
+  dram.set_enabled(true);
+  dram.set_capacity_bytes(static_cast<uint64_t>(config.dram_cache_size * (1ull << 30)));
+  options.tiers = {disk, dram};
+  return options;
+}
+
+Agent::Agent(AgentOptions options, std::unique_ptr<MemoryProbe> probe)
+    : options_(std::move(options)), probe_(std::move(probe)) {
+  channel_ = grpc::CreateChannel(options_.host_target, grpc::InsecureChannelCredentials());
+  stub_ = v1::AgentLink::NewStub(channel_);
+}
+
+Agent::~Agent() { Stop(); }
+
+void Agent::Start() {
+  spdlog::info("agent node={} connecting to host {}", options_.node_id, options_.host_target);
+  thread_ = std::thread([this] { Run(); });
+}
+
+void Agent::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_ && !thread_.joinable()) return;
+    stopping_ = true;
+  }
+  if (thread_.joinable()) thread_.join();
+}
+
+v1::Hello Agent::MakeHello() {
+  v1::Hello hello;
+  hello.set_node_id(options_.node_id);
+  hello.set_hostname(options_.hostname);
+  hello.set_version(GSWARM_VERSION);
+  hello.set_cpu_cores(static_cast<uint32_t>(sysconf(_SC_NPROCESSORS_ONLN)));
+  hello.set_heartbeat_interval_ms(
+      static_cast<uint32_t>(absl::ToInt64Milliseconds(options_.heartbeat_interval)));
+  hello.set_data_port(options_.data_port);
+  for (const v1::TierInfo& tier : options_.tiers) *hello.add_tiers() = tier;
+  *hello.mutable_memory() = probe_->Sample();
+  hello.set_dram_total_bytes(hello.memory().dram_total_bytes());
+  *hello.mutable_gpus() = hello.memory().gpus();
+  return hello;
+}
+
+void Agent::Run() {
+  common::Backoff backoff(options_.backoff);
+  while (true) {
+    absl::Status ended = RunSession();
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopping_) break;
+    }
+    if (connected_.exchange(false)) backoff.Reset();
+    if (absl::IsUnauthenticated(ended)) {
+      spdlog::error("host {} rejected this agent's token: {} (set client.auth_token or "
+                    "GSWARM_TOKEN to the host's token)",
+                    options_.host_target, ended.message());
+    } else if (absl::IsAborted(ended)) {
+      spdlog::error("{}", ended.message());
+    } else {
+      spdlog::warn("link to host {} down: {}", options_.host_target, ended.message());
+    }
+    const absl::Duration delay = backoff.Next();
+    spdlog::info("reconnecting in {:.1f} s", absl::ToDoubleSeconds(delay));
+    absl::MutexLock lock(&mu_);
+    // Wakes early on Stop().
+    mu_.AwaitWithTimeout(absl::Condition(&stopping_), delay);
+    if (stopping_) break;
+  }
+  connected_ = false;
+}
+
+absl::Status Agent::RunSession() {
+  grpc::ClientContext context;
+  if (!options_.auth_token.empty()) {
+    context.AddMetadata("authorization", "Bearer " + options_.auth_token);
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return absl::CancelledError("stopping");
+    context_ = &context;
+    session_over_ = false;
+    last_from_host_ = absl::Now();
+  }
+  std::unique_ptr<Stream> stream = stub_->Connect(&context);
+  v1::AgentMessage hello;
+  *hello.mutable_hello() = MakeHello();
+  // A failed write means the stream is already broken; Finish() below says why.
+  if (stream->Write(hello)) {
+    std::thread heartbeats([&] { HeartbeatLoop(stream.get(), &context); });
+    v1::HostMessage message;
+    while (stream->Read(&message)) {
+      {
+        absl::MutexLock lock(&mu_);
+        last_from_host_ = absl::Now();
+      }
+      switch (message.msg_case()) {
+        case v1::HostMessage::kWelcome:
+          connected_ = true;
+          spdlog::info("connected to host {} as node={} (session {}, host version {})",
+                       options_.host_target, options_.node_id, message.welcome().session_id(),
+                       message.welcome().host_version());
+          break;
+        case v1::HostMessage::kHeartbeatAck:
+          break;
+        case v1::HostMessage::kCommand:
+          spdlog::warn("command {} ignored: this agent does not run commands yet",
+                       message.command().id());
+          break;
+        default:
+          break;
+      }
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      session_over_ = true;
+    }
+    heartbeats.join();
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    context_ = nullptr;
+  }
+  grpc::Status status = stream->Finish();
+  if (status.ok()) return absl::UnavailableError("host closed the stream");
+  return common::FromGrpcStatus(status);
+}
+
+void Agent::HeartbeatLoop(Stream* stream, grpc::ClientContext* context) {
+  uint64_t seq = 0;
+  absl::Time next = absl::Now() + options_.heartbeat_interval;
+  while (true) {
+    bool stopping = false;
+    {
+      absl::MutexLock lock(&mu_);
+      auto wake = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_ || session_over_; };
+      mu_.AwaitWithDeadline(absl::Condition(&wake), next);
+      if (session_over_) return;
+      stopping = stopping_;
+      if (!stopping && absl::Now() - last_from_host_ > options_.host_silence_limit) {
+        spdlog::warn("no word from host {} for {:.0f} s: redialling", options_.host_target,
+                     absl::ToDoubleSeconds(absl::Now() - last_from_host_));
+        context->TryCancel();
+        return;
+      }
+    }
+    if (stopping) {
+      // Clean goodbye: the host sees the half-close and ends the session at once. If it does not
+      // answer promptly, cancel.
+      stream->WritesDone();
+      absl::MutexLock lock(&mu_);
+      if (!mu_.AwaitWithTimeout(absl::Condition(&session_over_), absl::Seconds(2))) {
+        context->TryCancel();
+      }
+      return;
+    }
+    v1::AgentMessage message;
+    message.mutable_heartbeat()->set_seq(++seq);
+    *message.mutable_heartbeat()->mutable_memory() = probe_->Sample();
+    if (!stream->Write(message)) return;  // the reader sees the end too
+    next += options_.heartbeat_interval;
+    if (next < absl::Now()) next = absl::Now() + options_.heartbeat_interval;
+  }
+}
+
+}  // namespace gswarm::client

@@ -1,0 +1,76 @@
+#pragma once
+
+// The node agent's link to the host: dials out (agents behind NAT work), says Hello with the
+// node's hardware and memory, heartbeats every interval, and reconnects with exponential backoff
+// and jitter whenever the stream ends, until stopped.
+//
+// Thread safety: Start and Stop from one thread; the rest is internal. Uses gRPC's synchronous
+// client API: an agent has one stream, so a reader thread and a heartbeat thread are cheap.
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "client/memory_probe.h"
+#include "common/backoff.h"
+#include "common/config.h"
+#include "gswarm/v1/agent.grpc.pb.h"
+
+namespace gswarm::client {
+
+struct AgentOptions {
+  std::string host_target;  // host:port of the host's gRPC server
+  std::string auth_token;   // "" : none presented
+  std::string node_id;      // validated by the host
+  std::string hostname;
+  uint32_t data_port = 0;
+  absl::Duration heartbeat_interval = absl::Seconds(2);
+  // With no message from the host for this long, the stream is presumed dead and redialled
+  // (covers a frozen host, which keeps the TCP connection open).
+  absl::Duration host_silence_limit = absl::Seconds(10);
+  common::Backoff::Options backoff;
+  std::vector<v1::TierInfo> tiers;
+};
+
+class Agent {
+ public:
+  // Builds the options from the client section of the config: node id defaults to the hostname,
+  // the target to HostGrpcTarget(), the token to client.auth_token or the local token file.
+  static absl::StatusOr<AgentOptions> OptionsFromConfig(const common::ClientConfig& config);
+
+  Agent(AgentOptions options, std::unique_ptr<MemoryProbe> probe);
+  ~Agent();
+
+  void Start();
+  // Half-closes the stream so the host sees a clean goodbye, then joins. Bounded by a deadline.
+  void Stop();
+
+  // True while a session is established (Welcome received).
+  bool connected() const { return connected_.load(); }
+
+ private:
+  void Run();
+  // One stream from dial to end; returns why it ended.
+  absl::Status RunSession();
+  void HeartbeatLoop(grpc::ClientReaderWriter<v1::AgentMessage, v1::HostMessage>* stream,
+                     grpc::ClientContext* context);
+  v1::Hello MakeHello();
+
+  const AgentOptions options_;
+  std::unique_ptr<MemoryProbe> probe_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::AgentLink::Stub> stub_;
+  std::thread thread_;
+  std::atomic<bool> connected_{false};
+
+  absl::Mutex mu_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  bool session_over_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Time last_from_host_ ABSL_GUARDED_BY(mu_);
+  grpc::ClientContext* context_ ABSL_GUARDED_BY(mu_) = nullptr;
+};
+
+}  // namespace gswarm::client

@@ -1,0 +1,501 @@
+#include "common/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <exception>
+#include <limits>
+#include <map>
+#include <set>
+#include <variant>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
+#include "common/paths.h"
+#include "common/status.h"
+
+extern char** environ;
+
+namespace gswarm::common {
+namespace {
+
+// Debian builds Abseil with its own string_view, distinct from std::string_view; the public
+// functions take std::string_view and convert once.
+absl::string_view AV(std::string_view s) { return absl::string_view(s.data(), s.size()); }
+
+// Where a key's value lives in Config; its alternative is the key's type.
+using Field = std::variant<std::string*, int*, bool*, double*>;
+
+enum class Check { kNone, kPort, kNonNegative, kFraction, kPositive, kAtLeastOne };
+
+// One known key. This table drives the file, the environment, flags, JSON and YAML output, so a
+// key is declared once. Keys of one section stay together: ConfigToYaml relies on it.
+struct Key {
+  const char* path;
+  Field (*field)(Config&);
+  Check check = Check::kNone;
+  bool secret = false;
+};
+
+#define GSWARM_KEY(path, member, ...)                               \
+  Key {                                                             \
+    path, [](Config& c) -> Field { return &c.member; }, __VA_ARGS__ \
+  }
+
+constexpr Key kKeys[] = {
+    GSWARM_KEY("host.host", host.host),
+    GSWARM_KEY("host.port", host.port, Check::kPort),
+    GSWARM_KEY("host.grpc_port", host.grpc_port, Check::kPort),
+    GSWARM_KEY("host.model_cache_dir", host.model_cache_dir),
+    GSWARM_KEY("host.huggingface_cache_dir", host.huggingface_cache_dir),
+    GSWARM_KEY("host.auto_discover_models", host.auto_discover_models),
+    GSWARM_KEY("host.cleanup_on_shutdown", host.cleanup_on_shutdown),
+    GSWARM_KEY("host.auth_token", host.auth_token, Check::kNone, true),
+    GSWARM_KEY("host.insecure", host.insecure),
+    GSWARM_KEY("host.storage_devices.disk.enabled", host.disk.enabled),
+    GSWARM_KEY("host.storage_devices.disk.path", host.disk.path),
+    GSWARM_KEY("host.storage_devices.disk.max_size_gb", host.disk.max_size_gb, Check::kNonNegative),
+    GSWARM_KEY("host.storage_devices.dram.enabled", host.dram.enabled),
+    GSWARM_KEY("host.storage_devices.dram.path", host.dram.path),
+    GSWARM_KEY("host.storage_devices.dram.max_size_gb", host.dram.max_size_gb, Check::kNonNegative),
+    GSWARM_KEY("host.tls.cert_file", host.tls.cert_file),
+    GSWARM_KEY("host.tls.key_file", host.tls.key_file),
+    GSWARM_KEY("host.tls.ca_file", host.tls.ca_file),
+    GSWARM_KEY("client.host_url", client.host_url),
+    GSWARM_KEY("client.host_grpc", client.host_grpc),
+    GSWARM_KEY("client.node_id", client.node_id),
+    GSWARM_KEY("client.model_cache_dir", client.model_cache_dir),
+    GSWARM_KEY("client.dram_cache_dir", client.dram_cache_dir),
+    GSWARM_KEY("client.dram_cache_size", client.dram_cache_size, Check::kNonNegative),
+    GSWARM_KEY("client.gpu_memory_fraction", client.gpu_memory_fraction, Check::kFraction),
+    GSWARM_KEY("client.default_gpu_memory_utilization", client.default_gpu_memory_utilization,
+               Check::kFraction),
+    GSWARM_KEY("client.max_concurrent_requests", client.max_concurrent_requests,
+               Check::kAtLeastOne),
+    GSWARM_KEY("client.auth_token", client.auth_token, Check::kNone, true),
+    GSWARM_KEY("client.data_port", client.data_port, Check::kPort),
+    GSWARM_KEY("client.heartbeat_interval_s", client.heartbeat_interval_s, Check::kPositive),
+};
+
+#undef GSWARM_KEY
+
+const Key* FindKey(absl::string_view path) {
+  for (const Key& key : kKeys) {
+    if (key.path == path) return &key;
+  }
+  return nullptr;
+}
+
+// "host", "host.storage_devices", ...: a prefix of some key.
+bool IsSection(absl::string_view path) {
+  for (const Key& key : kKeys) {
+    absl::string_view candidate = key.path;
+    if (candidate.size() > path.size() && absl::StartsWith(candidate, path) &&
+        candidate[path.size()] == '.') {
+      return true;
+    }
+  }
+  return false;
+}
+
+// Only reads through the pointer; the table's accessors take Config& to serve both directions.
+Field ReadField(const Key& key, const Config& config) {
+  return key.field(const_cast<Config&>(config));
+}
+
+absl::Status Invalid(absl::string_view source, absl::string_view problem) {
+  return absl::InvalidArgumentError(absl::StrCat(source, ": ", problem));
+}
+
+std::string Quote(absl::string_view text) {
+  return absl::StrCat("\"", absl::CHexEscape(text), "\"");
+}
+
+std::string TypeName(const Field& field) {
+  switch (field.index()) {
+    case 0:
+      return "a string";
+    case 1:
+      return "an integer";
+    case 2:
+      return "true or false";
+    default:
+      return "a number";
+  }
+}
+
+// The problem with `value` for `check`, or "" when there is none.
+std::string Violation(Check check, double value) {
+  switch (check) {
+    case Check::kNone:
+      return "";
+    case Check::kPort:
+      return value >= 1 && value <= 65535 ? "" : "is out of range (1-65535)";
+    case Check::kNonNegative:
+      return value >= 0 ? "" : "must not be negative";
+    case Check::kFraction:
+      return value > 0 && value <= 1 ? "" : "is out of range (must be > 0 and <= 1)";
+    case Check::kPositive:
+      return value > 0 ? "" : "must be greater than 0";
+    case Check::kAtLeastOne:
+      return value >= 1 ? "" : "must be at least 1";
+  }
+  return "";
+}
+
+bool ParseBool(absl::string_view text, bool* out) {
+  std::string lower = absl::AsciiStrToLower(text);
+  if (lower == "true" || lower == "yes" || lower == "on" || lower == "1") {
+    *out = true;
+  } else if (lower == "false" || lower == "no" || lower == "off" || lower == "0") {
+    *out = false;
+  } else {
+    return false;
+  }
+  return true;
+}
+
+// Parses `text` by the key's type, validates it and stores it. Messages start with `source`.
+absl::Status ParseInto(const Key& key, Field field, absl::string_view text,
+                       absl::string_view source) {
+  if (auto* s = std::get_if<std::string*>(&field)) {
+    **s = std::string(text);
+    return absl::OkStatus();
+  }
+  absl::string_view t = absl::StripAsciiWhitespace(text);
+  if (auto* b = std::get_if<bool*>(&field)) {
+    if (!ParseBool(t, *b)) {
+      return Invalid(source, absl::StrCat(Quote(text), " is not a boolean (use true or false)"));
+    }
+    return absl::OkStatus();
+  }
+  if (auto* i = std::get_if<int*>(&field)) {
+    int64_t v = 0;
+    if (!absl::SimpleAtoi(t, &v)) return Invalid(source, Quote(text) + " is not an integer");
+    if (std::string problem = Violation(key.check, static_cast<double>(v)); !problem.empty()) {
+      return Invalid(source, absl::StrCat(t, " ", problem));
+    }
+    if (v < std::numeric_limits<int>::min() || v > std::numeric_limits<int>::max()) {
+      return Invalid(source, absl::StrCat(t, " is out of range for an integer"));
+    }
+    **i = static_cast<int>(v);
+    return absl::OkStatus();
+  }
+  double* d = std::get<double*>(field);
+  double v = 0;
+  if (!absl::SimpleAtod(t, &v) || !std::isfinite(v)) {
+    return Invalid(source, Quote(text) + " is not a number");
+  }
+  if (std::string problem = Violation(key.check, v); !problem.empty()) {
+    return Invalid(source, absl::StrCat(t, " ", problem));
+  }
+  *d = v;
+  return absl::OkStatus();
+}
+
+// "file:line" (1-based), or just "file" when the node has no position.
+std::string Location(absl::string_view file, const YAML::Mark& mark) {
+  if (mark.is_null() || mark.line < 0) return std::string(file);
+  return absl::StrCat(file, ":", mark.line + 1);
+}
+
+std::string Describe(const YAML::Node& node) {
+  switch (node.Type()) {
+    case YAML::NodeType::Map:
+      return "a map";
+    case YAML::NodeType::Sequence:
+      return "a list";
+    case YAML::NodeType::Scalar:
+      return absl::StrCat("the value ", Quote(node.Scalar()));
+    default:
+      return "no value";
+  }
+}
+
+absl::Status ApplyNode(Config& config, const Key& key, const YAML::Node& value,
+                       absl::string_view source) {
+  Field field = key.field(config);
+  if (value.IsScalar()) return ParseInto(key, field, value.Scalar(), source);
+  if (value.IsNull() && std::holds_alternative<std::string*>(field)) {
+    // `node_id:` with nothing after it: an empty string.
+    return ParseInto(key, field, "", source);
+  }
+  return Invalid(source, absl::StrCat("expected ", TypeName(field), ", got ", Describe(value)));
+}
+
+// Reads the map `node` at section `prefix` ("" for the top level) into `config`.
+absl::Status ReadSection(const YAML::Node& node, const std::string& prefix, absl::string_view file,
+                         Config& config, std::set<std::string>& seen) {
+  for (const auto& entry : node) {  // a by-value pair; `it->first` would dangle
+    const YAML::Node& name = entry.first;
+    const YAML::Node& value = entry.second;
+    std::string where = Location(file, name.Mark());
+    if (!name.IsScalar()) {
+      config.warnings.push_back(absl::StrCat(where, ": unknown key (", Describe(name), ") in ",
+                                             prefix.empty() ? "the top level" : prefix,
+                                             " (ignored)"));
+      continue;
+    }
+    std::string path = prefix.empty() ? name.Scalar() : absl::StrCat(prefix, ".", name.Scalar());
+    if (!seen.insert(path).second) {
+      config.warnings.push_back(
+          absl::StrCat(where, ": duplicate key \"", path, "\" (the last one wins)"));
+    }
+    if (const Key* key = FindKey(path)) {
+      RETURN_IF_ERROR(ApplyNode(config, *key, value, absl::StrCat(where, ": ", path)));
+    } else if (IsSection(path)) {
+      if (value.IsNull()) continue;  // `client:` with no keys under it
+      if (!value.IsMap()) {
+        return Invalid(absl::StrCat(where, ": ", path),
+                       absl::StrCat("expected a section (a map of keys), got ", Describe(value)));
+      }
+      RETURN_IF_ERROR(ReadSection(value, path, file, config, seen));
+    } else {
+      config.warnings.push_back(absl::StrCat(where, ": unknown key \"", path, "\" (ignored)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+std::string EnvName(absl::string_view path) {
+  return absl::StrCat("GSWARM_", absl::AsciiStrToUpper(absl::StrReplaceAll(path, {{".", "_"}})));
+}
+
+std::map<std::string, std::string> ProcessEnvironment() {
+  std::map<std::string, std::string> env;
+  for (char** entry = environ; entry != nullptr && *entry != nullptr; ++entry) {
+    absl::string_view text(*entry);
+    size_t eq = text.find('=');
+    if (eq == absl::string_view::npos || !absl::StartsWith(text, "GSWARM_")) continue;
+    env.emplace(std::string(text.substr(0, eq)), std::string(text.substr(eq + 1)));
+  }
+  return env;
+}
+
+absl::Status ApplyEnvironment(Config& config, const std::map<std::string, std::string>& env) {
+  // GSWARM_TOKEN first, so that GSWARM_HOST_AUTH_TOKEN / GSWARM_CLIENT_AUTH_TOKEN win over it.
+  if (auto it = env.find("GSWARM_TOKEN"); it != env.end()) {
+    for (const char* key : {"host.auth_token", "client.auth_token"}) {
+      RETURN_IF_ERROR(SetConfigValue(config, key, it->second, "environment GSWARM_TOKEN"));
+    }
+  }
+  for (const Key& key : kKeys) {
+    std::string name = EnvName(key.path);
+    if (auto it = env.find(name); it != env.end()) {
+      RETURN_IF_ERROR(ParseInto(key, key.field(config), it->second, "environment " + name));
+    }
+  }
+  return absl::OkStatus();
+}
+
+nlohmann::json ValueJson(const Key& key, const Config& config) {
+  Field field = ReadField(key, config);
+  if (auto* s = std::get_if<std::string*>(&field)) {
+    return key.secret && !(*s)->empty() ? std::string("***") : **s;
+  }
+  if (auto* i = std::get_if<int*>(&field)) return **i;
+  if (auto* b = std::get_if<bool*>(&field)) return **b;
+  return *std::get<double*>(field);
+}
+
+}  // namespace
+
+absl::StatusOr<Config> ParseConfig(std::string_view yaml, std::string_view source_view) {
+  const absl::string_view source = AV(source_view);
+  Config config;
+  try {
+    YAML::Node root;
+    try {
+      root = YAML::Load(std::string(yaml));
+    } catch (const YAML::ParserException& e) {
+      return Invalid(Location(source, e.mark), absl::StrCat("invalid YAML: ", e.msg));
+    }
+    if (root.IsNull()) return config;  // empty, or only comments
+    if (!root.IsMap()) {
+      return Invalid(
+          Location(source, root.Mark()),
+          absl::StrCat("expected a map with host: and client: sections, got ", Describe(root)));
+    }
+    std::set<std::string> seen;
+    RETURN_IF_ERROR(ReadSection(root, "", source, config, seen));
+  } catch (const YAML::Exception& e) {
+    return Invalid(Location(source, e.mark), absl::StrCat("invalid YAML: ", e.msg));
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat(source, ": cannot read the configuration: ", e.what()));
+  }
+  return config;
+}
+
+absl::Status SetConfigValue(Config& config, std::string_view key, std::string_view value,
+                            std::string_view source) {
+  const Key* known = FindKey(AV(key));
+  if (known == nullptr) {
+    return Invalid(AV(source), absl::StrCat("unknown key \"", AV(key), "\"",
+                                            IsSection(AV(key)) ? " (a section, not a key)" : ""));
+  }
+  return ParseInto(*known, known->field(config), AV(value), AV(source));
+}
+
+absl::StatusOr<Config> LoadConfig(const LoadOptions& options) {
+  std::map<std::string, std::string> process_env;
+  const std::map<std::string, std::string>* env = options.env;
+  if (env == nullptr) {
+    process_env = ProcessEnvironment();
+    env = &process_env;
+  }
+
+  const bool explicit_path = !options.path.empty();
+  std::string path;
+  if (explicit_path) {
+    path = ExpandUser(options.path);
+  } else if (auto it = env->find("GSWARM_CONFIG"); it != env->end() && !it->second.empty()) {
+    path = ExpandUser(it->second);
+  } else {
+    path = DefaultConfigPath();
+  }
+
+  absl::StatusOr<std::string> text = ReadFile(path);
+  if (absl::IsNotFound(text.status())) {
+    if (explicit_path) {
+      return absl::NotFoundError(absl::StrCat(
+          "config file ", path, " does not exist (omit --config to use ~/.gswarm.conf)"));
+    }
+    if (options.create_if_missing) {
+      if (size_t slash = path.rfind('/'); slash != std::string::npos && slash > 0) {
+        RETURN_IF_ERROR(
+            Annotate(MakeDirs(path.substr(0, slash)), "cannot create the default config file"));
+      }
+      RETURN_IF_ERROR(Annotate(WriteFileAtomically(path, DefaultConfigYaml(), 0600),
+                               "cannot create the default config file"));
+      text = DefaultConfigYaml();
+    } else {
+      path.clear();  // no file: the defaults
+      text = std::string();
+    }
+  }
+  if (!text.ok()) return Annotate(text.status(), "cannot load the configuration");
+
+  Config config;
+  if (!path.empty()) {
+    ASSIGN_OR_RETURN(config, ParseConfig(*text, path));
+    config.path = path;
+  }
+  RETURN_IF_ERROR(ApplyEnvironment(config, *env));
+  for (const auto& [key, value] : options.overrides) {
+    RETURN_IF_ERROR(SetConfigValue(config, key, value, absl::StrCat("flag ", key)));
+  }
+  return config;
+}
+
+std::string DefaultConfigYaml() {
+  return R"yaml(# GSwarm configuration.
+# Precedence: command-line flags > environment (GSWARM_HOST_PORT, GSWARM_CLIENT_NODE_ID, ...;
+# GSWARM_TOKEN sets both auth tokens) > this file > built-in defaults.
+
+host:
+  host: "0.0.0.0"            # address the HTTP and gRPC servers bind to
+  port: 8100                 # HTTP: REST API, OpenAI router, metrics, dashboard
+  grpc_port: 8101            # gRPC: public API and the agent link
+  model_cache_dir: "~/.cache/gswarm/models"
+  huggingface_cache_dir: "~/.cache/huggingface"
+  auto_discover_models: true # register models found on disk at start-up
+  cleanup_on_shutdown: true  # stop instances and empty the DRAM tier when an agent exits
+  # Bearer token for every call but /health. Empty: none on loopback; beyond loopback one is
+  # generated into ~/.cache/gswarm/token.
+  auth_token: ""
+
+  # The cluster's default tier layout, sent to every agent on connect.
+  storage_devices:
+    disk:
+      enabled: true
+      path: "~/.cache/gswarm/models"
+    dram:
+      enabled: true
+      path: "/dev/shm/gswarm_models"
+      max_size_gb: 64        # GiB; 0: bounded only by the device
+
+  # TLS for gRPC and HTTP:
+  # tls:
+  #   cert_file: "/etc/gswarm/host.pem"
+  #   key_file: "/etc/gswarm/host.key"
+
+client:
+  host_url: "http://localhost:8100"
+  host_grpc: ""              # host:port; empty: the host of host_url, port 8101
+  node_id: ""                # empty: this machine's hostname
+  model_cache_dir: "~/.cache/gswarm/models"
+  dram_cache_dir: "/dev/shm/gswarm_models"
+  dram_cache_size: 16        # DRAM tier budget, GiB
+  gpu_memory_fraction: 0.9   # share of each GPU's memory instances may use
+  default_gpu_memory_utilization: 0.90
+  max_concurrent_requests: 256
+  auth_token: ""             # token sent to the host; GSWARM_TOKEN also sets it
+  data_port: 8102            # serves this node's tiers to peers
+  heartbeat_interval_s: 2    # seconds between heartbeats to the host
+)yaml";
+}
+
+nlohmann::json ConfigToJson(const Config& config) {
+  nlohmann::json out = nlohmann::json::object();
+  for (const Key& key : kKeys) {
+    nlohmann::json* node = &out;
+    for (absl::string_view part : absl::StrSplit(key.path, '.')) node = &(*node)[std::string(part)];
+    *node = ValueJson(key, config);
+  }
+  return out;
+}
+
+std::string ConfigToYaml(const Config& config) {
+  std::string out;
+  std::vector<absl::string_view> open;  // the sections the previous key sat in
+  for (const Key& key : kKeys) {
+    std::vector<absl::string_view> parts = absl::StrSplit(key.path, '.');
+    absl::string_view name = parts.back();
+    parts.pop_back();
+    size_t common = 0;
+    while (common < open.size() && common < parts.size() && open[common] == parts[common]) {
+      ++common;
+    }
+    open.resize(common);
+    for (size_t i = common; i < parts.size(); ++i) {
+      if (i == 0 && !out.empty()) out += "\n";
+      absl::StrAppend(&out, std::string(2 * i, ' '), parts[i], ":\n");
+      open.push_back(parts[i]);
+    }
+    // JSON scalars are valid YAML flow scalars; strings come out double-quoted and escaped.
+    absl::StrAppend(
+        &out, std::string(2 * parts.size(), ' '), name, ": ",
+        ValueJson(key, config).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace),
+        "\n");
+  }
+  return out;
+}
+
+std::string HostGrpcTarget(const ClientConfig& client) {
+  if (!client.host_grpc.empty()) return client.host_grpc;
+  absl::string_view s = absl::StripAsciiWhitespace(client.host_url);
+  if (size_t scheme = s.find("://"); scheme != absl::string_view::npos) s.remove_prefix(scheme + 3);
+  s = s.substr(0, s.find_first_of("/?#"));
+  if (size_t at = s.rfind('@'); at != absl::string_view::npos) s.remove_prefix(at + 1);
+  std::string host;
+  if (!s.empty() && s.front() == '[') {
+    size_t close = s.find(']');
+    host = close == absl::string_view::npos ? absl::StrCat(s, "]")
+                                            : std::string(s.substr(0, close + 1));
+  } else if (std::count(s.begin(), s.end(), ':') > 1) {
+    host = absl::StrCat("[", s, "]");  // a bare IPv6 literal
+  } else {
+    host = std::string(s.substr(0, s.find(':')));
+  }
+  if (host.empty()) host = "localhost";
+  return absl::StrCat(host, ":", HostConfig{}.grpc_port);
+}
+
+}  // namespace gswarm::common

@@ -1,0 +1,135 @@
+#pragma once
+
+// GSwarm's configuration: ~/.gswarm.conf (YAML, `host:` and `client:` sections).
+//
+// Precedence, highest first: command-line flags (LoadOptions::overrides) > environment
+// (GSWARM_<SECTION>_<KEY>, e.g. GSWARM_HOST_PORT, GSWARM_CLIENT_NODE_ID,
+// GSWARM_HOST_STORAGE_DEVICES_DRAM_MAX_SIZE_GB; GSWARM_TOKEN sets both auth tokens) > the file >
+// the defaults written in the structs below.
+//
+// Config is parsed once into these plain structs; each part of GSwarm receives its own section.
+// Thread safety: plain values, no shared state.
+
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "nlohmann/json.hpp"
+
+namespace gswarm::common {
+
+struct StorageDeviceConfig {
+  bool enabled = true;
+  std::string path;
+  // Capacity in GB (GiB); 0 means "bounded only by the device".
+  double max_size_gb = 0;
+
+  friend bool operator==(const StorageDeviceConfig&, const StorageDeviceConfig&) = default;
+};
+
+struct TlsConfig {
+  std::string cert_file;  // PEM; empty: plaintext
+  std::string key_file;
+  std::string ca_file;  // agents and the CLI verify the host against this; empty: system roots
+
+  friend bool operator==(const TlsConfig&, const TlsConfig&) = default;
+};
+
+struct HostConfig {
+  // Address the HTTP and gRPC servers bind to.
+  std::string host = "0.0.0.0";
+  // HTTP: REST API, OpenAI router, metrics, dashboard.
+  int port = 8100;
+  // gRPC: public API and the agent link.
+  int grpc_port = 8101;
+  std::string model_cache_dir = "~/.cache/gswarm/models";
+  std::string huggingface_cache_dir = "~/.cache/huggingface";
+  // Register models found on disk at start-up.
+  bool auto_discover_models = true;
+  // Stop instances and empty the DRAM tier when an agent exits.
+  bool cleanup_on_shutdown = true;
+  // The cluster's default tier layout, sent to every agent on connect.
+  StorageDeviceConfig disk{true, "~/.cache/gswarm/models", 0};
+  StorageDeviceConfig dram{true, "/dev/shm/gswarm_models", 64};
+  // Bearer token every call but /health must carry. Empty: none, unless the host listens beyond
+  // loopback, where one is generated into ~/.cache/gswarm/token (see auth.h).
+  std::string auth_token;
+  TlsConfig tls;
+  // Serve without any token even beyond loopback (explicit opt-out).
+  bool insecure = false;
+
+  friend bool operator==(const HostConfig&, const HostConfig&) = default;
+};
+
+struct ClientConfig {
+  // The host's HTTP address, as in the original GSwarm.
+  std::string host_url = "http://localhost:8100";
+  // The host's gRPC address host:port; empty: the host of host_url with port 8101.
+  std::string host_grpc;
+  // Empty: this machine's hostname.
+  std::string node_id;
+  std::string model_cache_dir = "~/.cache/gswarm/models";
+  std::string dram_cache_dir = "/dev/shm/gswarm_models";
+  // DRAM tier budget in GB (GiB).
+  double dram_cache_size = 16;
+  // Share of each GPU's memory instances may use.
+  double gpu_memory_fraction = 0.9;
+  double default_gpu_memory_utilization = 0.90;
+  int max_concurrent_requests = 256;
+  std::string auth_token;
+  // Port serving this node's tiers to peers.
+  int data_port = 8102;
+  double heartbeat_interval_s = 2;
+
+  friend bool operator==(const ClientConfig&, const ClientConfig&) = default;
+};
+
+struct Config {
+  HostConfig host;
+  ClientConfig client;
+  // The file the config came from ("" when none was read).
+  std::string path;
+  // Non-fatal findings (unknown keys), each naming file, line and key.
+  std::vector<std::string> warnings;
+
+  friend bool operator==(const Config&, const Config&) = default;
+};
+
+struct LoadOptions {
+  // --config; empty: $GSWARM_CONFIG, then ~/.gswarm.conf.
+  std::string path;
+  // When the file is missing: write the defaults there (mode 0600) if it is the default path
+  // (or $GSWARM_CONFIG); an explicit `path` that does not exist is always an error.
+  bool create_if_missing = false;
+  // Command-line flags as (key, value), keys as in the file: {"host.port", "9000"}.
+  std::vector<std::pair<std::string, std::string>> overrides;
+  // The environment to read GSWARM_* from; nullptr: the process environment.
+  const std::map<std::string, std::string>* env = nullptr;
+};
+
+// Loads, layers and validates the configuration. Errors name the file, line and key:
+//   "/home/u/.gswarm.conf:4: host.port: 70000 is out of range (1-65535)".
+absl::StatusOr<Config> LoadConfig(const LoadOptions& options);
+
+// Parses one YAML document over the defaults and validates it. `source` names it in messages.
+absl::StatusOr<Config> ParseConfig(std::string_view yaml, std::string_view source);
+
+// Sets one key ("client.dram_cache_size") from its text form, as a flag or env var would.
+absl::Status SetConfigValue(Config& config, std::string_view key, std::string_view value,
+                            std::string_view source);
+
+// The file written on first run: the seed's sample layout with GSwarm's own keys, commented.
+std::string DefaultConfigYaml();
+
+// The effective config as JSON ({"host": {...}, "client": {...}}), secrets masked as "***".
+nlohmann::json ConfigToJson(const Config& config);
+
+// The same as YAML text, for `gswarm config`.
+std::string ConfigToYaml(const Config& config);
+
+// "host:port" for the agent and CLI to dial: client.host_grpc, else host_url's host with 8101.
+std::string HostGrpcTarget(const ClientConfig& client);
+
+}  // namespace gswarm::common

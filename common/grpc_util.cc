@@ -1,0 +1,56 @@
+#include "common/grpc_util.h"
+
+#include "common/auth.h"
+#include "nlohmann/json.hpp"
+
+namespace gswarm::common {
+
+grpc::Status ToGrpcStatus(const absl::Status& status) {
+  if (status.ok()) return grpc::Status::OK;
+  // absl and gRPC share the canonical code numbering.
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
+}
+
+absl::Status FromGrpcStatus(const grpc::Status& status) {
+  if (status.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
+}
+
+int HttpStatusFor(absl::StatusCode code) {
+  switch (code) {
+    case absl::StatusCode::kOk: return 200;
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kOutOfRange: return 400;
+    case absl::StatusCode::kUnauthenticated: return 401;
+    case absl::StatusCode::kPermissionDenied: return 403;
+    case absl::StatusCode::kNotFound: return 404;
+    case absl::StatusCode::kAlreadyExists:
+    case absl::StatusCode::kAborted:
+    case absl::StatusCode::kFailedPrecondition: return 409;
+    case absl::StatusCode::kResourceExhausted: return 429;
+    case absl::StatusCode::kCancelled: return 499;
+    case absl::StatusCode::kUnimplemented: return 501;
+    case absl::StatusCode::kUnavailable: return 503;
+    case absl::StatusCode::kDeadlineExceeded: return 504;
+    default: return 500;
+  }
+}
+
+absl::Status CheckGrpcAuthorization(absl::string_view expected,
+                                    const grpc::ServerContextBase& context) {
+  if (expected.empty()) return absl::OkStatus();
+  const auto& metadata = context.client_metadata();
+  auto it = metadata.find("authorization");
+  if (it == metadata.end()) return CheckAuthorization(expected, std::nullopt);
+  return CheckAuthorization(expected, absl::string_view(it->second.data(), it->second.size()));
+}
+
+std::string ErrorJson(const absl::Status& status) {
+  nlohmann::json body = {{"error",
+                          {{"code", HttpStatusFor(status.code())},
+                           {"status", absl::StatusCodeToString(status.code())},
+                           {"message", std::string(status.message())}}}};
+  return body.dump();
+}
+
+}  // namespace gswarm::common

@@ -1,0 +1,63 @@
+#pragma once
+
+// The public API's logic, free of transport: gswarm.v1.GSwarm (api_service.cc) and the REST
+// gateway (rest_gateway.cc) both call these methods, so the two faces cannot drift apart.
+//
+// Thread safety: thread-safe; every method may run on any gRPC or HTTP thread. Methods do not
+// block on disk or network.
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/config.h"
+#include "gswarm/v1/api.pb.h"
+#include "host/node_registry.h"
+
+namespace gswarm::host {
+
+class ApiHandler {
+ public:
+  struct Options {
+    common::Config config;  // effective config, as loaded
+    bool auth_required = false;
+    absl::Time started_at = absl::Now();
+  };
+
+  // `registry` must outlive the handler.
+  ApiHandler(Options options, NodeRegistry* registry);
+
+  absl::StatusOr<v1::HealthResponse> Health(const v1::HealthRequest& request) const;
+  absl::StatusOr<v1::ListNodesResponse> ListNodes(const v1::ListNodesRequest& request) const;
+  absl::StatusOr<v1::GetConfigResponse> GetConfig(const v1::GetConfigRequest& request) const;
+  absl::StatusOr<v1::GetMemoryResponse> GetMemory(const v1::GetMemoryRequest& request) const;
+
+  // Not built yet: each answers UNIMPLEMENTED naming the feature it belongs to.
+  absl::StatusOr<v1::RegisterModelResponse> RegisterModel(const v1::RegisterModelRequest&) const;
+  absl::StatusOr<v1::ListModelsResponse> ListModels(const v1::ListModelsRequest&) const;
+  absl::StatusOr<v1::Model> GetModel(const v1::GetModelRequest&) const;
+  absl::StatusOr<v1::DeleteModelResponse> DeleteModel(const v1::DeleteModelRequest&) const;
+  absl::StatusOr<v1::JobResponse> Download(const v1::DownloadRequest&) const;
+  absl::StatusOr<v1::DiscoverResponse> Discover(const v1::DiscoverRequest&) const;
+  absl::StatusOr<v1::ValidateModelResponse> ValidateModel(const v1::ValidateModelRequest&) const;
+  absl::StatusOr<v1::JobResponse> Copy(const v1::CopyRequest&) const;
+  absl::StatusOr<v1::EvictDramResponse> EvictDram(const v1::EvictDramRequest&) const;
+  absl::StatusOr<v1::JobResponse> Serve(const v1::ServeRequest&) const;
+  absl::StatusOr<v1::StopInstanceResponse> StopInstance(const v1::StopInstanceRequest&) const;
+  absl::StatusOr<v1::ListInstancesResponse> ListInstances(const v1::ListInstancesRequest&) const;
+  absl::StatusOr<v1::JobResponse> LoadModel(const v1::LoadModelRequest&) const;
+  absl::StatusOr<v1::StopInstanceResponse> UnloadModel(const v1::UnloadModelRequest&) const;
+  absl::StatusOr<v1::SwitchModelResponse> SwitchModel(const v1::SwitchModelRequest&) const;
+  absl::StatusOr<v1::Job> GetJob(const v1::GetJobRequest&) const;
+  absl::StatusOr<v1::ListJobsResponse> ListJobs(const v1::ListJobsRequest&) const;
+  absl::StatusOr<v1::Job> CancelJob(const v1::GetJobRequest&) const;
+
+ private:
+  const Options options_;
+  NodeRegistry* const registry_;
+};
+
+// UNIMPLEMENTED: "<rpc> is not available in this GSwarm build yet (<feature>)".
+absl::Status NotYetImplemented(absl::string_view rpc, absl::string_view feature);
+
+}  // namespace gswarm::host

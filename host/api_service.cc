@@ -1,0 +1,91 @@
+#include "host/api_service.h"
+
+#include "common/grpc_util.h"
+
+namespace gswarm::host {
+namespace {
+
+// Answers a unary call: the token first, then the handler's result or error.
+template <typename Response, typename Call>
+grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* context,
+                                 const std::string& auth_token, Response* response, Call&& call) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::Status status = common::CheckGrpcAuthorization(auth_token, *context);
+  if (status.ok()) {
+    absl::StatusOr<Response> result = call();
+    status = result.status();
+    if (result.ok()) *response = *std::move(result);
+  }
+  reactor->Finish(common::ToGrpcStatus(status));
+  return reactor;
+}
+
+// A server stream that ends at once with `status` (refused or not built yet).
+template <typename Message>
+class FinishedWriter final : public grpc::ServerWriteReactor<Message> {
+ public:
+  explicit FinishedWriter(const absl::Status& status) { this->Finish(common::ToGrpcStatus(status)); }
+  void OnDone() override { delete this; }
+};
+
+template <typename Message>
+grpc::ServerWriteReactor<Message>* RefuseStream(grpc::CallbackServerContext* context,
+                                                const std::string& auth_token,
+                                                absl::string_view rpc, absl::string_view feature) {
+  absl::Status status = common::CheckGrpcAuthorization(auth_token, *context);
+  if (status.ok()) status = NotYetImplemented(rpc, feature);
+  return new FinishedWriter<Message>(status);
+}
+
+}  // namespace
+
+ApiService::ApiService(std::string auth_token, const ApiHandler* handler)
+    : auth_token_(std::move(auth_token)), handler_(handler) {}
+
+#define GSWARM_UNARY_RPC(Method, Request, Response)                                       \
+  grpc::ServerUnaryReactor* ApiService::Method(grpc::CallbackServerContext* context,      \
+                                               const v1::Request* request,                \
+                                               v1::Response* response) {                  \
+    return Answer(context, auth_token_, response, [&] { return handler_->Method(*request); }); \
+  }
+GSWARM_UNARY_RPC(Health, HealthRequest, HealthResponse)
+GSWARM_UNARY_RPC(ListNodes, ListNodesRequest, ListNodesResponse)
+GSWARM_UNARY_RPC(GetConfig, GetConfigRequest, GetConfigResponse)
+GSWARM_UNARY_RPC(GetMemory, GetMemoryRequest, GetMemoryResponse)
+GSWARM_UNARY_RPC(RegisterModel, RegisterModelRequest, RegisterModelResponse)
+GSWARM_UNARY_RPC(ListModels, ListModelsRequest, ListModelsResponse)
+GSWARM_UNARY_RPC(GetModel, GetModelRequest, Model)
+GSWARM_UNARY_RPC(DeleteModel, DeleteModelRequest, DeleteModelResponse)
+GSWARM_UNARY_RPC(Download, DownloadRequest, JobResponse)
+GSWARM_UNARY_RPC(Discover, DiscoverRequest, DiscoverResponse)
+GSWARM_UNARY_RPC(ValidateModel, ValidateModelRequest, ValidateModelResponse)
+GSWARM_UNARY_RPC(Copy, CopyRequest, JobResponse)
+GSWARM_UNARY_RPC(EvictDram, EvictDramRequest, EvictDramResponse)
+GSWARM_UNARY_RPC(Serve, ServeRequest, JobResponse)
+GSWARM_UNARY_RPC(StopInstance, StopInstanceRequest, StopInstanceResponse)
+GSWARM_UNARY_RPC(ListInstances, ListInstancesRequest, ListInstancesResponse)
+GSWARM_UNARY_RPC(LoadModel, LoadModelRequest, JobResponse)
+GSWARM_UNARY_RPC(UnloadModel, UnloadModelRequest, StopInstanceResponse)
+GSWARM_UNARY_RPC(SwitchModel, SwitchModelRequest, SwitchModelResponse)
+GSWARM_UNARY_RPC(GetJob, GetJobRequest, Job)
+GSWARM_UNARY_RPC(ListJobs, ListJobsRequest, ListJobsResponse)
+GSWARM_UNARY_RPC(CancelJob, GetJobRequest, Job)
+#undef GSWARM_UNARY_RPC
+
+grpc::ServerWriteReactor<v1::Job>* ApiService::WatchJob(grpc::CallbackServerContext* context,
+                                                        const v1::GetJobRequest*) {
+  return RefuseStream<v1::Job>(context, auth_token_, "WatchJob", "model registry and downloads");
+}
+
+grpc::ServerWriteReactor<v1::Event>* ApiService::WatchEvents(grpc::CallbackServerContext* context,
+                                                             const v1::WatchEventsRequest*) {
+  return RefuseStream<v1::Event>(context, auth_token_, "WatchEvents", "cluster events");
+}
+
+grpc::ServerWriteReactor<v1::LogChunk>* ApiService::GetInstanceLogs(
+    grpc::CallbackServerContext* context, const v1::GetInstanceLogsRequest*) {
+  return RefuseStream<v1::LogChunk>(context, auth_token_, "GetInstanceLogs",
+                                    "inference instances");
+}
+
+}  // namespace gswarm::host

@@ -1,0 +1,130 @@
+#include "host/host_server.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/auth.h"
+#include "common/paths.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/security/server_credentials.h"
+#include "grpcpp/server_builder.h"
+#include "common/status.h"
+#include "spdlog/spdlog.h"
+
+namespace gswarm::host {
+namespace {
+
+std::string JoinHostPort(const std::string& host, int port) {
+  // IPv6 literals need brackets in a gRPC address.
+  if (host.find(':') != std::string::npos && host.front() != '[') {
+    return absl::StrCat("[", host, "]:", port);
+  }
+  return absl::StrCat(host, ":", port);
+}
+
+std::vector<v1::TierInfo> DefaultTiers(const common::HostConfig& config) {
+  std::vector<v1::TierInfo> tiers(2);
+  tiers[0].set_tier("disk");
+  tiers[0].set_path(config.disk.path);
+  tiers[0].set_enabled(config.disk.enabled);
+  tiers[0].set_capacity_bytes(static_cast<uint64_t>(config.disk.max_size_gb * (1ull << 30)));
+  tiers[1].set_tier("dram");
+  tiers[1].set_path(config.dram.path);
+  tiers[1].set_enabled(config.dram.enabled);
+  tiers[1].set_capacity_bytes(static_cast<uint64_t>(config.dram.max_size_gb * (1ull << 30)));
+  return tiers;
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> ResolveHostToken(const common::HostConfig& config) {
+  if (!config.auth_token.empty()) return config.auth_token;
+  if (config.insecure) {
+    if (!common::IsLoopbackAddress(config.host)) {
+      spdlog::warn("auth is OFF (--insecure) while listening on {}: anyone who can reach this "
+                   "host can drive it",
+                   config.host);
+    }
+    return std::string();
+  }
+  if (common::IsLoopbackAddress(config.host)) return std::string();
+  bool created = false;
+  const std::string path = common::TokenFilePath();
+  absl::StatusOr<std::string> token = common::LoadOrCreateTokenFile(path, &created);
+  if (!token.ok()) {
+    return absl::Status(token.status().code(),
+                        absl::StrCat("host listens on ", config.host,
+                                     " and needs a token, but: ", token.status().message(),
+                                     " (set host.auth_token, or --insecure to run without)"));
+  }
+  spdlog::info("auth: {} token in {}; local CLI and agents read it from there, give it to "
+               "remote agents as client.auth_token or GSWARM_TOKEN",
+               created ? "generated a" : "using the", path);
+  return token;
+}
+
+absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Create(const common::Config& config) {
+  const common::HostConfig& host = config.host;
+  std::unique_ptr<HostServer> server(new HostServer());
+  ASSIGN_OR_RETURN(server->auth_token_, ResolveHostToken(host));
+
+  server->registry_ = std::make_unique<NodeRegistry>(NodeRegistry::Options{});
+  server->handler_ = std::make_unique<ApiHandler>(
+      ApiHandler::Options{config, !server->auth_token_.empty(), absl::Now()},
+      server->registry_.get());
+  server->api_service_ =
+      std::make_unique<ApiService>(server->auth_token_, server->handler_.get());
+  server->agent_link_ = std::make_unique<AgentLinkService>(
+      AgentLinkService::Options{server->auth_token_, GSWARM_VERSION, DefaultTiers(host)},
+      server->registry_.get());
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  // Without this, a second host on the same port would share it silently (SO_REUSEPORT).
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  builder.AddListeningPort(JoinHostPort(host.host, host.grpc_port),
+                           grpc::InsecureServerCredentials(), &server->grpc_port_);
+  builder.RegisterService(server->api_service_.get());
+  builder.RegisterService(server->agent_link_.get());
+  server->grpc_server_ = builder.BuildAndStart();
+  if (server->grpc_server_ == nullptr || server->grpc_port_ == 0) {
+    return absl::UnavailableError(absl::StrCat(
+        "cannot listen for gRPC on ", JoinHostPort(host.host, host.grpc_port),
+        ": the address is in use or not available (set host.grpc_port or pass --grpc-port)"));
+  }
+
+  server->rest_ = std::make_unique<RestGateway>(server->auth_token_, server->handler_.get());
+  ASSIGN_OR_RETURN(server->http_port_, server->rest_->Bind(host.host, host.port));
+  server->rest_->Start();
+
+  // Offline detection runs on its own clock, not on any agent's stream.
+  HostServer* raw = server.get();
+  server->sweeper_ = std::thread([raw] {
+    while (!raw->stop_sweeper_.WaitForNotificationWithTimeout(absl::Milliseconds(100))) {
+      raw->registry_->SweepStale();
+    }
+  });
+
+  spdlog::info("gswarm host {} listening: HTTP {} gRPC {}{}", GSWARM_VERSION,
+               JoinHostPort(host.host, server->http_port_),
+               JoinHostPort(host.host, server->grpc_port_),
+               server->auth_token_.empty() ? " (auth off)" : " (token required)");
+  return server;
+}
+
+HostServer::~HostServer() { Shutdown(); }
+
+void HostServer::Shutdown() {
+  if (shut_down_.exchange(true)) return;
+  spdlog::info("host shutting down");
+  if (sweeper_.joinable()) {
+    stop_sweeper_.Notify();
+    sweeper_.join();
+  }
+  if (rest_) rest_->Stop();
+  if (registry_) registry_->CloseAll(absl::UnavailableError("host is shutting down"));
+  if (grpc_server_) grpc_server_->Shutdown(std::chrono::system_clock::now() +
+                                           std::chrono::seconds(2));
+}
+
+}  // namespace gswarm::host

@@ -1,0 +1,200 @@
+#include "host/rest_gateway.h"
+
+#include <httplib.h>
+
+#include <functional>
+
+#include "absl/strings/str_cat.h"
+#include "common/auth.h"
+#include "common/grpc_util.h"
+#include "common/proto_json.h"
+#include "nlohmann/json.hpp"
+#include "common/status.h"
+#include "spdlog/spdlog.h"
+
+namespace gswarm::host {
+namespace {
+
+void Reply(httplib::Response& res, const absl::Status& status) {
+  res.status = common::HttpStatusFor(status.code());
+  res.set_content(common::ErrorJson(status) + "\n", "application/json");
+}
+
+// Query parameters become JSON fields: "true"/"false" are booleans, everything else a string
+// (protobuf's JSON parser accepts numbers written as strings).
+std::string QueryAsJson(const httplib::Request& req) {
+  nlohmann::json fields = nlohmann::json::object();
+  for (const auto& [key, value] : req.params) {
+    if (value == "true" || value == "false") {
+      fields[key] = value == "true";
+    } else {
+      fields[key] = value;
+    }
+  }
+  return fields.dump();
+}
+
+// Fills a request from the body (POST, DELETE) or the query string (GET), then sets the named
+// path fields from the route's capture groups.
+template <typename Request>
+absl::Status ParseRequest(const httplib::Request& req, const std::vector<std::string>& path_fields,
+                          Request* request) {
+  const bool has_body = !req.body.empty();
+  if (has_body) {
+    RETURN_IF_ERROR(common::FromJson(req.body, request));
+  }
+  if (!req.params.empty()) {
+    Request from_query;
+    RETURN_IF_ERROR(common::FromJson(QueryAsJson(req), &from_query));
+    request->MergeFrom(from_query);
+  }
+  const google::protobuf::Descriptor* descriptor = request->GetDescriptor();
+  const google::protobuf::Reflection* reflection = request->GetReflection();
+  for (size_t i = 0; i < path_fields.size() && i + 1 < req.matches.size(); ++i) {
+    const google::protobuf::FieldDescriptor* field = descriptor->FindFieldByName(path_fields[i]);
+    if (field != nullptr) reflection->SetString(request, field, req.matches[i + 1].str());
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+RestGateway::RestGateway(std::string auth_token, const ApiHandler* handler)
+    : auth_token_(std::move(auth_token)),
+      handler_(handler),
+      server_(std::make_unique<httplib::Server>()) {
+  InstallRoutes();
+}
+
+RestGateway::~RestGateway() { Stop(); }
+
+void RestGateway::InstallRoutes() {
+  httplib::Server& server = *server_;
+  const ApiHandler* handler = handler_;
+
+  // Every route but /health needs the token when one is configured.
+  server.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+    if (req.path == "/health") return httplib::Server::HandlerResponse::Unhandled;
+    std::optional<absl::string_view> authorization;
+    if (req.has_header("Authorization")) authorization = req.get_header_value("Authorization");
+    absl::Status auth = common::CheckAuthorization(auth_token_, authorization);
+    if (auth.ok()) return httplib::Server::HandlerResponse::Unhandled;
+    Reply(res, auth);
+    return httplib::Server::HandlerResponse::Handled;
+  });
+  server.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
+    if (!res.body.empty()) return;
+    if (res.status == 404) {
+      Reply(res, absl::NotFoundError(absl::StrCat("no endpoint ", req.method, " ", req.path,
+                                                  " (see the API table in the README)")));
+    } else {
+      Reply(res, absl::UnknownError(absl::StrCat("HTTP ", res.status)));
+    }
+  });
+  server.set_exception_handler(
+      [](const httplib::Request& req, httplib::Response& res, std::exception_ptr error) {
+        std::string what = "unknown error";
+        try {
+          std::rethrow_exception(error);
+        } catch (const std::exception& e) {
+          what = e.what();
+        } catch (...) {
+        }
+        spdlog::error("{} {}: {}", req.method, req.path, what);
+        Reply(res, absl::InternalError(absl::StrCat("internal error: ", what)));
+      });
+
+  // Binds one endpoint to one handler method. `path_fields` name the request fields the
+  // pattern's capture groups fill, in order.
+  auto route = [&server]<typename Request, typename Response>(
+                   const std::string& method, const std::string& pattern,
+                   std::function<absl::StatusOr<Response>(const Request&)> call,
+                   std::vector<std::string> path_fields = {}) {
+    auto serve = [call = std::move(call), path_fields = std::move(path_fields)](
+                     const httplib::Request& req, httplib::Response& res) {
+      Request request;
+      absl::Status status = ParseRequest(req, path_fields, &request);
+      if (!status.ok()) return Reply(res, status);
+      absl::StatusOr<Response> response = call(request);
+      if (!response.ok()) return Reply(res, response.status());
+      absl::StatusOr<std::string> json = common::ToJson(*response);
+      if (!json.ok()) return Reply(res, json.status());
+      res.set_content(*json + "\n", "application/json");
+    };
+    if (method == "GET") server.Get(pattern, serve);
+    if (method == "POST") server.Post(pattern, serve);
+    if (method == "DELETE") server.Delete(pattern, serve);
+  };
+#define GSWARM_ROUTE(method, pattern, Method, Request, Response, ...)                      \
+  route.template operator()<v1::Request, v1::Response>(                                    \
+      method, pattern,                                                                     \
+      [handler](const v1::Request& request) { return handler->Method(request); }          \
+      __VA_OPT__(, ) __VA_ARGS__)
+
+  const std::string kName = "([^/]+)";
+  GSWARM_ROUTE("GET", "/health", Health, HealthRequest, HealthResponse);
+  GSWARM_ROUTE("GET", "/nodes", ListNodes, ListNodesRequest, ListNodesResponse);
+  GSWARM_ROUTE("GET", "/config", GetConfig, GetConfigRequest, GetConfigResponse);
+  GSWARM_ROUTE("GET", "/memory/(models|dram|gpu|nodes)", GetMemory, GetMemoryRequest,
+               GetMemoryResponse, {"view"});
+  GSWARM_ROUTE("DELETE", "/memory/dram/" + kName, EvictDram, EvictDramRequest, EvictDramResponse,
+               {"model_name"});
+
+  for (const std::string prefix : {"/api/models", "/models"}) {
+    GSWARM_ROUTE("POST", prefix, RegisterModel, RegisterModelRequest, RegisterModelResponse);
+    GSWARM_ROUTE("GET", prefix, ListModels, ListModelsRequest, ListModelsResponse);
+    GSWARM_ROUTE("GET", prefix + "/" + kName, GetModel, GetModelRequest, Model, {"model_name"});
+    GSWARM_ROUTE("DELETE", prefix + "/" + kName, DeleteModel, DeleteModelRequest,
+                 DeleteModelResponse, {"model_name"});
+  }
+  GSWARM_ROUTE("POST", "/models/validate", ValidateModel, ValidateModelRequest,
+               ValidateModelResponse);
+  GSWARM_ROUTE("GET", "/models/" + kName + "/validate", ValidateModel, ValidateModelRequest,
+               ValidateModelResponse, {"model_name"});
+  GSWARM_ROUTE("POST", "/api/models/" + kName + "/load", LoadModel, LoadModelRequest, JobResponse,
+               {"model_name"});
+  GSWARM_ROUTE("POST", "/api/models/" + kName + "/unload", UnloadModel, UnloadModelRequest,
+               StopInstanceResponse, {"model_name"});
+
+  GSWARM_ROUTE("POST", "/download", Download, DownloadRequest, JobResponse);
+  GSWARM_ROUTE("POST", "/discover", Discover, DiscoverRequest, DiscoverResponse);
+  GSWARM_ROUTE("POST", "/copy", Copy, CopyRequest, JobResponse);
+
+  GSWARM_ROUTE("POST", "/serve", Serve, ServeRequest, JobResponse);
+  GSWARM_ROUTE("POST", "/stop_serve", StopInstance, StopInstanceRequest, StopInstanceResponse);
+  GSWARM_ROUTE("DELETE", "/instances/" + kName, StopInstance, StopInstanceRequest,
+               StopInstanceResponse, {"instance_id"});
+  GSWARM_ROUTE("GET", "/serving", ListInstances, ListInstancesRequest, ListInstancesResponse);
+  GSWARM_ROUTE("GET", "/serving/" + kName, ListInstances, ListInstancesRequest,
+               ListInstancesResponse, {"model_name"});
+
+  GSWARM_ROUTE("POST", "/v1/models/switch", SwitchModel, SwitchModelRequest, SwitchModelResponse);
+
+  GSWARM_ROUTE("GET", "/jobs", ListJobs, ListJobsRequest, ListJobsResponse);
+  GSWARM_ROUTE("GET", "/jobs/" + kName, GetJob, GetJobRequest, Job, {"job_id"});
+  GSWARM_ROUTE("DELETE", "/jobs/" + kName, CancelJob, GetJobRequest, Job, {"job_id"});
+#undef GSWARM_ROUTE
+}
+
+absl::StatusOr<int> RestGateway::Bind(const std::string& host, int port) {
+  int bound = port == 0 ? server_->bind_to_any_port(host) : (server_->bind_to_port(host, port)
+                                                                 ? port
+                                                                 : -1);
+  if (bound <= 0) {
+    return absl::UnavailableError(absl::StrCat(
+        "cannot listen for HTTP on ", host, ":", port,
+        ": the address is in use or not available (set host.port or pass --port)"));
+  }
+  return bound;
+}
+
+void RestGateway::Start() {
+  thread_ = std::thread([this] { server_->listen_after_bind(); });
+}
+
+void RestGateway::Stop() {
+  if (server_) server_->stop();
+  if (thread_.joinable()) thread_.join();
+}
+
+}  // namespace gswarm::host

@@ -1,0 +1,44 @@
+#pragma once
+
+// The REST face of gswarm.v1.GSwarm on the host's HTTP port (cpp-httplib): every endpoint of the
+// original GSwarm and of DESIGN.md's API table. Bodies are the proto messages in protobuf's JSON
+// mapping; path segments and query parameters fill the request's fields of the same name.
+// Errors are {"error": {"code", "status", "message"}} with the matching HTTP status.
+//
+// Thread safety: Bind/Start/Stop from one thread; requests are served on httplib's pool.
+
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/status/statusor.h"
+#include "host/api_handler.h"
+
+namespace httplib {
+class Server;
+}
+
+namespace gswarm::host {
+
+class RestGateway {
+ public:
+  // `handler` must outlive the gateway. An empty `auth_token` turns auth off.
+  RestGateway(std::string auth_token, const ApiHandler* handler);
+  ~RestGateway();
+
+  // Binds host:port (port 0: any free port) and returns the port bound.
+  absl::StatusOr<int> Bind(const std::string& host, int port);
+  // Serves on a background thread until Stop().
+  void Start();
+  void Stop();
+
+ private:
+  void InstallRoutes();
+
+  const std::string auth_token_;
+  const ApiHandler* const handler_;
+  std::unique_ptr<httplib::Server> server_;
+  std::thread thread_;
+};
+
+}  // namespace gswarm::host

@@ -1,0 +1,533 @@
+"""Shared helpers for GSwarm's integration tests.
+
+Every test starts the real `gswarm` binary as separate processes on free loopback ports, each in
+its own temporary HOME with its own config file, and waits on readiness with a deadline (never a
+bare sleep, never a fixed port). Every process is killed and reaped when the test ends, pass or
+fail; when a test fails, the tail of each process's log is printed to stderr.
+
+Environment:
+  GSWARM_BIN           the gswarm binary (default: <repo>/build/cli/gswarm)
+  GSWARM_PYTHON_STUBS  directory holding gswarm/v1/*_pb2.py (default: <repo>/build/python)
+  GSWARM_TEST_KEEP=1   keep the temporary directories (their paths are printed)
+  GSWARM_TEST_LOGS=1   print every process's log tail, even when the test passed
+  GSWARM_TEST_LOG_LEVEL=debug   pass --log-level to every server process
+
+Standard library only, except the gRPC helpers (Debian's python3-grpcio, imported lazily).
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+import urllib.error
+import urllib.request
+
+REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+
+# Heartbeat interval every agent in these tests uses; a node misses three before it is offline.
+HEARTBEAT_S = 0.2
+READY_TIMEOUT_S = 15.0
+# kill -9, SIGSTOP, SIGTERM of an agent: the host must notice within this.
+OFFLINE_TIMEOUT_S = 10.0
+ONLINE_TIMEOUT_S = 15.0
+# Agents back off up to 30 s between reconnect attempts.
+RECONNECT_TIMEOUT_S = 45.0
+CLI_TIMEOUT_S = 20.0
+STOP_TIMEOUT_S = 10.0
+POLL_S = 0.05
+
+
+def gswarm_bin():
+    path = os.environ.get("GSWARM_BIN") or os.path.join(REPO_ROOT, "build", "cli", "gswarm")
+    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        raise RuntimeError(
+            f"gswarm binary not found at {path!r}: build it, or set GSWARM_BIN to its path")
+    return path
+
+
+def stubs_dir():
+    return os.environ.get("GSWARM_PYTHON_STUBS") or os.path.join(REPO_ROOT, "build", "python")
+
+
+_handed_out_ports = set()
+
+
+def free_port():
+    """A TCP port that was free on loopback a moment ago (never the same one twice per run)."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out_ports:
+            _handed_out_ports.add(port)
+            return port
+    raise RuntimeError("could not find a free TCP port")
+
+
+def wait_until(predicate, timeout, what, interval=POLL_S, procs=(), describe=None):
+    """Polls `predicate` until it returns something truthy, and returns that.
+
+    Exceptions raised by the predicate count as "not yet" (the last one is reported). Raises
+    AssertionError naming `what` when `timeout` seconds pass, or at once when one of `procs`
+    (Proc objects that must stay up meanwhile) exits. `describe()` adds the current state to the
+    message.
+    """
+    deadline = time.monotonic() + timeout
+    last_error = None
+    while True:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as e:  # noqa: BLE001 - any failure means "not yet"
+            last_error = e
+        for p in procs:
+            if p.poll() is not None:
+                raise AssertionError(
+                    f"{p.name} exited with code {p.returncode} while waiting for {what}\n"
+                    f"--- last lines of {p.name}'s log ---\n{p.tail()}")
+        if time.monotonic() >= deadline:
+            msg = f"timed out after {timeout:.1f} s waiting for {what}"
+            if last_error is not None:
+                msg += f"; last error: {last_error!r}"
+            if describe is not None:
+                try:
+                    msg += f"; state: {describe()}"
+                except Exception as e:  # noqa: BLE001
+                    msg += f"; state unavailable: {e!r}"
+            raise AssertionError(msg)
+        time.sleep(interval)
+
+
+def u64(value):
+    """A uint64 from protobuf JSON: a string of digits (or a number); absent means 0."""
+    if value is None:
+        return 0
+    return int(value)
+
+
+def _yaml_scalar(value):
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    # A JSON string is a valid YAML double-quoted scalar.
+    return json.dumps(str(value))
+
+
+def render_yaml(doc, indent=0):
+    """YAML for a nest of dicts and scalars (there is no yaml module in Debian's base python)."""
+    lines = []
+    pad = "  " * indent
+    for key, value in doc.items():
+        if isinstance(value, dict):
+            lines.append(f"{pad}{key}:")
+            lines.append(render_yaml(value, indent + 1))
+        else:
+            lines.append(f"{pad}{key}: {_yaml_scalar(value)}")
+    return "\n".join(line for line in lines if line)
+
+
+def child_env(home, extra=None):
+    """The inherited environment minus GSWARM_* and proxies, with HOME set to `home`."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("GSWARM_")
+           and k.lower() not in ("http_proxy", "https_proxy", "all_proxy", "grpc_proxy",
+                                 "no_proxy")}
+    env["HOME"] = home
+    env.pop("XDG_CACHE_HOME", None)
+    env.pop("XDG_CONFIG_HOME", None)
+    if extra:
+        env.update(extra)
+    return env
+
+
+class Proc:
+    """A gswarm process with its stdout and stderr going to one log file."""
+
+    def __init__(self, name, args, env, log_path, cwd):
+        self.name = name
+        self.args = list(args)
+        self.log_path = log_path
+        self._log = open(log_path, "wb")
+        self.popen = subprocess.Popen(
+            self.args, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=self._log,
+            stderr=subprocess.STDOUT, start_new_session=True)
+        self.pid = self.popen.pid
+
+    @property
+    def returncode(self):
+        return self.popen.returncode
+
+    def poll(self):
+        return self.popen.poll()
+
+    def alive(self):
+        return self.popen.poll() is None
+
+    def send_signal(self, sig):
+        if self.alive():
+            os.kill(self.pid, sig)
+
+    def wait(self, timeout=STOP_TIMEOUT_S):
+        """Waits for the process to exit; AssertionError (with its log tail) if it does not."""
+        try:
+            return self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"{self.name} (pid {self.pid}) did not exit within {timeout:.1f} s\n"
+                f"--- last lines of {self.name}'s log ---\n{self.tail()}") from None
+
+    def stop(self, sig=signal.SIGTERM, timeout=STOP_TIMEOUT_S):
+        """Sends `sig` and returns the exit code; fails the test if the process hangs."""
+        self.send_signal(signal.SIGCONT)  # a stopped process would never see SIGTERM
+        self.send_signal(sig)
+        return self.wait(timeout)
+
+    def kill(self):
+        """SIGKILL to the process group, then reap. Safe to call more than once."""
+        if self.popen.poll() is None:
+            try:
+                os.killpg(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            self.popen.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            pass
+        if not self._log.closed:
+            self._log.close()
+
+    def log(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def tail(self, lines=40):
+        try:
+            text = self.log()
+        except OSError as e:
+            return f"(log unreadable: {e})"
+        return "\n".join(text.splitlines()[-lines:])
+
+
+class Response:
+    def __init__(self, status, text, headers):
+        self.status = status
+        self.text = text
+        self.headers = headers
+        try:
+            self.json = json.loads(text) if text else None
+        except ValueError:
+            self.json = None
+
+    def __repr__(self):
+        return f"<HTTP {self.status} {self.text[:300]!r}>"
+
+
+_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def http(method, url, token=None, body=None, timeout=5.0):
+    """One HTTP request; returns a Response for every HTTP status, raises only on no answer."""
+    data = None
+    headers = {"Accept": "application/json"}
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with _opener.open(req, timeout=timeout) as r:
+            return Response(r.status, r.read().decode("utf-8", "replace"), dict(r.headers))
+    except urllib.error.HTTPError as e:
+        return Response(e.code, e.read().decode("utf-8", "replace"), dict(e.headers or {}))
+
+
+def import_stubs():
+    """(grpc, api_pb2, api_pb2_grpc) with the generated stubs on sys.path."""
+    d = stubs_dir()
+    if d not in sys.path:
+        sys.path.insert(0, d)
+    try:
+        import grpc  # noqa: PLC0415
+        from gswarm.v1 import api_pb2, api_pb2_grpc  # noqa: PLC0415
+    except ImportError as e:
+        raise RuntimeError(
+            f"cannot import grpc or the GSwarm stubs from {d!r} ({e}); run with Debian's "
+            "/usr/bin/python3 (python3-grpcio, python3-protobuf) and set GSWARM_PYTHON_STUBS")
+    return grpc, api_pb2, api_pb2_grpc
+
+
+def grpc_channel(target):
+    import grpc  # noqa: PLC0415
+    return grpc.insecure_channel(target, options=[("grpc.enable_http_proxy", 0)])
+
+
+class Home:
+    """A temporary HOME for one process (or for a host and the tools that share its files)."""
+
+    def __init__(self, root, name):
+        self.name = name
+        self.path = os.path.join(root, name)
+        os.makedirs(self.path)
+        self.config_path = os.path.join(self.path, ".gswarm.conf")
+        self.token_path = os.path.join(self.path, ".cache", "gswarm", "token")
+
+    def write_config(self, doc=None, text=None, path=None):
+        path = path or self.config_path
+        with open(path, "w") as f:
+            f.write(text if text is not None else render_yaml(doc) + "\n")
+        return path
+
+    def env(self, extra=None):
+        return child_env(self.path, extra)
+
+
+class GSwarmTestCase(unittest.TestCase):
+    """Base class: a temporary root per test, process bookkeeping, REST/CLI helpers.
+
+    A cluster is one host (`self.port`, `self.grpc_port`, config in `self.host_home`) and any
+    number of agents, each in its own HOME with its own config.
+    """
+
+    maxDiff = None
+
+    def setUp(self):
+        super().setUp()
+        self.bin = gswarm_bin()
+        self.root = tempfile.mkdtemp(prefix=f"gswarm-it-{self._testMethodName[:40]}-")
+        self.procs = []
+        self._proc_counts = {}
+        # Cleanups run last-registered first: processes die, then logs print, then files go.
+        self.addCleanup(self._remove_root)
+        self.addCleanup(self._dump_logs_on_failure)
+        self.addCleanup(self._kill_all)
+        self.port = free_port()
+        self.grpc_port = free_port()
+        self.host_home = None
+        self.agent_homes = {}
+        self.token = ""
+
+    # ---- bookkeeping ----------------------------------------------------------------------
+
+    def _kill_all(self):
+        for p in reversed(self.procs):
+            p.kill()
+
+    def _failed(self):
+        """Whether this test (or one of its subtests) has failed so far.
+
+        unittest resets its own success flag around each cleanup, so look at the result."""
+        result = getattr(getattr(self, "_outcome", None), "result", None)
+        if result is None:
+            return True
+        for test, _ in [*getattr(result, "errors", []), *getattr(result, "failures", [])]:
+            if test is self or getattr(test, "test_case", None) is self:
+                return True
+        return False
+
+    def _dump_logs_on_failure(self):
+        if not (self._failed() or os.environ.get("GSWARM_TEST_LOGS")):
+            return
+        out = [f"\n===== {self.id()}: process logs (temp root {self.root}) ====="]
+        for p in self.procs:
+            out.append(f"--- {p.name}: {' '.join(p.args)} (exit {p.returncode}) ---")
+            out.append(p.tail(60))
+        sys.stderr.write("\n".join(out) + "\n")
+        sys.stderr.flush()
+
+    def _remove_root(self):
+        if os.environ.get("GSWARM_TEST_KEEP"):
+            sys.stderr.write(f"kept {self.root}\n")
+            return
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def new_home(self, name):
+        """A fresh directory under the test's root (`name`, or `name-2`, ... if taken)."""
+        unique, n = name, 1
+        while os.path.exists(os.path.join(self.root, unique)):
+            n += 1
+            unique = f"{name}-{n}"
+        return Home(self.root, unique)
+
+    def spawn(self, name, args, home, env_extra=None):
+        """Starts `gswarm <args>` in `home`; the log goes to <root>/<name>[.N].log."""
+        n = self._proc_counts.get(name, 0) + 1
+        self._proc_counts[name] = n
+        log_name = f"{name}.log" if n == 1 else f"{name}.{n}.log"
+        label = name if n == 1 else f"{name}#{n}"
+        p = Proc(label, [self.bin, *args], home.env(env_extra), os.path.join(self.root, log_name),
+                 cwd=home.path)
+        self.procs.append(p)
+        return p
+
+    @staticmethod
+    def _log_level_args():
+        level = os.environ.get("GSWARM_TEST_LOG_LEVEL")
+        return ["--log-level", level] if level else []
+
+    # ---- configs ---------------------------------------------------------------------------
+
+    @property
+    def host_url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def grpc_target(self):
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def host_section(self, home, token=None, bind="127.0.0.1", **extra):
+        section = {
+            "host": bind,
+            "port": self.port,
+            "grpc_port": self.grpc_port,
+            "model_cache_dir": os.path.join(home.path, "models"),
+            "auth_token": self.token if token is None else token,
+        }
+        section.update(extra)
+        return section
+
+    def client_section(self, home, node_id, token="", data_port=None, **extra):
+        section = {
+            "host_url": self.host_url,
+            "host_grpc": self.grpc_target,
+            "node_id": node_id,
+            "model_cache_dir": os.path.join(home.path, "models"),
+            "dram_cache_dir": os.path.join(home.path, "dram"),
+            "heartbeat_interval_s": HEARTBEAT_S,
+            "data_port": data_port or free_port(),
+            "auth_token": token,
+        }
+        section.update(extra)
+        return section
+
+    def make_host_home(self, token="", bind="127.0.0.1", client_node_id="node-local",
+                       host_extra=None):
+        """The host's HOME; its config also has a client section so the CLI run there (and a
+        local agent) finds the host."""
+        self.token = token
+        home = self.new_home("host")
+        home.write_config({
+            "host": self.host_section(home, token=token, bind=bind, **(host_extra or {})),
+            "client": self.client_section(home, client_node_id, token=token),
+        })
+        self.host_home = home
+        return home
+
+    # ---- processes -------------------------------------------------------------------------
+
+    def start_host(self, args=(), wait=True, home=None, name="host"):
+        home = home or self.host_home or self.make_host_home()
+        p = self.spawn(name, ["host", *self._log_level_args(), *args], home)
+        if wait:
+            self.wait_ready(p)
+        return p
+
+    def wait_ready(self, proc, timeout=READY_TIMEOUT_S):
+        """Polls GET /health until HTTP 200."""
+        return wait_until(lambda: self.rest("GET", "/health", timeout=1.0).status == 200,
+                          timeout, f"{proc.name} to answer GET {self.host_url}/health with 200",
+                          procs=[proc])
+
+    def make_agent_home(self, node_id, token="", name=None, **client_extra):
+        home = self.new_home(name or f"agent-{node_id}")
+        home.write_config({"client": self.client_section(home, node_id, token=token,
+                                                          **client_extra)})
+        self.agent_homes.setdefault(node_id, home)
+        return home
+
+    def start_agent(self, node_id=None, home=None, args=(), name=None):
+        """`gswarm client` in its own HOME: `home`, else the one made earlier for `node_id` (a
+        restart), else a new one."""
+        if home is None:
+            home = self.agent_homes.get(node_id) or self.make_agent_home(node_id)
+        return self.spawn(name or home.name, ["client", *self._log_level_args(), *args], home)
+
+    # ---- REST ------------------------------------------------------------------------------
+
+    def rest(self, method, path, token=None, body=None, timeout=5.0):
+        return http(method, self.host_url + path, token=token, body=body, timeout=timeout)
+
+    def api_token(self):
+        return self.token or None
+
+    def nodes(self, token=None):
+        """GET /nodes as {node_id: node}; fails unless HTTP 200."""
+        r = self.rest("GET", "/nodes", token=token or self.api_token())
+        if r.status != 200 or not isinstance(r.json, dict):
+            raise AssertionError(f"GET /nodes answered {r!r}")
+        return {n["node_id"]: n for n in r.json.get("nodes", [])}
+
+    def node_list(self, token=None):
+        r = self.rest("GET", "/nodes", token=token or self.api_token())
+        if r.status != 200 or not isinstance(r.json, dict):
+            raise AssertionError(f"GET /nodes answered {r!r}")
+        return r.json.get("nodes", [])
+
+    def describe_nodes(self):
+        return ", ".join(f"{n.get('node_id')}={n.get('state')}"
+                         f"({n.get('state_reason', '')})" for n in self.node_list()) or "no nodes"
+
+    def wait_node(self, node_id, state="online", timeout=ONLINE_TIMEOUT_S, procs=(), where=None):
+        """Waits until GET /nodes lists `node_id` in `state` (and `where(node)` holds)."""
+        def check():
+            node = self.nodes().get(node_id)
+            if node and node.get("state") == state and (where is None or where(node)):
+                return node
+            return None
+        return wait_until(check, timeout, f"node {node_id!r} to be {state} in GET /nodes",
+                          procs=procs, describe=self.describe_nodes)
+
+    def health(self):
+        r = self.rest("GET", "/health")
+        self.assertEqual(r.status, 200, r)
+        return r.json
+
+    # ---- CLI -------------------------------------------------------------------------------
+
+    def cli(self, *args, home=None, env_extra=None, timeout=CLI_TIMEOUT_S):
+        """Runs `gswarm <args>` to completion (in the host's HOME unless told otherwise)."""
+        home = home or self.host_home
+        try:
+            return subprocess.run([self.bin, *args], env=home.env(env_extra), cwd=home.path,
+                                  stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                  timeout=timeout)
+        except subprocess.TimeoutExpired as e:
+            raise AssertionError(
+                f"`gswarm {' '.join(args)}` did not finish within {timeout} s; "
+                f"stdout={e.stdout!r} stderr={e.stderr!r}") from None
+
+    def assert_cli_ok(self, result):
+        self.assertEqual(result.returncode, 0,
+                         f"`{' '.join(result.args)}` exited {result.returncode}\n"
+                         f"stdout: {result.stdout}\nstderr: {result.stderr}")
+        return result
+
+    def cli_json(self, *args, **kw):
+        result = self.assert_cli_ok(self.cli(*args, "--json", **kw))
+        try:
+            return json.loads(result.stdout)
+        except ValueError as e:
+            self.fail(f"`gswarm {' '.join(args)} --json` printed no JSON ({e}): "
+                      f"{result.stdout!r}")
+
+
+def error_message(response):
+    """The `error.message` of a REST error body ("" when the body has none)."""
+    body = response.json if isinstance(response.json, dict) else {}
+    err = body.get("error")
+    if isinstance(err, dict):
+        return str(err.get("message", ""))
+    return ""
+
+
+def mentions_token(text):
+    return re.search(r"token", text or "", re.IGNORECASE) is not None
