@@ -334,8 +334,12 @@ RoundResult RunRound(const Flags& flags, int n, std::optional<uint64_t> baseline
   if (!result.connected_all) {
     result.verdict = "connect-failed";
     if (result.note.empty()) {
-      result.note = absl::StrCat(result.welcomed, "/", n, " welcomed in ", flags.connect_timeout_s,
-                                 " s; ", round->first_error());
+      result.note =
+          result.failed > 0
+              ? absl::StrCat(result.failed,
+                             " streams failed before Welcome; first: ", round->first_error())
+              : absl::StrCat(result.welcomed, "/", n, " welcomed within --connect-timeout-s ",
+                             flags.connect_timeout_s);
     }
   } else if (result.rtt_p99_ms > flags.rtt_limit_ms) {
     result.verdict = "p99>limit";
@@ -426,6 +430,12 @@ nlohmann::json ToJson(const Flags& flags, std::optional<uint64_t> baseline_rss_k
           {"stopped", stopped}};
 }
 
+// A mismatch in the host's node count is reported but does not stop the ramp: the link itself
+// still carries the load, and the next N shows whether the count keeps up.
+bool StopsRamp(const RoundResult& result) {
+  return result.verdict == "connect-failed" || result.verdict == "p99>limit";
+}
+
 absl::Status Run(const Flags& flags) {
   HostApi api(flags);
   absl::StatusOr<v1::HealthResponse> health = api.Health();
@@ -454,7 +464,7 @@ absl::Status Run(const Flags& flags) {
   for (int n : flags.counts) {
     RoundResult result = RunRound(flags, n, baseline_rss_kib, &api);
     results.push_back(result);
-    if (result.verdict == "connect-failed" || result.verdict == "p99>limit") {
+    if (StopsRamp(result)) {
       stopped = absl::StrCat("stopped at N=", n, ": ", result.verdict,
                              result.note.empty() ? "" : " (" + result.note + ")");
       break;
@@ -467,6 +477,9 @@ absl::Status Run(const Flags& flags) {
   PrintTable(table, results);
   table << stopped << "\n";
   if (flags.json) std::cout << ToJson(flags, baseline_rss_kib, results, stopped).dump(2) << "\n";
+  if (results.size() == 1 && StopsRamp(results[0])) {
+    return absl::UnavailableError(absl::StrCat("nothing measured: ", stopped));
+  }
   return absl::OkStatus();
 }
 

@@ -86,17 +86,23 @@ class TwoAgentClusterTest(ClusterTestCase):
         self.assertIsInstance(health.get("uptime_s"), (int, float), health)
         self.assertIsInstance(health.get("nodes_online"), int, health)
 
-    def test_cli_human_output(self):
+    def test_cli_nodes_human_output(self):
         self.start_cluster()
         nodes = self.assert_cli_ok(self.cli("nodes"))
-        for nid in ("node-a", "node-b"):
-            self.assertIn(nid, nodes.stdout)
-        self.assertIn("online", nodes.stdout)
         self.assertFalse(nodes.stdout.lstrip().startswith("{"), "human output is not JSON")
-        health = self.assert_cli_ok(self.cli("health"))
-        self.assertIn("ok", health.stdout)
         for nid in ("node-a", "node-b"):
-            self.assertIn(nid, health.stdout)
+            line = next((x for x in nodes.stdout.splitlines() if nid in x), None)
+            self.assertIsNotNone(line, f"{nid} missing from:\n{nodes.stdout}")
+            self.assertIn("online", line)
+
+    def test_cli_health_human_output(self):
+        self.start_cluster()
+        health = self.assert_cli_ok(self.cli("health"))
+        self.assertFalse(health.stdout.lstrip().startswith("{"), "human output is not JSON")
+        self.assertIn("ok", health.stdout)
+        self.assertRegex(health.stdout, r"\b2 online\b")
+        for nid in ("node-a", "node-b"):
+            self.assertIn(nid, health.stdout, "`gswarm health` should name the nodes")
 
     def test_cli_memory(self):
         self.start_cluster(("node-a",))
