@@ -48,7 +48,7 @@ namespace v1 = ::gswarm::v1;
 struct Flags {
   std::string target = "127.0.0.1:8101";
   int host_pid = 0;  // 0: no CPU/RSS columns
-  std::vector<int> counts = {100, 1000, 5000, 10000, 20000};
+  std::vector<int> counts = {100, 1000, 5000, 10000, 20000, 40000};
   int interval_ms = 2000;
   double window_s = 10;
   double settle_s = 2;  // after the last Welcome, before the window opens
@@ -189,7 +189,9 @@ struct RoundResult {
   std::optional<double> host_rss_mib;
   std::optional<double> rss_per_agent_kib;
   double bench_cpu_pct = 0;
+  int hb_expected = 0;  // N x window / interval
   int hb_sent = 0, hb_acked = 0, hb_unacked = 0;
+  bool load_short = false;  // the generator sent under 90% of hb_expected
   double rtt_p50_ms = 0, rtt_p99_ms = 0, rtt_max_ms = 0;
   std::optional<int> health_online;
   std::optional<int> listed_online;
@@ -254,6 +256,8 @@ void MeasureSteadyState(const Flags& flags, std::optional<uint64_t> baseline_rss
     result->hb_unacked += samples.unacked;
     rtt.insert(rtt.end(), samples.rtt_ms.begin(), samples.rtt_ms.end());
   }
+  result->hb_expected = static_cast<int>(n * flags.window_s * 1000 / flags.interval_ms);
+  result->load_short = result->hb_sent < 0.9 * result->hb_expected;
   result->hb_acked = static_cast<int>(rtt.size());
   result->rtt_max_ms = rtt.empty() ? 0 : *std::max_element(rtt.begin(), rtt.end());
   // Unacked heartbeats are slower than the limit: they count in the percentiles as such.
@@ -346,6 +350,14 @@ RoundResult RunRound(const Flags& flags, int n, std::optional<uint64_t> baseline
   } else if (!result.health_online || *result.health_online != n || !result.listed_online ||
              *result.listed_online != n) {
     result.verdict = "online-mismatch";
+  } else if (result.load_short) {
+    result.verdict = "bench-saturated";
+  }
+  if (result.load_short && result.note.empty()) {
+    result.note = absl::StrFormat(
+        "sent %d of %d heartbeats due: the load generator could not keep up, so the machine, "
+        "not the host, limits this N",
+        result.hb_sent, result.hb_expected);
   }
   if (!finished) {
     // A reactor, and what it reports into, must outlive its OnDone: leaking them beats a
@@ -405,6 +417,7 @@ nlohmann::json ToJson(const Flags& flags, std::optional<uint64_t> baseline_rss_k
                       {"host_rss_mib", opt(r.host_rss_mib)},
                       {"rss_per_agent_kib", opt(r.rss_per_agent_kib)},
                       {"bench_cpu_pct", r.bench_cpu_pct},
+                      {"heartbeats_expected", r.hb_expected},
                       {"heartbeats_sent", r.hb_sent},
                       {"heartbeats_acked", r.hb_acked},
                       {"heartbeats_unacked", r.hb_unacked},
@@ -431,9 +444,10 @@ nlohmann::json ToJson(const Flags& flags, std::optional<uint64_t> baseline_rss_k
 }
 
 // A mismatch in the host's node count is reported but does not stop the ramp: the link itself
-// still carries the load, and the next N shows whether the count keeps up.
+// still carries the load, and the next N shows whether the count keeps up. A saturated generator
+// does: a larger N would only measure the generator.
 bool StopsRamp(const RoundResult& result) {
-  return result.verdict == "connect-failed" || result.verdict == "p99>limit";
+  return result.verdict == "connect-failed" || result.verdict == "p99>limit" || result.load_short;
 }
 
 absl::Status Run(const Flags& flags) {

@@ -10,6 +10,7 @@
 #   SKIP_BUILD=1  use the binaries as they are
 #   AUTH_TOKEN    cluster token for the host config and the agents (default: none)
 #   NINJA_JOBS    ninja -j (default: ninja's own)
+#   HOST_LOG      copy the host's log (run at --log-level warn) to this file at exit
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -31,8 +32,9 @@ for bin in "$gswarm_bin" "$bench_bin"; do
   [[ -x $bin ]] || { log "$bin not found or not executable (build it, or set BUILD_DIR)"; exit 1; }
 done
 
-# Each stream and each TCP connection is a descriptor on the host side; 10,000 agents need more
-# than the usual soft limit of 1024.
+# Real agents each hold their own TCP connection, a descriptor on the host: a run that maps
+# agents one-to-one onto connections (--streams-per-channel 1) needs far more than the usual soft
+# limit of 1024.
 want_fds=65536
 hard_fds=$(ulimit -Hn)
 if [[ $hard_fds != unlimited && $hard_fds -lt $want_fds ]]; then
@@ -51,6 +53,9 @@ cleanup() {
     kill -KILL "$host_pid" 2>/dev/null || true
   fi
   [[ -n $host_pid ]] && wait "$host_pid" 2>/dev/null || true
+  if [[ -n ${HOST_LOG:-} && -f $tmp/host.log ]]; then
+    cp "$tmp/host.log" "$HOST_LOG" || true
+  fi
   if [[ $rc -ne 0 && -s $tmp/host.log ]]; then
     log "host log (last 20 lines):"
     tail -n 20 "$tmp/host.log" >&2

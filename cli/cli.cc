@@ -51,7 +51,9 @@ absl::StatusOr<common::Config> LoadWithFlags(const GlobalFlags& global, const Se
   common::LoadOptions options;
   options.path = global.config_path;
   options.create_if_missing = create_if_missing;
-  auto set = [&](const char* key, std::string value) { options.overrides.emplace_back(key, value); };
+  auto set = [&](const char* key, std::string value) {
+    options.overrides.emplace_back(key, value);
+  };
   if (!server.bind.empty()) set("host.host", server.bind);
   if (server.port >= 0) set("host.port", std::to_string(server.port));
   if (server.grpc_port >= 0) set("host.grpc_port", std::to_string(server.grpc_port));
@@ -69,12 +71,11 @@ absl::StatusOr<common::Config> LoadWithFlags(const GlobalFlags& global, const Se
 // A connection to the host's public API for one CLI verb.
 class ApiClient {
  public:
-  ApiClient(const common::Config& config, const GlobalFlags& flags)
+  explicit ApiClient(const common::Config& config)
       : target_(common::HostGrpcTarget(config.client)) {
-    token_ = !config.client.auth_token.empty() ? config.client.auth_token
-                                               : common::LocalTokenFallback();
+    token_ =
+        !config.client.auth_token.empty() ? config.client.auth_token : common::LocalTokenFallback();
     stub_ = v1::GSwarm::NewStub(grpc::CreateChannel(target_, grpc::InsecureChannelCredentials()));
-    (void)flags;
   }
 
   // Calls one unary RPC with a deadline and the token, turning transport failures into
@@ -127,17 +128,17 @@ int ShowHealth(ApiClient& api, bool json) {
   Table table({"STATUS", health.status()});
   table.AddRow({"version", health.version()});
   table.AddRow({"uptime", HumanDuration(health.uptime_s())});
-  table.AddRow({"nodes", absl::StrCat(health.nodes_online(), " online / ",
-                                      health.nodes_total(), " total")});
+  table.AddRow(
+      {"nodes", absl::StrCat(health.nodes_online(), " online / ", health.nodes_total(), " total")});
   table.AddRow({"dram", absl::StrCat(HumanBytes(m.dram_available_bytes()), " available of ",
                                      HumanBytes(m.dram_total_bytes()))});
   table.AddRow({"disk", absl::StrCat(HumanBytes(m.disk_free_bytes()), " free of ",
                                      HumanBytes(m.disk_total_bytes()))});
-  table.AddRow({"gpus", m.gpu_count() == 0 ? "none"
-                                           : absl::StrCat(m.gpu_count(), " (",
-                                                          UsedOf(m.gpu_used_bytes(),
-                                                                 m.gpu_total_bytes()),
-                                                          " used)")});
+  table.AddRow(
+      {"gpus", m.gpu_count() == 0
+                   ? "none"
+                   : absl::StrCat(m.gpu_count(), " (",
+                                  UsedOf(m.gpu_used_bytes(), m.gpu_total_bytes()), " used)")});
   table.AddRow({"auth", health.auth_required() ? "token required" : "off"});
   std::cout << table.Render();
   return 0;
@@ -161,13 +162,13 @@ int ShowNodes(ApiClient& api, bool json) {
                "LAST HEARTBEAT", "REASON"});
   for (const v1::NodeInfo& node : nodes.nodes()) {
     const v1::MemoryUsage& m = node.memory();
-    table.AddRow({node.node_id(), node.state(), node.hostname(), std::to_string(node.cpu_cores()),
-                  absl::StrCat(HumanBytes(m.dram_available_bytes()), " / ",
-                               HumanBytes(m.dram_total_bytes())),
-                  absl::StrCat(HumanBytes(m.disk_free_bytes()), " / ",
-                               HumanBytes(m.disk_total_bytes())),
-                  std::to_string(node.gpus_size()), Ago(node.last_heartbeat_at()),
-                  node.state() == "online" ? "" : node.state_reason()});
+    table.AddRow(
+        {node.node_id(), node.state(), node.hostname(), std::to_string(node.cpu_cores()),
+         absl::StrCat(HumanBytes(m.dram_available_bytes()), " / ",
+                      HumanBytes(m.dram_total_bytes())),
+         absl::StrCat(HumanBytes(m.disk_free_bytes()), " / ", HumanBytes(m.disk_total_bytes())),
+         std::to_string(node.gpus_size()), Ago(node.last_heartbeat_at()),
+         node.state() == "online" ? "" : node.state_reason()});
   }
   std::cout << table.Render();
   return 0;
@@ -192,8 +193,8 @@ int ShowMemory(ApiClient& api, bool json) {
       absl::StrAppend(&gpus, gpus.empty() ? "" : ", ", "gpu", gpu.index(), " ",
                       UsedOf(gpu.memory_used_bytes(), gpu.memory_budget_bytes()));
     }
-    const uint64_t dram_used = m.dram_total_bytes() - std::min(m.dram_total_bytes(),
-                                                               m.dram_available_bytes());
+    const uint64_t dram_used =
+        m.dram_total_bytes() - std::min(m.dram_total_bytes(), m.dram_available_bytes());
     const uint64_t disk_used =
         m.disk_total_bytes() - std::min(m.disk_total_bytes(), m.disk_free_bytes());
     table.AddRow({node.node_id(), node.state(),
@@ -256,7 +257,8 @@ int RunCli(int argc, char** argv) {
                   "Require no token even when listening beyond loopback");
   };
   auto add_agent_flags = [&](CLI::App* cmd) {
-    cmd->add_option("--node-id", server.node_id, "This node's id (client.node_id, default hostname)");
+    cmd->add_option("--node-id", server.node_id,
+                    "This node's id (client.node_id, default hostname)");
     cmd->add_option("--data-port", server.data_port, "Port serving this node's tiers to peers");
   };
   CLI::App* start = app.add_subcommand("start", "Run the host and a local agent in one process");
@@ -264,8 +266,8 @@ int RunCli(int argc, char** argv) {
   add_agent_flags(start);
   CLI::App* host = app.add_subcommand("host", "Run the host: registry, API, REST, agent link");
   add_host_flags(host);
-  CLI::App* client = app.add_subcommand(
-      "client", "Run a node agent that connects to the host (--host HOST:PORT)");
+  CLI::App* client =
+      app.add_subcommand("client", "Run a node agent that connects to the host (--host HOST:PORT)");
   add_agent_flags(client);
   CLI::App* nodes = app.add_subcommand("nodes", "List the nodes, their state and memory");
   CLI::App* health = app.add_subcommand("health", "Show the host's health and cluster totals");
@@ -307,7 +309,7 @@ int RunCli(int argc, char** argv) {
   if (client->parsed()) return RunClient(*loaded);
   if (config->parsed()) return ShowConfig(*loaded, global.json);
 
-  ApiClient api(*loaded, global);
+  ApiClient api(*loaded);
   if (nodes->parsed()) return ShowNodes(api, global.json);
   if (health->parsed()) return ShowHealth(api, global.json);
   if (memory->parsed()) return ShowMemory(api, global.json);

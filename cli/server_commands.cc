@@ -1,6 +1,7 @@
 #include "cli/server_commands.h"
 
 #include <signal.h>
+#include <sys/resource.h>
 
 #include "absl/strings/str_cat.h"
 #include "client/agent.h"
@@ -8,8 +9,8 @@
 #include "client/nvml.h"
 #include "common/auth.h"
 #include "common/paths.h"
-#include "host/host_server.h"
 #include "common/status.h"
+#include "host/host_server.h"
 #include "spdlog/spdlog.h"
 
 namespace gswarm::cli {
@@ -50,6 +51,27 @@ std::unique_ptr<client::Agent> MakeAgent(client::AgentOptions options,
       std::make_unique<client::MemoryProbe>(std::move(probe), client::LoadNvmlProbe()));
 }
 
+// Each agent holds a connection open; the usual soft limit of 1024 descriptors would cap a host
+// near a thousand agents, so take the hard limit.
+void RaiseOpenFileLimit() {
+  struct rlimit limit {};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur >= limit.rlim_max) return;
+  const rlim_t before = limit.rlim_cur;
+  limit.rlim_cur = limit.rlim_max;
+  if (setrlimit(RLIMIT_NOFILE, &limit) == 0) {
+    spdlog::debug("open file limit raised from {} to {}", before, limit.rlim_cur);
+  }
+}
+
+std::string DialAddress(const std::string& bind, int port) {
+  if (bind == "0.0.0.0" || bind.empty()) return absl::StrCat("127.0.0.1:", port);
+  if (bind == "::" || bind == "[::]") return absl::StrCat("[::1]:", port);
+  if (bind.find(':') != std::string::npos && bind.front() != '[') {
+    return absl::StrCat("[", bind, "]:", port);
+  }
+  return absl::StrCat(bind, ":", port);
+}
+
 }  // namespace
 
 void BlockTerminationSignals() {
@@ -58,6 +80,7 @@ void BlockTerminationSignals() {
 }
 
 int RunHost(const common::Config& config) {
+  RaiseOpenFileLimit();
   absl::StatusOr<std::unique_ptr<host::HostServer>> server = host::HostServer::Create(config);
   if (!server.ok()) return Fail(server.status());
   WaitForTerminationSignal();
@@ -76,20 +99,20 @@ int RunClient(const common::Config& config) {
 }
 
 int RunStart(const common::Config& config) {
+  RaiseOpenFileLimit();
   absl::StatusOr<std::unique_ptr<host::HostServer>> server = host::HostServer::Create(config);
   if (!server.ok()) return Fail(server.status());
   absl::StatusOr<client::AgentOptions> options = client::Agent::OptionsFromConfig(config.client);
   if (!options.ok()) return Fail(options.status());
   // The embedded agent talks to this very host over loopback, with its token.
-  const std::string& bind = config.host.host;
-  const bool wildcard = bind == "0.0.0.0" || bind == "::" || bind == "[::]";
-  options->host_target = absl::StrCat(wildcard ? "127.0.0.1" : bind, ":", (*server)->grpc_port());
+  options->host_target = DialAddress(config.host.host, (*server)->grpc_port());
   options->auth_token = (*server)->auth_token();
   std::unique_ptr<client::Agent> agent = MakeAgent(*std::move(options), config.client);
   agent->Start();
-  spdlog::info("gswarm start: host and local agent running; try `gswarm nodes` or "
-               "curl http://localhost:{}/health",
-               (*server)->http_port());
+  spdlog::info(
+      "gswarm start: host and local agent running; try `gswarm nodes` or "
+      "curl http://localhost:{}/health",
+      (*server)->http_port());
   WaitForTerminationSignal();
   agent->Stop();
   (*server)->Shutdown();

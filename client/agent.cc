@@ -7,9 +7,9 @@
 #include "common/auth.h"
 #include "common/grpc_util.h"
 #include "common/paths.h"
+#include "common/status.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
-#include "common/status.h"
 #include "spdlog/spdlog.h"
 
 namespace gswarm::client {
@@ -24,8 +24,7 @@ absl::StatusOr<AgentOptions> Agent::OptionsFromConfig(const common::ClientConfig
   options.host_target = common::HostGrpcTarget(config);
   options.hostname = common::Hostname();
   options.node_id = config.node_id.empty() ? options.hostname : config.node_id;
-  options.auth_token =
-      config.auth_token.empty() ? common::LocalTokenFallback() : config.auth_token;
+  options.auth_token = config.auth_token.empty() ? common::LocalTokenFallback() : config.auth_token;
   options.data_port = static_cast<uint32_t>(config.data_port);
   options.heartbeat_interval = absl::Seconds(config.heartbeat_interval_s);
   options.host_silence_limit = std::max(absl::Seconds(10), options.heartbeat_interval * 5);
@@ -43,7 +42,17 @@ absl::StatusOr<AgentOptions> Agent::OptionsFromConfig(const common::ClientConfig
 
 Agent::Agent(AgentOptions options, std::unique_ptr<MemoryProbe> probe)
     : options_(std::move(options)), probe_(std::move(probe)) {
-  channel_ = grpc::CreateChannel(options_.host_target, grpc::InsecureChannelCredentials());
+  // gRPC's own reconnect backoff (up to 120 s by default) would hold back our redials; keep it
+  // within the agent's backoff so a restarted host is found as soon as the agent retries.
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
+              static_cast<int>(absl::ToInt64Milliseconds(options_.backoff.initial)));
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS,
+              static_cast<int>(absl::ToInt64Milliseconds(options_.backoff.initial)));
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
+              static_cast<int>(absl::ToInt64Milliseconds(options_.backoff.max)));
+  channel_ =
+      grpc::CreateCustomChannel(options_.host_target, grpc::InsecureChannelCredentials(), args);
   stub_ = v1::AgentLink::NewStub(channel_);
 }
 
@@ -89,9 +98,10 @@ void Agent::Run() {
     }
     if (connected_.exchange(false)) backoff.Reset();
     if (absl::IsUnauthenticated(ended)) {
-      spdlog::error("host {} rejected this agent's token: {} (set client.auth_token or "
-                    "GSWARM_TOKEN to the host's token)",
-                    options_.host_target, ended.message());
+      spdlog::error(
+          "host {} rejected this agent's token: {} (set client.auth_token or "
+          "GSWARM_TOKEN to the host's token)",
+          options_.host_target, ended.message());
     } else if (absl::IsAborted(ended)) {
       spdlog::error("{}", ended.message());
     } else {
@@ -170,7 +180,8 @@ void Agent::HeartbeatLoop(Stream* stream, grpc::ClientContext* context) {
     bool stopping = false;
     {
       absl::MutexLock lock(&mu_);
-      auto wake = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_ || session_over_; };
+      auto wake = [this]()
+                      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_ || session_over_; };
       mu_.AwaitWithDeadline(absl::Condition(&wake), next);
       if (session_over_) return;
       stopping = stopping_;

@@ -37,7 +37,8 @@ absl::StatusOr<MeminfoFigures> ParseMeminfo(absl::string_view text) {
     have_available |= ParseKilobytesLine(line, "MemAvailable:", &figures.available_bytes);
   }
   if (!have_total || !have_available) {
-    return absl::DataLossError("meminfo lacks MemTotal or MemAvailable (Linux 3.14 or newer needed)");
+    return absl::DataLossError(
+        "meminfo lacks MemTotal or MemAvailable (Linux 3.14 or newer needed)");
   }
   return figures;
 }
@@ -99,9 +100,8 @@ v1::MemoryUsage MemoryProbe::Sample() {
   usage.set_dram_tier_budget_bytes(options_.dram_tier_budget_bytes);
 
   for (v1::GpuInfo& gpu : gpus_->Sample()) {
-    gpu.set_memory_budget_bytes(
-        static_cast<uint64_t>(static_cast<double>(gpu.memory_total_bytes()) *
-                              options_.gpu_memory_fraction));
+    gpu.set_memory_budget_bytes(static_cast<uint64_t>(
+        static_cast<double>(gpu.memory_total_bytes()) * options_.gpu_memory_fraction));
     *usage.add_gpus() = std::move(gpu);
   }
   return usage;

@@ -69,7 +69,8 @@ absl::Status CheckAuthorization(absl::string_view expected,
       "pass --token, set GSWARM_TOKEN, or send the header 'authorization: Bearer <token>' "
       "(the host's token is host.auth_token or ~/.cache/gswarm/token on the host)";
   if (!authorization.has_value()) {
-    return absl::UnauthenticatedError(absl::StrCat("missing token: this host requires one; ", kHow));
+    return absl::UnauthenticatedError(
+        absl::StrCat("missing token: this host requires one; ", kHow));
   }
   std::optional<absl::string_view> token = BearerToken(*authorization);
   if (!token.has_value()) {

@@ -1,8 +1,8 @@
 #include "common/logging.h"
 
 #include "absl/strings/str_cat.h"
-#include "spdlog/sinks/stdout_color_sinks.h"
 #include "common/status.h"
+#include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/spdlog.h"
 
 namespace gswarm::common {

@@ -27,9 +27,9 @@ absl::Status FromJson(absl::string_view json, google::protobuf::Message* message
   auto status = google::protobuf::util::JsonStringToMessage(
       google::protobuf::StringPiece(json.data(), json.size()), message, options);
   if (!status.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("request body is not a valid ", message->GetDescriptor()->name(),
-                     " in JSON: ", status.message().as_string()));
+    return absl::InvalidArgumentError(absl::StrCat("request body is not a valid ",
+                                                   message->GetDescriptor()->name(),
+                                                   " in JSON: ", status.message().as_string()));
   }
   return absl::OkStatus();
 }

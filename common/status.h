@@ -9,12 +9,12 @@
 #define GSWARM_CONCAT_(a, b) GSWARM_CONCAT_INNER_(a, b)
 
 // Returns the status from the enclosing function when `expr` is not OK.
-#define RETURN_IF_ERROR(expr)                  \
-  do {                                         \
-    ::absl::Status gswarm_status_ = (expr);    \
-    if (!gswarm_status_.ok()) {                \
-      return gswarm_status_;                   \
-    }                                          \
+#define RETURN_IF_ERROR(expr)               \
+  do {                                      \
+    ::absl::Status gswarm_status_ = (expr); \
+    if (!gswarm_status_.ok()) {             \
+      return gswarm_status_;                \
+    }                                       \
   } while (false)
 
 #define GSWARM_ASSIGN_OR_RETURN_IMPL_(tmp, lhs, rexpr) \

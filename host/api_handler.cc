@@ -39,8 +39,7 @@ absl::StatusOr<v1::HealthResponse> ApiHandler::Health(const v1::HealthRequest&) 
     memory.set_disk_total_bytes(memory.disk_total_bytes() + m.disk_total_bytes());
     memory.set_disk_free_bytes(memory.disk_free_bytes() + m.disk_free_bytes());
     memory.set_dram_tier_used_bytes(memory.dram_tier_used_bytes() + m.dram_tier_used_bytes());
-    memory.set_dram_tier_budget_bytes(memory.dram_tier_budget_bytes() +
-                                      m.dram_tier_budget_bytes());
+    memory.set_dram_tier_budget_bytes(memory.dram_tier_budget_bytes() + m.dram_tier_budget_bytes());
     for (const v1::GpuInfo& gpu : m.gpus()) {
       memory.set_gpu_count(memory.gpu_count() + 1);
       memory.set_gpu_total_bytes(memory.gpu_total_bytes() + gpu.memory_total_bytes());
@@ -76,8 +75,8 @@ absl::StatusOr<v1::GetMemoryResponse> ApiHandler::GetMemory(
     const v1::GetMemoryRequest& request) const {
   if (!request.view().empty() && request.view() != "models" && request.view() != "dram" &&
       request.view() != "gpu" && request.view() != "nodes") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "memory view \"", request.view(), "\" is not one of models, dram, gpu, nodes"));
+    return absl::InvalidArgumentError(absl::StrCat("memory view \"", request.view(),
+                                                   "\" is not one of models, dram, gpu, nodes"));
   }
   v1::GetMemoryResponse response;
   v1::GpuMemorySummary& gpu = *response.mutable_memory_usage()->mutable_gpu_memory();

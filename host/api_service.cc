@@ -24,7 +24,9 @@ grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* context,
 template <typename Message>
 class FinishedWriter final : public grpc::ServerWriteReactor<Message> {
  public:
-  explicit FinishedWriter(const absl::Status& status) { this->Finish(common::ToGrpcStatus(status)); }
+  explicit FinishedWriter(const absl::Status& status) {
+    this->Finish(common::ToGrpcStatus(status));
+  }
   void OnDone() override { delete this; }
 };
 
@@ -42,11 +44,10 @@ grpc::ServerWriteReactor<Message>* RefuseStream(grpc::CallbackServerContext* con
 ApiService::ApiService(std::string auth_token, const ApiHandler* handler)
     : auth_token_(std::move(auth_token)), handler_(handler) {}
 
-#define GSWARM_UNARY_RPC(Method, Request, Response)                                       \
-  grpc::ServerUnaryReactor* ApiService::Method(grpc::CallbackServerContext* context,      \
-                                               const v1::Request* request,                \
-                                               v1::Response* response) {                  \
-    return Answer(context, auth_token_, response, [&] { return handler_->Method(*request); }); \
+#define GSWARM_UNARY_RPC(Method, Request, Response)                                               \
+  grpc::ServerUnaryReactor* ApiService::Method(                                                   \
+      grpc::CallbackServerContext* context, const v1::Request* request, v1::Response* response) { \
+    return Answer(context, auth_token_, response, [&] { return handler_->Method(*request); });    \
   }
 GSWARM_UNARY_RPC(Health, HealthRequest, HealthResponse)
 GSWARM_UNARY_RPC(ListNodes, ListNodesRequest, ListNodesResponse)
@@ -84,8 +85,7 @@ grpc::ServerWriteReactor<v1::Event>* ApiService::WatchEvents(grpc::CallbackServe
 
 grpc::ServerWriteReactor<v1::LogChunk>* ApiService::GetInstanceLogs(
     grpc::CallbackServerContext* context, const v1::GetInstanceLogsRequest*) {
-  return RefuseStream<v1::LogChunk>(context, auth_token_, "GetInstanceLogs",
-                                    "inference instances");
+  return RefuseStream<v1::LogChunk>(context, auth_token_, "GetInstanceLogs", "inference instances");
 }
 
 }  // namespace gswarm::host

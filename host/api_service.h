@@ -15,8 +15,8 @@ class ApiService final : public v1::GSwarm::CallbackService {
   // `handler` must outlive the service.
   ApiService(std::string auth_token, const ApiHandler* handler);
 
-#define GSWARM_UNARY_RPC(Method, Request, Response)                                        \
-  grpc::ServerUnaryReactor* Method(grpc::CallbackServerContext* context,                   \
+#define GSWARM_UNARY_RPC(Method, Request, Response)                      \
+  grpc::ServerUnaryReactor* Method(grpc::CallbackServerContext* context, \
                                    const v1::Request* request, v1::Response* response) override;
   GSWARM_UNARY_RPC(Health, HealthRequest, HealthResponse)
   GSWARM_UNARY_RPC(ListNodes, ListNodesRequest, ListNodesResponse)

@@ -3,11 +3,11 @@
 #include "absl/strings/str_cat.h"
 #include "common/auth.h"
 #include "common/paths.h"
+#include "common/status.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_builder.h"
-#include "common/status.h"
 #include "spdlog/spdlog.h"
 
 namespace gswarm::host {
@@ -40,9 +40,10 @@ absl::StatusOr<std::string> ResolveHostToken(const common::HostConfig& config) {
   if (!config.auth_token.empty()) return config.auth_token;
   if (config.insecure) {
     if (!common::IsLoopbackAddress(config.host)) {
-      spdlog::warn("auth is OFF (--insecure) while listening on {}: anyone who can reach this "
-                   "host can drive it",
-                   config.host);
+      spdlog::warn(
+          "auth is OFF (--insecure) while listening on {}: anyone who can reach this "
+          "host can drive it",
+          config.host);
     }
     return std::string();
   }
@@ -56,9 +57,10 @@ absl::StatusOr<std::string> ResolveHostToken(const common::HostConfig& config) {
                                      " and needs a token, but: ", token.status().message(),
                                      " (set host.auth_token, or --insecure to run without)"));
   }
-  spdlog::info("auth: {} token in {}; local CLI and agents read it from there, give it to "
-               "remote agents as client.auth_token or GSWARM_TOKEN",
-               created ? "generated a" : "using the", path);
+  spdlog::info(
+      "auth: {} token in {}; local CLI and agents read it from there, give it to "
+      "remote agents as client.auth_token or GSWARM_TOKEN",
+      created ? "generated a" : "using the", path);
   return token;
 }
 
@@ -71,8 +73,7 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Create(const common::Con
   server->handler_ = std::make_unique<ApiHandler>(
       ApiHandler::Options{config, !server->auth_token_.empty(), absl::Now()},
       server->registry_.get());
-  server->api_service_ =
-      std::make_unique<ApiService>(server->auth_token_, server->handler_.get());
+  server->api_service_ = std::make_unique<ApiService>(server->auth_token_, server->handler_.get());
   server->agent_link_ = std::make_unique<AgentLinkService>(
       AgentLinkService::Options{server->auth_token_, GSWARM_VERSION, DefaultTiers(host)},
       server->registry_.get());
@@ -123,8 +124,8 @@ void HostServer::Shutdown() {
   }
   if (rest_) rest_->Stop();
   if (registry_) registry_->CloseAll(absl::UnavailableError("host is shutting down"));
-  if (grpc_server_) grpc_server_->Shutdown(std::chrono::system_clock::now() +
-                                           std::chrono::seconds(2));
+  if (grpc_server_)
+    grpc_server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
 }
 
 }  // namespace gswarm::host

@@ -8,8 +8,8 @@
 #include "common/auth.h"
 #include "common/grpc_util.h"
 #include "common/proto_json.h"
-#include "nlohmann/json.hpp"
 #include "common/status.h"
+#include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
 
 namespace gswarm::host {
@@ -75,8 +75,10 @@ void RestGateway::InstallRoutes() {
   // Every route but /health needs the token when one is configured.
   server.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     if (req.path == "/health") return httplib::Server::HandlerResponse::Unhandled;
+    // get_header_value returns a copy: keep it alive while the view is read.
+    const std::string header = req.get_header_value("Authorization");
     std::optional<absl::string_view> authorization;
-    if (req.has_header("Authorization")) authorization = req.get_header_value("Authorization");
+    if (req.has_header("Authorization")) authorization = header;
     absl::Status auth = common::CheckAuthorization(auth_token_, authorization);
     if (auth.ok()) return httplib::Server::HandlerResponse::Unhandled;
     Reply(res, auth);
@@ -125,11 +127,11 @@ void RestGateway::InstallRoutes() {
     if (method == "POST") server.Post(pattern, serve);
     if (method == "DELETE") server.Delete(pattern, serve);
   };
-#define GSWARM_ROUTE(method, pattern, Method, Request, Response, ...)                      \
-  route.template operator()<v1::Request, v1::Response>(                                    \
-      method, pattern,                                                                     \
-      [handler](const v1::Request& request) { return handler->Method(request); }          \
-      __VA_OPT__(, ) __VA_ARGS__)
+#define GSWARM_ROUTE(method, pattern, Method, Request, Response, ...)                          \
+  route.template operator()<v1::Request, v1::Response>(method, pattern,                        \
+                                                       [handler](const v1::Request& request) { \
+                                                         return handler->Method(request);      \
+                                                       } __VA_OPT__(, ) __VA_ARGS__)
 
   const std::string kName = "([^/]+)";
   GSWARM_ROUTE("GET", "/health", Health, HealthRequest, HealthResponse);
@@ -177,13 +179,12 @@ void RestGateway::InstallRoutes() {
 }
 
 absl::StatusOr<int> RestGateway::Bind(const std::string& host, int port) {
-  int bound = port == 0 ? server_->bind_to_any_port(host) : (server_->bind_to_port(host, port)
-                                                                 ? port
-                                                                 : -1);
+  int bound =
+      port == 0 ? server_->bind_to_any_port(host) : (server_->bind_to_port(host, port) ? port : -1);
   if (bound <= 0) {
-    return absl::UnavailableError(absl::StrCat(
-        "cannot listen for HTTP on ", host, ":", port,
-        ": the address is in use or not available (set host.port or pass --port)"));
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen for HTTP on ", host, ":", port,
+                     ": the address is in use or not available (set host.port or pass --port)"));
   }
   return bound;
 }
