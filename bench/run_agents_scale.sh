@@ -38,13 +38,14 @@ done
 want_fds=65536
 hard_fds=$(ulimit -Hn)
 if [[ $hard_fds != unlimited && $hard_fds -lt $want_fds ]]; then
-  log "hard fd limit is $hard_fds (< $want_fds); large counts may fail to connect"
+  log "hard fd limit is $hard_fds (< $want_fds); runs with one connection per agent may fail above that"
   want_fds=$hard_fds
 fi
 ulimit -n "$want_fds"
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/gswarm-agents-scale.XXXXXX")
 host_pid=
+# shellcheck disable=SC2317  # reached through the EXIT trap
 cleanup() {
   local rc=$?
   if [[ -n $host_pid ]] && kill -0 "$host_pid" 2>/dev/null; then
@@ -52,7 +53,7 @@ cleanup() {
     for _ in $(seq 100); do kill -0 "$host_pid" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$host_pid" 2>/dev/null || true
   fi
-  [[ -n $host_pid ]] && wait "$host_pid" 2>/dev/null || true
+  if [[ -n $host_pid ]]; then wait "$host_pid" 2>/dev/null || true; fi
   if [[ -n ${HOST_LOG:-} && -f $tmp/host.log ]]; then
     cp "$tmp/host.log" "$HOST_LOG" || true
   fi
@@ -104,7 +105,7 @@ log "host ready (pid $host_pid)"
 bench_args=(--target "127.0.0.1:$grpc_port" --host-pid "$host_pid")
 [[ -z $token ]] || bench_args+=(--token "$token")
 rc=0
-timeout 600 "$bench_bin" "${bench_args[@]}" "$@" || rc=$?
+timeout --foreground 600 "$bench_bin" "${bench_args[@]}" "$@" || rc=$?
 
 if ! kill -0 "$host_pid" 2>/dev/null; then
   log "host exited during the benchmark"

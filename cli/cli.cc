@@ -105,6 +105,22 @@ class ApiClient {
   std::unique_ptr<v1::GSwarm::Stub> stub_;
 };
 
+// Calls one RPC for a verb. Returns the response to show in a table, or nullopt when the verb is
+// finished: the error was printed (exit 1) or --json printed the response (exit 0).
+template <typename Response, typename Request, typename Method>
+std::optional<Response> Fetch(ApiClient& api, Method method, const Request& request, bool json,
+                              int* exit_code) {
+  Response response;
+  if (absl::Status s = api.Call(method, request, &response); !s.ok()) {
+    *exit_code = PrintError(s.message());
+    return std::nullopt;
+  }
+  *exit_code = 0;
+  if (!json) return response;
+  PrintJson(response);
+  return std::nullopt;
+}
+
 std::string Percent(uint64_t part, uint64_t whole) {
   if (whole == 0) return "-";
   return absl::StrFormat("%.0f%%", 100.0 * static_cast<double>(part) / static_cast<double>(whole));
@@ -116,20 +132,16 @@ std::string UsedOf(uint64_t used, uint64_t total) {
 }
 
 int ShowHealth(ApiClient& api, bool json) {
-  v1::HealthResponse health;
-  if (auto s = api.Call(&v1::GSwarm::Stub::Health, v1::HealthRequest(), &health); !s.ok()) {
-    return PrintError(s.message());
-  }
-  if (json) {
-    PrintJson(health);
-    return 0;
-  }
-  const v1::ClusterMemory& m = health.memory();
-  Table table({"STATUS", health.status()});
-  table.AddRow({"version", health.version()});
-  table.AddRow({"uptime", HumanDuration(health.uptime_s())});
-  table.AddRow(
-      {"nodes", absl::StrCat(health.nodes_online(), " online / ", health.nodes_total(), " total")});
+  int exit_code = 0;
+  std::optional<v1::HealthResponse> health = Fetch<v1::HealthResponse>(
+      api, &v1::GSwarm::Stub::Health, v1::HealthRequest(), json, &exit_code);
+  if (!health.has_value()) return exit_code;
+  const v1::ClusterMemory& m = health->memory();
+  Table table({"STATUS", health->status()});
+  table.AddRow({"version", health->version()});
+  table.AddRow({"uptime", HumanDuration(health->uptime_s())});
+  table.AddRow({"nodes", absl::StrCat(health->nodes_online(), " online / ", health->nodes_total(),
+                                      " total")});
   table.AddRow({"dram", absl::StrCat(HumanBytes(m.dram_available_bytes()), " available of ",
                                      HumanBytes(m.dram_total_bytes()))});
   table.AddRow({"disk", absl::StrCat(HumanBytes(m.disk_free_bytes()), " free of ",
@@ -139,28 +151,24 @@ int ShowHealth(ApiClient& api, bool json) {
                    ? "none"
                    : absl::StrCat(m.gpu_count(), " (",
                                   UsedOf(m.gpu_used_bytes(), m.gpu_total_bytes()), " used)")});
-  table.AddRow({"auth", health.auth_required() ? "token required" : "off"});
+  table.AddRow({"auth", health->auth_required() ? "token required" : "off"});
   std::cout << table.Render();
   return 0;
 }
 
 int ShowNodes(ApiClient& api, bool json) {
-  v1::ListNodesResponse nodes;
-  if (auto s = api.Call(&v1::GSwarm::Stub::ListNodes, v1::ListNodesRequest(), &nodes); !s.ok()) {
-    return PrintError(s.message());
-  }
-  if (json) {
-    PrintJson(nodes);
-    return 0;
-  }
-  if (nodes.nodes().empty()) {
+  int exit_code = 0;
+  std::optional<v1::ListNodesResponse> nodes = Fetch<v1::ListNodesResponse>(
+      api, &v1::GSwarm::Stub::ListNodes, v1::ListNodesRequest(), json, &exit_code);
+  if (!nodes.has_value()) return exit_code;
+  if (nodes->nodes().empty()) {
     std::cout << "No nodes have connected yet. Start an agent with `gswarm client --host "
                  "HOST:8101` (or run `gswarm start` for host and agent together).\n";
     return 0;
   }
   Table table({"NODE", "STATE", "HOSTNAME", "CPUS", "DRAM AVAIL", "DISK FREE", "GPUS",
                "LAST HEARTBEAT", "REASON"});
-  for (const v1::NodeInfo& node : nodes.nodes()) {
+  for (const v1::NodeInfo& node : nodes->nodes()) {
     const v1::MemoryUsage& m = node.memory();
     table.AddRow(
         {node.node_id(), node.state(), node.hostname(), std::to_string(node.cpu_cores()),
@@ -177,16 +185,12 @@ int ShowNodes(ApiClient& api, bool json) {
 int ShowMemory(ApiClient& api, bool json) {
   v1::GetMemoryRequest request;
   request.set_view("nodes");
-  v1::GetMemoryResponse memory;
-  if (auto s = api.Call(&v1::GSwarm::Stub::GetMemory, request, &memory); !s.ok()) {
-    return PrintError(s.message());
-  }
-  if (json) {
-    PrintJson(memory);
-    return 0;
-  }
+  int exit_code = 0;
+  std::optional<v1::GetMemoryResponse> memory =
+      Fetch<v1::GetMemoryResponse>(api, &v1::GSwarm::Stub::GetMemory, request, json, &exit_code);
+  if (!memory.has_value()) return exit_code;
   Table table({"NODE", "STATE", "DRAM USED", "DRAM TIER", "DISK USED", "GPU USED / BUDGET"});
-  for (const v1::NodeMemory& node : memory.nodes()) {
+  for (const v1::NodeMemory& node : memory->nodes()) {
     const v1::MemoryUsage& m = node.memory();
     std::string gpus;
     for (const v1::GpuInfo& gpu : m.gpus()) {

@@ -44,34 +44,13 @@ grpc::ServerWriteReactor<Message>* RefuseStream(grpc::CallbackServerContext* con
 ApiService::ApiService(std::string auth_token, const ApiHandler* handler)
     : auth_token_(std::move(auth_token)), handler_(handler) {}
 
-#define GSWARM_UNARY_RPC(Method, Request, Response)                                               \
+#define GSWARM_DEFINE_UNARY_RPC(Method, Request, Response)                                        \
   grpc::ServerUnaryReactor* ApiService::Method(                                                   \
       grpc::CallbackServerContext* context, const v1::Request* request, v1::Response* response) { \
     return Answer(context, auth_token_, response, [&] { return handler_->Method(*request); });    \
   }
-GSWARM_UNARY_RPC(Health, HealthRequest, HealthResponse)
-GSWARM_UNARY_RPC(ListNodes, ListNodesRequest, ListNodesResponse)
-GSWARM_UNARY_RPC(GetConfig, GetConfigRequest, GetConfigResponse)
-GSWARM_UNARY_RPC(GetMemory, GetMemoryRequest, GetMemoryResponse)
-GSWARM_UNARY_RPC(RegisterModel, RegisterModelRequest, RegisterModelResponse)
-GSWARM_UNARY_RPC(ListModels, ListModelsRequest, ListModelsResponse)
-GSWARM_UNARY_RPC(GetModel, GetModelRequest, Model)
-GSWARM_UNARY_RPC(DeleteModel, DeleteModelRequest, DeleteModelResponse)
-GSWARM_UNARY_RPC(Download, DownloadRequest, JobResponse)
-GSWARM_UNARY_RPC(Discover, DiscoverRequest, DiscoverResponse)
-GSWARM_UNARY_RPC(ValidateModel, ValidateModelRequest, ValidateModelResponse)
-GSWARM_UNARY_RPC(Copy, CopyRequest, JobResponse)
-GSWARM_UNARY_RPC(EvictDram, EvictDramRequest, EvictDramResponse)
-GSWARM_UNARY_RPC(Serve, ServeRequest, JobResponse)
-GSWARM_UNARY_RPC(StopInstance, StopInstanceRequest, StopInstanceResponse)
-GSWARM_UNARY_RPC(ListInstances, ListInstancesRequest, ListInstancesResponse)
-GSWARM_UNARY_RPC(LoadModel, LoadModelRequest, JobResponse)
-GSWARM_UNARY_RPC(UnloadModel, UnloadModelRequest, StopInstanceResponse)
-GSWARM_UNARY_RPC(SwitchModel, SwitchModelRequest, SwitchModelResponse)
-GSWARM_UNARY_RPC(GetJob, GetJobRequest, Job)
-GSWARM_UNARY_RPC(ListJobs, ListJobsRequest, ListJobsResponse)
-GSWARM_UNARY_RPC(CancelJob, GetJobRequest, Job)
-#undef GSWARM_UNARY_RPC
+GSWARM_FOR_EACH_UNARY_RPC(GSWARM_DEFINE_UNARY_RPC)
+#undef GSWARM_DEFINE_UNARY_RPC
 
 grpc::ServerWriteReactor<v1::Job>* ApiService::WatchJob(grpc::CallbackServerContext* context,
                                                         const v1::GetJobRequest*) {

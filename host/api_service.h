@@ -8,6 +8,32 @@
 #include "gswarm/v1/api.grpc.pb.h"
 #include "host/api_handler.h"
 
+// Every unary RPC of gswarm.v1.GSwarm as X(Method, Request, Response): one list for the
+// declarations here and the definitions in api_service.cc.
+#define GSWARM_FOR_EACH_UNARY_RPC(X)                            \
+  X(Health, HealthRequest, HealthResponse)                      \
+  X(ListNodes, ListNodesRequest, ListNodesResponse)             \
+  X(GetConfig, GetConfigRequest, GetConfigResponse)             \
+  X(GetMemory, GetMemoryRequest, GetMemoryResponse)             \
+  X(RegisterModel, RegisterModelRequest, RegisterModelResponse) \
+  X(ListModels, ListModelsRequest, ListModelsResponse)          \
+  X(GetModel, GetModelRequest, Model)                           \
+  X(DeleteModel, DeleteModelRequest, DeleteModelResponse)       \
+  X(Download, DownloadRequest, JobResponse)                     \
+  X(Discover, DiscoverRequest, DiscoverResponse)                \
+  X(ValidateModel, ValidateModelRequest, ValidateModelResponse) \
+  X(Copy, CopyRequest, JobResponse)                             \
+  X(EvictDram, EvictDramRequest, EvictDramResponse)             \
+  X(Serve, ServeRequest, JobResponse)                           \
+  X(StopInstance, StopInstanceRequest, StopInstanceResponse)    \
+  X(ListInstances, ListInstancesRequest, ListInstancesResponse) \
+  X(LoadModel, LoadModelRequest, JobResponse)                   \
+  X(UnloadModel, UnloadModelRequest, StopInstanceResponse)      \
+  X(SwitchModel, SwitchModelRequest, SwitchModelResponse)       \
+  X(GetJob, GetJobRequest, Job)                                 \
+  X(ListJobs, ListJobsRequest, ListJobsResponse)                \
+  X(CancelJob, GetJobRequest, Job)
+
 namespace gswarm::host {
 
 class ApiService final : public v1::GSwarm::CallbackService {
@@ -15,32 +41,11 @@ class ApiService final : public v1::GSwarm::CallbackService {
   // `handler` must outlive the service.
   ApiService(std::string auth_token, const ApiHandler* handler);
 
-#define GSWARM_UNARY_RPC(Method, Request, Response)                      \
+#define GSWARM_DECLARE_UNARY_RPC(Method, Request, Response)              \
   grpc::ServerUnaryReactor* Method(grpc::CallbackServerContext* context, \
                                    const v1::Request* request, v1::Response* response) override;
-  GSWARM_UNARY_RPC(Health, HealthRequest, HealthResponse)
-  GSWARM_UNARY_RPC(ListNodes, ListNodesRequest, ListNodesResponse)
-  GSWARM_UNARY_RPC(GetConfig, GetConfigRequest, GetConfigResponse)
-  GSWARM_UNARY_RPC(GetMemory, GetMemoryRequest, GetMemoryResponse)
-  GSWARM_UNARY_RPC(RegisterModel, RegisterModelRequest, RegisterModelResponse)
-  GSWARM_UNARY_RPC(ListModels, ListModelsRequest, ListModelsResponse)
-  GSWARM_UNARY_RPC(GetModel, GetModelRequest, Model)
-  GSWARM_UNARY_RPC(DeleteModel, DeleteModelRequest, DeleteModelResponse)
-  GSWARM_UNARY_RPC(Download, DownloadRequest, JobResponse)
-  GSWARM_UNARY_RPC(Discover, DiscoverRequest, DiscoverResponse)
-  GSWARM_UNARY_RPC(ValidateModel, ValidateModelRequest, ValidateModelResponse)
-  GSWARM_UNARY_RPC(Copy, CopyRequest, JobResponse)
-  GSWARM_UNARY_RPC(EvictDram, EvictDramRequest, EvictDramResponse)
-  GSWARM_UNARY_RPC(Serve, ServeRequest, JobResponse)
-  GSWARM_UNARY_RPC(StopInstance, StopInstanceRequest, StopInstanceResponse)
-  GSWARM_UNARY_RPC(ListInstances, ListInstancesRequest, ListInstancesResponse)
-  GSWARM_UNARY_RPC(LoadModel, LoadModelRequest, JobResponse)
-  GSWARM_UNARY_RPC(UnloadModel, UnloadModelRequest, StopInstanceResponse)
-  GSWARM_UNARY_RPC(SwitchModel, SwitchModelRequest, SwitchModelResponse)
-  GSWARM_UNARY_RPC(GetJob, GetJobRequest, Job)
-  GSWARM_UNARY_RPC(ListJobs, ListJobsRequest, ListJobsResponse)
-  GSWARM_UNARY_RPC(CancelJob, GetJobRequest, Job)
-#undef GSWARM_UNARY_RPC
+  GSWARM_FOR_EACH_UNARY_RPC(GSWARM_DECLARE_UNARY_RPC)
+#undef GSWARM_DECLARE_UNARY_RPC
 
   grpc::ServerWriteReactor<v1::Job>* WatchJob(grpc::CallbackServerContext* context,
                                               const v1::GetJobRequest* request) override;
