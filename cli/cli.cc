@@ -71,11 +71,13 @@ absl::StatusOr<common::Config> LoadWithFlags(const GlobalFlags& global, const Se
 // A connection to the host's public API for one CLI verb.
 class ApiClient {
  public:
-  explicit ApiClient(const common::Config& config)
-      : target_(common::HostGrpcTarget(config.client)) {
-    token_ =
+  static absl::StatusOr<std::unique_ptr<ApiClient>> Create(const common::Config& config) {
+    ASSIGN_OR_RETURN(std::shared_ptr<grpc::ChannelCredentials> credentials,
+                     common::ClientCredentials(config));
+    std::string token =
         !config.client.auth_token.empty() ? config.client.auth_token : common::LocalTokenFallback();
-    stub_ = v1::GSwarm::NewStub(grpc::CreateChannel(target_, grpc::InsecureChannelCredentials()));
+    return std::unique_ptr<ApiClient>(
+        new ApiClient(common::HostGrpcTarget(config), std::move(token), credentials));
   }
 
   // Calls one unary RPC with a deadline and the token, turning transport failures into
@@ -100,6 +102,12 @@ class ApiClient {
   }
 
  private:
+  ApiClient(std::string target, std::string token,
+            std::shared_ptr<grpc::ChannelCredentials> credentials)
+      : target_(std::move(target)),
+        token_(std::move(token)),
+        stub_(v1::GSwarm::NewStub(grpc::CreateChannel(target_, credentials))) {}
+
   std::string target_;
   std::string token_;
   std::unique_ptr<v1::GSwarm::Stub> stub_;
@@ -313,10 +321,11 @@ int RunCli(int argc, char** argv) {
   if (client->parsed()) return RunClient(*loaded);
   if (config->parsed()) return ShowConfig(*loaded, global.json);
 
-  ApiClient api(*loaded);
-  if (nodes->parsed()) return ShowNodes(api, global.json);
-  if (health->parsed()) return ShowHealth(api, global.json);
-  if (memory->parsed()) return ShowMemory(api, global.json);
+  absl::StatusOr<std::unique_ptr<ApiClient>> api = ApiClient::Create(*loaded);
+  if (!api.ok()) return PrintError(api.status().message());
+  if (nodes->parsed()) return ShowNodes(**api, global.json);
+  if (health->parsed()) return ShowHealth(**api, global.json);
+  if (memory->parsed()) return ShowMemory(**api, global.json);
   return PrintError("no command given; see gswarm --help");
 }
 

@@ -89,7 +89,7 @@ int RunHost(const common::Config& config) {
 }
 
 int RunClient(const common::Config& config) {
-  absl::StatusOr<client::AgentOptions> options = client::Agent::OptionsFromConfig(config.client);
+  absl::StatusOr<client::AgentOptions> options = client::Agent::OptionsFromConfig(config);
   if (!options.ok()) return Fail(options.status());
   std::unique_ptr<client::Agent> agent = MakeAgent(*std::move(options), config.client);
   agent->Start();
@@ -102,7 +102,7 @@ int RunStart(const common::Config& config) {
   RaiseOpenFileLimit();
   absl::StatusOr<std::unique_ptr<host::HostServer>> server = host::HostServer::Create(config);
   if (!server.ok()) return Fail(server.status());
-  absl::StatusOr<client::AgentOptions> options = client::Agent::OptionsFromConfig(config.client);
+  absl::StatusOr<client::AgentOptions> options = client::Agent::OptionsFromConfig(config);
   if (!options.ok()) return Fail(options.status());
   // The embedded agent talks to this very host over loopback, with its token.
   options->host_target = DialAddress(config.host.host, (*server)->grpc_port());

@@ -19,9 +19,11 @@ using Stream = grpc::ClientReaderWriter<v1::AgentMessage, v1::HostMessage>;
 
 }  // namespace
 
-absl::StatusOr<AgentOptions> Agent::OptionsFromConfig(const common::ClientConfig& config) {
+absl::StatusOr<AgentOptions> Agent::OptionsFromConfig(const common::Config& full) {
+  const common::ClientConfig& config = full.client;
   AgentOptions options;
-  options.host_target = common::HostGrpcTarget(config);
+  ASSIGN_OR_RETURN(options.credentials, common::ClientCredentials(full));
+  options.host_target = common::HostGrpcTarget(full);
   options.hostname = common::Hostname();
   options.node_id = config.node_id.empty() ? options.hostname : config.node_id;
   options.auth_token = config.auth_token.empty() ? common::LocalTokenFallback() : config.auth_token;
@@ -51,8 +53,9 @@ Agent::Agent(AgentOptions options, std::unique_ptr<MemoryProbe> probe)
               static_cast<int>(absl::ToInt64Milliseconds(options_.backoff.initial)));
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
               static_cast<int>(absl::ToInt64Milliseconds(options_.backoff.max)));
-  channel_ =
-      grpc::CreateCustomChannel(options_.host_target, grpc::InsecureChannelCredentials(), args);
+  channel_ = grpc::CreateCustomChannel(
+      options_.host_target,
+      options_.credentials ? options_.credentials : grpc::InsecureChannelCredentials(), args);
   stub_ = v1::AgentLink::NewStub(channel_);
 }
 

@@ -17,14 +17,16 @@
 #include "client/memory_probe.h"
 #include "common/backoff.h"
 #include "common/config.h"
+#include "grpcpp/security/credentials.h"
 #include "gswarm/v1/agent.grpc.pb.h"
 
 namespace gswarm::client {
 
 struct AgentOptions {
-  std::string host_target;  // host:port of the host's gRPC server
-  std::string auth_token;   // "" : none presented
-  std::string node_id;      // validated by the host
+  std::string host_target;                                // host:port of the host's gRPC server
+  std::string auth_token;                                 // "" : none presented
+  std::shared_ptr<grpc::ChannelCredentials> credentials;  // null: plaintext
+  std::string node_id;                                    // validated by the host
   std::string hostname;
   uint32_t data_port = 0;
   absl::Duration heartbeat_interval = absl::Seconds(2);
@@ -39,7 +41,7 @@ class Agent {
  public:
   // Builds the options from the client section of the config: node id defaults to the hostname,
   // the target to HostGrpcTarget(), the token to client.auth_token or the local token file.
-  static absl::StatusOr<AgentOptions> OptionsFromConfig(const common::ClientConfig& config);
+  static absl::StatusOr<AgentOptions> OptionsFromConfig(const common::Config& config);
 
   Agent(AgentOptions options, std::unique_ptr<MemoryProbe> probe);
   ~Agent();

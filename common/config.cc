@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
+#include "common/auth.h"
 #include "common/paths.h"
 #include "common/status.h"
 
@@ -496,6 +497,15 @@ std::string HostGrpcTarget(const ClientConfig& client) {
   }
   if (host.empty()) host = "localhost";
   return absl::StrCat(host, ":", HostConfig{}.grpc_port);
+}
+
+std::string HostGrpcTarget(const Config& config) {
+  std::string target = HostGrpcTarget(config.client);
+  if (!config.client.host_grpc.empty()) return target;
+  const size_t colon = target.rfind(':');
+  const std::string host = target.substr(0, colon);
+  if (!IsLoopbackAddress(host)) return target;
+  return absl::StrCat(host, ":", config.host.grpc_port);
 }
 
 }  // namespace gswarm::common

@@ -132,4 +132,8 @@ std::string ConfigToYaml(const Config& config);
 // "host:port" for the agent and CLI to dial: client.host_grpc, else host_url's host with 8101.
 std::string HostGrpcTarget(const ClientConfig& client);
 
+// The same, except that when host_url names this machine (loopback) the port is host.grpc_port:
+// on the host's own machine the CLI and a local agent find it wherever its config moved it.
+std::string HostGrpcTarget(const Config& config);
+
 }  // namespace gswarm::common

@@ -1,6 +1,10 @@
 #include "common/grpc_util.h"
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "common/auth.h"
+#include "common/paths.h"
+#include "common/status.h"
 #include "nlohmann/json.hpp"
 
 namespace gswarm::common {
@@ -55,6 +59,42 @@ absl::Status CheckGrpcAuthorization(absl::string_view expected,
   auto it = metadata.find("authorization");
   if (it == metadata.end()) return CheckAuthorization(expected, std::nullopt);
   return CheckAuthorization(expected, absl::string_view(it->second.data(), it->second.size()));
+}
+
+bool ClientUsesTls(const Config& config) {
+  return absl::StartsWith(config.client.host_url, "https://") || !config.host.tls.cert_file.empty();
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> HostCredentials(const HostConfig& host) {
+  const TlsConfig& tls = host.tls;
+  if (tls.cert_file.empty()) {
+    if (!tls.key_file.empty()) {
+      return absl::InvalidArgumentError("host.tls.key_file is set but host.tls.cert_file is not");
+    }
+    return grpc::InsecureServerCredentials();
+  }
+  if (tls.key_file.empty()) {
+    return absl::InvalidArgumentError("host.tls.cert_file is set but host.tls.key_file is not");
+  }
+  grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+  ASSIGN_OR_RETURN(pair.cert_chain, ReadFile(ExpandUser(tls.cert_file)));
+  ASSIGN_OR_RETURN(pair.private_key, ReadFile(ExpandUser(tls.key_file)));
+  grpc::SslServerCredentialsOptions options;
+  options.pem_key_cert_pairs.push_back(std::move(pair));
+  return grpc::SslServerCredentials(options);
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ClientCredentials(const Config& config) {
+  if (!ClientUsesTls(config)) return grpc::InsecureChannelCredentials();
+  grpc::SslCredentialsOptions options;
+  const TlsConfig& tls = config.host.tls;
+  const std::string& roots = !tls.ca_file.empty() ? tls.ca_file : tls.cert_file;
+  if (!roots.empty()) {
+    absl::StatusOr<std::string> pem = ReadFile(ExpandUser(roots));
+    if (!pem.ok()) return Annotate(pem.status(), "TLS trust roots");
+    options.pem_root_certs = *std::move(pem);
+  }
+  return grpc::SslCredentials(options);
 }
 
 std::string ErrorJson(const absl::Status& status) {

@@ -5,7 +5,11 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "common/config.h"
+#include "grpcpp/security/credentials.h"
+#include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_context.h"
 #include "grpcpp/support/status.h"
 
@@ -20,6 +24,13 @@ int HttpStatusFor(absl::StatusCode code);
 // Checks the call's `authorization` metadata against `expected` (see CheckAuthorization).
 absl::Status CheckGrpcAuthorization(absl::string_view expected,
                                     const grpc::ServerContextBase& context);
+
+// TLS (host.tls). The host serves TLS when cert_file is set. Agents and the CLI use TLS when the
+// host's certificate is configured locally or client.host_url is https://, trusting ca_file, else
+// the host's own cert_file (a self-signed host on this machine), else the system's roots.
+bool ClientUsesTls(const Config& config);
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> HostCredentials(const HostConfig& host);
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ClientCredentials(const Config& config);
 
 // {"error": {"code": <http status>, "status": "NOT_FOUND", "message": "..."}}
 std::string ErrorJson(const absl::Status& status);

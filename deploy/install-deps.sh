@@ -11,7 +11,7 @@ packages=(
   libcpp-httplib-dev libssl-dev libcli11-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-grpcio python3-protobuf grpc-proto
-  curl procps
+  curl procps openssl
 )
 
 sudo_cmd=()

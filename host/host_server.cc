@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/auth.h"
+#include "common/grpc_util.h"
 #include "common/paths.h"
 #include "common/status.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
@@ -83,8 +84,10 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Create(const common::Con
   grpc::ServerBuilder builder;
   // Without this, a second host on the same port would share it silently (SO_REUSEPORT).
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-  builder.AddListeningPort(JoinHostPort(host.host, host.grpc_port),
-                           grpc::InsecureServerCredentials(), &server->grpc_port_);
+  ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials,
+                   common::HostCredentials(host));
+  builder.AddListeningPort(JoinHostPort(host.host, host.grpc_port), credentials,
+                           &server->grpc_port_);
   builder.RegisterService(server->api_service_.get());
   builder.RegisterService(server->agent_link_.get());
   server->grpc_server_ = builder.BuildAndStart();
@@ -94,7 +97,8 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Create(const common::Con
         ": the address is in use or not available (set host.grpc_port or pass --grpc-port)"));
   }
 
-  server->rest_ = std::make_unique<RestGateway>(server->auth_token_, server->handler_.get());
+  ASSIGN_OR_RETURN(server->rest_,
+                   RestGateway::Create(host.tls, server->auth_token_, server->handler_.get()));
   ASSIGN_OR_RETURN(server->http_port_, server->rest_->Bind(host.host, host.port));
   server->rest_->Start();
 
@@ -106,8 +110,8 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Create(const common::Con
     }
   });
 
-  spdlog::info("gswarm host {} listening: HTTP {} gRPC {}{}", GSWARM_VERSION,
-               JoinHostPort(host.host, server->http_port_),
+  spdlog::info("gswarm host {} listening: HTTP{} {} gRPC {}{}", GSWARM_VERSION,
+               host.tls.cert_file.empty() ? "" : "S", JoinHostPort(host.host, server->http_port_),
                JoinHostPort(host.host, server->grpc_port_),
                server->auth_token_.empty() ? " (auth off)" : " (token required)");
   return server;

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/auth.h"
 #include "common/grpc_util.h"
+#include "common/paths.h"
 #include "common/proto_json.h"
 #include "common/status.h"
 #include "nlohmann/json.hpp"
@@ -59,10 +60,30 @@ absl::Status ParseRequest(const httplib::Request& req, const std::vector<std::st
 
 }  // namespace
 
-RestGateway::RestGateway(std::string auth_token, const ApiHandler* handler)
-    : auth_token_(std::move(auth_token)),
-      handler_(handler),
-      server_(std::make_unique<httplib::Server>()) {
+absl::StatusOr<std::unique_ptr<RestGateway>> RestGateway::Create(const common::TlsConfig& tls,
+                                                                 std::string auth_token,
+                                                                 const ApiHandler* handler) {
+  std::unique_ptr<httplib::Server> server;
+  if (tls.cert_file.empty()) {
+    server = std::make_unique<httplib::Server>();
+  } else {
+    const std::string cert = common::ExpandUser(tls.cert_file);
+    const std::string key = common::ExpandUser(tls.key_file);
+    auto ssl = std::make_unique<httplib::SSLServer>(cert.c_str(), key.c_str());
+    if (!ssl->is_valid()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("cannot serve HTTPS with certificate ", cert, " and key ", key,
+                       ": unreadable, not PEM, or the key does not match (check host.tls)"));
+    }
+    server = std::move(ssl);
+  }
+  return std::unique_ptr<RestGateway>(
+      new RestGateway(std::move(server), std::move(auth_token), handler));
+}
+
+RestGateway::RestGateway(std::unique_ptr<httplib::Server> server, std::string auth_token,
+                         const ApiHandler* handler)
+    : auth_token_(std::move(auth_token)), handler_(handler), server_(std::move(server)) {
   InstallRoutes();
 }
 

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "absl/status/statusor.h"
+#include "common/config.h"
 #include "host/api_handler.h"
 
 namespace httplib {
@@ -22,8 +23,11 @@ namespace gswarm::host {
 
 class RestGateway {
  public:
-  // `handler` must outlive the gateway. An empty `auth_token` turns auth off.
-  RestGateway(std::string auth_token, const ApiHandler* handler);
+  // `handler` must outlive the gateway. An empty `auth_token` turns auth off. Serves HTTPS when
+  // tls.cert_file is set.
+  static absl::StatusOr<std::unique_ptr<RestGateway>> Create(const common::TlsConfig& tls,
+                                                             std::string auth_token,
+                                                             const ApiHandler* handler);
   ~RestGateway();
 
   // Binds host:port (port 0: any free port) and returns the port bound.
@@ -33,6 +37,8 @@ class RestGateway {
   void Stop();
 
  private:
+  RestGateway(std::unique_ptr<httplib::Server> server, std::string auth_token,
+              const ApiHandler* handler);
   void InstallRoutes();
 
   const std::string auth_token_;

@@ -855,6 +855,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     sys_version = ""
     hub: "FakeHub"  # set on the per-hub subclass
 
+    def version_string(self):
+        return self.server_version
+
     def setup(self):
         super().setup()
         self.hub._track(self.connection, True)
@@ -1139,7 +1142,7 @@ class FakeHub:
             if method not in ("GET", "HEAD"):
                 raise _HubError(405, None, "Method not allowed")
             if kind == "api":
-                self._api(h, ctx, segs[2:], split.query)
+                self._api(h, ctx, segs[1:], split.query)
             elif kind == "resolve":
                 self._resolve(h, ctx, segs)
             elif kind == "cdn":
@@ -1151,6 +1154,13 @@ class FakeHub:
             self._send_error(h, ctx, e)
         except (ConnectionError, TimeoutError):
             h.close_connection = True
+        except Exception as e:  # a bug here: answer 500 rather than drop the connection
+            import traceback
+            traceback.print_exc()
+            h.close_connection = True
+            if ctx.status == 0:
+                with contextlib.suppress(Exception):
+                    self._send_json(h, ctx, 500, {"error": "fake hub internal error: %r" % e})
         finally:
             with st.lock:
                 sc = str(ctx.status)
@@ -1208,7 +1218,8 @@ class FakeHub:
                          + list(headers or []), body)
 
     def _send_error(self, h: _Handler, ctx: _Ctx, e: _HubError) -> None:
-        headers = [("X-Error-Message", e.message)]
+        safe = re.sub(r"[\x00-\x1f\x7f]", " ", e.message).encode("ascii", "replace").decode()
+        headers = [("X-Error-Message", safe)]
         if e.code:
             headers.insert(0, ("X-Error-Code", e.code))
         ra = getattr(e, "retry_after", None)
@@ -1432,7 +1443,9 @@ class FakeHub:
         expires = str(int(time.time()) + self.cdn_url_ttl_s)
         query = urllib.parse.urlencode([
             ("response-content-disposition", disposition), ("x-file", filename),
-            ("Expires", expires), ("Signature", self._sign(path + "\n" + filename, expires, disposition)),
+            ("Expires", expires),
+            ("Signature", self._sign("/cdn-lfs/repos/%s/%s\n%s" % (repo.id, sha256, filename),
+                                     expires, disposition)),
         ], quote_via=urllib.parse.quote)
         return "%s%s?%s" % (self._base(h), path, query)
 
@@ -1557,16 +1570,17 @@ class FakeHub:
                 for k in hits:
                     buf[k - pos] ^= 0xFF
                 data = bytes(buf)
+            # Pace before writing, so the client sees the delay before the bytes arrive.
+            if delay_ms_per_mb:
+                time.sleep(delay_ms_per_mb / 1000.0 * len(data) / MiB)
+            if rate > 0:
+                ahead = t0 + (sent + len(data)) / rate - time.monotonic()
+                if ahead > 0:
+                    time.sleep(ahead)
             h.wfile.write(data)
             pos += len(data)
             sent += len(data)
             self._count_body(ctx, len(data), True)
-            if delay_ms_per_mb:
-                time.sleep(delay_ms_per_mb / 1000.0 * len(data) / MiB)
-            if rate > 0:
-                ahead = t0 + sent / rate - time.monotonic()
-                if ahead > 0:
-                    time.sleep(ahead)
 
     # ---- /_fake control endpoints ------------------------------------------------------------------
 

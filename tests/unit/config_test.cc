@@ -578,3 +578,23 @@ TEST_F(ConfigTest, SetConfigValueRejectsBadValues) {
 
 }  // namespace
 }  // namespace gswarm::common
+
+namespace gswarm::common {
+namespace {
+
+TEST(HostGrpcTargetTest, LoopbackHostUrlUsesTheConfiguredGrpcPort) {
+  Config config;
+  config.host.grpc_port = 19101;
+  EXPECT_EQ(HostGrpcTarget(config), "localhost:19101");
+  config.client.host_url = "http://127.0.0.1:8100";
+  EXPECT_EQ(HostGrpcTarget(config), "127.0.0.1:19101");
+  // A remote host's gRPC port is not known from this machine's host section.
+  config.client.host_url = "http://gpu-head:8100";
+  EXPECT_EQ(HostGrpcTarget(config), "gpu-head:8101");
+  // An explicit host_grpc always wins.
+  config.client.host_grpc = "10.0.0.5:7000";
+  EXPECT_EQ(HostGrpcTarget(config), "10.0.0.5:7000");
+}
+
+}  // namespace
+}  // namespace gswarm::common
