@@ -5,18 +5,23 @@
 namespace gswarm::host {
 namespace {
 
-// Answers a unary call: the token first, then the handler's result or error.
+// Answers a unary call: the token first, then the handler's result or error. The handler runs
+// on `pool`, never on gRPC's callback thread: it may touch the disk or wait on agents.
 template <typename Response, typename Call>
 grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* context,
-                                 const std::string& auth_token, Response* response, Call&& call) {
+                                 const std::string& auth_token, common::WorkerPool* pool,
+                                 Response* response, Call call) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  absl::Status status = common::CheckGrpcAuthorization(auth_token, *context);
-  if (status.ok()) {
-    absl::StatusOr<Response> result = call();
-    status = result.status();
-    if (result.ok()) *response = *std::move(result);
+  if (absl::Status auth = common::CheckGrpcAuthorization(auth_token, *context); !auth.ok()) {
+    reactor->Finish(common::ToGrpcStatus(auth));
+    return reactor;
   }
-  reactor->Finish(common::ToGrpcStatus(status));
+  absl::Status queued = pool->Submit([reactor, response, call = std::move(call)] {
+    absl::StatusOr<Response> result = call();
+    if (result.ok()) *response = *std::move(result);
+    reactor->Finish(common::ToGrpcStatus(result.status()));
+  });
+  if (!queued.ok()) reactor->Finish(common::ToGrpcStatus(queued));
   return reactor;
 }
 
@@ -41,13 +46,14 @@ grpc::ServerWriteReactor<Message>* RefuseStream(grpc::CallbackServerContext* con
 
 }  // namespace
 
-ApiService::ApiService(std::string auth_token, const ApiHandler* handler)
-    : auth_token_(std::move(auth_token)), handler_(handler) {}
+ApiService::ApiService(std::string auth_token, const ApiHandler* handler, common::WorkerPool* pool)
+    : auth_token_(std::move(auth_token)), handler_(handler), pool_(pool) {}
 
 #define GSWARM_DEFINE_UNARY_RPC(Method, Request, Response)                                        \
   grpc::ServerUnaryReactor* ApiService::Method(                                                   \
       grpc::CallbackServerContext* context, const v1::Request* request, v1::Response* response) { \
-    return Answer(context, auth_token_, response, [&] { return handler_->Method(*request); });    \
+    return Answer(context, auth_token_, pool_, response,                                          \
+                  [this, request] { return handler_->Method(*request); });                        \
   }
 GSWARM_FOR_EACH_UNARY_RPC(GSWARM_DEFINE_UNARY_RPC)
 #undef GSWARM_DEFINE_UNARY_RPC

@@ -5,6 +5,7 @@
 
 #include <string>
 
+#include "common/worker_pool.h"
 #include "gswarm/v1/api.grpc.pb.h"
 #include "host/api_handler.h"
 
@@ -38,8 +39,8 @@ namespace gswarm::host {
 
 class ApiService final : public v1::GSwarm::CallbackService {
  public:
-  // `handler` must outlive the service.
-  ApiService(std::string auth_token, const ApiHandler* handler);
+  // `handler` and `pool` must outlive the service; handlers run on `pool`.
+  ApiService(std::string auth_token, const ApiHandler* handler, common::WorkerPool* pool);
 
 #define GSWARM_DECLARE_UNARY_RPC(Method, Request, Response)              \
   grpc::ServerUnaryReactor* Method(grpc::CallbackServerContext* context, \
@@ -57,6 +58,7 @@ class ApiService final : public v1::GSwarm::CallbackService {
  private:
   const std::string auth_token_;
   const ApiHandler* const handler_;
+  common::WorkerPool* const pool_;
 };
 
 }  // namespace gswarm::host

@@ -74,7 +74,10 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Create(const common::Con
   server->handler_ = std::make_unique<ApiHandler>(
       ApiHandler::Options{config, !server->auth_token_.empty(), absl::Now()},
       server->registry_.get());
-  server->api_service_ = std::make_unique<ApiService>(server->auth_token_, server->handler_.get());
+  // API calls that wait (on SQLite, on agents) run here, not on gRPC's callback threads.
+  server->api_pool_ = std::make_unique<common::WorkerPool>("API worker pool", 8, 1024);
+  server->api_service_ = std::make_unique<ApiService>(server->auth_token_, server->handler_.get(),
+                                                      server->api_pool_.get());
   server->agent_link_ = std::make_unique<AgentLinkService>(
       AgentLinkService::Options{server->auth_token_, GSWARM_VERSION, DefaultTiers(host)},
       server->registry_.get());

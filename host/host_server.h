@@ -13,6 +13,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/notification.h"
 #include "common/config.h"
+#include "common/worker_pool.h"
 #include "grpcpp/server.h"
 #include "host/agent_link_service.h"
 #include "host/api_handler.h"
@@ -44,6 +45,7 @@ class HostServer {
   int grpc_port_ = 0;
   std::unique_ptr<NodeRegistry> registry_;
   std::unique_ptr<ApiHandler> handler_;
+  std::unique_ptr<common::WorkerPool> api_pool_;
   std::unique_ptr<ApiService> api_service_;
   std::unique_ptr<AgentLinkService> agent_link_;
   std::unique_ptr<grpc::Server> grpc_server_;
