@@ -14,7 +14,9 @@
 namespace gswarm::common {
 
 absl::StatusOr<ReadOnlyFile> ReadOnlyFile::Open(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: a FIFO that has the name of a model file must not block the open; it is then
+  // refused as not a regular file. Reads from regular files ignore the flag.
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) return absl::ErrnoToStatus(errno, absl::StrCat("cannot open ", path));
   ReadOnlyFile file(fd, 0, path);
   struct stat st;
@@ -169,7 +171,7 @@ absl::StatusOr<json> ParseJsonBounded(absl::string_view text, absl::string_view 
   } catch (const std::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat(what, ": invalid JSON: ", e.what()));
   }
-  absl::string_view error = builder.error().empty() ? "parse failed" : builder.error();
+  const std::string& error = builder.error().empty() ? "parse failed" : builder.error();
   return absl::InvalidArgumentError(absl::StrCat(what, ": invalid JSON: ", error));
 }
 

@@ -4,7 +4,8 @@
 // counts, the key/value pairs, then one info record per tensor. Versions 2 and 3, little-endian.
 // Every count and length is checked against the input and the limits below before it is used;
 // nothing is allocated from a count, and arrays (the tokenizer's vocabulary) are skipped, not
-// stored. A file is read in chunks up to the end of its tensor infos.
+// stored. A file is read in chunks up to the end of its tensor infos. The functions share no
+// state: thread-safe.
 
 #include <cstdint>
 #include <optional>
@@ -26,17 +27,17 @@ struct GgufInfo {
   uint32_t version = 0;
   uint64_t tensor_count = 0;
   uint64_t kv_count = 0;
-  std::string architecture;        // general.architecture: "llama", "qwen2", ...
-  std::string name;                // general.name
-  uint64_t context_length = 0;     // <architecture>.context_length
-  uint64_t block_count = 0;        // <architecture>.block_count
-  uint64_t embedding_length = 0;   // <architecture>.embedding_length
+  std::string architecture;           // general.architecture: "llama", "qwen2", ...
+  std::string name;                   // general.name
+  uint64_t context_length = 0;        // <architecture>.context_length
+  uint64_t block_count = 0;           // <architecture>.block_count
+  uint64_t embedding_length = 0;      // <architecture>.embedding_length
   std::optional<uint32_t> file_type;  // general.file_type; see GgufFileTypeName
-  uint64_t vocab_size = 0;         // element count of tokenizer.ggml.tokens
-  uint64_t parameter_count = 0;    // over the tensor infos, sum of the product of dims
-  uint32_t split_count = 0;        // split.count for a file of a gguf-split set, else 0
-  uint32_t split_index = 0;        // split.no
-  uint64_t data_offset = 0;        // where tensor data starts: the header, aligned
+  uint64_t vocab_size = 0;            // element count of tokenizer.ggml.tokens
+  uint64_t parameter_count = 0;       // over the tensor infos, sum of the product of dims
+  uint32_t split_count = 0;           // split.count for a file of a gguf-split set, else 0
+  uint32_t split_index = 0;           // split.no
+  uint64_t data_offset = 0;           // where tensor data starts: the header, aligned
 };
 
 // llama.cpp's name for a general.file_type ("Q4_K_M" for 15), or "file_type <n>" when unknown.

@@ -24,14 +24,22 @@ struct DtypeInfo {
 };
 
 constexpr DtypeInfo kDtypes[] = {
-    {"BOOL", 1, "bool"},          {"U8", 1, "uint8"},
-    {"I8", 1, "int8"},            {"F8_E5M2", 1, "float8_e5m2"},
-    {"F8_E4M3", 1, "float8_e4m3fn"}, {"F8_E8M0", 1, "float8_e8m0fnu"},
-    {"I16", 2, "int16"},          {"U16", 2, "uint16"},
-    {"F16", 2, "float16"},        {"BF16", 2, "bfloat16"},
-    {"I32", 4, "int32"},          {"U32", 4, "uint32"},
-    {"F32", 4, "float32"},        {"C64", 8, "complex64"},
-    {"F64", 8, "float64"},        {"I64", 8, "int64"},
+    {"BOOL", 1, "bool"},
+    {"U8", 1, "uint8"},
+    {"I8", 1, "int8"},
+    {"F8_E5M2", 1, "float8_e5m2"},
+    {"F8_E4M3", 1, "float8_e4m3fn"},
+    {"F8_E8M0", 1, "float8_e8m0fnu"},
+    {"I16", 2, "int16"},
+    {"U16", 2, "uint16"},
+    {"F16", 2, "float16"},
+    {"BF16", 2, "bfloat16"},
+    {"I32", 4, "int32"},
+    {"U32", 4, "uint32"},
+    {"F32", 4, "float32"},
+    {"C64", 8, "complex64"},
+    {"F64", 8, "float64"},
+    {"I64", 8, "int64"},
     {"U64", 8, "uint64"},
 };
 
@@ -77,10 +85,11 @@ absl::StatusOr<SafetensorsTensor> ParseTensor(const std::string& name, const jso
     uint64_t value = dim.get<uint64_t>();
     tensor.shape.push_back(value);
     if (__builtin_mul_overflow(tensor.num_elements, value, &tensor.num_elements)) {
-      return fail("shape [", absl::StrJoin(*shape, ", ", [](std::string* out, const json& d) {
-                    absl::StrAppend(out, d.dump());
-                  }),
-                  "] has more than 2^64 elements");
+      return fail(
+          "shape [",
+          absl::StrJoin(*shape, ", ",
+                        [](std::string* out, const json& d) { absl::StrAppend(out, d.dump()); }),
+          "] has more than 2^64 elements");
     }
   }
 
@@ -158,19 +167,21 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(absl::string_view bytes
   }
   const uint64_t data_size = file_size - 8 - n;
 
-  ASSIGN_OR_RETURN(json root, ParseJsonBounded(bytes.substr(8, n),
-                                               absl::StrCat(name, ": safetensors header"),
-                                               kHeaderJsonLimits));
+  ASSIGN_OR_RETURN(json root,
+                   ParseJsonBounded(bytes.substr(8, n), absl::StrCat(name, ": safetensors header"),
+                                    kHeaderJsonLimits));
   if (!root.is_object()) {
     return fail("the header is a JSON ", root.type_name(), ", not an object (not safetensors?)");
   }
   for (auto& [key, value] : root.items()) {
     if (key == "__metadata__") {
-      if (!value.is_object()) return fail("__metadata__ is a ", value.type_name(), ", not an object");
+      if (!value.is_object()) {
+        return fail("__metadata__ must be an object (got ", value.type_name(), ")");
+      }
       for (auto& [meta_key, meta_value] : value.items()) {
         if (!meta_value.is_string()) {
-          return fail("__metadata__ value ", Quote(meta_key), " is a ", meta_value.type_name(),
-                      ", not a string");
+          return fail("__metadata__ value ", Quote(meta_key), " must be a string (got ",
+                      meta_value.type_name(), ")");
         }
         header.metadata.emplace(meta_key, meta_value.get<std::string>());
       }

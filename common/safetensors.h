@@ -4,6 +4,7 @@
 // give each tensor's dtype, shape and byte range in the data that follows. Only the header is
 // read, and every length and offset in it is checked against the file before it is believed: a
 // truncated or hostile file gives an error, never a crash or an allocation it did not pay for.
+// The functions share no state: thread-safe.
 
 #include <cstdint>
 #include <map>
