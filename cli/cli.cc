@@ -7,6 +7,8 @@
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "cli/api_client.h"
+#include "cli/model_commands.h"
 #include "cli/output.h"
 #include "cli/server_commands.h"
 #include "common/auth.h"
@@ -40,11 +42,6 @@ struct ServerFlags {
   int data_port = -1;
 };
 
-int PrintError(absl::string_view message) {
-  std::cerr << "error: " << message << "\n";
-  return 1;
-}
-
 // Loads the config with flags layered on top. Server commands create the default file.
 absl::StatusOr<common::Config> LoadWithFlags(const GlobalFlags& global, const ServerFlags& server,
                                              bool is_server, bool create_if_missing) {
@@ -66,67 +63,6 @@ absl::StatusOr<common::Config> LoadWithFlags(const GlobalFlags& global, const Se
     if (is_server) set("host.auth_token", global.token);
   }
   return common::LoadConfig(options);
-}
-
-// A connection to the host's public API for one CLI verb.
-class ApiClient {
- public:
-  static absl::StatusOr<std::unique_ptr<ApiClient>> Create(const common::Config& config) {
-    ASSIGN_OR_RETURN(std::shared_ptr<grpc::ChannelCredentials> credentials,
-                     common::ClientCredentials(config));
-    std::string token =
-        !config.client.auth_token.empty() ? config.client.auth_token : common::LocalTokenFallback();
-    return std::unique_ptr<ApiClient>(
-        new ApiClient(common::HostGrpcTarget(config), std::move(token), credentials));
-  }
-
-  // Calls one unary RPC with a deadline and the token, turning transport failures into
-  // sentences that say what to do.
-  template <typename Request, typename Response, typename Method>
-  absl::Status Call(Method method, const Request& request, Response* response) {
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-    if (!token_.empty()) context.AddMetadata("authorization", "Bearer " + token_);
-    grpc::Status status = ((*stub_).*method)(&context, request, response);
-    if (status.ok()) return absl::OkStatus();
-    switch (status.error_code()) {
-      case grpc::StatusCode::UNAVAILABLE:
-      case grpc::StatusCode::DEADLINE_EXCEEDED:
-        return absl::UnavailableError(absl::StrCat(
-            "cannot reach the GSwarm host at ", target_, " (", status.error_message(),
-            "): start one with `gswarm start` or `gswarm host`, or point --host / GSWARM_HOST "
-            "at it"));
-      default:
-        return common::FromGrpcStatus(status);
-    }
-  }
-
- private:
-  ApiClient(std::string target, std::string token,
-            std::shared_ptr<grpc::ChannelCredentials> credentials)
-      : target_(std::move(target)),
-        token_(std::move(token)),
-        stub_(v1::GSwarm::NewStub(grpc::CreateChannel(target_, credentials))) {}
-
-  std::string target_;
-  std::string token_;
-  std::unique_ptr<v1::GSwarm::Stub> stub_;
-};
-
-// Calls one RPC for a verb. Returns the response to show in a table, or nullopt when the verb is
-// finished: the error was printed (exit 1) or --json printed the response (exit 0).
-template <typename Response, typename Request, typename Method>
-std::optional<Response> Fetch(ApiClient& api, Method method, const Request& request, bool json,
-                              int* exit_code) {
-  Response response;
-  if (absl::Status s = api.Call(method, request, &response); !s.ok()) {
-    *exit_code = PrintError(s.message());
-    return std::nullopt;
-  }
-  *exit_code = 0;
-  if (!json) return response;
-  PrintJson(response);
-  return std::nullopt;
 }
 
 std::string Percent(uint64_t part, uint64_t whole) {
@@ -287,6 +223,7 @@ int RunCli(int argc, char** argv) {
   CLI::App* memory =
       app.add_subcommand("memory", "Show DRAM, DRAM tier, disk and GPU use per node");
   CLI::App* version = app.add_subcommand("version", "Print GSwarm's version");
+  ModelCommands models(app);
 
   try {
     app.parse(argc, argv);
@@ -326,6 +263,7 @@ int RunCli(int argc, char** argv) {
   if (nodes->parsed()) return ShowNodes(**api, global.json);
   if (health->parsed()) return ShowHealth(**api, global.json);
   if (memory->parsed()) return ShowMemory(**api, global.json);
+  if (models.Parsed()) return models.Run(**api, global.json);
   return PrintError("no command given; see gswarm --help");
 }
 

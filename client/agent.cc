@@ -39,11 +39,19 @@ absl::StatusOr<AgentOptions> Agent::OptionsFromConfig(const common::Config& full
   dram.set_enabled(true);
   dram.set_capacity_bytes(static_cast<uint64_t>(config.dram_cache_size * (1ull << 30)));
   options.tiers = {disk, dram};
+  options.disk.model_cache_dir = disk.path();
+  options.disk.hf_hub_dir = HfHubDir(full.host.huggingface_cache_dir);
+  options.discover_hf_cache_on_connect = full.host.auto_discover_models;
+  options.hub = HubOptions::FromEnvironment();
   return options;
 }
 
 Agent::Agent(AgentOptions options, std::unique_ptr<MemoryProbe> probe)
-    : options_(std::move(options)), probe_(std::move(probe)) {
+    : options_(std::move(options)), probe_(std::move(probe)), disk_(options_.disk) {
+  CommandRunner::Options runner;
+  runner.hub = options_.hub;
+  runner_ = std::make_unique<CommandRunner>(
+      runner, &disk_, [this](v1::AgentMessage message) { SendToHost(message); });
   // gRPC's own reconnect backoff (up to 120 s by default) would hold back our redials; keep it
   // within the agent's backoff so a restarted host is found as soon as the agent retries.
   grpc::ChannelArguments args;
@@ -73,6 +81,13 @@ void Agent::Stop() {
     stopping_ = true;
   }
   if (thread_.joinable()) thread_.join();
+  // Commands in flight are cancelled; downloads keep their partial files for next time.
+  runner_.reset();
+}
+
+bool Agent::SendToHost(const v1::AgentMessage& message) {
+  absl::MutexLock lock(&write_mu_);
+  return stream_ != nullptr && stream_->Write(message);
 }
 
 v1::Hello Agent::MakeHello() {
@@ -85,6 +100,10 @@ v1::Hello Agent::MakeHello() {
       static_cast<uint32_t>(absl::ToInt64Milliseconds(options_.heartbeat_interval)));
   hello.set_data_port(options_.data_port);
   for (const v1::TierInfo& tier : options_.tiers) *hello.add_tiers() = tier;
+  for (v1::Replica& replica : disk_.Scan(options_.discover_hf_cache_on_connect)) {
+    replica.set_node_id(options_.node_id);
+    *hello.add_replicas() = std::move(replica);
+  }
   *hello.mutable_memory() = probe_->Sample();
   hello.set_dram_total_bytes(hello.memory().dram_total_bytes());
   *hello.mutable_gpus() = hello.memory().gpus();
@@ -133,11 +152,15 @@ absl::Status Agent::RunSession() {
     last_from_host_ = absl::Now();
   }
   std::unique_ptr<Stream> stream = stub_->Connect(&context);
+  {
+    absl::MutexLock lock(&write_mu_);
+    stream_ = stream.get();
+  }
   v1::AgentMessage hello;
   *hello.mutable_hello() = MakeHello();
   // A failed write means the stream is already broken; Finish() below says why.
-  if (stream->Write(hello)) {
-    std::thread heartbeats([&] { HeartbeatLoop(stream.get(), &context); });
+  if (SendToHost(hello)) {
+    std::thread heartbeats([&] { HeartbeatLoop(&context); });
     v1::HostMessage message;
     while (stream->Read(&message)) {
       {
@@ -151,11 +174,11 @@ absl::Status Agent::RunSession() {
                        options_.host_target, options_.node_id, message.welcome().session_id(),
                        message.welcome().host_version());
           break;
-        case v1::HostMessage::kHeartbeatAck:
-          break;
         case v1::HostMessage::kCommand:
-          spdlog::warn("command {} ignored: this agent does not run commands yet",
-                       message.command().id());
+          runner_->Handle(message.command());
+          break;
+        case v1::HostMessage::kCancel:
+          runner_->Cancel(message.cancel().command_id());
           break;
         default:
           break;
@@ -168,6 +191,10 @@ absl::Status Agent::RunSession() {
     heartbeats.join();
   }
   {
+    absl::MutexLock lock(&write_mu_);
+    stream_ = nullptr;
+  }
+  {
     absl::MutexLock lock(&mu_);
     context_ = nullptr;
   }
@@ -176,7 +203,7 @@ absl::Status Agent::RunSession() {
   return common::FromGrpcStatus(status);
 }
 
-void Agent::HeartbeatLoop(Stream* stream, grpc::ClientContext* context) {
+void Agent::HeartbeatLoop(grpc::ClientContext* context) {
   uint64_t seq = 0;
   absl::Time next = absl::Now() + options_.heartbeat_interval;
   while (true) {
@@ -198,7 +225,10 @@ void Agent::HeartbeatLoop(Stream* stream, grpc::ClientContext* context) {
     if (stopping) {
       // Clean goodbye: the host sees the half-close and ends the session at once. If it does not
       // answer promptly, cancel.
-      stream->WritesDone();
+      {
+        absl::MutexLock write_lock(&write_mu_);
+        if (stream_ != nullptr) stream_->WritesDone();
+      }
       absl::MutexLock lock(&mu_);
       if (!mu_.AwaitWithTimeout(absl::Condition(&session_over_), absl::Seconds(2))) {
         context->TryCancel();
@@ -208,7 +238,7 @@ void Agent::HeartbeatLoop(Stream* stream, grpc::ClientContext* context) {
     v1::AgentMessage message;
     message.mutable_heartbeat()->set_seq(++seq);
     *message.mutable_heartbeat()->mutable_memory() = probe_->Sample();
-    if (!stream->Write(message)) return;  // the reader sees the end too
+    if (!SendToHost(message)) return;  // the reader sees the end too
     next += options_.heartbeat_interval;
     if (next < absl::Now()) next = absl::Now() + options_.heartbeat_interval;
   }

@@ -14,6 +14,8 @@
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "client/command_runner.h"
+#include "client/disk_tier.h"
 #include "client/memory_probe.h"
 #include "common/backoff.h"
 #include "common/config.h"
@@ -35,6 +37,12 @@ struct AgentOptions {
   absl::Duration host_silence_limit = absl::Seconds(10);
   common::Backoff::Options backoff;
   std::vector<v1::TierInfo> tiers;
+  // The disk tier, and whether Hello reports the Hugging Face cache's models too
+  // (host.auto_discover_models).
+  DiskTier::Options disk;
+  bool discover_hf_cache_on_connect = true;
+  // How commands reach the Hub (HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE).
+  HubOptions hub;
 };
 
 class Agent {
@@ -57,9 +65,10 @@ class Agent {
   void Run();
   // One stream from dial to end; returns why it ended.
   absl::Status RunSession();
-  void HeartbeatLoop(grpc::ClientReaderWriter<v1::AgentMessage, v1::HostMessage>* stream,
-                     grpc::ClientContext* context);
+  void HeartbeatLoop(grpc::ClientContext* context);
   v1::Hello MakeHello();
+  // Writes to the current stream; false (message dropped) when there is none.
+  bool SendToHost(const v1::AgentMessage& message);
 
   const AgentOptions options_;
   std::unique_ptr<MemoryProbe> probe_;
@@ -73,6 +82,15 @@ class Agent {
   bool session_over_ ABSL_GUARDED_BY(mu_) = false;
   absl::Time last_from_host_ ABSL_GUARDED_BY(mu_);
   grpc::ClientContext* context_ ABSL_GUARDED_BY(mu_) = nullptr;
+
+  // One writer at a time on the stream: heartbeats and command updates share it.
+  absl::Mutex write_mu_;
+  grpc::ClientReaderWriter<v1::AgentMessage, v1::HostMessage>* stream_ ABSL_GUARDED_BY(write_mu_) =
+      nullptr;
+
+  DiskTier disk_;
+  // Last: its workers send through the members above, so it goes first.
+  std::unique_ptr<CommandRunner> runner_;
 };
 
 }  // namespace gswarm::client

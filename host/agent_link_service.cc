@@ -125,6 +125,7 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::H
         *welcome.mutable_welcome()->add_default_tiers() = tier;
       }
       Send(std::move(welcome));
+      if (options_.listener != nullptr) options_.listener->OnAgentConnected(message.hello());
       return true;
     }
     switch (message.msg_case()) {
@@ -136,8 +137,9 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::H
         return true;
       }
       case v1::AgentMessage::kCommandUpdate:
-        spdlog::debug("node={}: update for command {} ignored (no command was sent)", node_id_,
-                      message.command_update().command_id());
+        if (options_.listener != nullptr) {
+          options_.listener->OnCommandUpdate(node_id_, message.command_update());
+        }
         return true;
       default:
         spdlog::warn("node={}: unexpected message {} ignored", node_id_,

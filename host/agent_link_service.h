@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "gswarm/v1/agent.grpc.pb.h"
+#include "host/agent_listener.h"
 #include "host/node_registry.h"
 
 namespace gswarm::host {
@@ -17,6 +18,7 @@ class AgentLinkService final : public v1::AgentLink::CallbackService {
     std::string auth_token;  // "" : no auth
     std::string host_version;
     std::vector<v1::TierInfo> default_tiers;  // sent in Welcome
+    AgentListener* listener = nullptr;        // inventories and command updates
   };
 
   // `registry` must outlive the service and every stream it served.

@@ -1,13 +1,18 @@
 #include "host/api_handler.h"
 
+#include <algorithm>
+#include <set>
+
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "common/proto_json.h"
+#include "common/status.h"
 #include "google/protobuf/util/json_util.h"
+#include "google/protobuf/util/time_util.h"
 
 namespace gswarm::host {
 namespace {
 
-constexpr absl::string_view kModels = "model registry and downloads";
 constexpr absl::string_view kTiers = "DRAM tier and copies between tiers";
 constexpr absl::string_view kInstances = "inference instances";
 constexpr absl::string_view kRouter = "router and hot swap";
@@ -19,8 +24,12 @@ absl::Status NotYetImplemented(absl::string_view rpc, absl::string_view feature)
       absl::StrCat(rpc, " is not available in this GSwarm build yet (", feature, ")"));
 }
 
-ApiHandler::ApiHandler(Options options, NodeRegistry* registry)
-    : options_(std::move(options)), registry_(registry) {}
+ApiHandler::ApiHandler(Options options, NodeRegistry* nodes, Registry* registry,
+                       Orchestrator* orchestrator)
+    : options_(std::move(options)),
+      nodes_(nodes),
+      registry_(registry),
+      orchestrator_(orchestrator) {}
 
 absl::StatusOr<v1::HealthResponse> ApiHandler::Health(const v1::HealthRequest&) const {
   v1::HealthResponse response;
@@ -28,8 +37,9 @@ absl::StatusOr<v1::HealthResponse> ApiHandler::Health(const v1::HealthRequest&) 
   response.set_version(GSWARM_VERSION);
   response.set_uptime_s(absl::ToDoubleSeconds(absl::Now() - options_.started_at));
   response.set_auth_required(options_.auth_required);
+  response.set_models(static_cast<uint32_t>(registry_->ListModels().size()));
   v1::ClusterMemory& memory = *response.mutable_memory();
-  for (const v1::NodeInfo& node : registry_->List()) {
+  for (const v1::NodeInfo& node : nodes_->List()) {
     response.set_nodes_total(response.nodes_total() + 1);
     if (node.state() != "online") continue;
     response.set_nodes_online(response.nodes_online() + 1);
@@ -52,7 +62,7 @@ absl::StatusOr<v1::HealthResponse> ApiHandler::Health(const v1::HealthRequest&) 
 absl::StatusOr<v1::ListNodesResponse> ApiHandler::ListNodes(
     const v1::ListNodesRequest& request) const {
   v1::ListNodesResponse response;
-  for (v1::NodeInfo& node : registry_->List()) {
+  for (v1::NodeInfo& node : nodes_->List()) {
     if (request.online_only() && node.state() != "online") continue;
     *response.add_nodes() = std::move(node);
   }
@@ -81,7 +91,7 @@ absl::StatusOr<v1::GetMemoryResponse> ApiHandler::GetMemory(
   v1::GetMemoryResponse response;
   v1::GpuMemorySummary& gpu = *response.mutable_memory_usage()->mutable_gpu_memory();
   bool found = request.node().empty();
-  for (const v1::NodeInfo& node : registry_->List()) {
+  for (const v1::NodeInfo& node : nodes_->List()) {
     if (!request.node().empty() && node.node_id() != request.node()) continue;
     found = true;
     v1::NodeMemory& entry = *response.add_nodes();
@@ -103,30 +113,6 @@ absl::StatusOr<v1::GetMemoryResponse> ApiHandler::GetMemory(
   return response;
 }
 
-absl::StatusOr<v1::RegisterModelResponse> ApiHandler::RegisterModel(
-    const v1::RegisterModelRequest&) const {
-  return NotYetImplemented("RegisterModel", kModels);
-}
-absl::StatusOr<v1::ListModelsResponse> ApiHandler::ListModels(const v1::ListModelsRequest&) const {
-  return NotYetImplemented("ListModels", kModels);
-}
-absl::StatusOr<v1::Model> ApiHandler::GetModel(const v1::GetModelRequest&) const {
-  return NotYetImplemented("GetModel", kModels);
-}
-absl::StatusOr<v1::DeleteModelResponse> ApiHandler::DeleteModel(
-    const v1::DeleteModelRequest&) const {
-  return NotYetImplemented("DeleteModel", kModels);
-}
-absl::StatusOr<v1::JobResponse> ApiHandler::Download(const v1::DownloadRequest&) const {
-  return NotYetImplemented("Download", kModels);
-}
-absl::StatusOr<v1::DiscoverResponse> ApiHandler::Discover(const v1::DiscoverRequest&) const {
-  return NotYetImplemented("Discover", kModels);
-}
-absl::StatusOr<v1::ValidateModelResponse> ApiHandler::ValidateModel(
-    const v1::ValidateModelRequest&) const {
-  return NotYetImplemented("ValidateModel", kModels);
-}
 absl::StatusOr<v1::JobResponse> ApiHandler::Copy(const v1::CopyRequest&) const {
   return NotYetImplemented("Copy", kTiers);
 }
@@ -155,14 +141,264 @@ absl::StatusOr<v1::SwitchModelResponse> ApiHandler::SwitchModel(
     const v1::SwitchModelRequest&) const {
   return NotYetImplemented("SwitchModel", kRouter);
 }
-absl::StatusOr<v1::Job> ApiHandler::GetJob(const v1::GetJobRequest&) const {
-  return NotYetImplemented("GetJob", kModels);
+
+v1::Model ApiHandler::WithState(v1::Model model) const {
+  bool available = false;
+  for (v1::Replica& replica : *model.mutable_replicas()) {
+    replica.set_model_name(model.name());
+    std::optional<v1::NodeInfo> node = nodes_->Get(replica.node_id());
+    available |= replica.state() == "ready" && node.has_value() && node->state() == "online";
+  }
+  model.set_available(available);
+  model.set_loaded(false);
+  model.set_can_load(false);
+  model.set_state(available ? "available" : "offline");
+  return model;
 }
-absl::StatusOr<v1::ListJobsResponse> ApiHandler::ListJobs(const v1::ListJobsRequest&) const {
-  return NotYetImplemented("ListJobs", kModels);
+
+absl::StatusOr<v1::Job> ApiHandler::Await(const v1::Job& job, absl::Duration timeout) const {
+  ASSIGN_OR_RETURN(v1::Job done, orchestrator_->WaitJob(job.id(), absl::Now() + timeout));
+  if (done.state() == "succeeded") return done;
+  if (!IsTerminalJobState(done.state())) {
+    return absl::DeadlineExceededError(absl::StrCat(
+        job.kind(), " job ", job.id(), " on node ", job.node_id(), " is still running after ",
+        absl::FormatDuration(timeout), "; follow it with `gswarm jobs` or GET /jobs/", job.id()));
+  }
+  return absl::AbortedError(absl::StrCat(job.kind(), " of \"", job.model_name(), "\" on node ",
+                                         job.node_id(), " ", done.state(), ": ", done.message(),
+                                         " (job ", job.id(), ")"));
 }
-absl::StatusOr<v1::Job> ApiHandler::CancelJob(const v1::GetJobRequest&) const {
-  return NotYetImplemented("CancelJob", kModels);
+
+absl::StatusOr<v1::RegisterModelResponse> ApiHandler::RegisterModel(
+    const v1::RegisterModelRequest& request) const {
+  RETURN_IF_ERROR(ValidateModelName(request.model_name()));
+  std::string source = request.source_url();
+  if (source.empty() && !request.hf_path().empty()) source = "hf://" + request.hf_path();
+  const std::string location =
+      request.cache_location().empty() ? "primary" : request.cache_location();
+  if (location != "primary" && location != "secondary" && location != "custom") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cache_location \"", location, "\" is not one of primary, secondary, custom"));
+  }
+  if (location == "custom" && request.cache_path().empty()) {
+    return absl::InvalidArgumentError("cache_location \"custom\" needs cache_path");
+  }
+  if (request.estimated_size_mb() < 0) {
+    return absl::InvalidArgumentError("estimated_size_mb must not be negative");
+  }
+
+  absl::StatusOr<v1::Model> existing = registry_->GetModel(request.model_name());
+  if (existing.ok() && existing->source_url() != source) {
+    return absl::AlreadyExistsError(absl::StrCat("model \"", request.model_name(),
+                                                 "\" is already registered from ",
+                                                 existing->source_url(), ": remove it first"));
+  }
+  if (!existing.ok()) {
+    if (!absl::IsNotFound(existing.status())) return existing.status();
+    v1::Model model;
+    model.set_name(request.model_name());
+    model.set_type(request.type().empty() ? "llm" : request.type());
+    constexpr absl::string_view kTypes[] = {"llm", "diffusion", "vision", "audio", "multimodal"};
+    if (std::find(std::begin(kTypes), std::end(kTypes), model.type()) == std::end(kTypes)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "type \"", model.type(), "\" is not one of llm, diffusion, vision, audio, multimodal"));
+    }
+    model.set_source_url(source);
+    model.set_revision(request.revision());
+    model.set_size_bytes(static_cast<uint64_t>(request.estimated_size_mb() * (1 << 20)));
+    *model.mutable_created_at() =
+        google::protobuf::util::TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(absl::Now()));
+    RETURN_IF_ERROR(registry_->PutModel(model));
+  }
+
+  v1::RegisterModelResponse response;
+  ASSIGN_OR_RETURN(v1::Model stored, registry_->GetModel(request.model_name()));
+  *response.mutable_model() = WithState(std::move(stored));
+
+  // Space on the node that would take it: the one asked for, else the one with most free disk.
+  v1::SpaceCheck& space = *response.mutable_space_check();
+  const uint64_t required = static_cast<uint64_t>(request.estimated_size_mb() * (1 << 20));
+  space.set_required_bytes(required);
+  std::optional<v1::NodeInfo> best;
+  for (const v1::NodeInfo& node : nodes_->List()) {
+    if (node.state() != "online") continue;
+    if (!request.node().empty() && node.node_id() != request.node()) continue;
+    if (!best || node.memory().disk_free_bytes() > best->memory().disk_free_bytes()) best = node;
+  }
+  if (!best) {
+    space.set_cache_path(location == "custom" ? request.cache_path() : "");
+    space.set_message("no node online to check free space on");
+    return response;
+  }
+  space.set_cache_path(location == "custom" ? request.cache_path() : best->memory().disk_path());
+  const uint64_t free = best->memory().disk_free_bytes();
+  space.set_free_bytes(free);
+  space.set_sufficient(free >= required);
+  space.set_warning(space.sufficient() &&
+                    (free - required) < best->memory().disk_total_bytes() / 10);
+  space.set_message(absl::StrCat(
+      "node ", best->node_id(), ": ", free >> 20, " MiB free, ", required >> 20, " MiB needed",
+      space.sufficient() ? (space.warning() ? " (leaves under 10% of the disk free)" : "")
+                         : " (not enough space)"));
+  return response;
+}
+
+absl::StatusOr<v1::ListModelsResponse> ApiHandler::ListModels(
+    const v1::ListModelsRequest& request) const {
+  v1::ListModelsResponse response;
+  for (v1::Model& model : registry_->ListModels()) {
+    v1::Model with_state = WithState(std::move(model));
+    if (!request.state().empty() && with_state.state() != request.state()) continue;
+    if (!request.node().empty() || !request.tier().empty()) {
+      bool match = false;
+      for (const v1::Replica& replica : with_state.replicas()) {
+        match |= (request.node().empty() || replica.node_id() == request.node()) &&
+                 (request.tier().empty() || replica.tier() == request.tier());
+      }
+      if (!match) continue;
+    }
+    // The per-file list is for `show` (GetModel); a listing stays short.
+    with_state.clear_files();
+    *response.add_models() = std::move(with_state);
+  }
+  return response;
+}
+
+absl::StatusOr<v1::Model> ApiHandler::GetModel(const v1::GetModelRequest& request) const {
+  ASSIGN_OR_RETURN(v1::Model model, registry_->GetModel(request.model_name()));
+  return WithState(std::move(model));
+}
+
+absl::StatusOr<v1::DeleteModelResponse> ApiHandler::DeleteModel(
+    const v1::DeleteModelRequest& request) const {
+  ASSIGN_OR_RETURN(v1::Model model, registry_->GetModel(request.model_name()));
+  v1::DeleteModelResponse response;
+  int kept = 0;
+  for (const v1::Replica& replica : model.replicas()) {
+    if ((!request.node().empty() && replica.node_id() != request.node()) ||
+        (!request.tier().empty() && replica.tier() != request.tier())) {
+      ++kept;
+      continue;
+    }
+    if (!replica.in_place()) {
+      std::optional<v1::NodeInfo> node = nodes_->Get(replica.node_id());
+      if (!node.has_value() || node->state() != "online") {
+        if (!request.force()) {
+          return absl::FailedPreconditionError(
+              absl::StrCat("node ", replica.node_id(), " holds a copy of \"", request.model_name(),
+                           "\" but is offline: bring it back, or pass force to forget that copy"));
+        }
+      } else {
+        v1::Command command;
+        command.mutable_delete_()->set_model_name(request.model_name());
+        command.mutable_delete_()->set_tier(replica.tier());
+        ASSIGN_OR_RETURN(v1::Job job,
+                         orchestrator_->RunOnNode(replica.node_id(), request.model_name(), "delete",
+                                                  std::move(command)));
+        RETURN_IF_ERROR(Await(job, absl::Minutes(2)).status());
+      }
+    }
+    // In-place copies (the Hugging Face cache) are forgotten, never deleted.
+    RETURN_IF_ERROR(
+        registry_->DeleteReplica(request.model_name(), replica.node_id(), replica.tier()));
+    *response.add_removed() = replica;
+  }
+  if (kept == 0) RETURN_IF_ERROR(registry_->DeleteModel(request.model_name()));
+  return response;
+}
+
+absl::StatusOr<v1::JobResponse> ApiHandler::Download(const v1::DownloadRequest& request) const {
+  v1::JobResponse response;
+  ASSIGN_OR_RETURN(*response.mutable_job(), orchestrator_->Download(request));
+  if (request.wait()) {
+    ASSIGN_OR_RETURN(*response.mutable_job(), Await(response.job(), absl::Hours(24)));
+  }
+  return response;
+}
+
+absl::StatusOr<v1::DiscoverResponse> ApiHandler::Discover(
+    const v1::DiscoverRequest& request) const {
+  std::set<std::string> before;
+  for (const v1::Model& model : registry_->ListModels()) before.insert(model.name());
+  ASSIGN_OR_RETURN(std::vector<v1::Job> jobs, orchestrator_->Discover(request.node()));
+  for (const v1::Job& job : jobs) RETURN_IF_ERROR(Await(job, absl::Minutes(5)).status());
+  v1::DiscoverResponse response;
+  std::set<std::string> after;
+  for (v1::Model& model : registry_->ListModels()) {
+    after.insert(model.name());
+    if (!before.contains(model.name())) response.add_added(model.name());
+    *response.add_models() = WithState(std::move(model));
+  }
+  for (const std::string& name : before) {
+    if (!after.contains(name)) response.add_removed(name);
+  }
+  return response;
+}
+
+absl::StatusOr<v1::ValidateModelResponse> ApiHandler::ValidateModel(
+    const v1::ValidateModelRequest& request) const {
+  ASSIGN_OR_RETURN(v1::Model model, registry_->GetModel(request.model_name()));
+  v1::ValidateModelResponse response;
+  response.set_model_name(model.name());
+  response.set_valid(true);
+  int checked_replicas = 0;
+  for (const v1::Replica& replica : model.replicas()) {
+    if ((!request.node().empty() && replica.node_id() != request.node()) ||
+        (!request.tier().empty() && replica.tier() != request.tier())) {
+      continue;
+    }
+    auto problem = [&](const std::string& path, const std::string& text) {
+      v1::FileProblem& p = *response.add_problems();
+      p.set_node_id(replica.node_id());
+      p.set_path(path);
+      p.set_problem(text);
+      response.set_valid(false);
+    };
+    std::optional<v1::NodeInfo> node = nodes_->Get(replica.node_id());
+    if (!node.has_value() || node->state() != "online") {
+      problem("", "node is offline: cannot check");
+      continue;
+    }
+    v1::Command command;
+    command.mutable_validate()->set_model_name(model.name());
+    command.mutable_validate()->set_tier(replica.tier());
+    ASSIGN_OR_RETURN(v1::Job job, orchestrator_->RunOnNode(replica.node_id(), model.name(),
+                                                           "validate", std::move(command)));
+    ASSIGN_OR_RETURN(v1::Job done, orchestrator_->WaitJob(job.id(), absl::Now() + absl::Hours(1)));
+    ++checked_replicas;
+    response.set_files_checked(response.files_checked() + done.files_done());
+    if (done.state() == "succeeded") continue;
+    // The agent reports one "path: problem" per line.
+    for (absl::string_view line : absl::StrSplit(done.message(), '\n')) {
+      const size_t colon = line.find(": ");
+      if (colon == absl::string_view::npos) {
+        problem("", std::string(line));
+      } else {
+        problem(std::string(line.substr(0, colon)), std::string(line.substr(colon + 2)));
+      }
+    }
+  }
+  if (checked_replicas == 0 && response.problems().empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("model \"", model.name(), "\" has no copy to validate",
+                     request.node().empty() ? "" : absl::StrCat(" on node ", request.node())));
+  }
+  return response;
+}
+
+absl::StatusOr<v1::Job> ApiHandler::GetJob(const v1::GetJobRequest& request) const {
+  return orchestrator_->GetJob(request.job_id());
+}
+
+absl::StatusOr<v1::ListJobsResponse> ApiHandler::ListJobs(
+    const v1::ListJobsRequest& request) const {
+  v1::ListJobsResponse response;
+  for (v1::Job& job : orchestrator_->ListJobs(request)) *response.add_jobs() = std::move(job);
+  return response;
+}
+
+absl::StatusOr<v1::Job> ApiHandler::CancelJob(const v1::GetJobRequest& request) const {
+  return orchestrator_->CancelJob(request.job_id());
 }
 
 }  // namespace gswarm::host

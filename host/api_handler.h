@@ -13,6 +13,8 @@
 #include "common/config.h"
 #include "gswarm/v1/api.pb.h"
 #include "host/node_registry.h"
+#include "host/orchestrator.h"
+#include "host/registry.h"
 
 namespace gswarm::host {
 
@@ -24,15 +26,15 @@ class ApiHandler {
     absl::Time started_at = absl::Now();
   };
 
-  // `registry` must outlive the handler.
-  ApiHandler(Options options, NodeRegistry* registry);
+  // The parts must outlive the handler.
+  ApiHandler(Options options, NodeRegistry* nodes, Registry* registry, Orchestrator* orchestrator);
 
   absl::StatusOr<v1::HealthResponse> Health(const v1::HealthRequest& request) const;
   absl::StatusOr<v1::ListNodesResponse> ListNodes(const v1::ListNodesRequest& request) const;
   absl::StatusOr<v1::GetConfigResponse> GetConfig(const v1::GetConfigRequest& request) const;
   absl::StatusOr<v1::GetMemoryResponse> GetMemory(const v1::GetMemoryRequest& request) const;
 
-  // Not built yet: each answers UNIMPLEMENTED naming the feature it belongs to.
+  // Models (disk tier) and jobs.
   absl::StatusOr<v1::RegisterModelResponse> RegisterModel(const v1::RegisterModelRequest&) const;
   absl::StatusOr<v1::ListModelsResponse> ListModels(const v1::ListModelsRequest&) const;
   absl::StatusOr<v1::Model> GetModel(const v1::GetModelRequest&) const;
@@ -40,6 +42,11 @@ class ApiHandler {
   absl::StatusOr<v1::JobResponse> Download(const v1::DownloadRequest&) const;
   absl::StatusOr<v1::DiscoverResponse> Discover(const v1::DiscoverRequest&) const;
   absl::StatusOr<v1::ValidateModelResponse> ValidateModel(const v1::ValidateModelRequest&) const;
+  absl::StatusOr<v1::Job> GetJob(const v1::GetJobRequest&) const;
+  absl::StatusOr<v1::ListJobsResponse> ListJobs(const v1::ListJobsRequest&) const;
+  absl::StatusOr<v1::Job> CancelJob(const v1::GetJobRequest&) const;
+
+  // Not built yet: each answers UNIMPLEMENTED naming the feature it belongs to.
   absl::StatusOr<v1::JobResponse> Copy(const v1::CopyRequest&) const;
   absl::StatusOr<v1::EvictDramResponse> EvictDram(const v1::EvictDramRequest&) const;
   absl::StatusOr<v1::JobResponse> Serve(const v1::ServeRequest&) const;
@@ -48,13 +55,19 @@ class ApiHandler {
   absl::StatusOr<v1::JobResponse> LoadModel(const v1::LoadModelRequest&) const;
   absl::StatusOr<v1::StopInstanceResponse> UnloadModel(const v1::UnloadModelRequest&) const;
   absl::StatusOr<v1::SwitchModelResponse> SwitchModel(const v1::SwitchModelRequest&) const;
-  absl::StatusOr<v1::Job> GetJob(const v1::GetJobRequest&) const;
-  absl::StatusOr<v1::ListJobsResponse> ListJobs(const v1::ListJobsRequest&) const;
-  absl::StatusOr<v1::Job> CancelJob(const v1::GetJobRequest&) const;
 
  private:
+  // The catalog entry with its live state: available / loaded / offline, from its replicas and
+  // whether their nodes are online.
+  v1::Model WithState(v1::Model model) const;
+  // Waits for a job started on behalf of this request; ABORTED with the job's message if it did
+  // not succeed.
+  absl::StatusOr<v1::Job> Await(const v1::Job& job, absl::Duration timeout) const;
+
   const Options options_;
-  NodeRegistry* const registry_;
+  NodeRegistry* const nodes_;
+  Registry* const registry_;
+  Orchestrator* const orchestrator_;
 };
 
 // UNIMPLEMENTED: "<rpc> is not available in this GSwarm build yet (<feature>)".

@@ -8,6 +8,7 @@
 #include "common/worker_pool.h"
 #include "gswarm/v1/api.grpc.pb.h"
 #include "host/api_handler.h"
+#include "host/orchestrator.h"
 
 // Every unary RPC of gswarm.v1.GSwarm as X(Method, Request, Response): one list for the
 // declarations here and the definitions in api_service.cc.
@@ -39,8 +40,9 @@ namespace gswarm::host {
 
 class ApiService final : public v1::GSwarm::CallbackService {
  public:
-  // `handler` and `pool` must outlive the service; handlers run on `pool`.
-  ApiService(std::string auth_token, const ApiHandler* handler, common::WorkerPool* pool);
+  // The parts must outlive the service; unary handlers run on `pool`.
+  ApiService(std::string auth_token, const ApiHandler* handler, Orchestrator* orchestrator,
+             common::WorkerPool* pool);
 
 #define GSWARM_DECLARE_UNARY_RPC(Method, Request, Response)              \
   grpc::ServerUnaryReactor* Method(grpc::CallbackServerContext* context, \
@@ -58,6 +60,7 @@ class ApiService final : public v1::GSwarm::CallbackService {
  private:
   const std::string auth_token_;
   const ApiHandler* const handler_;
+  Orchestrator* const orchestrator_;
   common::WorkerPool* const pool_;
 };
 

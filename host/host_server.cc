@@ -70,17 +70,24 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Create(const common::Con
   std::unique_ptr<HostServer> server(new HostServer());
   ASSIGN_OR_RETURN(server->auth_token_, ResolveHostToken(host));
 
-  server->registry_ = std::make_unique<NodeRegistry>(NodeRegistry::Options{});
+  server->nodes_ = std::make_unique<NodeRegistry>(NodeRegistry::Options{});
+  const std::string db_path = common::StateDir() + "/host.db";
+  ASSIGN_OR_RETURN(server->registry_, Registry::Open(db_path));
+  server->orchestrator_ =
+      std::make_unique<Orchestrator>(server->registry_.get(), server->nodes_.get());
+  RETURN_IF_ERROR(server->orchestrator_->Recover());
   server->handler_ = std::make_unique<ApiHandler>(
-      ApiHandler::Options{config, !server->auth_token_.empty(), absl::Now()},
-      server->registry_.get());
+      ApiHandler::Options{config, !server->auth_token_.empty(), absl::Now()}, server->nodes_.get(),
+      server->registry_.get(), server->orchestrator_.get());
   // API calls that wait (on SQLite, on agents) run here, not on gRPC's callback threads.
   server->api_pool_ = std::make_unique<common::WorkerPool>("API worker pool", 8, 1024);
-  server->api_service_ = std::make_unique<ApiService>(server->auth_token_, server->handler_.get(),
-                                                      server->api_pool_.get());
+  server->api_service_ =
+      std::make_unique<ApiService>(server->auth_token_, server->handler_.get(),
+                                   server->orchestrator_.get(), server->api_pool_.get());
   server->agent_link_ = std::make_unique<AgentLinkService>(
-      AgentLinkService::Options{server->auth_token_, GSWARM_VERSION, DefaultTiers(host)},
-      server->registry_.get());
+      AgentLinkService::Options{server->auth_token_, GSWARM_VERSION, DefaultTiers(host),
+                                server->orchestrator_.get()},
+      server->nodes_.get());
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -109,7 +116,7 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Create(const common::Con
   HostServer* raw = server.get();
   server->sweeper_ = std::thread([raw] {
     while (!raw->stop_sweeper_.WaitForNotificationWithTimeout(absl::Milliseconds(100))) {
-      raw->registry_->SweepStale();
+      raw->nodes_->SweepStale();
     }
   });
 
@@ -130,7 +137,7 @@ void HostServer::Shutdown() {
     sweeper_.join();
   }
   if (rest_) rest_->Stop();
-  if (registry_) registry_->CloseAll(absl::UnavailableError("host is shutting down"));
+  if (nodes_) nodes_->CloseAll(absl::UnavailableError("host is shutting down"));
   if (grpc_server_)
     grpc_server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
 }

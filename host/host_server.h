@@ -19,6 +19,8 @@
 #include "host/api_handler.h"
 #include "host/api_service.h"
 #include "host/node_registry.h"
+#include "host/orchestrator.h"
+#include "host/registry.h"
 #include "host/rest_gateway.h"
 
 namespace gswarm::host {
@@ -43,7 +45,9 @@ class HostServer {
   std::string auth_token_;
   int http_port_ = 0;
   int grpc_port_ = 0;
-  std::unique_ptr<NodeRegistry> registry_;
+  std::unique_ptr<NodeRegistry> nodes_;
+  std::unique_ptr<Registry> registry_;
+  std::unique_ptr<Orchestrator> orchestrator_;
   std::unique_ptr<ApiHandler> handler_;
   std::unique_ptr<common::WorkerPool> api_pool_;
   std::unique_ptr<ApiService> api_service_;

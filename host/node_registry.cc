@@ -122,6 +122,18 @@ void NodeRegistry::Disconnect(const std::string& node_id, const std::string& ses
   if (it->second.info.state() != "offline") SetState(it->second, "offline", reason);
 }
 
+bool NodeRegistry::Send(const std::string& node_id, v1::HostMessage message) {
+  std::shared_ptr<Session> session;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = nodes_.find(node_id);
+    if (it == nodes_.end() || it->second.session == nullptr) return false;
+    session = it->second.session;
+  }
+  session->Send(std::move(message));
+  return true;
+}
+
 int NodeRegistry::SweepStale() {
   absl::MutexLock lock(&mu_);
   const absl::Time now = options_.now();

@@ -66,6 +66,9 @@ class NodeRegistry {
   void Disconnect(const std::string& node_id, const std::string& session_id,
                   absl::string_view reason);
 
+  // Queues `message` on the node's current session. False when the node has none (offline).
+  bool Send(const std::string& node_id, v1::HostMessage message);
+
   // Marks online nodes whose heartbeats stopped as offline. Returns how many changed.
   int SweepStale();
 

@@ -1,0 +1,214 @@
+#include "client/disk_tier.h"
+
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "client/model_manifest.h"
+#include "client/sha256.h"
+#include "common/model_metadata.h"
+#include "common/paths.h"
+#include "common/status.h"
+#include "spdlog/spdlog.h"
+
+namespace gswarm::client {
+namespace fs = std::filesystem;
+namespace {
+
+constexpr absl::string_view kStaging = ".gswarm-staging";
+
+bool LooksLikeModel(const fs::path& dir) {
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name == "config.json" || absl::EndsWith(name, ".safetensors") ||
+        absl::EndsWith(name, ".gguf") || absl::EndsWith(name, ".bin") ||
+        absl::EndsWith(name, ".pt") || absl::EndsWith(name, ".pth")) {
+      return true;
+    }
+  }
+  return false;
+}
+
+// Regular files below `dir`, following links (HF snapshots link to blobs), skipping our own
+// bookkeeping.
+uint64_t ModelBytes(const fs::path& dir) {
+  uint64_t total = 0;
+  std::error_code ec;
+  fs::recursive_directory_iterator it(dir, fs::directory_options::follow_directory_symlink, ec);
+  for (; !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    if (it->path().filename() == ".gswarm") {
+      it.disable_recursion_pending();
+      continue;
+    }
+    std::error_code size_ec;
+    if (fs::is_regular_file(it->path(), size_ec)) total += fs::file_size(it->path(), size_ec);
+  }
+  return total;
+}
+
+void FillMetadata(v1::Replica& replica) {
+  absl::StatusOr<v1::ModelMetadata> metadata = common::ReadModelMetadata(replica.path());
+  if (metadata.ok()) {
+    *replica.mutable_metadata() = *std::move(metadata);
+  } else {
+    spdlog::warn("model={}: metadata unreadable: {}", replica.model_name(),
+                 metadata.status().message());
+  }
+}
+
+}  // namespace
+
+std::string HfHubDir(const std::string& configured_cache_dir) {
+  if (const char* hub = std::getenv("HF_HUB_CACHE"); hub != nullptr && *hub != '\0') {
+    return common::ExpandUser(hub);
+  }
+  if (const char* home = std::getenv("HF_HOME"); home != nullptr && *home != '\0') {
+    return common::ExpandUser(home) + "/hub";
+  }
+  return common::ExpandUser(configured_cache_dir) + "/hub";
+}
+
+DiskTier::DiskTier(Options options) : options_(std::move(options)) {}
+
+std::string DiskTier::ModelDir(const std::string& name) const {
+  return options_.model_cache_dir + "/" + name;
+}
+
+std::string DiskTier::StagingDir(const std::string& name) const {
+  return absl::StrCat(options_.model_cache_dir, "/", kStaging, "/", name);
+}
+
+std::vector<v1::Replica> DiskTier::Scan(bool include_hf_cache) const {
+  std::vector<v1::Replica> replicas;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(options_.model_cache_dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.empty() || name.front() == '.' || !entry.is_directory(ec)) continue;
+    v1::Replica replica;
+    replica.set_model_name(name);
+    replica.set_tier("disk");
+    replica.set_path(entry.path().string());
+    replica.set_state("ready");
+    absl::StatusOr<ModelManifest> manifest = ReadManifest(entry.path().string());
+    if (manifest.ok()) {
+      replica.set_commit(manifest->commit);
+      replica.set_source_url(manifest->source_url);
+      uint64_t size = 0;
+      for (const v1::ModelFile& file : manifest->files) size += file.size_bytes();
+      replica.set_size_bytes(size);
+    } else if (LooksLikeModel(entry.path())) {
+      // A folder someone put here by hand: registered as it is.
+      replica.set_source_url(absl::StrCat("file://", entry.path().string()));
+      replica.set_size_bytes(ModelBytes(entry.path()));
+    } else {
+      continue;
+    }
+    FillMetadata(replica);
+    replicas.push_back(std::move(replica));
+  }
+  if (!include_hf_cache) return replicas;
+  for (v1::Replica& replica : ScanHfCache()) replicas.push_back(std::move(replica));
+  return replicas;
+}
+
+std::vector<v1::Replica> DiskTier::ScanHfCache() const {
+  std::vector<v1::Replica> found;
+  if (options_.hf_hub_dir.empty()) return found;
+  // repo name -> orgs, to tell when a short name is ambiguous.
+  std::map<std::string, int> repo_names;
+  struct Snapshot {
+    std::string org, repo, commit;
+    fs::path path;
+  };
+  std::vector<Snapshot> snapshots;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(options_.hf_hub_dir, ec)) {
+    absl::string_view dir = entry.path().filename().native();
+    if (!absl::ConsumePrefix(&dir, "models--")) continue;
+    const size_t sep = dir.find("--");
+    if (sep == absl::string_view::npos) continue;
+    Snapshot snapshot{std::string(dir.substr(0, sep)), std::string(dir.substr(sep + 2)), "", {}};
+    absl::StatusOr<std::string> ref = common::ReadFile((entry.path() / "refs" / "main").string());
+    if (!ref.ok()) continue;  // only snapshots a ref points at are complete
+    snapshot.commit = std::string(absl::StripAsciiWhitespace(*ref));
+    snapshot.path = entry.path() / "snapshots" / snapshot.commit;
+    if (!fs::is_directory(snapshot.path, ec) || !LooksLikeModel(snapshot.path)) continue;
+    ++repo_names[snapshot.repo];
+    snapshots.push_back(std::move(snapshot));
+  }
+  for (const Snapshot& snapshot : snapshots) {
+    v1::Replica replica;
+    const bool ambiguous = repo_names[snapshot.repo] > 1;
+    replica.set_model_name(ambiguous ? absl::StrCat(snapshot.org, "--", snapshot.repo)
+                                     : snapshot.repo);
+    replica.set_tier("disk");
+    replica.set_path(snapshot.path.string());
+    replica.set_state("ready");
+    replica.set_in_place(true);
+    replica.set_commit(snapshot.commit);
+    replica.set_source_url(absl::StrCat("hf://", snapshot.org, "/", snapshot.repo));
+    replica.set_size_bytes(ModelBytes(snapshot.path));
+    FillMetadata(replica);
+    found.push_back(std::move(replica));
+  }
+  return found;
+}
+
+absl::Status DiskTier::Remove(const std::string& name) const {
+  std::error_code ec;
+  // The staging lock file too: the downloader keeps it beside the staging directory.
+  for (const std::string& dir : {ModelDir(name), StagingDir(name), StagingDir(name) + ".lock"}) {
+    fs::remove_all(dir, ec);
+    if (ec) {
+      return absl::InternalError(absl::StrCat("removing ", dir, ": ", ec.message()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<std::string>> DiskTier::Validate(const std::string& name,
+                                                            uint32_t* files_checked) const {
+  *files_checked = 0;
+  const std::string dir = ModelDir(name);
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) {
+    return absl::NotFoundError(absl::StrCat("model \"", name, "\" is not on this node's disk"));
+  }
+  absl::StatusOr<ModelManifest> manifest = ReadManifest(dir);
+  if (!manifest.ok()) {
+    return absl::FailedPreconditionError(absl::StrCat("model \"", name,
+                                                      "\" has no manifest to check against (",
+                                                      manifest.status().message(), ")"));
+  }
+  std::vector<std::string> problems;
+  for (const v1::ModelFile& file : manifest->files) {
+    const fs::path path = fs::path(dir) / file.path();
+    ++*files_checked;
+    std::error_code size_ec;
+    const uint64_t size = fs::file_size(path, size_ec);
+    if (size_ec) {
+      problems.push_back(absl::StrCat(file.path(), ": missing"));
+      continue;
+    }
+    if (size != file.size_bytes()) {
+      problems.push_back(
+          absl::StrCat(file.path(), ": size ", size, ", expected ", file.size_bytes()));
+      continue;
+    }
+    if (file.sha256().empty()) continue;
+    absl::StatusOr<std::string> digest = Sha256OfFile(path.string());
+    if (!digest.ok()) {
+      problems.push_back(absl::StrCat(file.path(), ": unreadable: ", digest.status().message()));
+    } else if (*digest != file.sha256()) {
+      problems.push_back(
+          absl::StrCat(file.path(), ": sha256 ", *digest, ", expected ", file.sha256()));
+    }
+  }
+  return problems;
+}
+
+}  // namespace gswarm::client

@@ -1,0 +1,294 @@
+#include "client/hf_source.h"
+
+#include <sys/stat.h>
+
+#include <cstdlib>
+#include <thread>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "client/http_client.h"
+#include "common/backoff.h"
+#include "nlohmann/json.hpp"
+#include "spdlog/spdlog.h"
+
+namespace gswarm::client {
+namespace {
+
+constexpr char kSchemeHelp[] = "use hf://org/repo[@revision], https://... or file:///abs/dir";
+
+// One part of a repo id: [A-Za-z0-9][A-Za-z0-9._-]{0,95}, without "..".
+bool IsRepoPart(absl::string_view part) {
+  if (part.empty() || part.size() > 96 || !absl::ascii_isalnum(part[0])) return false;
+  for (char c : part) {
+    if (!absl::ascii_isalnum(c) && c != '.' && c != '_' && c != '-') return false;
+  }
+  return !absl::StrContains(part, "..");
+}
+
+bool IsRevision(absl::string_view rev) {
+  if (rev.empty() || rev.size() > 256 || rev.front() == '/' || rev.back() == '/') return false;
+  for (char c : rev) {
+    if (!absl::ascii_isalnum(c) && c != '.' && c != '_' && c != '-' && c != '/') return false;
+  }
+  return !absl::StrContains(rev, "..") && !absl::StrContains(rev, "//");
+}
+
+std::string PercentDecode(absl::string_view s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '%' && i + 2 < s.size() && absl::ascii_isxdigit(s[i + 1]) &&
+        absl::ascii_isxdigit(s[i + 2])) {
+      auto hex = [](char c) { return absl::ascii_isdigit(c) ? c - '0' : (c | 0x20) - 'a' + 10; };
+      out.push_back(static_cast<char>(hex(s[i + 1]) * 16 + hex(s[i + 2])));
+      i += 2;
+    } else {
+      out.push_back(s[i]);
+    }
+  }
+  return out;
+}
+
+// "scheme://host[:port]" of a URL, lowercased; "" when it has none.
+std::string Origin(absl::string_view url) {
+  size_t scheme_end = url.find("://");
+  if (scheme_end == absl::string_view::npos) return "";
+  size_t host_end = url.find_first_of("/?#", scheme_end + 3);
+  return absl::AsciiStrToLower(url.substr(0, host_end));
+}
+
+absl::StatusOr<SourceSpec> ParseHub(absl::string_view source_url, absl::string_view rest,
+                                    absl::string_view revision_override) {
+  SourceSpec spec;
+  spec.kind = SourceSpec::kHub;
+  size_t at = rest.find('@');
+  absl::string_view repo = rest.substr(0, at);
+  absl::string_view rev = at == absl::string_view::npos ? "" : rest.substr(at + 1);
+  std::vector<absl::string_view> parts = absl::StrSplit(repo, '/');
+  if (parts.size() != 2 || !IsRepoPart(parts[0]) || !IsRepoPart(parts[1])) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "invalid Hugging Face repo \"", repo, "\" in \"", source_url,
+        "\": use hf://org/name[@revision], where org and name are letters, digits, '.', '_' "
+        "or '-'"));
+  }
+  if (at != absl::string_view::npos && rev.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("empty revision after '@' in \"", source_url, "\": use hf://", repo,
+                     "@<branch, tag or commit>, or leave out '@' for main"));
+  }
+  if (!revision_override.empty()) rev = revision_override;
+  if (rev.empty()) rev = "main";
+  if (!IsRevision(rev)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("invalid revision \"", rev, "\" for ", repo,
+                     ": a branch, tag or commit of letters, digits, '.', '_', '-' and '/'"));
+  }
+  spec.repo = std::string(repo);
+  spec.revision = std::string(rev);
+  return spec;
+}
+
+absl::StatusOr<SourceSpec> ParseHttps(absl::string_view source_url, absl::string_view rest) {
+  SourceSpec spec;
+  spec.kind = SourceSpec::kHttps;
+  spec.url = std::string(source_url);
+  absl::string_view before_query = rest.substr(0, rest.find_first_of("?#"));
+  size_t slash = before_query.find('/');
+  absl::string_view host = before_query.substr(0, slash);
+  absl::string_view path = slash == absl::string_view::npos ? "" : before_query.substr(slash);
+  std::string name = PercentDecode(path.substr(path.rfind('/') + 1));
+  if (host.empty() || path.empty() || !CheckRelativePath(name).ok() ||
+      absl::StrContains(name, '/')) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot tell the file name from \"", source_url,
+                     "\": an https:// source is one file, and its URL path must end with the "
+                     "file's name"));
+  }
+  spec.path = std::move(name);
+  return spec;
+}
+
+absl::StatusOr<SourceSpec> ParseLocal(absl::string_view source_url, absl::string_view rest) {
+  SourceSpec spec;
+  spec.kind = SourceSpec::kLocalDir;
+  std::string dir(rest);
+  if (dir.empty() || dir[0] != '/') {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "\"", source_url, "\" is not an absolute directory: use file:///abs/dir (three slashes)"));
+  }
+  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+  struct stat st;
+  if (::stat(dir.c_str(), &st) != 0) {
+    return absl::NotFoundError(absl::StrCat("local source ", dir, " does not exist"));
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "local source ", dir, " is not a directory: file:// imports a folder of model files"));
+  }
+  spec.path = std::move(dir);
+  return spec;
+}
+
+}  // namespace
+
+absl::StatusOr<SourceSpec> ParseSource(absl::string_view source_url,
+                                       absl::string_view revision_override) {
+  size_t sep = source_url.find("://");
+  std::string scheme =
+      sep == absl::string_view::npos ? "" : absl::AsciiStrToLower(source_url.substr(0, sep));
+  absl::string_view rest = sep == absl::string_view::npos ? "" : source_url.substr(sep + 3);
+  if (scheme == "hf") return ParseHub(source_url, rest, revision_override);
+  if (scheme == "https" || scheme == "http") return ParseHttps(source_url, rest);
+  if (scheme == "file") return ParseLocal(source_url, rest);
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown source scheme in \"", source_url, "\": ", kSchemeHelp));
+}
+
+absl::Status CheckRelativePath(absl::string_view path) {
+  auto bad = [&](absl::string_view why) {
+    return absl::InvalidArgumentError(absl::StrCat("unsafe file path \"", path, "\": ", why));
+  };
+  if (path.empty()) return bad("empty");
+  if (path.size() > 4096) return bad("too long");
+  if (path.front() == '/') return bad("absolute");
+  for (char c : path) {
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f || c == '\\') {
+      return bad("control character or backslash");
+    }
+  }
+  for (absl::string_view part : absl::StrSplit(path, '/')) {
+    if (part.empty() || part == "." || part == "..") return bad("empty, '.' or '..' component");
+  }
+  return absl::OkStatus();
+}
+
+HubOptions HubOptions::FromEnvironment() {
+  HubOptions options;
+  auto env = [](const char* name) -> std::string {
+    const char* v = std::getenv(name);
+    return v == nullptr ? "" : std::string(absl::StripAsciiWhitespace(v));
+  };
+  if (std::string endpoint = env("HF_ENDPOINT"); !endpoint.empty()) options.endpoint = endpoint;
+  while (!options.endpoint.empty() && options.endpoint.back() == '/') options.endpoint.pop_back();
+  options.token = env("HF_TOKEN");
+  if (options.token.empty()) options.token = env("HUGGING_FACE_HUB_TOKEN");
+  std::string offline = absl::AsciiStrToLower(env("HF_HUB_OFFLINE"));
+  options.offline = offline == "1" || offline == "true" || offline == "yes" || offline == "on";
+  return options;
+}
+
+std::vector<std::string> HubOptions::AuthHeadersFor(absl::string_view url) const {
+  if (token.empty() || Origin(url).empty() || Origin(url) != Origin(endpoint)) return {};
+  return {absl::StrCat("Authorization: Bearer ", token)};
+}
+
+absl::Status HubError(const HubOptions& hub, absl::string_view repo, absl::string_view revision,
+                      absl::string_view file, long status, absl::string_view error_code,
+                      absl::string_view server_message) {
+  bool known_code = error_code == "RepoNotFound" || error_code == "RevisionNotFound" ||
+                    error_code == "EntryNotFound";
+  if (error_code == "GatedRepo" || ((status == 401 || status == 403) && !known_code)) {
+    if (hub.token.empty()) {
+      return absl::UnauthenticatedError(
+          absl::StrCat("repo ", repo,
+                       " is gated or private: set HF_TOKEN to a token with access "
+                       "(https://huggingface.co/settings/tokens)"));
+    }
+    return absl::PermissionDeniedError(absl::StrCat(
+        "repo ", repo, " is gated or private and HF_TOKEN has no access to it: request access at ",
+        hub.endpoint, "/", repo,
+        " or set HF_TOKEN to a token with access (https://huggingface.co/settings/tokens)"));
+  }
+  if (error_code == "RepoNotFound" || (status == 404 && error_code.empty() && file.empty())) {
+    return absl::NotFoundError(absl::StrCat("repo ", repo, " not found on ", hub.endpoint,
+                                            " (check the name; private repos need HF_TOKEN)"));
+  }
+  if (error_code == "RevisionNotFound") {
+    return absl::NotFoundError(absl::StrCat("revision ", revision, " not found in ", repo));
+  }
+  if (error_code == "EntryNotFound" || status == 404) {
+    return absl::NotFoundError(
+        absl::StrCat("file ", file, " not found in ", repo, " at revision ", revision));
+  }
+  std::string what = file.empty() ? std::string(repo) : absl::StrCat(repo, "/", file);
+  std::string msg = absl::StrCat(hub.endpoint, " answered HTTP ", status, " for ", what,
+                                 server_message.empty() ? "" : ": ", server_message);
+  if (IsTransientHttpStatus(status)) return absl::UnavailableError(msg);
+  return absl::UnknownError(msg);
+}
+
+absl::StatusOr<RepoListing> ListRepo(const HubOptions& hub, const std::string& repo,
+                                     const std::string& revision) {
+  HttpRequest request;
+  request.url = absl::StrCat(hub.endpoint, "/api/models/", repo, "/revision/",
+                             PercentEncode(revision, /*keep_slash=*/false), "?blobs=true");
+  request.headers = hub.AuthHeadersFor(request.url);
+  common::Backoff backoff({.initial = hub.retry_initial_delay, .max = hub.retry_max_delay});
+  HttpResponse response;
+  for (int attempt = 1;; ++attempt) {
+    absl::StatusOr<HttpResponse> got = SendHttpRequest(request);
+    absl::Duration wait = absl::ZeroDuration();
+    std::string problem;
+    if (!got.ok()) {
+      problem = std::string(got.status().message());
+    } else if (IsTransientHttpStatus(got->status)) {
+      problem = absl::StrCat("HTTP ", got->status);
+      wait = std::min(RetryAfter(got->headers), absl::Minutes(2));
+    } else {
+      response = *std::move(got);
+      break;
+    }
+    if (attempt >= hub.max_attempts) {
+      if (got.ok()) {
+        return HubError(hub, repo, revision, "", got->status, got->Header("x-error-code"),
+                        got->Header("x-error-message"));
+      }
+      return absl::UnavailableError(absl::StrCat("cannot reach the Hub at ", hub.endpoint, ": ",
+                                                 problem, " (tried ", attempt,
+                                                 " times; check the network or HF_ENDPOINT)"));
+    }
+    wait = std::max(wait, backoff.Next());
+    spdlog::warn("listing {}@{}: {}; retrying in {}", repo, revision, problem,
+                 absl::FormatDuration(wait));
+    std::this_thread::sleep_for(absl::ToChronoMilliseconds(wait));
+  }
+  if (response.status != 200) {
+    return HubError(hub, repo, revision, "", response.status, response.Header("x-error-code"),
+                    response.Header("x-error-message"));
+  }
+  auto bad = [&](absl::string_view why) {
+    return absl::UnknownError(absl::StrCat(hub.endpoint, " sent an unexpected listing for ", repo,
+                                           "@", revision, ": ", why));
+  };
+  nlohmann::json info = nlohmann::json::parse(response.body, nullptr, /*allow_exceptions=*/false);
+  if (info.is_discarded() || !info.is_object()) return bad("not a JSON object");
+  RepoListing listing;
+  try {
+    listing.commit = info.value("sha", "");
+    if (listing.commit.empty()) return bad("no \"sha\"");
+    const nlohmann::json& gated = info.contains("gated") ? info["gated"] : nlohmann::json();
+    listing.gated = !(gated.is_null() || (gated.is_boolean() && !gated.get<bool>()));
+    if (!info.contains("siblings") || !info["siblings"].is_array()) return bad("no \"siblings\"");
+    for (const nlohmann::json& s : info["siblings"]) {
+      v1::ModelFile file;
+      file.set_path(s.at("rfilename").get<std::string>());
+      if (s.contains("lfs") && s["lfs"].is_object()) {
+        file.set_sha256(absl::AsciiStrToLower(s["lfs"].value("sha256", "")));
+        file.set_size_bytes(s["lfs"].value("size", s.value("size", uint64_t{0})));
+      } else if (s.contains("size")) {
+        file.set_size_bytes(s["size"].get<uint64_t>());
+      } else {
+        return bad(absl::StrCat("no size for ", file.path()));
+      }
+      file.set_etag(s.value("blobId", ""));
+      listing.files.push_back(std::move(file));
+    }
+  } catch (const nlohmann::json::exception& e) {
+    return bad(e.what());
+  }
+  return listing;
+}
+
+}  // namespace gswarm::client

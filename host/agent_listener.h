@@ -1,0 +1,20 @@
+#pragma once
+
+// What the agent link tells the rest of the host, beyond liveness (NodeRegistry): a node's
+// inventory on (re)connect and the progress of the commands it runs.
+
+#include <string>
+
+#include "gswarm/v1/agent.pb.h"
+
+namespace gswarm::host {
+
+// Called on gRPC's callback threads: implementations must queue blocking work, not do it.
+class AgentListener {
+ public:
+  virtual ~AgentListener() = default;
+  virtual void OnAgentConnected(const v1::Hello& hello) = 0;
+  virtual void OnCommandUpdate(const std::string& node_id, const v1::CommandUpdate& update) = 0;
+};
+
+}  // namespace gswarm::host

@@ -1,0 +1,447 @@
+#include "host/orchestrator.h"
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "common/auth.h"
+#include "common/proto_json.h"
+#include "common/status.h"
+#include "google/protobuf/util/time_util.h"
+#include "spdlog/spdlog.h"
+
+namespace gswarm::host {
+namespace {
+
+using google::protobuf::util::TimeUtil;
+
+google::protobuf::Timestamp Now() {
+  return TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(absl::Now()));
+}
+
+std::string NewJobId() { return "job-" + common::GenerateToken().substr(0, 12); }
+
+absl::Status ValidateSource(absl::string_view source) {
+  for (absl::string_view scheme : {"hf://", "https://", "http://", "file:///"}) {
+    if (absl::StartsWith(source, scheme) && source.size() > scheme.size()) {
+      return absl::OkStatus();
+    }
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown source \"", source,
+                   "\": use hf://org/repo[@revision], https://host/path/file or file:///abs/dir"));
+}
+
+}  // namespace
+
+bool IsTerminalJobState(absl::string_view state) {
+  return state == "succeeded" || state == "failed" || state == "cancelled";
+}
+
+Orchestrator::Orchestrator(Registry* registry, NodeRegistry* nodes)
+    : registry_(registry), nodes_(nodes) {}
+
+Orchestrator::~Orchestrator() = default;
+
+absl::Status Orchestrator::Recover() {
+  absl::MutexLock lock(&mu_);
+  for (v1::Job& job : registry_->UnfinishedJobs()) {
+    absl::StatusOr<std::string> request = registry_->GetJobRequest(job.id());
+    v1::Command command;
+    if (!request.ok() || !common::FromJson(*request, &command).ok() || command.id().empty()) {
+      job.set_state("failed");
+      job.set_message("the host restarted and lost this job's command; start it again");
+      *job.mutable_finished_at() = Now();
+      RETURN_IF_ERROR(registry_->PutJob(job));
+      continue;
+    }
+    spdlog::info("job={} ({} {} on node={}) resumes when its node reconnects", job.id(), job.kind(),
+                 job.model_name(), job.node_id());
+    ActiveJob& active = active_[job.id()];
+    active.job = std::move(job);
+    active.command = std::move(command);
+    active.last_persisted = absl::Now();
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> Orchestrator::PickNode(const std::string& requested) const {
+  if (!requested.empty()) {
+    std::optional<v1::NodeInfo> node = nodes_->Get(requested);
+    if (!node.has_value()) {
+      return absl::NotFoundError(
+          absl::StrCat("node \"", requested, "\" is unknown (see `gswarm nodes`)"));
+    }
+    if (node->state() != "online") {
+      return absl::FailedPreconditionError(
+          absl::StrCat("node \"", requested, "\" is offline (", node->state_reason(), ")"));
+    }
+    return requested;
+  }
+  // The online node with the most free disk.
+  std::string best;
+  uint64_t best_free = 0;
+  for (const v1::NodeInfo& node : nodes_->List()) {
+    if (node.state() != "online") continue;
+    if (best.empty() || node.memory().disk_free_bytes() > best_free) {
+      best = node.node_id();
+      best_free = node.memory().disk_free_bytes();
+    }
+  }
+  if (best.empty()) {
+    return absl::UnavailableError(
+        "no node is online: start an agent with `gswarm client --host HOST:8101`, or run "
+        "`gswarm start` on a single machine");
+  }
+  return best;
+}
+
+absl::StatusOr<v1::Job> Orchestrator::Download(const v1::DownloadRequest& request) {
+  RETURN_IF_ERROR(ValidateModelName(request.model_name()));
+  RETURN_IF_ERROR(ValidateSource(request.source_url()));
+  const std::string tier = request.target_device().empty() ? "disk" : request.target_device();
+  if (tier != "disk") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "target_device \"", tier, "\": downloads land on \"disk\"; copy to DRAM afterwards"));
+  }
+  ASSIGN_OR_RETURN(std::string node_id, PickNode(request.node()));
+
+  absl::StatusOr<v1::Model> existing = registry_->GetModel(request.model_name());
+  if (existing.ok() && !existing->source_url().empty() &&
+      existing->source_url() != request.source_url()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "model \"", request.model_name(), "\" is registered from ", existing->source_url(),
+        ", not ", request.source_url(), ": remove it first (gswarm rm ", request.model_name(),
+        ") or choose another name"));
+  }
+  if (!existing.ok()) {
+    if (!absl::IsNotFound(existing.status())) return existing.status();
+    v1::Model model;
+    model.set_name(request.model_name());
+    model.set_type(request.type().empty() ? "llm" : request.type());
+    model.set_source_url(request.source_url());
+    model.set_revision(request.revision());
+    *model.mutable_created_at() = Now();
+    RETURN_IF_ERROR(registry_->PutModel(model));
+  }
+
+  v1::Job job;
+  job.set_kind("download");
+  job.set_model_name(request.model_name());
+  job.set_node_id(node_id);
+  v1::Command command;
+  v1::DownloadCommand& download = *command.mutable_download();
+  download.set_model_name(request.model_name());
+  download.set_source_url(request.source_url());
+  download.set_revision(request.revision());
+  download.set_target_tier(tier);
+  return Launch(std::move(job), std::move(command));
+}
+
+absl::StatusOr<std::vector<v1::Job>> Orchestrator::Discover(const std::string& node) {
+  std::vector<std::string> targets;
+  if (!node.empty()) {
+    ASSIGN_OR_RETURN(std::string picked, PickNode(node));
+    targets.push_back(picked);
+  } else {
+    for (const v1::NodeInfo& info : nodes_->List()) {
+      if (info.state() == "online") targets.push_back(info.node_id());
+    }
+  }
+  std::vector<v1::Job> jobs;
+  for (const std::string& target : targets) {
+    v1::Command command;
+    command.mutable_discover();
+    ASSIGN_OR_RETURN(v1::Job job, RunOnNode(target, "", "discover", std::move(command)));
+    jobs.push_back(std::move(job));
+  }
+  return jobs;
+}
+
+absl::StatusOr<v1::Job> Orchestrator::RunOnNode(const std::string& node, const std::string& model,
+                                                const std::string& kind, v1::Command command) {
+  ASSIGN_OR_RETURN(std::string node_id, PickNode(node));
+  v1::Job job;
+  job.set_kind(kind);
+  job.set_model_name(model);
+  job.set_node_id(node_id);
+  return Launch(std::move(job), std::move(command));
+}
+
+absl::StatusOr<v1::Job> Orchestrator::Launch(v1::Job job, v1::Command command) {
+  job.set_id(NewJobId());
+  job.set_state("running");
+  *job.mutable_created_at() = Now();
+  *job.mutable_updated_at() = job.created_at();
+  command.set_id(job.id());
+  absl::StatusOr<std::string> request_json = common::ToJson(command);
+  if (!request_json.ok()) return request_json.status();
+  RETURN_IF_ERROR(registry_->PutJob(job, *request_json));
+  {
+    absl::MutexLock lock(&mu_);
+    ActiveJob& active = active_[job.id()];
+    active.job = job;
+    active.command = command;
+    active.last_persisted = absl::Now();
+  }
+  spdlog::info("job={} {} {} on node={}", job.id(), job.kind(),
+               job.model_name().empty() ? "(all models)" : job.model_name(), job.node_id());
+  Dispatch(job.node_id(), command);
+  return job;
+}
+
+void Orchestrator::Dispatch(const std::string& node_id, const v1::Command& command) {
+  v1::HostMessage message;
+  *message.mutable_command() = command;
+  if (!nodes_->Send(node_id, std::move(message))) {
+    spdlog::info("job={}: node={} is offline; the command is sent when it reconnects", command.id(),
+                 node_id);
+  }
+}
+
+void Orchestrator::OnAgentConnected(const v1::Hello& hello) {
+  absl::Status queued = events_.Submit([this, hello] {
+    Reconcile(hello);
+    std::vector<v1::Command> resend;
+    {
+      absl::MutexLock lock(&mu_);
+      for (const auto& [id, active] : active_) {
+        if (active.job.node_id() == hello.node_id()) resend.push_back(active.command);
+      }
+    }
+    for (const v1::Command& command : resend) {
+      spdlog::info("job={}: sending again to node={} after it reconnected", command.id(),
+                   hello.node_id());
+      Dispatch(hello.node_id(), command);
+    }
+  });
+  if (!queued.ok())
+    spdlog::error("node={}: inventory dropped: {}", hello.node_id(), queued.message());
+}
+
+void Orchestrator::OnCommandUpdate(const std::string& node_id, const v1::CommandUpdate& update) {
+  absl::Status queued = events_.Submit([this, node_id, update] { ApplyUpdate(node_id, update); });
+  if (!queued.ok()) spdlog::error("node={}: update dropped: {}", node_id, queued.message());
+}
+
+void Orchestrator::Reconcile(const v1::Hello& hello) {
+  std::vector<std::pair<std::string, v1::Replica>> replicas;
+  std::vector<v1::Model> found;
+  for (const v1::Replica& replica : hello.replicas()) {
+    replicas.emplace_back(replica.model_name(), replica);
+    v1::Model model;
+    model.set_name(replica.model_name());
+    model.set_type("llm");
+    model.set_source_url(replica.source_url());
+    model.set_commit(replica.commit());
+    model.set_size_bytes(replica.size_bytes());
+    *model.mutable_metadata() = replica.metadata();
+    *model.mutable_created_at() = Now();
+    found.push_back(std::move(model));
+  }
+  absl::StatusOr<Registry::NodeDiff> diff =
+      registry_->ReplaceNodeReplicas(hello.node_id(), replicas, found);
+  if (!diff.ok()) {
+    spdlog::error("node={}: reconciling its inventory failed: {}", hello.node_id(),
+                  diff.status().message());
+    return;
+  }
+  for (const std::string& added : diff->added) {
+    spdlog::info("node={}: replica {} appeared", hello.node_id(), added);
+  }
+  for (const std::string& removed : diff->removed) {
+    spdlog::info("node={}: replica {} is gone", hello.node_id(), removed);
+    // A model whose last copy went away (its files were removed by hand) leaves the catalog;
+    // one registered but never downloaded had no copy to lose and stays.
+    const std::string model_name = removed.substr(0, removed.find('/'));
+    absl::StatusOr<v1::Model> model = registry_->GetModel(model_name);
+    if (model.ok() && model->replicas().empty() && registry_->DeleteModel(model_name).ok()) {
+      spdlog::info("model={}: no copy left on any node, removed from the catalog", model_name);
+    }
+  }
+}
+
+void Orchestrator::ApplyUpdate(const std::string& node_id, const v1::CommandUpdate& update) {
+  absl::MutexLock lock(&mu_);
+  auto it = active_.find(update.command_id());
+  if (it == active_.end()) {
+    spdlog::debug("node={}: update for unknown or finished job {} ignored", node_id,
+                  update.command_id());
+    return;
+  }
+  ActiveJob& active = it->second;
+  v1::Job& job = active.job;
+  if (job.node_id() != node_id) {
+    spdlog::warn("job={}: update from node={} ignored (the job runs on node={})", job.id(), node_id,
+                 job.node_id());
+    return;
+  }
+  const bool state_changed = job.state() != update.state();
+  job.set_state(update.state());
+  job.set_message(update.message());
+  job.set_bytes_done(update.bytes_done());
+  job.set_bytes_total(update.bytes_total());
+  job.set_files_done(update.files_done());
+  job.set_files_total(update.files_total());
+  const absl::Time now = absl::Now();
+  *job.mutable_updated_at() = Now();
+  if (active.last_rate_at == absl::Time()) {
+    active.last_rate_at = now;
+    active.last_rate_bytes = update.bytes_done();
+  } else if (now - active.last_rate_at >= absl::Milliseconds(500)) {
+    const double seconds = absl::ToDoubleSeconds(now - active.last_rate_at);
+    const double bytes =
+        static_cast<double>(update.bytes_done()) - static_cast<double>(active.last_rate_bytes);
+    // Smooth over a few updates so the ETA a person sees does not jump around.
+    const double instant = std::max(0.0, bytes / seconds);
+    job.set_rate_bytes_per_s(
+        job.rate_bytes_per_s() == 0 ? instant : 0.7 * job.rate_bytes_per_s() + 0.3 * instant);
+    active.last_rate_at = now;
+    active.last_rate_bytes = update.bytes_done();
+  }
+  const bool terminal = IsTerminalJobState(update.state());
+  if (terminal) {
+    *job.mutable_finished_at() = job.updated_at();
+    if (update.has_replica()) {
+      *job.mutable_replica() = update.replica();
+      job.mutable_replica()->set_node_id(node_id);
+    }
+    if (update.has_instance()) *job.mutable_instance() = update.instance();
+    if (update.state() == "succeeded") RecordResult(job, update);
+    spdlog::info("job={} {} {} on node={}: {}{}{}", job.id(), job.kind(), job.model_name(), node_id,
+                 update.state(), update.message().empty() ? "" : ": ", update.message());
+  }
+  Changed(active, state_changed || terminal);
+  if (terminal) active_.erase(it);
+}
+
+void Orchestrator::RecordResult(const v1::Job& job, const v1::CommandUpdate& update) {
+  auto check = [&job](const absl::Status& status) {
+    if (!status.ok()) spdlog::error("job={}: recording the result: {}", job.id(), status.message());
+  };
+  if (job.kind() == "discover") {
+    v1::Hello inventory;
+    inventory.set_node_id(job.node_id());
+    *inventory.mutable_replicas() = update.replicas();
+    Reconcile(inventory);
+    return;
+  }
+  if (job.kind() == "delete") {
+    check(registry_->DeleteReplica(job.model_name(), job.node_id(),
+                                   update.has_replica() ? update.replica().tier() : "disk"));
+    return;
+  }
+  if (update.has_model()) {
+    absl::StatusOr<v1::Model> model = registry_->GetModel(job.model_name());
+    if (model.ok()) {
+      if (!update.model().commit().empty()) model->set_commit(update.model().commit());
+      if (update.model().size_bytes() != 0) model->set_size_bytes(update.model().size_bytes());
+      if (update.model().has_metadata()) *model->mutable_metadata() = update.model().metadata();
+      if (update.model().files_size() > 0) *model->mutable_files() = update.model().files();
+      check(registry_->PutModel(*model));
+    } else {
+      check(model.status());
+    }
+  }
+  if (update.has_replica()) {
+    v1::Replica replica = update.replica();
+    replica.set_node_id(job.node_id());
+    check(registry_->PutReplica(job.model_name(), replica));
+  }
+}
+
+void Orchestrator::Changed(ActiveJob& active, bool force_persist) {
+  const absl::Time now = absl::Now();
+  // Progress reaches the database at most once a second; state changes at once.
+  if (force_persist || now - active.last_persisted >= absl::Seconds(1)) {
+    if (absl::Status s = registry_->PutJob(active.job); !s.ok()) {
+      spdlog::error("job={}: persisting: {}", active.job.id(), s.message());
+    }
+    active.last_persisted = now;
+  }
+  auto& sinks = active.sinks;
+  for (auto it = sinks.begin(); it != sinks.end();) {
+    if (std::shared_ptr<JobSink> sink = it->lock()) {
+      sink->OnJob(active.job);
+      ++it;
+    } else {
+      it = sinks.erase(it);
+    }
+  }
+}
+
+absl::StatusOr<v1::Job> Orchestrator::CancelJob(const std::string& id) {
+  std::string node_id;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = active_.find(id);
+    if (it == active_.end()) {
+      ASSIGN_OR_RETURN(v1::Job job, registry_->GetJob(id));
+      return absl::FailedPreconditionError(
+          absl::StrCat("job ", id, " has already ended (", job.state(), ")"));
+    }
+    node_id = it->second.job.node_id();
+    std::optional<v1::NodeInfo> node = nodes_->Get(node_id);
+    if (!node.has_value() || node->state() != "online") {
+      // Nobody to tell: the job ends here; the agent drops the command if it comes back.
+      it->second.job.set_state("cancelled");
+      it->second.job.set_message("cancelled while its node was offline");
+      *it->second.job.mutable_finished_at() = Now();
+      Changed(it->second, /*force_persist=*/true);
+      v1::Job job = it->second.job;
+      active_.erase(it);
+      return job;
+    }
+  }
+  v1::HostMessage message;
+  message.mutable_cancel()->set_command_id(id);
+  nodes_->Send(node_id, std::move(message));
+  return GetJob(id);
+}
+
+absl::StatusOr<v1::Job> Orchestrator::GetJob(const std::string& id) const {
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = active_.find(id);
+    if (it != active_.end()) return it->second.job;
+  }
+  return registry_->GetJob(id);
+}
+
+std::vector<v1::Job> Orchestrator::ListJobs(const v1::ListJobsRequest& request) const {
+  Registry::JobFilter filter;
+  filter.state = request.state();
+  filter.model_name = request.model_name();
+  filter.limit = request.limit() == 0 ? 100 : request.limit();
+  std::vector<v1::Job> jobs = registry_->ListJobs(filter);
+  // The database may lag a second behind on progress: show what the host knows now.
+  absl::MutexLock lock(&mu_);
+  for (v1::Job& job : jobs) {
+    auto it = active_.find(job.id());
+    if (it != active_.end()) job = it->second.job;
+  }
+  return jobs;
+}
+
+absl::StatusOr<v1::Job> Orchestrator::WaitJob(const std::string& id, absl::Time deadline) const {
+  {
+    absl::MutexLock lock(&mu_);
+    auto ended = [this, &id]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !active_.contains(id); };
+    mu_.AwaitWithDeadline(absl::Condition(&ended), deadline);
+  }
+  return GetJob(id);
+}
+
+absl::Status Orchestrator::Watch(const std::string& id, std::weak_ptr<JobSink> sink) {
+  absl::MutexLock lock(&mu_);
+  auto it = active_.find(id);
+  if (it == active_.end()) {
+    // Already over: one final state, then the sink is done.
+    ASSIGN_OR_RETURN(v1::Job job, registry_->GetJob(id));
+    if (std::shared_ptr<JobSink> alive = sink.lock()) alive->OnJob(job);
+    return absl::OkStatus();
+  }
+  if (std::shared_ptr<JobSink> alive = sink.lock()) alive->OnJob(it->second.job);
+  it->second.sinks.push_back(std::move(sink));
+  return absl::OkStatus();
+}
+
+}  // namespace gswarm::host

@@ -1,0 +1,94 @@
+#pragma once
+
+// Jobs: turns API requests into Commands for agents, and the agents' CommandUpdates into job
+// states, catalog entries and replicas. Jobs persist in the Registry, so a host restart resumes
+// them: every unfinished job is sent again when its node reconnects (commands are idempotent on
+// the agent, and downloads resume from their partial files).
+//
+// Thread safety: thread-safe. Agent events are applied in order on one event thread.
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/worker_pool.h"
+#include "gswarm/v1/api.pb.h"
+#include "host/agent_listener.h"
+#include "host/node_registry.h"
+#include "host/registry.h"
+
+namespace gswarm::host {
+
+class Orchestrator final : public AgentListener {
+ public:
+  // Receives every new state of a watched job, from the end of Watch() until the job ends.
+  class JobSink {
+   public:
+    virtual ~JobSink() = default;
+    virtual void OnJob(const v1::Job& job) = 0;
+  };
+
+  // `registry` and `nodes` must outlive the orchestrator.
+  Orchestrator(Registry* registry, NodeRegistry* nodes);
+  ~Orchestrator() override;
+
+  // Loads the jobs a previous run left unfinished.
+  absl::Status Recover();
+
+  void OnAgentConnected(const v1::Hello& hello) override;
+  void OnCommandUpdate(const std::string& node_id, const v1::CommandUpdate& update) override;
+
+  // Registers the model if new, picks a node and starts the download. INVALID_ARGUMENT for a
+  // bad name or source, FAILED_PRECONDITION when the name is taken by another source,
+  // UNAVAILABLE when no node can take it.
+  absl::StatusOr<v1::Job> Download(const v1::DownloadRequest& request);
+  // Asks every online node (or `node`) to scan for models; one job per node.
+  absl::StatusOr<std::vector<v1::Job>> Discover(const std::string& node);
+  // Sends a command for `model` to `node` and returns its job (delete, validate).
+  absl::StatusOr<v1::Job> RunOnNode(const std::string& node, const std::string& model,
+                                    const std::string& kind, v1::Command command);
+
+  absl::StatusOr<v1::Job> CancelJob(const std::string& id);
+  absl::StatusOr<v1::Job> GetJob(const std::string& id) const;
+  std::vector<v1::Job> ListJobs(const v1::ListJobsRequest& request) const;
+  // Blocks until the job has ended or `deadline` passes; returns its state then.
+  absl::StatusOr<v1::Job> WaitJob(const std::string& id, absl::Time deadline) const;
+  // Sends the job's current state to `sink` now and every change after; a sink that is gone
+  // (expired) is dropped. NOT_FOUND for an unknown job.
+  absl::Status Watch(const std::string& id, std::weak_ptr<JobSink> sink);
+
+ private:
+  struct ActiveJob {
+    v1::Job job;
+    v1::Command command;
+    absl::Time last_persisted;
+    absl::Time last_rate_at;
+    uint64_t last_rate_bytes = 0;
+    std::vector<std::weak_ptr<JobSink>> sinks;
+  };
+
+  absl::StatusOr<std::string> PickNode(const std::string& requested) const;
+  absl::StatusOr<v1::Job> Launch(v1::Job job, v1::Command command);
+  void Dispatch(const std::string& node_id, const v1::Command& command);
+  void ApplyUpdate(const std::string& node_id, const v1::CommandUpdate& update);
+  void Reconcile(const v1::Hello& hello);
+  void RecordResult(const v1::Job& job, const v1::CommandUpdate& update);
+  // Persists and notifies. REQUIRES: mu_ held.
+  void Changed(ActiveJob& active, bool force_persist) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  Registry* const registry_;
+  NodeRegistry* const nodes_;
+  mutable absl::Mutex mu_;
+  absl::flat_hash_map<std::string, ActiveJob> active_ ABSL_GUARDED_BY(mu_);
+  // Agent events in arrival order, off gRPC's threads.
+  common::WorkerPool events_{"agent event queue", 1, 1 << 20};
+};
+
+bool IsTerminalJobState(absl::string_view state);
+
+}  // namespace gswarm::host

@@ -1,0 +1,103 @@
+// Source parsing and path checks: no network.
+
+#include "client/hf_source.h"
+
+#include <filesystem>
+#include <fstream>
+
+#include "gtest/gtest.h"
+
+namespace gswarm::client {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string MakeTempDir(const char* prefix) {
+  std::string pattern = fs::temp_directory_path().string() + "/" + prefix + "XXXXXX";
+  char* made = ::mkdtemp(pattern.data());
+  return made == nullptr ? "" : std::string(made);
+}
+
+TEST(ParseSourceTest, HubRepoWithDefaultRevision) {
+  absl::StatusOr<SourceSpec> s = ParseSource("hf://test-org/tiny-llama");
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->kind, SourceSpec::kHub);
+  EXPECT_EQ(s->repo, "test-org/tiny-llama");
+  EXPECT_EQ(s->revision, "main");
+}
+
+TEST(ParseSourceTest, HubRevisionAndOverride) {
+  absl::StatusOr<SourceSpec> s = ParseSource("hf://Org_1/Model.v2-x@v1.0");
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->repo, "Org_1/Model.v2-x");
+  EXPECT_EQ(s->revision, "v1.0");
+  s = ParseSource("hf://org/x@v1.0", "refs/pr/1");
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->revision, "refs/pr/1");
+}
+
+TEST(ParseSourceTest, RejectsBadRepoNamesAndRevisions) {
+  for (const char* bad : {"hf://../x", "hf://org/..", "hf://org/../x", "hf://org", "hf://org/x/y",
+                          "hf://org/x y", "hf:///x", "hf://org/.hidden", "hf://", "hf://org/x@",
+                          "hf://org/x@../main", "hf://org/x@a b"}) {
+    absl::StatusOr<SourceSpec> s = ParseSource(bad);
+    EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
+}
+
+TEST(ParseSourceTest, UnknownSchemeSaysWhatWorks) {
+  absl::StatusOr<SourceSpec> s = ParseSource("ftp://x");
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.status().message(),
+            "unknown source scheme in \"ftp://x\": use hf://org/repo[@revision], https://... or "
+            "file:///abs/dir");
+  EXPECT_EQ(ParseSource("test-org/tiny-llama").status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(ParseSourceTest, HttpsFileAndLocalDirectory) {
+  absl::StatusOr<SourceSpec> s = ParseSource("https://host.example/a/b/model%2Bq8.gguf?x=1#f");
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->kind, SourceSpec::kHttps);
+  EXPECT_EQ(s->path, "model+q8.gguf");
+  EXPECT_FALSE(ParseSource("https://host.example/").ok());
+  EXPECT_FALSE(ParseSource("https://host.example/a/..").ok());
+  EXPECT_FALSE(ParseSource("http://host.example").ok());
+
+  std::string dir = MakeTempDir("gswarm-src-");
+  s = ParseSource("file://" + dir + "/");
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->kind, SourceSpec::kLocalDir);
+  EXPECT_EQ(s->path, dir);
+  EXPECT_EQ(ParseSource("file://relative/dir").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ParseSource("file://" + dir + "/missing").status().code(), absl::StatusCode::kNotFound);
+  std::ofstream(dir + "/f") << "x";
+  EXPECT_EQ(ParseSource("file://" + dir + "/f").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  std::error_code ec;
+  fs::remove_all(dir, ec);
+}
+
+TEST(CheckRelativePathTest, KeepsFilesInsideTheDirectory) {
+  EXPECT_TRUE(CheckRelativePath("config.json").ok());
+  EXPECT_TRUE(CheckRelativePath("sub/dir/model..v2.bin").ok());
+  for (const char* bad :
+       {"", "../x", "a/../../x", "/etc/passwd", "a//b", "a/./b", "a/", ".", "a\\..\\b", "a\nb"}) {
+    EXPECT_FALSE(CheckRelativePath(bad).ok()) << bad;
+  }
+}
+
+TEST(HubOptionsTest, AuthorizationGoesToTheEndpointHostOnly) {
+  HubOptions hub;
+  hub.endpoint = "https://huggingface.co";
+  hub.token = "hf_secret";
+  EXPECT_EQ(hub.AuthHeadersFor("https://huggingface.co/org/x/resolve/abc/config.json"),
+            std::vector<std::string>{"Authorization: Bearer hf_secret"});
+  EXPECT_TRUE(hub.AuthHeadersFor("https://cdn-lfs.huggingface.co/repos/x").empty());
+  EXPECT_TRUE(hub.AuthHeadersFor("https://huggingface.co.evil.example/x").empty());
+  EXPECT_TRUE(hub.AuthHeadersFor("http://huggingface.co/x").empty());
+  hub.token.clear();
+  EXPECT_TRUE(hub.AuthHeadersFor("https://huggingface.co/x").empty());
+}
+
+}  // namespace
+}  // namespace gswarm::client
