@@ -11,6 +11,7 @@
 #include "cli/model_commands.h"
 #include "cli/output.h"
 #include "cli/server_commands.h"
+#include "cli/tier_commands.h"
 #include "common/auth.h"
 #include "common/config.h"
 #include "common/grpc_util.h"
@@ -224,6 +225,7 @@ int RunCli(int argc, char** argv) {
       app.add_subcommand("memory", "Show DRAM, DRAM tier, disk and GPU use per node");
   CLI::App* version = app.add_subcommand("version", "Print GSwarm's version");
   ModelCommands models(app);
+  TierCommands tiers(app);
 
   try {
     app.parse(argc, argv);
@@ -264,6 +266,7 @@ int RunCli(int argc, char** argv) {
   if (health->parsed()) return ShowHealth(**api, global.json);
   if (memory->parsed()) return ShowMemory(**api, global.json);
   if (models.Parsed()) return models.Run(**api, global.json);
+  if (tiers.Parsed()) return tiers.Run(**api, global.json);
   return PrintError("no command given; see gswarm --help");
 }
 

@@ -40,6 +40,9 @@ absl::StatusOr<AgentOptions> Agent::OptionsFromConfig(const common::Config& full
   dram.set_capacity_bytes(static_cast<uint64_t>(config.dram_cache_size * (1ull << 30)));
   options.tiers = {disk, dram};
   options.disk.model_cache_dir = disk.path();
+  options.dram.root = dram.path();
+  options.dram.budget_bytes = dram.capacity_bytes();
+  options.cleanup_on_shutdown = full.host.cleanup_on_shutdown;
   options.disk.hf_hub_dir = HfHubDir(full.host.huggingface_cache_dir);
   options.discover_hf_cache_on_connect = full.host.auto_discover_models;
   options.hub = HubOptions::FromEnvironment();
@@ -47,11 +50,15 @@ absl::StatusOr<AgentOptions> Agent::OptionsFromConfig(const common::Config& full
 }
 
 Agent::Agent(AgentOptions options, std::unique_ptr<MemoryProbe> probe)
-    : options_(std::move(options)), probe_(std::move(probe)), disk_(options_.disk) {
+    : options_(std::move(options)),
+      probe_(std::move(probe)),
+      disk_(options_.disk),
+      dram_(options_.dram) {
   CommandRunner::Options runner;
   runner.hub = options_.hub;
+  runner.cluster_token = options_.auth_token;
   runner_ = std::make_unique<CommandRunner>(
-      runner, &disk_, [this](v1::AgentMessage message) { SendToHost(message); });
+      runner, &disk_, &dram_, [this](v1::AgentMessage message) { SendToHost(message); });
   // gRPC's own reconnect backoff (up to 120 s by default) would hold back our redials; keep it
   // within the agent's backoff so a restarted host is found as soon as the agent retries.
   grpc::ChannelArguments args;
@@ -70,6 +77,25 @@ Agent::Agent(AgentOptions options, std::unique_ptr<MemoryProbe> probe)
 Agent::~Agent() { Stop(); }
 
 void Agent::Start() {
+  if (absl::Status stale = dram_.RemoveStaleStaging(); !stale.ok()) {
+    spdlog::warn("DRAM tier: {}", stale.message());
+  }
+  if (options_.data_port > 0) {
+    DataServer::Options data;
+    data.bind = options_.auth_token.empty() ? "127.0.0.1" : "0.0.0.0";
+    data.port = static_cast<int>(options_.data_port);
+    data.auth_token = options_.auth_token;
+    data.roots = {options_.dram.root, options_.disk.model_cache_dir};
+    absl::StatusOr<std::unique_ptr<DataServer>> server = DataServer::Start(std::move(data));
+    if (server.ok()) {
+      data_server_ = *std::move(server);
+      spdlog::info("serving this node's models to peers on port {}{}", data_server_->port(),
+                   options_.auth_token.empty() ? " (loopback only: no cluster token)" : "");
+    } else {
+      spdlog::warn("not serving models to peers: {} (set client.data_port)",
+                   server.status().message());
+    }
+  }
   spdlog::info("agent node={} connecting to host {}", options_.node_id, options_.host_target);
   thread_ = std::thread([this] { Run(); });
 }
@@ -83,6 +109,14 @@ void Agent::Stop() {
   if (thread_.joinable()) thread_.join();
   // Commands in flight are cancelled; downloads keep their partial files for next time.
   runner_.reset();
+  if (data_server_) data_server_->Stop();
+  if (options_.cleanup_on_shutdown) {
+    if (absl::Status cleared = dram_.Clear(); cleared.ok()) {
+      spdlog::info("DRAM tier emptied (cleanup_on_shutdown)");
+    } else {
+      spdlog::warn("emptying the DRAM tier: {}", cleared.message());
+    }
+  }
 }
 
 bool Agent::SendToHost(const v1::AgentMessage& message) {
@@ -98,12 +132,16 @@ v1::Hello Agent::MakeHello() {
   hello.set_cpu_cores(static_cast<uint32_t>(sysconf(_SC_NPROCESSORS_ONLN)));
   hello.set_heartbeat_interval_ms(
       static_cast<uint32_t>(absl::ToInt64Milliseconds(options_.heartbeat_interval)));
-  hello.set_data_port(options_.data_port);
   for (const v1::TierInfo& tier : options_.tiers) *hello.add_tiers() = tier;
   for (v1::Replica& replica : disk_.Scan(options_.discover_hf_cache_on_connect)) {
     replica.set_node_id(options_.node_id);
     *hello.add_replicas() = std::move(replica);
   }
+  for (v1::Replica& replica : dram_.Scan()) {
+    replica.set_node_id(options_.node_id);
+    *hello.add_replicas() = std::move(replica);
+  }
+  hello.set_data_port(data_server_ ? static_cast<uint32_t>(data_server_->port()) : 0);
   *hello.mutable_memory() = probe_->Sample();
   hello.set_dram_total_bytes(hello.memory().dram_total_bytes());
   *hello.mutable_gpus() = hello.memory().gpus();

@@ -15,7 +15,9 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "client/command_runner.h"
+#include "client/data_server.h"
 #include "client/disk_tier.h"
+#include "client/dram_tier.h"
 #include "client/memory_probe.h"
 #include "common/backoff.h"
 #include "common/config.h"
@@ -30,6 +32,8 @@ struct AgentOptions {
   std::shared_ptr<grpc::ChannelCredentials> credentials;  // null: plaintext
   std::string node_id;                                    // validated by the host
   std::string hostname;
+  // Where peers fetch this node's models (0: serve none). Bound to loopback when there is no
+  // cluster token, so that files are never open to the network without one.
   uint32_t data_port = 0;
   absl::Duration heartbeat_interval = absl::Seconds(2);
   // With no message from the host for this long, the stream is presumed dead and redialled
@@ -41,6 +45,9 @@ struct AgentOptions {
   // (host.auto_discover_models).
   DiskTier::Options disk;
   bool discover_hf_cache_on_connect = true;
+  DramTier::Options dram;
+  // Empty the DRAM tier when the agent stops (host.cleanup_on_shutdown).
+  bool cleanup_on_shutdown = true;
   // How commands reach the Hub (HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE).
   HubOptions hub;
 };
@@ -89,6 +96,8 @@ class Agent {
       nullptr;
 
   DiskTier disk_;
+  DramTier dram_;
+  std::unique_ptr<DataServer> data_server_;
   // Last: its workers send through the members above, so it goes first.
   std::unique_ptr<CommandRunner> runner_;
 };

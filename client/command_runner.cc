@@ -1,7 +1,13 @@
 #include "client/command_runner.h"
 
+#include <filesystem>
+
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "client/memory_probe.h"
+#include "client/model_manifest.h"
+#include "client/tier_copier.h"
 #include "common/model_metadata.h"
 #include "common/status.h"
 #include "spdlog/spdlog.h"
@@ -23,9 +29,10 @@ v1::CommandUpdate Outcome(const std::string& id, const absl::Status& status) {
 
 }  // namespace
 
-CommandRunner::CommandRunner(Options options, const DiskTier* disk, SendFn send)
+CommandRunner::CommandRunner(Options options, const DiskTier* disk, DramTier* dram, SendFn send)
     : options_(std::move(options)),
       disk_(disk),
+      dram_(dram),
       send_(std::move(send)),
       pool_(std::make_unique<common::WorkerPool>(
           "agent command pool", static_cast<size_t>(std::max(1, options_.max_concurrent)), 4096)) {}
@@ -84,6 +91,9 @@ void CommandRunner::Run(const v1::Command& command, std::shared_ptr<std::atomic<
     case v1::Command::kDelete:
       result = Delete(command);
       break;
+    case v1::Command::kCopy:
+      result = Copy(command, cancel.get());
+      break;
     case v1::Command::kDiscover:
       result = Discover(command);
       break;
@@ -115,22 +125,28 @@ v1::CommandUpdate CommandRunner::Download(const v1::Command& command,
   request.staging_dir = disk_->StagingDir(download.model_name());
   request.hub = options_.hub;
 
-  absl::Time last_sent = absl::InfinitePast();
-  auto on_progress = [&](const DownloadProgress& progress) {
-    const absl::Time now = absl::Now();
-    if (now - last_sent < options_.update_interval) return;
-    last_sent = now;
-    v1::CommandUpdate update;
-    update.set_command_id(command.id());
-    update.set_state("running");
-    update.set_bytes_done(progress.bytes_done);
-    update.set_bytes_total(progress.bytes_total);
-    update.set_files_done(progress.files_done);
-    update.set_files_total(progress.files_total);
-    Send(update);
+  auto report = Throttled(command.id());
+  auto on_progress = [&](const DownloadProgress& p) {
+    report(p.bytes_done, p.bytes_total, p.files_done, p.files_total);
   };
-  spdlog::info("download {} from {} starting", download.model_name(), download.source_url());
-  absl::StatusOr<DownloadResult> result = downloader_.Run(request, on_progress, cancel);
+  absl::StatusOr<DownloadResult> result;
+  if (!download.peer_url().empty()) {
+    // Another node holds this commit: its data port stands in for the Hub.
+    DownloadRequest from_peer = request;
+    from_peer.hub.endpoint = download.peer_url();
+    from_peer.hub.token = options_.cluster_token;
+    from_peer.hub.offline = false;
+    spdlog::info("download {} from peer {}", download.model_name(), download.peer_url());
+    result = downloader_.Run(from_peer, on_progress, cancel);
+    if (!result.ok() && !absl::IsCancelled(result.status())) {
+      spdlog::warn("download {} from peer {} failed ({}); trying the source", download.model_name(),
+                   download.peer_url(), result.status().message());
+    }
+  }
+  if (download.peer_url().empty() || (!result.ok() && !absl::IsCancelled(result.status()))) {
+    spdlog::info("download {} from {} starting", download.model_name(), download.source_url());
+    result = downloader_.Run(request, on_progress, cancel);
+  }
   v1::CommandUpdate update = Outcome(command.id(), result.status());
   if (!result.ok()) {
     spdlog::warn("download {} {}: {}", download.model_name(), update.state(),
@@ -171,12 +187,172 @@ v1::CommandUpdate CommandRunner::Download(const v1::Command& command,
   return update;
 }
 
+std::function<void(uint64_t, uint64_t, uint32_t, uint32_t)> CommandRunner::Throttled(
+    const std::string& id) {
+  auto last_sent = std::make_shared<absl::Time>(absl::InfinitePast());
+  return [this, id, last_sent](uint64_t done, uint64_t total, uint32_t files_done,
+                               uint32_t files_total) {
+    const absl::Time now = absl::Now();
+    if (now - *last_sent < options_.update_interval) return;
+    *last_sent = now;
+    v1::CommandUpdate update;
+    update.set_command_id(id);
+    update.set_state("running");
+    update.set_bytes_done(done);
+    update.set_bytes_total(total);
+    update.set_files_done(files_done);
+    update.set_files_total(files_total);
+    Send(update);
+  };
+}
+
 v1::CommandUpdate CommandRunner::Delete(const v1::Command& command) {
   const std::string& name = command.delete_().model_name();
-  v1::CommandUpdate update = Outcome(command.id(), disk_->Remove(name));
+  const std::string tier = command.delete_().tier().empty() ? "disk" : command.delete_().tier();
+  v1::CommandUpdate update =
+      Outcome(command.id(), tier == "dram" ? dram_->Remove(name) : disk_->Remove(name));
   update.mutable_replica()->set_model_name(name);
-  update.mutable_replica()->set_tier("disk");
-  if (update.state() == "succeeded") spdlog::info("model={}: removed from disk", name);
+  update.mutable_replica()->set_tier(tier);
+  if (update.state() == "succeeded") spdlog::info("model={}: removed from {}", name, tier);
+  return update;
+}
+
+absl::Status CommandRunner::MakeDramRoom(const std::string& name, uint64_t bytes, bool evict,
+                                         v1::CommandUpdate& update) {
+  // Instances arrive with the GPU tier; until then no DRAM model is in use by one.
+  ASSIGN_OR_RETURN(std::vector<std::string> victims, dram_->PlanRoom(name, bytes, evict, {}));
+  for (const std::string& victim : victims) {
+    RETURN_IF_ERROR(dram_->Remove(victim));
+    spdlog::info("model={}: evicted from DRAM to make room for {}", victim, name);
+    v1::Replica& removed = *update.add_replicas();
+    removed.set_model_name(victim);
+    removed.set_tier("dram");
+    removed.set_state("removed");
+  }
+  return absl::OkStatus();
+}
+
+v1::CommandUpdate CommandRunner::Copy(const v1::Command& command, const std::atomic<bool>* cancel) {
+  const v1::CopyCommand& copy = command.copy();
+  const std::string& name = copy.model_name();
+  const bool to_dram = copy.target_tier() == "dram";
+  const std::string target = to_dram ? dram_->ModelDir(name) : disk_->ModelDir(name);
+  const std::string staging = to_dram ? dram_->StagingDir(name) : disk_->StagingDir(name);
+  v1::CommandUpdate update = Outcome(command.id(), absl::OkStatus());
+  auto fail = [&](const absl::Status& status) {
+    v1::CommandUpdate failed = Outcome(command.id(), status);
+    *failed.mutable_replicas() = update.replicas();  // evictions already done stay reported
+    return failed;
+  };
+
+  std::error_code ec;
+  if (std::filesystem::is_directory(target, ec)) {
+    // Renamed into place only when whole: a copy there is complete (e.g. this command came again
+    // after the agent restarted).
+    update.set_message("already there");
+  } else if (!copy.peer_url().empty()) {
+    // Across nodes: the source node's data port serves the model in the Hub's shape.
+    uint64_t bytes = 0;
+    for (const v1::ModelFile& file : copy.files()) bytes += file.size_bytes();
+    absl::MutexLock lock(&dram_mu_);
+    if (to_dram) {
+      if (absl::Status room = MakeDramRoom(name, bytes, copy.evict(), update); !room.ok()) {
+        return fail(room);
+      }
+    }
+    DownloadRequest request;
+    request.model_name = name;
+    request.source_url = "hf://gswarm/" + name;
+    request.target_dir = target;
+    request.staging_dir = staging;
+    request.hub = options_.hub;
+    request.hub.endpoint = copy.peer_url();
+    request.hub.token = options_.cluster_token;
+    request.hub.offline = false;
+    auto report = Throttled(command.id());
+    absl::StatusOr<DownloadResult> result = downloader_.Run(
+        request,
+        [&](const DownloadProgress& p) {
+          report(p.bytes_done, p.bytes_total, p.files_done, p.files_total);
+        },
+        cancel);
+    if (!result.ok()) return fail(result.status());
+  } else {
+    const bool from_dram = copy.source_tier() == "dram";
+    absl::StatusOr<std::string> source =
+        from_dram ? absl::StatusOr<std::string>(dram_->ModelDir(name)) : disk_->Locate(name);
+    if (!source.ok() || !std::filesystem::is_directory(*source, ec)) {
+      return fail(absl::NotFoundError(
+          absl::StrCat("model \"", name, "\" is not in ", copy.source_tier(), " on this node")));
+    }
+    const uint64_t bytes = ModelBytes(*source);
+    absl::MutexLock lock(&dram_mu_);
+    if (to_dram) {
+      if (absl::Status room = MakeDramRoom(name, bytes, copy.evict(), update); !room.ok()) {
+        return fail(room);
+      }
+    } else {
+      absl::StatusOr<FilesystemFigures> disk = StatFilesystem(disk_->ModelDir(name));
+      if (disk.ok() && disk->free_bytes < bytes) {
+        return fail(absl::ResourceExhaustedError(absl::StrFormat(
+            "model \"%s\": the disk tier has %.1f GiB free, the model needs %.1f GiB", name,
+            disk->free_bytes / double(1ull << 30), bytes / double(1ull << 30))));
+      }
+    }
+    auto report = Throttled(command.id());
+    absl::StatusOr<uint64_t> copied = CopyModelDir(
+        *source, staging, target, CopyOptions{},
+        [&](const CopyProgress& p) {
+          report(p.bytes_done, p.bytes_total, p.files_done, p.files_total);
+        },
+        cancel);
+    if (!copied.ok()) return fail(copied.status());
+  }
+
+  // A move on one node: the target is whole (just copied, or already there), the source goes.
+  if (!copy.keep_source() && copy.peer_url().empty()) {
+    const bool from_dram = copy.source_tier() == "dram";
+    absl::StatusOr<std::string> source =
+        from_dram ? absl::StatusOr<std::string>(dram_->ModelDir(name)) : disk_->Locate(name);
+    if (source.ok()) {
+      if (!from_dram && *source != disk_->ModelDir(name)) {
+        update.set_message(
+            "copied, not moved: the source is in the Hugging Face cache, which "
+            "GSwarm never deletes");
+      } else {
+        absl::Status removed = from_dram ? dram_->Remove(name) : disk_->Remove(name);
+        if (!removed.ok()) return fail(removed);
+        v1::Replica& gone = *update.add_replicas();
+        gone.set_model_name(name);
+        gone.set_tier(copy.source_tier());
+        gone.set_state("removed");
+      }
+    }
+  }
+
+  if (to_dram) {
+    if (copy.pin()) {
+      if (absl::Status pinned = dram_->SetPinned(name, true); !pinned.ok()) return fail(pinned);
+    }
+    dram_->Touch(name).IgnoreError();
+  }
+  v1::Replica& replica = *update.mutable_replica();
+  replica.set_model_name(name);
+  replica.set_tier(copy.target_tier());
+  replica.set_path(target);
+  replica.set_state("ready");
+  replica.set_size_bytes(ModelBytes(target));
+  replica.set_pinned(to_dram && copy.pin());
+  absl::StatusOr<ModelManifest> manifest = ReadManifest(target);
+  if (manifest.ok()) {
+    replica.set_commit(manifest->commit);
+    replica.set_source_url(manifest->source_url);
+  }
+  update.set_bytes_done(replica.size_bytes());
+  update.set_bytes_total(replica.size_bytes());
+  spdlog::info("model={}: {} {} -> {} ({} bytes)", name, copy.keep_source() ? "copied" : "moved",
+               copy.peer_url().empty() ? copy.source_tier() : copy.peer_url(), copy.target_tier(),
+               replica.size_bytes());
   return update;
 }
 

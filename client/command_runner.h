@@ -21,6 +21,7 @@
 #include "absl/time/time.h"
 #include "client/disk_tier.h"
 #include "client/downloader.h"
+#include "client/dram_tier.h"
 #include "common/worker_pool.h"
 #include "gswarm/v1/agent.pb.h"
 
@@ -30,6 +31,8 @@ class CommandRunner {
  public:
   struct Options {
     HubOptions hub;
+    // Presented to peers' data ports (cross-node copies, peer downloads).
+    std::string cluster_token;
     int max_concurrent = 4;
     absl::Duration update_interval = absl::Milliseconds(250);
   };
@@ -37,8 +40,8 @@ class CommandRunner {
   // command on reconnect, and a finished command answers its final update again).
   using SendFn = std::function<void(v1::AgentMessage)>;
 
-  // `disk` must outlive the runner.
-  CommandRunner(Options options, const DiskTier* disk, SendFn send);
+  // The tiers must outlive the runner.
+  CommandRunner(Options options, const DiskTier* disk, DramTier* dram, SendFn send);
   // Cancels what runs (downloads keep their partial files) and waits for it.
   ~CommandRunner();
 
@@ -55,12 +58,22 @@ class CommandRunner {
   void Run(const v1::Command& command, std::shared_ptr<std::atomic<bool>> cancel);
   v1::CommandUpdate Download(const v1::Command& command, const std::atomic<bool>* cancel);
   v1::CommandUpdate Delete(const v1::Command& command);
+  v1::CommandUpdate Copy(const v1::Command& command, const std::atomic<bool>* cancel);
+  // Makes room in DRAM for `bytes` (evicting when allowed); adds what it evicted to `update`.
+  // REQUIRES: dram_mu_ held, so that two copies do not plan with the same free bytes.
+  absl::Status MakeDramRoom(const std::string& name, uint64_t bytes, bool evict,
+                            v1::CommandUpdate& update) ABSL_EXCLUSIVE_LOCKS_REQUIRED(dram_mu_);
+  // Sends progress at most every update_interval.
+  std::function<void(uint64_t, uint64_t, uint32_t, uint32_t)> Throttled(const std::string& id);
   v1::CommandUpdate Discover(const v1::Command& command);
   v1::CommandUpdate Validate(const v1::Command& command);
   void Send(const v1::CommandUpdate& update);
 
   const Options options_;
   const DiskTier* const disk_;
+  DramTier* const dram_;
+  // One copy into DRAM plans and fills at a time (see DramTier::PlanRoom).
+  absl::Mutex dram_mu_;
   const SendFn send_;
   Downloader downloader_;
 

@@ -33,9 +33,9 @@ bool LooksLikeModel(const fs::path& dir) {
   return false;
 }
 
-// Regular files below `dir`, following links (HF snapshots link to blobs), skipping our own
-// bookkeeping.
-uint64_t ModelBytes(const fs::path& dir) {
+}  // namespace
+
+uint64_t ModelBytes(const std::string& dir) {
   uint64_t total = 0;
   std::error_code ec;
   fs::recursive_directory_iterator it(dir, fs::directory_options::follow_directory_symlink, ec);
@@ -49,6 +49,8 @@ uint64_t ModelBytes(const fs::path& dir) {
   }
   return total;
 }
+
+namespace {
 
 void FillMetadata(v1::Replica& replica) {
   absl::StatusOr<v1::ModelMetadata> metadata = common::ReadModelMetadata(replica.path());
@@ -103,7 +105,7 @@ std::vector<v1::Replica> DiskTier::Scan(bool include_hf_cache) const {
     } else if (LooksLikeModel(entry.path())) {
       // A folder someone put here by hand: registered as it is.
       replica.set_source_url(absl::StrCat("file://", entry.path().string()));
-      replica.set_size_bytes(ModelBytes(entry.path()));
+      replica.set_size_bytes(ModelBytes(entry.path().string()));
     } else {
       continue;
     }
@@ -127,7 +129,8 @@ std::vector<v1::Replica> DiskTier::ScanHfCache() const {
   std::vector<Snapshot> snapshots;
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(options_.hf_hub_dir, ec)) {
-    absl::string_view dir = entry.path().filename().native();
+    const std::string name = entry.path().filename().string();  // keep it alive for the view
+    absl::string_view dir = name;
     if (!absl::ConsumePrefix(&dir, "models--")) continue;
     const size_t sep = dir.find("--");
     if (sep == absl::string_view::npos) continue;
@@ -151,11 +154,20 @@ std::vector<v1::Replica> DiskTier::ScanHfCache() const {
     replica.set_in_place(true);
     replica.set_commit(snapshot.commit);
     replica.set_source_url(absl::StrCat("hf://", snapshot.org, "/", snapshot.repo));
-    replica.set_size_bytes(ModelBytes(snapshot.path));
+    replica.set_size_bytes(ModelBytes(snapshot.path.string()));
     FillMetadata(replica);
     found.push_back(std::move(replica));
   }
   return found;
+}
+
+absl::StatusOr<std::string> DiskTier::Locate(const std::string& name) const {
+  std::error_code ec;
+  if (fs::is_directory(ModelDir(name), ec)) return ModelDir(name);
+  for (const v1::Replica& replica : ScanHfCache()) {
+    if (replica.model_name() == name) return replica.path();
+  }
+  return absl::NotFoundError(absl::StrCat("model \"", name, "\" is not on this node's disk"));
 }
 
 absl::Status DiskTier::Remove(const std::string& name) const {

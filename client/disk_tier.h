@@ -30,6 +30,9 @@ class DiskTier {
 
   std::string ModelDir(const std::string& name) const;
   std::string StagingDir(const std::string& name) const;
+  // Where the model's files are: its directory here, or its snapshot in the Hugging Face cache.
+  // NOT_FOUND when it is on neither.
+  absl::StatusOr<std::string> Locate(const std::string& name) const;
 
   // Removes a model GSwarm manages, and its staging leftovers. A model found in place in the HF
   // cache is never deleted (the cache is not ours). OK when the model is not here.
@@ -46,6 +49,10 @@ class DiskTier {
 
   const Options options_;
 };
+
+// Bytes of the regular files below `dir`, following links (HF snapshots link to blobs) and
+// skipping GSwarm's own .gswarm/ bookkeeping.
+uint64_t ModelBytes(const std::string& dir);
 
 // <HF_HUB_CACHE>, else <HF_HOME>/hub, else <configured huggingface_cache_dir>/hub.
 std::string HfHubDir(const std::string& configured_cache_dir);

@@ -58,6 +58,7 @@ constexpr Key kKeys[] = {
     GSWARM_KEY("host.huggingface_cache_dir", host.huggingface_cache_dir),
     GSWARM_KEY("host.auto_discover_models", host.auto_discover_models),
     GSWARM_KEY("host.cleanup_on_shutdown", host.cleanup_on_shutdown),
+    GSWARM_KEY("host.prefer_peers", host.prefer_peers),
     GSWARM_KEY("host.auth_token", host.auth_token, Check::kNone, true),
     GSWARM_KEY("host.insecure", host.insecure),
     GSWARM_KEY("host.storage_devices.disk.enabled", host.disk.enabled),
@@ -408,6 +409,7 @@ host:
   huggingface_cache_dir: "~/.cache/huggingface"
   auto_discover_models: true # register models found on disk at start-up
   cleanup_on_shutdown: true  # stop instances and empty the DRAM tier when an agent exits
+  prefer_peers: true         # fetch a commit another node holds from that node, not the Hub
   # Bearer token for every call but /health. Empty: none on loopback; beyond loopback one is
   # generated into ~/.cache/gswarm/token.
   auth_token: ""

@@ -50,6 +50,9 @@ struct HostConfig {
   bool auto_discover_models = true;
   // Stop instances and empty the DRAM tier when an agent exits.
   bool cleanup_on_shutdown = true;
+  // A download of an hf:// commit some online node already holds is pulled from that node's
+  // data port instead of the Hub.
+  bool prefer_peers = true;
   // The cluster's default tier layout, sent to every agent on connect.
   StorageDeviceConfig disk{true, "~/.cache/gswarm/models", 0};
   StorageDeviceConfig dram{true, "/dev/shm/gswarm_models", 64};

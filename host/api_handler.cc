@@ -13,7 +13,6 @@
 namespace gswarm::host {
 namespace {
 
-constexpr absl::string_view kTiers = "DRAM tier and copies between tiers";
 constexpr absl::string_view kInstances = "inference instances";
 constexpr absl::string_view kRouter = "router and hot swap";
 
@@ -110,15 +109,24 @@ absl::StatusOr<v1::GetMemoryResponse> ApiHandler::GetMemory(
     return absl::NotFoundError(
         absl::StrCat("node \"", request.node(), "\" is unknown (see `gswarm nodes`)"));
   }
+  std::set<std::string> in_dram;
+  for (const v1::Model& model : registry_->ListModels()) {
+    for (v1::Replica replica : model.replicas()) {
+      if (replica.tier() != "dram") continue;
+      if (!request.node().empty() && replica.node_id() != request.node()) continue;
+      std::optional<v1::NodeInfo> node = nodes_->Get(replica.node_id());
+      if (replica.state() == "ready" && node.has_value() && node->state() == "online") {
+        in_dram.insert(model.name());
+      }
+      replica.set_model_name(model.name());
+      *response.add_dram() = std::move(replica);
+    }
+  }
+  for (const std::string& name : in_dram) response.add_dram_models(name);
+  response.mutable_memory_usage()->set_dram_models(static_cast<uint32_t>(in_dram.size()));
   return response;
 }
 
-absl::StatusOr<v1::JobResponse> ApiHandler::Copy(const v1::CopyRequest&) const {
-  return NotYetImplemented("Copy", kTiers);
-}
-absl::StatusOr<v1::EvictDramResponse> ApiHandler::EvictDram(const v1::EvictDramRequest&) const {
-  return NotYetImplemented("EvictDram", kTiers);
-}
 absl::StatusOr<v1::JobResponse> ApiHandler::Serve(const v1::ServeRequest&) const {
   return NotYetImplemented("Serve", kInstances);
 }
@@ -399,6 +407,40 @@ absl::StatusOr<v1::ListJobsResponse> ApiHandler::ListJobs(
 
 absl::StatusOr<v1::Job> ApiHandler::CancelJob(const v1::GetJobRequest& request) const {
   return orchestrator_->CancelJob(request.job_id());
+}
+
+absl::StatusOr<v1::JobResponse> ApiHandler::Copy(const v1::CopyRequest& request) const {
+  v1::JobResponse response;
+  ASSIGN_OR_RETURN(*response.mutable_job(), orchestrator_->Copy(request));
+  if (request.wait()) {
+    ASSIGN_OR_RETURN(*response.mutable_job(), Await(response.job(), absl::Hours(24)));
+  }
+  return response;
+}
+
+absl::StatusOr<v1::EvictDramResponse> ApiHandler::EvictDram(
+    const v1::EvictDramRequest& request) const {
+  ASSIGN_OR_RETURN(v1::Model model, registry_->GetModel(request.model_name()));
+  v1::EvictDramResponse response;
+  for (v1::Replica replica : model.replicas()) {
+    if (replica.tier() != "dram") continue;
+    if (!request.node().empty() && replica.node_id() != request.node()) continue;
+    // Instances arrive with the GPU tier; until then no DRAM copy is in use by one.
+    v1::Command command;
+    command.mutable_delete_()->set_model_name(model.name());
+    command.mutable_delete_()->set_tier("dram");
+    ASSIGN_OR_RETURN(v1::Job job, orchestrator_->RunOnNode(replica.node_id(), model.name(),
+                                                           "delete", std::move(command)));
+    RETURN_IF_ERROR(Await(job, absl::Minutes(2)).status());
+    replica.set_model_name(model.name());
+    *response.add_evicted() = std::move(replica);
+  }
+  if (response.evicted().empty()) {
+    return absl::NotFoundError(absl::StrCat(
+        "model \"", model.name(), "\" is not in DRAM",
+        request.node().empty() ? " on any node" : absl::StrCat(" on node ", request.node())));
+  }
+  return response;
 }
 
 }  // namespace gswarm::host

@@ -46,9 +46,11 @@ class ApiHandler {
   absl::StatusOr<v1::ListJobsResponse> ListJobs(const v1::ListJobsRequest&) const;
   absl::StatusOr<v1::Job> CancelJob(const v1::GetJobRequest&) const;
 
-  // Not built yet: each answers UNIMPLEMENTED naming the feature it belongs to.
+  // DRAM tier: copies and moves between tiers and nodes.
   absl::StatusOr<v1::JobResponse> Copy(const v1::CopyRequest&) const;
   absl::StatusOr<v1::EvictDramResponse> EvictDram(const v1::EvictDramRequest&) const;
+
+  // Not built yet: each answers UNIMPLEMENTED naming the feature it belongs to.
   absl::StatusOr<v1::JobResponse> Serve(const v1::ServeRequest&) const;
   absl::StatusOr<v1::StopInstanceResponse> StopInstance(const v1::StopInstanceRequest&) const;
   absl::StatusOr<v1::ListInstancesResponse> ListInstances(const v1::ListInstancesRequest&) const;

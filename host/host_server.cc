@@ -74,7 +74,8 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Create(const common::Con
   const std::string db_path = common::StateDir() + "/host.db";
   ASSIGN_OR_RETURN(server->registry_, Registry::Open(db_path));
   server->orchestrator_ =
-      std::make_unique<Orchestrator>(server->registry_.get(), server->nodes_.get());
+      std::make_unique<Orchestrator>(Orchestrator::Options{config.host.prefer_peers},
+                                     server->registry_.get(), server->nodes_.get());
   RETURN_IF_ERROR(server->orchestrator_->Recover());
   server->handler_ = std::make_unique<ApiHandler>(
       ApiHandler::Options{config, !server->auth_token_.empty(), absl::Now()}, server->nodes_.get(),

@@ -2,6 +2,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "common/auth.h"
 #include "common/proto_json.h"
 #include "common/status.h"
@@ -36,8 +37,39 @@ bool IsTerminalJobState(absl::string_view state) {
   return state == "succeeded" || state == "failed" || state == "cancelled";
 }
 
-Orchestrator::Orchestrator(Registry* registry, NodeRegistry* nodes)
-    : registry_(registry), nodes_(nodes) {}
+Orchestrator::Orchestrator(Options options, Registry* registry, NodeRegistry* nodes)
+    : options_(options), registry_(registry), nodes_(nodes) {}
+
+std::string NodeDataUrl(const v1::NodeInfo& node) {
+  if (node.data_port() == 0) return "";
+  // gRPC names peers "ipv4:10.0.0.5:51234" or "ipv6:[fd00::5]:51234".
+  absl::string_view address = node.peer_address();
+  if (!absl::ConsumePrefix(&address, "ipv4:") && !absl::ConsumePrefix(&address, "ipv6:")) {
+    return "";
+  }
+  const size_t port = address.rfind(':');
+  if (port == absl::string_view::npos) return "";
+  return absl::StrCat("http://", address.substr(0, port), ":", node.data_port());
+}
+
+std::string Orchestrator::PeerHolding(const std::string& repo, const std::string& commit,
+                                      const std::string& except_node) const {
+  for (const v1::Model& model : registry_->ListModels()) {
+    absl::string_view source = model.source_url();
+    if (!absl::ConsumePrefix(&source, "hf://")) continue;
+    if (source.substr(0, source.find('@')) != repo) continue;
+    for (const v1::Replica& replica : model.replicas()) {
+      if (replica.commit() != commit || replica.state() != "ready" ||
+          replica.node_id() == except_node) {
+        continue;
+      }
+      std::optional<v1::NodeInfo> node = nodes_->Get(replica.node_id());
+      if (!node.has_value() || node->state() != "online") continue;
+      if (std::string url = NodeDataUrl(*node); !url.empty()) return url;
+    }
+  }
+  return "";
+}
 
 Orchestrator::~Orchestrator() = default;
 
@@ -133,6 +165,90 @@ absl::StatusOr<v1::Job> Orchestrator::Download(const v1::DownloadRequest& reques
   download.set_source_url(request.source_url());
   download.set_revision(request.revision());
   download.set_target_tier(tier);
+  if (options_.prefer_peers) {
+    // Only a named commit can be served by a peer without asking the Hub what a branch means.
+    absl::string_view source = request.source_url();
+    if (absl::ConsumePrefix(&source, "hf://")) {
+      const size_t at = source.find('@');
+      const std::string repo(source.substr(0, at));
+      const std::string revision = !request.revision().empty() ? request.revision()
+                                   : at == absl::string_view::npos
+                                       ? ""
+                                       : std::string(source.substr(at + 1));
+      if (revision.size() == 40) {
+        download.set_peer_url(PeerHolding(repo, revision, node_id));
+        if (!download.peer_url().empty()) {
+          spdlog::info("download {}: commit {} comes from peer {}", request.model_name(), revision,
+                       download.peer_url());
+        }
+      }
+    }
+  }
+  return Launch(std::move(job), std::move(command));
+}
+
+absl::StatusOr<v1::Job> Orchestrator::Copy(const v1::CopyRequest& request) {
+  auto valid_tier = [](const std::string& tier) { return tier == "disk" || tier == "dram"; };
+  const std::string from = request.source_device().empty() ? "disk" : request.source_device();
+  const std::string to = request.target_device().empty() ? "dram" : request.target_device();
+  if (!valid_tier(from) || !valid_tier(to)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("copy from \"", from, "\" to \"", to, "\": tiers are \"disk\" and \"dram\""));
+  }
+  ASSIGN_OR_RETURN(v1::Model model, registry_->GetModel(request.model_name()));
+  const bool cross_node = !request.target_node().empty() &&
+                          request.target_node() != request.source_node() &&
+                          !request.source_node().empty();
+  std::string source_node = cross_node ? request.source_node() : request.node();
+  if (source_node.empty()) source_node = request.source_node();
+  if (source_node.empty()) source_node = request.target_node();
+  // The copy on the source tier: on the named node, else on any online node that has one.
+  const v1::Replica* source = nullptr;
+  for (const v1::Replica& replica : model.replicas()) {
+    if (replica.tier() != from || replica.state() != "ready") continue;
+    if (!source_node.empty() && replica.node_id() != source_node) continue;
+    std::optional<v1::NodeInfo> node = nodes_->Get(replica.node_id());
+    if (!node.has_value() || node->state() != "online") continue;
+    source = &replica;
+    break;
+  }
+  if (source == nullptr) {
+    return absl::NotFoundError(absl::StrCat(
+        "model \"", model.name(), "\" has no ready copy on ", from,
+        source_node.empty() ? " of any online node" : absl::StrCat(" of node ", source_node),
+        " (see `gswarm show ", model.name(), "`)"));
+  }
+  if (!cross_node && from == to) {
+    return absl::InvalidArgumentError(absl::StrCat("source and target are both ", from, " on node ",
+                                                   source->node_id(),
+                                                   ": name another tier, or a target_node"));
+  }
+
+  v1::Job job;
+  job.set_kind(request.keep_source() || !request.has_keep_source() ? "copy" : "move");
+  job.set_model_name(model.name());
+  v1::Command command;
+  v1::CopyCommand& copy = *command.mutable_copy();
+  copy.set_model_name(model.name());
+  copy.set_source_tier(from);
+  copy.set_target_tier(to);
+  copy.set_keep_source(!request.has_keep_source() || request.keep_source());
+  copy.set_evict(request.evict());
+  copy.set_pin(request.pin());
+  *copy.mutable_files() = model.files();
+  if (cross_node) {
+    ASSIGN_OR_RETURN(std::string target, PickNode(request.target_node()));
+    std::optional<v1::NodeInfo> peer = nodes_->Get(source->node_id());
+    const std::string url = peer.has_value() ? NodeDataUrl(*peer) : "";
+    if (url.empty()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "node ", source->node_id(), " serves no data port for peers (client.data_port)"));
+    }
+    copy.set_peer_url(url);
+    job.set_node_id(target);
+  } else {
+    job.set_node_id(source->node_id());
+  }
   return Launch(std::move(job), std::move(command));
 }
 
@@ -305,7 +421,7 @@ void Orchestrator::ApplyUpdate(const std::string& node_id, const v1::CommandUpda
       job.mutable_replica()->set_node_id(node_id);
     }
     if (update.has_instance()) *job.mutable_instance() = update.instance();
-    if (update.state() == "succeeded") RecordResult(job, update);
+    if (update.state() == "succeeded") RecordResult(job, active.command, update);
     spdlog::info("job={} {} {} on node={}: {}{}{}", job.id(), job.kind(), job.model_name(), node_id,
                  update.state(), update.message().empty() ? "" : ": ", update.message());
   }
@@ -313,7 +429,8 @@ void Orchestrator::ApplyUpdate(const std::string& node_id, const v1::CommandUpda
   if (terminal) active_.erase(it);
 }
 
-void Orchestrator::RecordResult(const v1::Job& job, const v1::CommandUpdate& update) {
+void Orchestrator::RecordResult(const v1::Job& job, const v1::Command& command,
+                                const v1::CommandUpdate& update) {
   auto check = [&job](const absl::Status& status) {
     if (!status.ok()) spdlog::error("job={}: recording the result: {}", job.id(), status.message());
   };
@@ -328,6 +445,31 @@ void Orchestrator::RecordResult(const v1::Job& job, const v1::CommandUpdate& upd
     check(registry_->DeleteReplica(job.model_name(), job.node_id(),
                                    update.has_replica() ? update.replica().tier() : "disk"));
     return;
+  }
+  // Copies the agent removed on the way: models evicted to make room, the source of a move.
+  for (const v1::Replica& removed : update.replicas()) {
+    check(registry_->DeleteReplica(removed.model_name(), job.node_id(), removed.tier()));
+  }
+  if (command.has_copy() && !command.copy().keep_source() && !command.copy().peer_url().empty()) {
+    // A move across nodes: the target has its copy, so the source's goes now. Queued, because
+    // launching a job needs mu_, which the caller holds.
+    for (const v1::NodeInfo& node : nodes_->List()) {
+      if (NodeDataUrl(node) != command.copy().peer_url()) continue;
+      v1::Command remove;
+      remove.mutable_delete_()->set_model_name(job.model_name());
+      remove.mutable_delete_()->set_tier(command.copy().source_tier());
+      const std::string source_node = node.node_id();
+      absl::Status queued = events_.Submit([this, source_node, job, remove] {
+        absl::StatusOr<v1::Job> started =
+            RunOnNode(source_node, job.model_name(), "delete", remove);
+        if (!started.ok()) {
+          spdlog::error("job={}: removing the moved model's source on node={}: {}", job.id(),
+                        source_node, started.status().message());
+        }
+      });
+      if (!queued.ok()) spdlog::error("job={}: {}", job.id(), queued.message());
+      break;
+    }
   }
   if (update.has_model()) {
     absl::StatusOr<v1::Model> model = registry_->GetModel(job.model_name());

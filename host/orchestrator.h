@@ -33,8 +33,13 @@ class Orchestrator final : public AgentListener {
     virtual void OnJob(const v1::Job& job) = 0;
   };
 
+  struct Options {
+    // Pull hf:// commits that an online node already holds from that node (host.prefer_peers).
+    bool prefer_peers = true;
+  };
+
   // `registry` and `nodes` must outlive the orchestrator.
-  Orchestrator(Registry* registry, NodeRegistry* nodes);
+  Orchestrator(Options options, Registry* registry, NodeRegistry* nodes);
   ~Orchestrator() override;
 
   // Loads the jobs a previous run left unfinished.
@@ -47,6 +52,10 @@ class Orchestrator final : public AgentListener {
   // bad name or source, FAILED_PRECONDITION when the name is taken by another source,
   // UNAVAILABLE when no node can take it.
   absl::StatusOr<v1::Job> Download(const v1::DownloadRequest& request);
+  // Copies or moves a model between tiers of one node, or between nodes (the target pulls from
+  // the source's data port). INVALID_ARGUMENT for bad tiers, NOT_FOUND when no copy exists
+  // on the source tier.
+  absl::StatusOr<v1::Job> Copy(const v1::CopyRequest& request);
   // Asks every online node (or `node`) to scan for models; one job per node.
   absl::StatusOr<std::vector<v1::Job>> Discover(const std::string& node);
   // Sends a command for `model` to `node` and returns its job (delete, validate).
@@ -77,10 +86,15 @@ class Orchestrator final : public AgentListener {
   void Dispatch(const std::string& node_id, const v1::Command& command);
   void ApplyUpdate(const std::string& node_id, const v1::CommandUpdate& update);
   void Reconcile(const v1::Hello& hello);
-  void RecordResult(const v1::Job& job, const v1::CommandUpdate& update);
+  void RecordResult(const v1::Job& job, const v1::Command& command,
+                    const v1::CommandUpdate& update);
+  // The data port URL of an online node that holds `commit` of hf://`repo` ("" if none).
+  std::string PeerHolding(const std::string& repo, const std::string& commit,
+                          const std::string& except_node) const;
   // Persists and notifies. REQUIRES: mu_ held.
   void Changed(ActiveJob& active, bool force_persist) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
+  const Options options_;
   Registry* const registry_;
   NodeRegistry* const nodes_;
   mutable absl::Mutex mu_;
@@ -90,5 +104,8 @@ class Orchestrator final : public AgentListener {
 };
 
 bool IsTerminalJobState(absl::string_view state);
+
+// http://<address the node connected from>:<its data port>, or "" when it serves none.
+std::string NodeDataUrl(const v1::NodeInfo& node);
 
 }  // namespace gswarm::host

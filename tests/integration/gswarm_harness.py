@@ -11,10 +11,14 @@ Environment:
   GSWARM_TEST_KEEP=1   keep the temporary directories (their paths are printed)
   GSWARM_TEST_LOGS=1   print every process's log tail, even when the test passed
   GSWARM_TEST_LOG_LEVEL=debug   pass --log-level to every server process
+  GSWARM_TEST_HUB_ROOT=DIR      keep the fake hub's generated repos in DIR between runs
 
 Standard library only, except the gRPC helpers (Debian's python3-grpcio, imported lazily).
+Suites that download models use tests/support/fake_hf_hub.py through HubTestCase (below).
 """
 
+import atexit
+import hashlib
 import json
 import os
 import re
@@ -40,6 +44,9 @@ ONLINE_TIMEOUT_S = 15.0
 # Agents back off up to 30 s between reconnect attempts.
 RECONNECT_TIMEOUT_S = 45.0
 CLI_TIMEOUT_S = 20.0
+# A download from the fake hub on loopback (tens of MB) finishes well within this.
+JOB_TIMEOUT_S = 60.0
+JOB_DONE_STATES = ("succeeded", "failed", "cancelled")
 STOP_TIMEOUT_S = 10.0
 POLL_S = 0.05
 
@@ -136,9 +143,11 @@ def render_yaml(doc, indent=0):
 
 
 def child_env(home, extra=None):
-    """The inherited environment minus GSWARM_* and proxies, with HOME set to `home`."""
+    """The inherited environment minus GSWARM_*, Hugging Face settings (HF_*) and proxies, with
+    HOME set to `home`: no test reaches the real Hub or reads the user's HF cache by accident."""
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith("GSWARM_")
+           if not k.startswith("GSWARM_") and not k.startswith("HF_")
+           and k not in ("HUGGING_FACE_HUB_TOKEN", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_CACHE")
            and k.lower() not in ("http_proxy", "https_proxy", "all_proxy", "grpc_proxy",
                                  "no_proxy")}
     env["HOME"] = home
@@ -437,19 +446,23 @@ class GSwarmTestCase(unittest.TestCase):
                           timeout, f"{proc.name} to answer GET {self.host_url}/health with 200",
                           procs=[proc])
 
-    def make_agent_home(self, node_id, token="", name=None, **client_extra):
+    def make_agent_home(self, node_id, token="", name=None, sections=None, **client_extra):
+        """An agent's HOME with a config holding its client section; `sections` adds other
+        top-level sections (e.g. {"host": {"auto_discover_models": False}})."""
         home = self.new_home(name or f"agent-{node_id}")
-        home.write_config({"client": self.client_section(home, node_id, token=token,
-                                                          **client_extra)})
+        doc = {"client": self.client_section(home, node_id, token=token, **client_extra)}
+        doc.update(sections or {})
+        home.write_config(doc)
         self.agent_homes.setdefault(node_id, home)
         return home
 
-    def start_agent(self, node_id=None, home=None, args=(), name=None):
+    def start_agent(self, node_id=None, home=None, args=(), name=None, env_extra=None):
         """`gswarm client` in its own HOME: `home`, else the one made earlier for `node_id` (a
-        restart), else a new one."""
+        restart), else a new one. `env_extra` adds environment variables (HF_ENDPOINT, ...)."""
         if home is None:
             home = self.agent_homes.get(node_id) or self.make_agent_home(node_id)
-        return self.spawn(name or home.name, ["client", *self._log_level_args(), *args], home)
+        return self.spawn(name or home.name, ["client", *self._log_level_args(), *args], home,
+                          env_extra=env_extra)
 
     # ---- REST ------------------------------------------------------------------------------
 
@@ -491,6 +504,35 @@ class GSwarmTestCase(unittest.TestCase):
         self.assertEqual(r.status, 200, r)
         return r.json
 
+    # ---- jobs ------------------------------------------------------------------------------
+
+    def get_job(self, job_id):
+        """GET /jobs/{id}; fails unless HTTP 200."""
+        r = self.rest("GET", f"/jobs/{job_id}", token=self.api_token())
+        if r.status != 200 or not isinstance(r.json, dict):
+            raise AssertionError(f"GET /jobs/{job_id} answered {r!r}")
+        return r.json.get("job", r.json)
+
+    def list_jobs(self):
+        r = self.rest("GET", "/jobs", token=self.api_token())
+        if r.status != 200 or not isinstance(r.json, dict):
+            raise AssertionError(f"GET /jobs answered {r!r}")
+        return r.json.get("jobs", [])
+
+    def wait_job(self, job_id, states=JOB_DONE_STATES, timeout=JOB_TIMEOUT_S, procs=(),
+                 where=None):
+        """Polls GET /jobs/{id} until its state is one of `states` (and `where(job)` holds);
+        returns the job."""
+        last = {}
+
+        def check():
+            job = self.get_job(job_id)
+            last["job"] = job
+            return job if job.get("state") in states and (where is None or where(job)) else None
+        return wait_until(check, timeout, f"job {job_id} to reach {'/'.join(states)}",
+                          procs=procs, interval=0.1,
+                          describe=lambda: json.dumps(last.get("job")))
+
     # ---- CLI -------------------------------------------------------------------------------
 
     def cli(self, *args, home=None, env_extra=None, timeout=CLI_TIMEOUT_S):
@@ -518,6 +560,139 @@ class GSwarmTestCase(unittest.TestCase):
         except ValueError as e:
             self.fail(f"`gswarm {' '.join(args)} --json` printed no JSON ({e}): "
                       f"{result.stdout!r}")
+
+
+def sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# ---- the fake Hugging Face hub ------------------------------------------------------------------
+
+SUPPORT_DIR = os.path.join(REPO_ROOT, "tests", "support")
+# Size of test-org/big-model's model.safetensors: the issue asks for one file of at least 100 MB.
+BIG_FILE_MB = 100
+_hub_roots = {}
+
+
+def fake_hf_hub():
+    """The tests/support/fake_hf_hub module."""
+    if SUPPORT_DIR not in sys.path:
+        sys.path.insert(0, SUPPORT_DIR)
+    import fake_hf_hub as fh  # noqa: PLC0415
+    return fh
+
+
+def shared_hub_root(big_file_mb=BIG_FILE_MB):
+    """A directory with the fake hub's standard repos, generated once per test process (the
+    generator caches in it) and removed at exit; GSWARM_TEST_HUB_ROOT names a lasting one."""
+    if big_file_mb not in _hub_roots:
+        root = os.environ.get("GSWARM_TEST_HUB_ROOT")
+        if root:
+            root = os.path.join(root, f"big{big_file_mb}")
+        else:
+            root = tempfile.mkdtemp(prefix="gswarm-it-hub-")
+            if not os.environ.get("GSWARM_TEST_KEEP"):
+                atexit.register(shutil.rmtree, root, True)
+        fake_hf_hub().build_standard_repos(root, big_file_mb=big_file_mb)
+        _hub_roots[big_file_mb] = root
+    return _hub_roots[big_file_mb]
+
+
+class HubTestCase(GSwarmTestCase):
+    """GSwarmTestCase plus one fake Hugging Face hub per class (`cls.hub`, in-process), its
+    faults and counters reset before each test. Agents reach it through `hub_env()`."""
+
+    hub_big_file_mb = BIG_FILE_MB
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.fh = fake_hf_hub()
+        cls.hub_root = shared_hub_root(cls.hub_big_file_mb)
+        cls.hub = cls.fh.FakeHub(cls.hub_root, token=cls.fh.DEFAULT_TOKEN).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.hub.stop()
+        super().tearDownClass()
+
+    def setUp(self):
+        super().setUp()
+        self.hub.reset()
+
+    def hub_env(self, token=None, **extra):
+        """Environment for an agent that downloads from the fake hub (HF_TOKEN when given)."""
+        env = {"HF_ENDPOINT": self.hub.url}
+        if token:
+            env["HF_TOKEN"] = token
+        env.update(extra)
+        return env
+
+    def repo(self, repo_id):
+        return self.hub.repo(repo_id)
+
+    def start_hub_cluster(self, node_ids=("node-a",), token=None, agent_sections=None):
+        """A host and one agent per node id, each agent pointed at the fake hub (with HF_TOKEN
+        `token`); returns (host, {node_id: agent})."""
+        if self.host_home is None:
+            self.make_host_home()
+        host = self.start_host()
+        agents = {}
+        for nid in node_ids:
+            self.make_agent_home(nid, sections=agent_sections)
+            agents[nid] = self.start_agent(nid, env_extra=self.hub_env(token))
+        for nid, agent in agents.items():
+            self.wait_node(nid, "online", procs=[host, agent])
+        return host, agents
+
+    # ---- models on an agent's disk ---------------------------------------------------------
+
+    def model_cache_dir(self, node_id):
+        return os.path.join(self.agent_homes[node_id].path, "models")
+
+    def model_dir(self, node_id, name):
+        return os.path.join(self.model_cache_dir(node_id), name)
+
+    def staging_dir(self, node_id, name):
+        return os.path.join(self.model_cache_dir(node_id), ".gswarm-staging", name)
+
+    def download(self, name, source, wait=True, node=None, revision=None, timeout=JOB_TIMEOUT_S,
+                 **extra):
+        """POST /download; returns the Response (a failed download with wait is HTTP 409)."""
+        body = {"model_name": name, "source_url": source, "target_device": "disk", "wait": wait}
+        if node:
+            body["node"] = node
+        if revision:
+            body["revision"] = revision
+        body.update(extra)
+        return self.rest("POST", "/download", token=self.api_token(), body=body, timeout=timeout)
+
+    def download_ok(self, name, source, **kw):
+        """A download that must succeed; returns its job."""
+        r = self.download(name, source, **kw)
+        job = (r.json or {}).get("job") if isinstance(r.json, dict) else None
+        if r.status != 200 or not job or job.get("state") != "succeeded":
+            raise AssertionError(f"download of {source} as {name!r} should succeed: {r!r}")
+        return job
+
+    def get_model(self, name, path="/models"):
+        """GET /models/{name} (or /api/models/{name}); None on 404, AssertionError otherwise."""
+        r = self.rest("GET", f"{path}/{name}", token=self.api_token())
+        if r.status == 404:
+            return None
+        if r.status != 200 or not isinstance(r.json, dict):
+            raise AssertionError(f"GET {path}/{name} answered {r!r}")
+        return r.json.get("model", r.json)
+
+    def model_names(self, path="/models"):
+        r = self.rest("GET", path, token=self.api_token())
+        if r.status != 200 or not isinstance(r.json, dict):
+            raise AssertionError(f"GET {path} answered {r!r}")
+        return sorted(m["name"] for m in r.json.get("models", []))
 
 
 def error_message(response):

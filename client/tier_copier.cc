@@ -1,0 +1,492 @@
+#include "client/tier_copier.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/sendfile.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <set>
+#include <thread>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "client/model_manifest.h"
+#include "client/sha256.h"
+#include "common/paths.h"
+#include "common/status.h"
+#include "spdlog/spdlog.h"
+
+namespace gswarm::client {
+namespace fs = std::filesystem;
+namespace {
+
+// The kernel paths move this much per call at least: few syscalls, and still a cancel check
+// every few tens of milliseconds.
+constexpr size_t kMinKernelChunk = 64 << 20;
+// The read/write path hashes and writes its buffer in slices this big, so that each slice is
+// still in the CPU cache when write() copies it out after the hash has read it.
+constexpr size_t kSlice = 1 << 20;
+// Directory symlinks can form loops; nothing real nests deeper.
+constexpr int kMaxDepth = 64;
+
+constexpr const char* kMethodNames[] = {"copy_file_range", "sendfile", "read/write"};
+
+struct FileJob {
+  std::string rel;     // relative to the source (and the staging) directory
+  std::string src;     // source path, symlinks not resolved (open follows them)
+  uint64_t size = 0;   // as stat'ed when listed
+  std::string sha256;  // expected digest; empty when not recorded or not verifying
+};
+
+class Fd {
+ public:
+  explicit Fd(int fd) : fd_(fd) {}
+  ~Fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  int get() const { return fd_; }
+  int release() { return std::exchange(fd_, -1); }
+
+ private:
+  int fd_;
+};
+
+// Methods the kernel refused, per (source device, target device): later files skip them.
+ABSL_CONST_INIT absl::Mutex g_refused_mu(absl::kConstInit);
+std::set<std::tuple<dev_t, dev_t, int>>* g_refused ABSL_GUARDED_BY(g_refused_mu) = nullptr;
+
+bool WasRefused(dev_t src, dev_t dst, CopyMethod method) {
+  absl::MutexLock lock(&g_refused_mu);
+  return g_refused != nullptr && g_refused->count({src, dst, static_cast<int>(method)}) > 0;
+}
+
+void RememberRefused(dev_t src, dev_t dst, CopyMethod method, int err) {
+  absl::MutexLock lock(&g_refused_mu);
+  if (g_refused == nullptr) g_refused = new std::set<std::tuple<dev_t, dev_t, int>>();
+  if (g_refused->insert({src, dst, static_cast<int>(method)}).second) {
+    spdlog::info("copy: {} refused between devices {:#x} -> {:#x} ({}), falling back",
+                 kMethodNames[static_cast<int>(method)], src, dst, std::strerror(err));
+  }
+}
+
+bool IsRefusal(int err) {
+  return err == EXDEV || err == EINVAL || err == ENOSYS || err == EOPNOTSUPP;
+}
+
+// Lists regular files under `dir`, following symlinks, into `out`. At the top level only
+// .gswarm/manifest.json is taken from .gswarm/.
+absl::Status ListFiles(const fs::path& dir, const std::string& rel_dir, int depth,
+                       std::set<std::pair<dev_t, ino_t>>& seen, std::vector<FileJob>& out) {
+  if (depth > kMaxDepth) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        dir.string(), ": directories nest deeper than ", kMaxDepth, " (a link loop?)"));
+  }
+  std::error_code ec;
+  fs::directory_iterator it(dir, ec);
+  for (; !ec && it != fs::directory_iterator(); it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    const std::string rel = rel_dir.empty() ? name : absl::StrCat(rel_dir, "/", name);
+    const std::string path = it->path().string();
+    if (rel_dir == ".gswarm" && depth == 1 && name != "manifest.json") continue;
+    struct stat st;
+    if (::stat(path.c_str(), &st) != 0) {
+      return absl::ErrnoToStatus(errno, absl::StrCat("source file ", path, " (a broken link?)"));
+    }
+    if (S_ISDIR(st.st_mode)) {
+      if (!seen.insert({st.st_dev, st.st_ino}).second) continue;  // a link back up the tree
+      RETURN_IF_ERROR(ListFiles(it->path(), rel, depth + 1, seen, out));
+    } else if (S_ISREG(st.st_mode)) {
+      out.push_back(FileJob{rel, path, static_cast<uint64_t>(st.st_size), ""});
+    }
+  }
+  if (ec) return absl::ErrnoToStatus(ec.value(), absl::StrCat("cannot list ", dir.string()));
+  return absl::OkStatus();
+}
+
+absl::Status FsyncPath(const std::string& path, int flags) {
+  Fd fd(::open(path.c_str(), flags | O_CLOEXEC));
+  if (fd.get() < 0) return absl::ErrnoToStatus(errno, absl::StrCat("cannot open ", path));
+  if (::fsync(fd.get()) != 0)
+    return absl::ErrnoToStatus(errno, absl::StrCat("cannot fsync ", path));
+  return absl::OkStatus();
+}
+
+// State the workers share with the calling thread.
+struct Run {
+  const std::vector<FileJob>& jobs;
+  const std::string& staging_dir;
+  const std::string& target_dir;
+  const CopyOptions& options;
+  const std::atomic<bool>* cancel;
+
+  std::atomic<uint64_t> bytes_done{0};
+  std::atomic<uint32_t> files_done{0};
+  std::atomic<size_t> next{0};
+  std::atomic<bool> stop{false};
+  std::atomic<uint32_t> by_method[3] = {0, 0, 0};
+  std::atomic<uint32_t> hashed{0};
+
+  absl::Mutex mu;
+  absl::Status error ABSL_GUARDED_BY(mu);
+  int running ABSL_GUARDED_BY(mu) = 0;
+
+  bool ShouldStop() const {
+    return stop.load(std::memory_order_relaxed) ||
+           (cancel != nullptr && cancel->load(std::memory_order_relaxed));
+  }
+  absl::Status Stopped() const { return absl::CancelledError("copy cancelled"); }
+
+  void Fail(absl::Status status) {
+    absl::MutexLock lock(&mu);
+    if (error.ok()) error = std::move(status);
+    stop = true;
+  }
+
+  // A write-side errno as a status: a full disk names the target.
+  absl::Status WriteError(int err, const FileJob& job, const char* what) const {
+    if (err == ENOSPC || err == EDQUOT) {
+      return absl::ResourceExhaustedError(absl::StrCat("target ", target_dir,
+                                                       " is out of space writing ", job.rel, " (",
+                                                       std::strerror(err), ")"));
+    }
+    return absl::ErrnoToStatus(
+        err, absl::StrCat(what, " ", job.rel, " from ", job.src, " to ", staging_dir));
+  }
+};
+
+// Moves bytes [*off, job.size) with copy_file_range or sendfile. Returns OK when done, and sets
+// `*refused` (with the status OK) when the kernel will not do it for these files.
+absl::Status KernelCopy(Run& run, const FileJob& job, CopyMethod method, int in, int out,
+                        uint64_t* off, int* refused) {
+  const size_t chunk = std::max(kMinKernelChunk, run.options.block_bytes);
+  if (method == CopyMethod::kSendfile && ::lseek(out, static_cast<off_t>(*off), SEEK_SET) < 0) {
+    return run.WriteError(errno, job, "cannot seek in");
+  }
+  while (*off < job.size) {
+    if (run.ShouldStop()) return run.Stopped();
+    const size_t want = static_cast<size_t>(std::min<uint64_t>(chunk, job.size - *off));
+    ssize_t n;
+    if (method == CopyMethod::kCopyFileRange) {
+      loff_t in_off = static_cast<loff_t>(*off), out_off = static_cast<loff_t>(*off);
+      n = ::copy_file_range(in, &in_off, out, &out_off, want, 0);
+    } else {
+      off_t in_off = static_cast<off_t>(*off);
+      n = ::sendfile(out, in, &in_off, want);
+    }
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (IsRefusal(errno)) {
+        *refused = errno;
+        return absl::OkStatus();
+      }
+      return run.WriteError(errno, job, "cannot copy");
+    }
+    if (n == 0) {
+      // Some filesystems report 0 instead of refusing; after the first chunk it means the source
+      // got shorter.
+      if (*off == 0) {
+        *refused = EOPNOTSUPP;
+        return absl::OkStatus();
+      }
+      break;
+    }
+    *off += static_cast<uint64_t>(n);
+    run.bytes_done.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
+  }
+  return absl::OkStatus();
+}
+
+struct FreeDeleter {
+  void operator()(char* p) const { std::free(p); }
+};
+
+// pread into a large aligned buffer, hash (when `hasher`), pwrite: from *off to job.size.
+absl::Status ReadWriteCopy(Run& run, const FileJob& job, int in, int out, uint64_t* off,
+                           std::unique_ptr<char, FreeDeleter>& buffer, size_t buffer_size,
+                           Sha256* hasher) {
+  while (*off < job.size) {
+    if (run.ShouldStop()) return run.Stopped();
+    const size_t want = static_cast<size_t>(std::min<uint64_t>(buffer_size, job.size - *off));
+    size_t got = 0;
+    while (got < want) {
+      ssize_t n = ::pread(in, buffer.get() + got, want - got, static_cast<off_t>(*off + got));
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return absl::ErrnoToStatus(errno, absl::StrCat("cannot read ", job.src));
+      }
+      if (n == 0) break;  // the source got shorter; caught by the size check
+      got += static_cast<size_t>(n);
+    }
+    for (size_t slice = 0; slice < got; slice += kSlice) {
+      const size_t len = std::min(kSlice, got - slice);
+      const char* data = buffer.get() + slice;
+      if (hasher != nullptr) hasher->Update(data, len);
+      for (size_t written = 0; written < len;) {
+        ssize_t n = ::pwrite(out, data + written, len - written,
+                             static_cast<off_t>(*off + slice + written));
+        if (n < 0) {
+          if (errno == EINTR) continue;
+          return run.WriteError(errno, job, "cannot write");
+        }
+        written += static_cast<size_t>(n);
+      }
+      run.bytes_done.fetch_add(len, std::memory_order_relaxed);
+    }
+    *off += got;
+    if (got < want) break;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CopyOneFile(Run& run, const FileJob& job, std::unique_ptr<char, FreeDeleter>& buffer,
+                         size_t buffer_size) {
+  Fd in(::open(job.src.c_str(), O_RDONLY | O_CLOEXEC));
+  if (in.get() < 0) return absl::ErrnoToStatus(errno, absl::StrCat("cannot open ", job.src));
+  ::posix_fadvise(in.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
+  const std::string dst = absl::StrCat(run.staging_dir, "/", job.rel);
+  Fd out(::open(dst.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+  if (out.get() < 0) return run.WriteError(errno, job, "cannot create");
+  struct stat in_st, out_st;
+  if (::fstat(in.get(), &in_st) != 0 || ::fstat(out.get(), &out_st) != 0) {
+    return absl::ErrnoToStatus(errno, absl::StrCat("cannot stat ", job.src));
+  }
+
+  uint64_t off = 0;
+  CopyMethod used = CopyMethod::kReadWrite;
+  std::unique_ptr<Sha256> hasher;
+  if (!job.sha256.empty()) {
+    hasher = std::make_unique<Sha256>();
+  } else {
+    const int first =
+        static_cast<int>(run.options.first_method.value_or(CopyMethod::kCopyFileRange));
+    for (int m = first; m < static_cast<int>(CopyMethod::kReadWrite); ++m) {
+      const CopyMethod method = static_cast<CopyMethod>(m);
+      if (WasRefused(in_st.st_dev, out_st.st_dev, method)) continue;
+      int refused = 0;
+      RETURN_IF_ERROR(KernelCopy(run, job, method, in.get(), out.get(), &off, &refused));
+      if (refused == 0) {
+        used = method;
+        break;
+      }
+      RememberRefused(in_st.st_dev, out_st.st_dev, method, refused);
+    }
+  }
+  if (off < job.size) {
+    used = CopyMethod::kReadWrite;
+    RETURN_IF_ERROR(
+        ReadWriteCopy(run, job, in.get(), out.get(), &off, buffer, buffer_size, hasher.get()));
+  }
+  if (off != job.size) {
+    return absl::DataLossError(absl::StrCat("source file ", job.src, " ended after ", off, " of ",
+                                            job.size, " bytes (changed during the copy?)"));
+  }
+  if (hasher != nullptr) {
+    const std::string digest = hasher->HexDigest();
+    if (digest != job.sha256) {
+      return absl::DataLossError(absl::StrCat("source file ", job.src, " has sha256 ", digest,
+                                              ", but its manifest records ", job.sha256));
+    }
+    run.hashed.fetch_add(1, std::memory_order_relaxed);
+  }
+  if (::fsync(out.get()) != 0) return run.WriteError(errno, job, "cannot fsync");
+  if (::close(out.release()) != 0) return run.WriteError(errno, job, "cannot close");
+  run.by_method[static_cast<int>(used)].fetch_add(1, std::memory_order_relaxed);
+  return absl::OkStatus();
+}
+
+void Worker(Run& run) {
+  // One buffer per worker, aligned for the page cache; huge pages where the kernel allows.
+  constexpr size_t kAlign = 2 << 20;
+  const size_t buffer_size =
+      (std::max<size_t>(run.options.block_bytes, kSlice) + kAlign - 1) / kAlign * kAlign;
+  std::unique_ptr<char, FreeDeleter> buffer;
+  for (;;) {
+    const size_t i = run.next.fetch_add(1);
+    if (i >= run.jobs.size() || run.ShouldStop()) break;
+    if (buffer == nullptr) {
+      buffer.reset(static_cast<char*>(std::aligned_alloc(kAlign, buffer_size)));
+      if (buffer == nullptr) {
+        run.Fail(absl::ResourceExhaustedError("copy: cannot allocate a buffer"));
+        break;
+      }
+      ::madvise(buffer.get(), buffer_size, MADV_HUGEPAGE);
+    }
+    absl::Status status = CopyOneFile(run, run.jobs[i], buffer, buffer_size);
+    if (!status.ok()) {
+      run.Fail(std::move(status));
+      break;
+    }
+    run.files_done.fetch_add(1, std::memory_order_relaxed);
+  }
+  absl::MutexLock lock(&run.mu);
+  --run.running;
+}
+
+// Lists and checks the source against its manifest; fills `jobs`, largest first.
+absl::Status PlanJobs(const std::string& source_dir, bool verify, std::vector<FileJob>& jobs) {
+  struct stat st;
+  if (::stat(source_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    return absl::NotFoundError(absl::StrCat("source ", source_dir, " is not a directory"));
+  }
+  std::set<std::pair<dev_t, ino_t>> seen = {{st.st_dev, st.st_ino}};
+  RETURN_IF_ERROR(ListFiles(source_dir, "", 0, seen, jobs));
+  absl::StatusOr<ModelManifest> manifest = ReadManifest(source_dir);
+  if (!manifest.ok() && !absl::IsNotFound(manifest.status())) return manifest.status();
+  if (manifest.ok()) {
+    std::map<std::string, FileJob*> by_rel;
+    for (FileJob& job : jobs) by_rel[job.rel] = &job;
+    for (const v1::ModelFile& file : manifest->files) {
+      auto it = by_rel.find(file.path());
+      if (it == by_rel.end()) {
+        return absl::NotFoundError(absl::StrCat("source ", source_dir, " lacks ", file.path(),
+                                                ", which its manifest lists"));
+      }
+      if (it->second->size != file.size_bytes()) {
+        return absl::DataLossError(absl::StrCat("source file ", it->second->src, " is ",
+                                                it->second->size, " bytes, but its manifest says ",
+                                                file.size_bytes()));
+      }
+      if (verify) it->second->sha256 = file.sha256();
+    }
+  }
+  std::stable_sort(jobs.begin(), jobs.end(),
+                   [](const FileJob& a, const FileJob& b) { return a.size > b.size; });
+  return absl::OkStatus();
+}
+
+// Copies into `staging_dir`, which exists and is empty; fsyncs what it wrote.
+absl::Status CopyAll(Run& run, const std::function<void(const CopyProgress&)>& on_progress) {
+  // .gswarm/ always: the target tier keeps its per-model bookkeeping there.
+  std::set<std::string> dirs = {run.staging_dir, run.staging_dir + "/.gswarm"};
+  for (const FileJob& job : run.jobs) {
+    for (fs::path p = fs::path(job.rel).parent_path(); !p.empty(); p = p.parent_path()) {
+      dirs.insert(absl::StrCat(run.staging_dir, "/", p.string()));
+    }
+  }
+  for (const std::string& dir : dirs) RETURN_IF_ERROR(common::MakeDirs(dir));
+
+  CopyProgress progress;
+  progress.files_total = static_cast<uint32_t>(run.jobs.size());
+  for (const FileJob& job : run.jobs) progress.bytes_total += job.size;
+  if (on_progress) on_progress(progress);
+
+  const int workers =
+      static_cast<int>(std::min<size_t>(std::max(run.options.parallel_files, 1), run.jobs.size()));
+  std::vector<std::thread> threads;
+  {
+    absl::MutexLock lock(&run.mu);
+    run.running = workers;
+  }
+  for (int i = 0; i < workers; ++i) threads.emplace_back(Worker, std::ref(run));
+  auto all_done = [&run]() ABSL_SHARED_LOCKS_REQUIRED(run.mu) { return run.running == 0; };
+  for (bool done = false; !done;) {
+    {
+      absl::MutexLock lock(&run.mu);
+      done = run.mu.AwaitWithTimeout(absl::Condition(&all_done), absl::Milliseconds(100));
+    }
+    if (run.cancel != nullptr && run.cancel->load()) run.Fail(run.Stopped());
+    const uint64_t bytes = run.bytes_done.load();
+    const uint32_t files = run.files_done.load();
+    if (on_progress && (bytes != progress.bytes_done || files != progress.files_done)) {
+      progress.bytes_done = bytes;
+      progress.files_done = files;
+      on_progress(progress);
+    }
+  }
+  for (std::thread& t : threads) t.join();
+  {
+    absl::MutexLock lock(&run.mu);
+    RETURN_IF_ERROR(run.error);
+  }
+  if (run.cancel != nullptr && run.cancel->load()) return run.Stopped();
+  for (const std::string& dir : dirs) RETURN_IF_ERROR(FsyncPath(dir, O_RDONLY | O_DIRECTORY));
+  return absl::OkStatus();
+}
+
+absl::Status RenameIntoPlace(const std::string& staging_dir, const std::string& target_dir) {
+  int rc =
+      ::renameat2(AT_FDCWD, staging_dir.c_str(), AT_FDCWD, target_dir.c_str(), RENAME_NOREPLACE);
+  if (rc != 0 && errno == EINVAL) {  // a filesystem without RENAME_NOREPLACE
+    struct stat st;
+    if (::lstat(target_dir.c_str(), &st) == 0)
+      errno = EEXIST;
+    else
+      rc = ::rename(staging_dir.c_str(), target_dir.c_str());
+  }
+  if (rc == 0) return absl::OkStatus();
+  if (errno == EEXIST || errno == ENOTEMPTY) {
+    return absl::FailedPreconditionError(absl::StrCat("target ", target_dir, " already exists"));
+  }
+  if (errno == EXDEV) {
+    return absl::InvalidArgumentError(absl::StrCat("staging ", staging_dir, " and target ",
+                                                   target_dir, " are on different filesystems"));
+  }
+  return absl::ErrnoToStatus(errno,
+                             absl::StrCat("cannot rename ", staging_dir, " to ", target_dir));
+}
+
+}  // namespace
+
+absl::StatusOr<uint64_t> CopyModelDir(const std::string& source_dir, const std::string& staging_dir,
+                                      const std::string& target_dir, const CopyOptions& options,
+                                      std::function<void(const CopyProgress&)> on_progress,
+                                      const std::atomic<bool>* cancel) {
+  const absl::Time start = absl::Now();
+  if (options.stats != nullptr) *options.stats = CopyStats();
+  struct stat st;
+  if (::lstat(target_dir.c_str(), &st) == 0) {
+    return absl::FailedPreconditionError(absl::StrCat("target ", target_dir, " already exists"));
+  }
+  std::vector<FileJob> jobs;
+  RETURN_IF_ERROR(PlanJobs(source_dir, options.verify_sha256, jobs));
+
+  std::error_code ec;
+  fs::remove_all(staging_dir, ec);  // a leftover from a copy that crashed
+  const std::string staging_parent = fs::path(staging_dir).parent_path().string();
+  const std::string target_parent = fs::path(target_dir).parent_path().string();
+  RETURN_IF_ERROR(common::MakeDirs(staging_parent));
+  RETURN_IF_ERROR(common::MakeDirs(target_parent));
+
+  Run run{jobs, staging_dir, target_dir, options, cancel};
+  absl::Status status = CopyAll(run, on_progress);
+  if (status.ok()) status = RenameIntoPlace(staging_dir, target_dir);
+  if (options.stats != nullptr) {
+    for (int m = 0; m < 3; ++m) options.stats->files_by_method[m] = run.by_method[m].load();
+    options.stats->files_hashed = run.hashed.load();
+  }
+  if (!status.ok()) {
+    fs::remove_all(staging_dir, ec);
+    if (ec) spdlog::warn("copy: cannot remove staging {}: {}", staging_dir, ec.message());
+    return status;
+  }
+  RETURN_IF_ERROR(FsyncPath(target_parent, O_RDONLY | O_DIRECTORY));
+  if (staging_parent != target_parent) {
+    RETURN_IF_ERROR(FsyncPath(staging_parent, O_RDONLY | O_DIRECTORY));
+  }
+  const uint64_t bytes = run.bytes_done.load();
+  const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  spdlog::info("copied {} -> {}: {} files, {} bytes in {:.2f} s ({:.2f} GB/s; {} hashed)",
+               source_dir, target_dir, jobs.size(), bytes, seconds,
+               seconds > 0 ? static_cast<double>(bytes) / seconds / 1e9 : 0.0, run.hashed.load());
+  return bytes;
+}
+
+}  // namespace gswarm::client
