@@ -262,7 +262,7 @@ v1::CommandUpdate CommandRunner::Copy(const v1::Command& command, const std::ato
     }
     DownloadRequest request;
     request.model_name = name;
-    request.source_url = "hf://gswarm/" + name;
+    request.source_url = copy.source_url().empty() ? "hf://gswarm/" + name : copy.source_url();
     request.target_dir = target;
     request.staging_dir = staging;
     request.hub = options_.hub;
@@ -276,7 +276,15 @@ v1::CommandUpdate CommandRunner::Copy(const v1::Command& command, const std::ato
           report(p.bytes_done, p.bytes_total, p.files_done, p.files_total);
         },
         cancel);
-    if (!result.ok()) return fail(result.status());
+    if (!result.ok()) {
+      if (absl::IsUnauthenticated(result.status()) || absl::IsPermissionDenied(result.status())) {
+        return fail(absl::PermissionDeniedError(
+            absl::StrCat("peer ", copy.peer_url(),
+                         " refused this node's cluster token (do both agents "
+                         "carry the host's token?)")));
+      }
+      return fail(result.status());
+    }
   } else {
     const bool from_dram = copy.source_tier() == "dram";
     absl::StatusOr<std::string> source =
@@ -336,17 +344,22 @@ v1::CommandUpdate CommandRunner::Copy(const v1::Command& command, const std::ato
     }
     dram_->Touch(name).IgnoreError();
   }
+  // Reported as the tier itself sees it, so that sizes and times match its later inventories.
   v1::Replica& replica = *update.mutable_replica();
+  for (v1::Replica& scanned : to_dram ? dram_->Scan() : disk_->Scan(false)) {
+    if (scanned.model_name() == name) replica = std::move(scanned);
+  }
   replica.set_model_name(name);
   replica.set_tier(copy.target_tier());
   replica.set_path(target);
   replica.set_state("ready");
-  replica.set_size_bytes(ModelBytes(target));
-  replica.set_pinned(to_dram && copy.pin());
+  if (replica.size_bytes() == 0) replica.set_size_bytes(ModelBytes(target));
   absl::StatusOr<ModelManifest> manifest = ReadManifest(target);
   if (manifest.ok()) {
-    replica.set_commit(manifest->commit);
-    replica.set_source_url(manifest->source_url);
+    if (replica.commit().empty()) replica.set_commit(manifest->commit);
+    if (replica.source_url().empty()) replica.set_source_url(manifest->source_url);
+    update.set_files_done(static_cast<uint32_t>(manifest->files.size()));
+    update.set_files_total(static_cast<uint32_t>(manifest->files.size()));
   }
   update.set_bytes_done(replica.size_bytes());
   update.set_bytes_total(replica.size_bytes());

@@ -140,8 +140,8 @@ absl::StatusOr<std::unique_ptr<DataServer>> DataServer::Start(Options options) {
   // stop() before the loop runs would be lost, and Stop() would then wait forever.
   const absl::Time deadline = absl::Now() + absl::Seconds(10);
   while (!s.is_running() && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(1));
-  spdlog::info("data port: serving {} on {}:{}{}", absl::StrJoin(o.roots, ", "), o.bind, bound,
-               o.auth_token.empty() ? " without auth" : "");
+  spdlog::debug("data port: serving {} on {}:{}{}", absl::StrJoin(o.roots, ", "), o.bind, bound,
+                o.auth_token.empty() ? " without auth" : "");
   return self;
 }
 

@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "client/disk_tier.h"
 #include "client/model_manifest.h"
 #include "common/model_metadata.h"
 #include "common/paths.h"
@@ -85,7 +86,7 @@ std::vector<v1::Replica> ScanRoot(const std::string& root, bool with_metadata) {
     replica.set_tier("dram");
     replica.set_path(path);
     replica.set_state("ready");
-    replica.set_size_bytes(DirBytes(entry.path()));
+    replica.set_size_bytes(ModelBytes(entry.path().string()));  // the model, not our bookkeeping
     // The copy that brought the model renamed it into place: the directory's ctime.
     *replica.mutable_loaded_at() = ToProto(st.st_ctim);
     struct stat marker;

@@ -172,6 +172,13 @@ struct Run {
   }
 };
 
+// Asks the kernel to start reading the next chunk while this one is copied. A cold source reads
+// about twice as fast this way through sendfile, whose own readahead stalls on every pipe-sized
+// step; on a warm source it costs a page cache lookup.
+void ReadAhead(int fd, uint64_t from, size_t len) {
+  ::posix_fadvise(fd, static_cast<off_t>(from), static_cast<off_t>(len), POSIX_FADV_WILLNEED);
+}
+
 // Moves bytes [*off, job.size) with copy_file_range or sendfile. Returns OK when done, and sets
 // `*refused` (with the status OK) when the kernel will not do it for these files.
 absl::Status KernelCopy(Run& run, const FileJob& job, CopyMethod method, int in, int out,
@@ -183,6 +190,7 @@ absl::Status KernelCopy(Run& run, const FileJob& job, CopyMethod method, int in,
   while (*off < job.size) {
     if (run.ShouldStop()) return run.Stopped();
     const size_t want = static_cast<size_t>(std::min<uint64_t>(chunk, job.size - *off));
+    ReadAhead(in, *off + want, chunk);
     ssize_t n;
     if (method == CopyMethod::kCopyFileRange) {
       loff_t in_off = static_cast<loff_t>(*off), out_off = static_cast<loff_t>(*off);

@@ -245,6 +245,12 @@ absl::StatusOr<v1::Job> Orchestrator::Copy(const v1::CopyRequest& request) {
           "node ", source->node_id(), " serves no data port for peers (client.data_port)"));
     }
     copy.set_peer_url(url);
+    if (absl::StartsWith(model.source_url(), "hf://") && !source->commit().empty()) {
+      absl::string_view repo = model.source_url();
+      absl::ConsumePrefix(&repo, "hf://");
+      copy.set_source_url(
+          absl::StrCat("hf://", repo.substr(0, repo.find('@')), "@", source->commit()));
+    }
     job.set_node_id(target);
   } else {
     job.set_node_id(source->node_id());

@@ -5,6 +5,7 @@
 #include <functional>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "common/auth.h"
 #include "common/grpc_util.h"
 #include "common/paths.h"
@@ -200,6 +201,11 @@ void RestGateway::InstallRoutes() {
 }
 
 absl::StatusOr<int> RestGateway::Bind(const std::string& host, int port) {
+  // httplib's default adds SO_REUSEPORT, which would let a second host share the port silently.
+  server_->set_socket_options([](socket_t sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, reinterpret_cast<const char*>(&yes), sizeof(yes));
+  });
   int bound =
       port == 0 ? server_->bind_to_any_port(host) : (server_->bind_to_port(host, port) ? port : -1);
   if (bound <= 0) {
@@ -212,6 +218,9 @@ absl::StatusOr<int> RestGateway::Bind(const std::string& host, int port) {
 
 void RestGateway::Start() {
   thread_ = std::thread([this] { server_->listen_after_bind(); });
+  // Stop() before the listen loop runs would be lost and leave it running: wait for it.
+  const absl::Time deadline = absl::Now() + absl::Seconds(5);
+  while (!server_->is_running() && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(1));
 }
 
 void RestGateway::Stop() {

@@ -15,6 +15,8 @@ Environment:
 
 Standard library only, except the gRPC helpers (Debian's python3-grpcio, imported lazily).
 Suites that download models use tests/support/fake_hf_hub.py through HubTestCase (below).
+Suites about the DRAM tier and copies use TierTestCase (a HubTestCase whose agents each get a
+DRAM tier of their own under /dev/shm).
 """
 
 import atexit
@@ -693,6 +695,168 @@ class HubTestCase(GSwarmTestCase):
         if r.status != 200 or not isinstance(r.json, dict):
             raise AssertionError(f"GET {path} answered {r!r}")
         return sorted(m["name"] for m in r.json.get("models", []))
+
+
+# ---- tiers: the DRAM tier, copies between tiers and nodes -------------------------------------
+
+GiB = 1024 ** 3
+
+
+def model_files(model_dir):
+    """{relative path: absolute path} of a model directory's files, GSwarm's own .gswarm/ aside."""
+    out = {}
+    for dirpath, dirnames, names in os.walk(model_dir):
+        dirnames[:] = [d for d in dirnames if d != ".gswarm"]
+        for n in names:
+            full = os.path.join(dirpath, n)
+            out[os.path.relpath(full, model_dir)] = full
+    return out
+
+
+def read_manifest(model_dir):
+    """<model_dir>/.gswarm/manifest.json as a dict."""
+    with open(os.path.join(model_dir, ".gswarm", "manifest.json")) as f:
+        return json.load(f)
+
+
+def tree_bytes(root):
+    """Bytes of every regular file under `root` (0 when it does not exist)."""
+    total = 0
+    for dirpath, _, names in os.walk(root):
+        for n in names:
+            try:
+                total += os.lstat(os.path.join(dirpath, n)).st_size
+            except FileNotFoundError:
+                pass
+    return total
+
+
+def format_bytes(n):
+    """GSwarm's way of printing a size: "17 B", "3.0 KiB", "21.1 MiB" (client/dram_tier.cc)."""
+    if n < 1024:
+        return f"{n} B"
+    value, unit = n / 1024, 0
+    while value >= 1024 and unit < 3:
+        value /= 1024
+        unit += 1
+    return f"{value:.1f} {('KiB', 'MiB', 'GiB', 'TiB')[unit]}"
+
+
+class TierTestCase(HubTestCase):
+    """HubTestCase plus agents with a DRAM tier each: a fresh directory under
+    /dev/shm/gswarm-it-<random>/<node> (removed when the test ends, after its processes die),
+    and helpers for POST /copy and the memory endpoints."""
+
+    def setUp(self):
+        super().setUp()
+        self.shm_root = tempfile.mkdtemp(prefix="gswarm-it-", dir="/dev/shm")
+        self.addCleanup(self._remove_shm_root)
+
+    def _remove_shm_root(self):
+        self._kill_all()  # a live agent could write into its tier after the removal
+        if os.environ.get("GSWARM_TEST_KEEP"):
+            sys.stderr.write(f"kept {self.shm_root}\n")
+            return
+        shutil.rmtree(self.shm_root, ignore_errors=True)
+
+    def dram_dir(self, node_id):
+        return os.path.join(self.shm_root, node_id)
+
+    def dram_model_dir(self, node_id, name):
+        return os.path.join(self.dram_dir(node_id), name)
+
+    def write_tier_config(self, home, node_id, dram_gib=0.05, host=None, **client_extra):
+        """(Re)writes an agent's config: its client section with the DRAM tier at
+        dram_dir(node_id) and a budget of `dram_gib` GiB, plus `host` as its host: section."""
+        doc = {"client": self.client_section(home, node_id, dram_cache_dir=self.dram_dir(node_id),
+                                             dram_cache_size=dram_gib, **client_extra)}
+        if host:
+            doc["host"] = host
+        home.write_config(doc)
+
+    def make_tier_agent_home(self, node_id, dram_gib=0.05, host=None, **client_extra):
+        home = self.make_agent_home(node_id)
+        self.write_tier_config(home, node_id, dram_gib, host, **client_extra)
+        return home
+
+    def start_tier_cluster(self, budgets=None, agent_host=None, host_extra=None):
+        """A host and one agent per node of `budgets` ({node_id: DRAM GiB}, default node-a with
+        0.05), all pointed at the fake hub; `agent_host` is every agent's host: section.
+        Returns (host, {node_id: agent})."""
+        budgets = budgets or {"node-a": 0.05}
+        self.make_host_home(host_extra=host_extra)
+        host = self.start_host()
+        agents = {}
+        for nid, gib in budgets.items():
+            self.make_tier_agent_home(nid, gib, host=agent_host)
+            agents[nid] = self.start_agent(nid, env_extra=self.hub_env())
+        for nid, agent in agents.items():
+            self.wait_node(nid, "online", procs=[host, agent])
+        return host, agents
+
+    def copy(self, name, source="disk", target="dram", wait=True, timeout=JOB_TIMEOUT_S,
+             **extra):
+        """POST /copy; returns the Response (a failed copy with wait is HTTP 409)."""
+        body = {"model_name": name, "source_device": source, "target_device": target,
+                "keep_source": True, "wait": wait}
+        body.update(extra)
+        return self.rest("POST", "/copy", token=self.api_token(), body=body, timeout=timeout)
+
+    def copy_ok(self, name, source="disk", target="dram", **kw):
+        """A copy that must succeed; returns its job."""
+        r = self.copy(name, source, target, **kw)
+        job = (r.json or {}).get("job") if isinstance(r.json, dict) else None
+        if r.status != 200 or not job or job.get("state") != "succeeded":
+            raise AssertionError(f"copy of {name} {source} -> {target} {kw} should succeed: {r!r}")
+        return job
+
+    def dram_replicas(self):
+        """GET /memory/dram's "dram" list."""
+        r = self.rest("GET", "/memory/dram", token=self.api_token())
+        if r.status != 200 or not isinstance(r.json, dict):
+            raise AssertionError(f"GET /memory/dram answered {r!r}")
+        return r.json.get("dram", [])
+
+    def dram_names(self, node_id=None):
+        return sorted(r.get("model_name") for r in self.dram_replicas()
+                      if node_id is None or r.get("node_id") == node_id)
+
+    def dram_entries(self, node_id):
+        """What is under a node's DRAM directory (hidden staging included), sorted."""
+        d = self.dram_dir(node_id)
+        return sorted(os.listdir(d)) if os.path.isdir(d) else []
+
+    def visible_dram_models(self, node_id):
+        """Directories under a node's DRAM tier that look like models (names not hidden)."""
+        return [e for e in self.dram_entries(node_id) if not e.startswith(".")]
+
+    def replica_tiers(self, name):
+        """{(node_id, tier)} of GET /models/{name}'s ready replicas (empty when not listed)."""
+        model = self.get_model(name)
+        if model is None:
+            return set()
+        return {(r.get("node_id"), r.get("tier")) for r in model.get("replicas", [])
+                if r.get("state") == "ready"}
+
+    def assert_same_files(self, model_dir, expected):
+        """`model_dir` holds exactly the files of `expected` ({path: {"size", "sha256"}}), each
+        with its size and sha256."""
+        got = model_files(model_dir)
+        self.assertEqual(sorted(got), sorted(expected), f"files in {model_dir}")
+        for path, entry in expected.items():
+            self.assertEqual(os.path.getsize(got[path]), entry["size"], f"size of {path}")
+            if entry.get("sha256"):
+                self.assertEqual(sha256_file(got[path]), entry["sha256"], f"sha256 of {path}")
+
+    def assert_matches_manifest(self, model_dir, manifest_dir=None):
+        """Files in `model_dir` are exactly those of the manifest in `manifest_dir` (default:
+        the model's own), sizes and sha256 alike. Returns the manifest."""
+        manifest = read_manifest(manifest_dir or model_dir)
+        expected = {f["path"]: {"size": f["size"], "sha256": f.get("sha256")}
+                    for f in manifest.get("files", [])}
+        self.assertTrue(expected, f"the manifest of {manifest_dir or model_dir} lists no files")
+        self.assert_same_files(model_dir, expected)
+        return manifest
 
 
 def error_message(response):

@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -219,6 +220,26 @@ TEST_F(DataServerTest, FindsAHubRepoThatArrivesAfterTheFirstLookup) {
   EXPECT_EQ(listing->commit, kOtherSha);
 }
 
+TEST_F(DataServerTest, InterruptedPullResumesWithRange) {
+  const std::string big = RandomBytes(16 << 20, 4);
+  WriteModel(disk_ + "/big", "file:///x", "", {{"w.bin", big}});
+  DownloadRequest req;
+  req.model_name = "big";
+  req.source_url = "hf://gswarm/big";
+  req.target_dir = out_ + "/big";
+  req.staging_dir = out_ + "/.gswarm-staging/big";
+  req.hub = Hub();
+  std::atomic<bool> cancel{false};
+  absl::StatusOr<DownloadResult> first = Downloader().Run(
+      req, [&](const DownloadProgress& p) { cancel = cancel || p.bytes_done >= (2 << 20); },
+      &cancel);
+  ASSERT_TRUE(absl::IsCancelled(first.status())) << first.status();
+  absl::StatusOr<DownloadResult> second = Downloader().Run(req, nullptr, nullptr);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_LT(second->bytes_fetched, big.size());  // continued, not restarted
+  EXPECT_EQ(Slurp(out_ + "/big/w.bin"), big);
+}
+
 TEST_F(DataServerTest, WrongOrMissingTokenFailsAndNothingLands) {
   absl::StatusOr<DownloadResult> none = Download("t1", "hf://gswarm/thing", "");
   EXPECT_TRUE(absl::IsUnauthenticated(none.status())) << none.status();
@@ -287,6 +308,10 @@ TEST_F(DataServerTest, ServesRangesAndHead) {
   HttpResponse clamped = Request("GET", path, {"Range: bytes=5-999999999"});
   EXPECT_EQ(clamped.status, 206);
   EXPECT_EQ(clamped.body, bytes.substr(5));
+
+  HttpResponse several = Request("GET", path, {"Range: bytes=0-1,5-6"});
+  EXPECT_EQ(several.status, 200);  // several ranges: the whole file, as HTTP allows
+  EXPECT_EQ(several.body, bytes);
 
   HttpResponse beyond = Request("GET", path, {"Range: bytes=" + size + "-"});
   EXPECT_EQ(beyond.status, 416);
