@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "cli/api_client.h"
+#include "cli/instance_commands.h"
 #include "cli/model_commands.h"
 #include "cli/output.h"
 #include "cli/server_commands.h"
@@ -226,6 +227,7 @@ int RunCli(int argc, char** argv) {
   CLI::App* version = app.add_subcommand("version", "Print GSwarm's version");
   ModelCommands models(app);
   TierCommands tiers(app);
+  InstanceCommands instances(app);
 
   try {
     app.parse(argc, argv);
@@ -267,6 +269,7 @@ int RunCli(int argc, char** argv) {
   if (memory->parsed()) return ShowMemory(**api, global.json);
   if (models.Parsed()) return models.Run(**api, global.json);
   if (tiers.Parsed()) return tiers.Run(**api, global.json);
+  if (instances.Parsed()) return instances.Run(**api, global.json);
   return PrintError("no command given; see gswarm --help");
 }
 

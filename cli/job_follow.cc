@@ -17,6 +17,7 @@ class ProgressBar {
   explicit ProgressBar(std::string label) : label_(std::move(label)), tty_(isatty(2) == 1) {}
 
   void Draw(const v1::Job& job) {
+    if (job.kind() == "serve" || job.kind() == "stop") return Spin(job);
     const absl::Time now = absl::Now();
     // Until the file list is known there is nothing worth a line in a log.
     if (!tty_ && (job.bytes_total() == 0 || now - last_ < absl::Seconds(5))) return;
@@ -42,6 +43,20 @@ class ProgressBar {
     drawn_ = true;
   }
 
+  // Engines report no bytes while they load: a spinner and the time so far.
+  void Spin(const v1::Job& job) {
+    static constexpr const char* kFrames[] = {"|", "/", "-", "\\"};
+    const absl::Time now = absl::Now();
+    if (started_ == absl::InfinitePast()) started_ = now;
+    if (!tty_ && now - last_ < absl::Seconds(5)) return;
+    last_ = now;
+    std::string line = absl::StrFormat(
+        "%s %s %s %s", label_, job.kind() == "serve" ? "starting" : "stopping",
+        kFrames[frame_++ % 4], HumanDuration(absl::ToDoubleSeconds(now - started_)));
+    std::cerr << (tty_ ? "\r\033[K" : "") << line << (tty_ ? "" : "\n") << std::flush;
+    drawn_ = true;
+  }
+
   void Done() {
     if (tty_ && drawn_) std::cerr << "\n";
   }
@@ -51,6 +66,8 @@ class ProgressBar {
   const bool tty_;
   bool drawn_ = false;
   absl::Time last_ = absl::InfinitePast();
+  absl::Time started_ = absl::InfinitePast();
+  int frame_ = 0;
 };
 
 }  // namespace

@@ -46,6 +46,12 @@ absl::StatusOr<AgentOptions> Agent::OptionsFromConfig(const common::Config& full
   options.disk.hf_hub_dir = HfHubDir(full.host.huggingface_cache_dir);
   options.discover_hf_cache_on_connect = full.host.auto_discover_models;
   options.hub = HubOptions::FromEnvironment();
+  options.engines = common::EffectiveEngines(config);
+  options.default_engine = config.default_engine;
+  options.gpu_memory_utilization = config.default_gpu_memory_utilization;
+  options.max_concurrent_requests = config.max_concurrent_requests;
+  options.instance_state_dir = common::StateDir() + "/instances";
+  options.instance_log_dir = common::StateDir() + "/logs";
   return options;
 }
 
@@ -54,11 +60,26 @@ Agent::Agent(AgentOptions options, std::unique_ptr<MemoryProbe> probe)
       probe_(std::move(probe)),
       disk_(options_.disk),
       dram_(options_.dram) {
+  InstanceSupervisor::Options supervision;
+  supervision.state_dir = options_.instance_state_dir;
+  supervision.log_dir = options_.instance_log_dir;
+  // Every state change goes to the host at once, not at the next heartbeat.
+  supervision.on_change = [this](const v1::Instance& instance) {
+    v1::AgentMessage message;
+    *message.mutable_heartbeat()->add_instances() = instance;
+    SendToHost(message);
+  };
+  supervisor_ = std::make_unique<InstanceSupervisor>(std::move(supervision));
   CommandRunner::Options runner;
   runner.hub = options_.hub;
   runner.cluster_token = options_.auth_token;
-  runner_ = std::make_unique<CommandRunner>(
-      runner, &disk_, &dram_, [this](v1::AgentMessage message) { SendToHost(message); });
+  runner.engines = options_.engines;
+  runner.default_engine = options_.default_engine;
+  runner.gpu_memory_utilization = options_.gpu_memory_utilization;
+  runner.max_concurrent_requests = options_.max_concurrent_requests;
+  runner_ =
+      std::make_unique<CommandRunner>(runner, &disk_, &dram_, supervisor_.get(),
+                                      [this](v1::AgentMessage message) { SendToHost(message); });
   // gRPC's own reconnect backoff (up to 120 s by default) would hold back our redials; keep it
   // within the agent's backoff so a restarted host is found as soon as the agent retries.
   grpc::ChannelArguments args;
@@ -96,6 +117,11 @@ void Agent::Start() {
                    server.status().message());
     }
   }
+  // Engines a previous agent left running (it did not clean up) are taken over, not duplicated.
+  for (const v1::Instance& adopted : supervisor_->Adopt()) {
+    spdlog::info("instance={} model={}: adopted ({}, pid {}, {})", adopted.id(),
+                 adopted.model_name(), adopted.state(), adopted.pid(), adopted.endpoint());
+  }
   spdlog::info("agent node={} connecting to host {}", options_.node_id, options_.host_target);
   thread_ = std::thread([this] { Run(); });
 }
@@ -111,6 +137,7 @@ void Agent::Stop() {
   runner_.reset();
   if (data_server_) data_server_->Stop();
   if (options_.cleanup_on_shutdown) {
+    supervisor_->StopAll();
     if (absl::Status cleared = dram_.Clear(); cleared.ok()) {
       spdlog::info("DRAM tier emptied (cleanup_on_shutdown)");
     } else {
@@ -142,6 +169,7 @@ v1::Hello Agent::MakeHello() {
     *hello.add_replicas() = std::move(replica);
   }
   hello.set_data_port(data_server_ ? static_cast<uint32_t>(data_server_->port()) : 0);
+  for (const v1::Instance& instance : supervisor_->List()) *hello.add_instances() = instance;
   *hello.mutable_memory() = probe_->Sample();
   hello.set_dram_total_bytes(hello.memory().dram_total_bytes());
   *hello.mutable_gpus() = hello.memory().gpus();

@@ -8,6 +8,7 @@
 // client API: an agent has one stream, so a reader thread and a heartbeat thread are cheap.
 
 #include <atomic>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -18,9 +19,11 @@
 #include "client/data_server.h"
 #include "client/disk_tier.h"
 #include "client/dram_tier.h"
+#include "client/instance_supervisor.h"
 #include "client/memory_probe.h"
 #include "common/backoff.h"
 #include "common/config.h"
+#include "common/engine_spec.h"
 #include "grpcpp/security/credentials.h"
 #include "gswarm/v1/agent.grpc.pb.h"
 
@@ -50,6 +53,14 @@ struct AgentOptions {
   bool cleanup_on_shutdown = true;
   // How commands reach the Hub (HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE).
   HubOptions hub;
+  // Engines (presets and client.engines), the default one, and what instances get.
+  std::map<std::string, common::EngineSpec> engines;
+  std::string default_engine = "vllm";
+  double gpu_memory_utilization = 0.9;
+  int max_concurrent_requests = 256;
+  // Instance records (for re-adoption) and logs: ~/.cache/gswarm/instances, .../logs.
+  std::string instance_state_dir;
+  std::string instance_log_dir;
 };
 
 class Agent {
@@ -98,6 +109,7 @@ class Agent {
   DiskTier disk_;
   DramTier dram_;
   std::unique_ptr<DataServer> data_server_;
+  std::unique_ptr<InstanceSupervisor> supervisor_;
   // Last: its workers send through the members above, so it goes first.
   std::unique_ptr<CommandRunner> runner_;
 };

@@ -1,7 +1,9 @@
 #include "client/command_runner.h"
 
+#include <algorithm>
 #include <filesystem>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -29,10 +31,12 @@ v1::CommandUpdate Outcome(const std::string& id, const absl::Status& status) {
 
 }  // namespace
 
-CommandRunner::CommandRunner(Options options, const DiskTier* disk, DramTier* dram, SendFn send)
+CommandRunner::CommandRunner(Options options, const DiskTier* disk, DramTier* dram,
+                             InstanceSupervisor* supervisor, SendFn send)
     : options_(std::move(options)),
       disk_(disk),
       dram_(dram),
+      supervisor_(supervisor),
       send_(std::move(send)),
       pool_(std::make_unique<common::WorkerPool>(
           "agent command pool", static_cast<size_t>(std::max(1, options_.max_concurrent)), 4096)) {}
@@ -93,6 +97,12 @@ void CommandRunner::Run(const v1::Command& command, std::shared_ptr<std::atomic<
       break;
     case v1::Command::kCopy:
       result = Copy(command, cancel.get());
+      break;
+    case v1::Command::kServe:
+      result = Serve(command, cancel.get());
+      break;
+    case v1::Command::kStop:
+      result = StopInstance(command);
       break;
     case v1::Command::kDiscover:
       result = Discover(command);
@@ -388,6 +398,137 @@ v1::CommandUpdate CommandRunner::Validate(const v1::Command& command) {
   update.set_files_done(checked);
   update.set_files_total(checked);
   if (problems->empty()) update.set_message(absl::StrCat(checked, " files intact"));
+  return update;
+}
+
+absl::StatusOr<InstanceSpec> CommandRunner::PlanInstance(const v1::ServeCommand& serve) const {
+  const std::string engine = serve.engine().empty() ? options_.default_engine : serve.engine();
+  auto found = options_.engines.find(engine);
+  if (found == options_.engines.end()) {
+    std::string known;
+    for (const auto& [name, spec] : options_.engines)
+      absl::StrAppend(&known, known.empty() ? "" : ", ", name);
+    return absl::NotFoundError(absl::StrCat("engine \"", engine,
+                                            "\" is not configured on this node (known: ", known,
+                                            "; add it under client.engines)"));
+  }
+  const common::EngineSpec& engine_spec = found->second;
+  RETURN_IF_ERROR(common::FindExecutable(engine_spec).status());
+
+  const std::string& name = serve.model_name();
+  std::error_code ec;
+  absl::StatusOr<std::string> model_path =
+      serve.source_tier() == "dram" && std::filesystem::is_directory(dram_->ModelDir(name), ec)
+          ? absl::StatusOr<std::string>(dram_->ModelDir(name))
+          : disk_->Locate(name);
+  if (!model_path.ok()) return model_path.status();
+  // Single-file engines (llama-server) take the weights file: the first GGUF that is not a
+  // multimodal projector.
+  std::string model_file;
+  std::vector<std::string> ggufs;
+  for (const auto& entry : std::filesystem::directory_iterator(*model_path, ec)) {
+    const std::string file = entry.path().filename().string();
+    if (absl::EndsWith(file, ".gguf") && !absl::StartsWith(file, "mmproj")) {
+      ggufs.push_back(entry.path().string());
+    }
+  }
+  std::sort(ggufs.begin(), ggufs.end());
+  if (!ggufs.empty()) model_file = ggufs.front();
+
+  int port = static_cast<int>(serve.port());
+  if (port == 0) {
+    ASSIGN_OR_RETURN(port, InstanceSupervisor::FreePort());
+  } else if (InstanceSupervisor::PortInUse(port)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("port ", port, " is in use on this node (pick another or omit it)"));
+  }
+  common::EngineVars vars;
+  vars.model_path = *model_path;
+  vars.model_file = model_file;
+  vars.model_name = name;
+  vars.host = "127.0.0.1";
+  vars.port = port;
+  vars.gpu = serve.gpu_device() == "cpu" ? "" : serve.gpu_device().substr(3);
+  vars.gpu_memory_utilization = options_.gpu_memory_utilization;
+  vars.max_concurrent_requests = options_.max_concurrent_requests;
+  InstanceSpec spec;
+  ASSIGN_OR_RETURN(spec.argv, common::RenderCommand(engine_spec, vars));
+  for (const std::string& arg : serve.extra_args()) spec.argv.push_back(arg);
+  spec.id = serve.instance_id();
+  spec.model_name = name;
+  spec.engine = engine;
+  spec.env = engine_spec.env;
+  spec.gpu_device = serve.gpu_device();
+  spec.host = vars.host;
+  spec.port = port;
+  spec.health_path = engine_spec.health_path;
+  spec.ready_timeout = absl::Seconds(engine_spec.ready_timeout_s);
+  spec.source_tier = *model_path == dram_->ModelDir(name) ? "dram" : "disk";
+  return spec;
+}
+
+v1::CommandUpdate CommandRunner::Serve(const v1::Command& command,
+                                       const std::atomic<bool>* cancel) {
+  const v1::ServeCommand& serve = command.serve();
+  // The same command again (the agent reconnected): report the instance it started.
+  if (std::optional<v1::Instance> known = supervisor_->Get(serve.instance_id());
+      known.has_value()) {
+    v1::CommandUpdate update = Outcome(
+        command.id(),
+        known->state() == "ready"
+            ? absl::OkStatus()
+            : absl::UnavailableError(absl::StrCat("instance ", known->id(), " is ", known->state(),
+                                                  ": ", known->state_reason())));
+    *update.mutable_instance() = *known;
+    if (known->state() == "starting") update.set_state("running");
+    if (known->state() != "starting") return update;
+  }
+  absl::StatusOr<InstanceSpec> spec = PlanInstance(serve);
+  if (!spec.ok()) return Outcome(command.id(), spec.status());
+  absl::StatusOr<v1::Instance> started = supervisor_->Start(*spec);
+  if (!started.ok()) return Outcome(command.id(), started.status());
+  if (spec->source_tier == "dram") dram_->Touch(serve.model_name()).IgnoreError();
+
+  v1::CommandUpdate running;
+  running.set_command_id(command.id());
+  running.set_state("running");
+  running.set_message(absl::StrCat("starting ", spec->engine, " on port ", spec->port));
+  *running.mutable_instance() = *started;
+  Send(running);
+
+  // Wait until the engine answers, fails, or the serve is cancelled (which stops it).
+  const absl::Time deadline = absl::Now() + spec->ready_timeout + absl::Seconds(30);
+  std::optional<v1::Instance> now = *started;
+  while (absl::Now() < deadline) {
+    now = supervisor_->Get(spec->id);
+    if (!now.has_value() || now->state() != "starting") break;
+    if (cancel->load()) {
+      absl::StatusOr<v1::Instance> stopped = supervisor_->Stop(spec->id, /*force=*/false);
+      v1::CommandUpdate update = Outcome(command.id(), absl::CancelledError("serve cancelled"));
+      if (stopped.ok()) *update.mutable_instance() = *stopped;
+      return update;
+    }
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  if (!now.has_value()) {
+    return Outcome(command.id(), absl::InternalError("the instance vanished while starting"));
+  }
+  v1::CommandUpdate update = Outcome(
+      command.id(), now->state() == "ready" ? absl::OkStatus()
+                                            : absl::UnavailableError(absl::StrCat(
+                                                  spec->engine, " for ", serve.model_name(), " ",
+                                                  now->state(), ": ", now->state_reason())));
+  *update.mutable_instance() = *now;
+  update.set_message(now->state() == "ready" ? absl::StrCat("ready at ", now->endpoint())
+                                             : update.message());
+  return update;
+}
+
+v1::CommandUpdate CommandRunner::StopInstance(const v1::Command& command) {
+  absl::StatusOr<v1::Instance> stopped =
+      supervisor_->Stop(command.stop().instance_id(), command.stop().force());
+  v1::CommandUpdate update = Outcome(command.id(), stopped.status());
+  if (stopped.ok()) *update.mutable_instance() = *stopped;
   return update;
 }
 

@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -22,6 +23,8 @@
 #include "client/disk_tier.h"
 #include "client/downloader.h"
 #include "client/dram_tier.h"
+#include "client/instance_supervisor.h"
+#include "common/engine_spec.h"
 #include "common/worker_pool.h"
 #include "gswarm/v1/agent.pb.h"
 
@@ -33,6 +36,11 @@ class CommandRunner {
     HubOptions hub;
     // Presented to peers' data ports (cross-node copies, peer downloads).
     std::string cluster_token;
+    // Engines this node can run (presets and client.engines) and the default one.
+    std::map<std::string, common::EngineSpec> engines;
+    std::string default_engine = "vllm";
+    double gpu_memory_utilization = 0.9;
+    int max_concurrent_requests = 256;
     int max_concurrent = 4;
     absl::Duration update_interval = absl::Milliseconds(250);
   };
@@ -40,8 +48,9 @@ class CommandRunner {
   // command on reconnect, and a finished command answers its final update again).
   using SendFn = std::function<void(v1::AgentMessage)>;
 
-  // The tiers must outlive the runner.
-  CommandRunner(Options options, const DiskTier* disk, DramTier* dram, SendFn send);
+  // The tiers and the supervisor must outlive the runner.
+  CommandRunner(Options options, const DiskTier* disk, DramTier* dram,
+                InstanceSupervisor* supervisor, SendFn send);
   // Cancels what runs (downloads keep their partial files) and waits for it.
   ~CommandRunner();
 
@@ -59,6 +68,9 @@ class CommandRunner {
   v1::CommandUpdate Download(const v1::Command& command, const std::atomic<bool>* cancel);
   v1::CommandUpdate Delete(const v1::Command& command);
   v1::CommandUpdate Copy(const v1::Command& command, const std::atomic<bool>* cancel);
+  v1::CommandUpdate Serve(const v1::Command& command, const std::atomic<bool>* cancel);
+  v1::CommandUpdate StopInstance(const v1::Command& command);
+  absl::StatusOr<InstanceSpec> PlanInstance(const v1::ServeCommand& serve) const;
   // Makes room in DRAM for `bytes` (evicting when allowed); adds what it evicted to `update`.
   // REQUIRES: dram_mu_ held, so that two copies do not plan with the same free bytes.
   absl::Status MakeDramRoom(const std::string& name, uint64_t bytes, bool evict,
@@ -72,6 +84,7 @@ class CommandRunner {
   const Options options_;
   const DiskTier* const disk_;
   DramTier* const dram_;
+  InstanceSupervisor* const supervisor_;
   // One copy into DRAM plans and fills at a time (see DramTier::PlanRoom).
   absl::Mutex dram_mu_;
   const SendFn send_;

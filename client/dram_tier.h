@@ -37,8 +37,8 @@ class DramTier {
   explicit DramTier(Options options);
 
   // Every complete model under root as a ready "dram" replica: name, path, size (bytes of its
-  // files), commit and source from its manifest when it has one, metadata, pinned, last_used_at,
-  // loaded_at.
+  // files outside .gswarm/), commit and source from its manifest when it has one, metadata, pinned,
+  // last_used_at, loaded_at.
   std::vector<v1::Replica> Scan() const;
 
   // Bytes of every file under root, models and copies in flight (staging) alike.

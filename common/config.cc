@@ -16,6 +16,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "common/auth.h"
@@ -84,6 +85,7 @@ constexpr Key kKeys[] = {
     GSWARM_KEY("client.auth_token", client.auth_token, Check::kNone, true),
     GSWARM_KEY("client.data_port", client.data_port, Check::kPort),
     GSWARM_KEY("client.heartbeat_interval_s", client.heartbeat_interval_s, Check::kPositive),
+    GSWARM_KEY("client.default_engine", client.default_engine),
 };
 
 #undef GSWARM_KEY
@@ -232,6 +234,167 @@ absl::Status ApplyNode(Config& config, const Key& key, const YAML::Node& value,
   return Invalid(source, absl::StrCat("expected ", TypeName(field), ", got ", Describe(value)));
 }
 
+// client.engines: a map, not a key of the table, read by ReadEngines.
+constexpr char kEnginesKey[] = "client.engines";
+
+// A plain (unquoted) scalar YAML would read as a number or a boolean.
+bool LooksLikeNonString(const YAML::Node& node) {
+  if (node.Tag() != "?") return false;
+  double number = 0;
+  std::string lower = absl::AsciiStrToLower(node.Scalar());
+  return absl::SimpleAtod(node.Scalar(), &number) || lower == "true" || lower == "false";
+}
+
+// `command:` as a list of strings, or one string split like a command line.
+absl::Status ReadCommand(const YAML::Node& value, absl::string_view source,
+                         std::vector<std::string>& command) {
+  command.clear();
+  if (value.IsNull()) return absl::OkStatus();  // empty: ValidateEngineSpec says so
+  if (value.IsSequence()) {
+    for (const YAML::Node& arg : value) {
+      if (!arg.IsScalar()) {
+        return Invalid(source, absl::StrCat("expected each argument to be a string, got ",
+                                            Describe(arg), " at line ", arg.Mark().line + 1));
+      }
+      command.push_back(arg.Scalar());
+    }
+    return absl::OkStatus();
+  }
+  if (!value.IsScalar() || LooksLikeNonString(value)) {
+    return Invalid(source, absl::StrCat("expected a list of strings or a command line string, got ",
+                                        Describe(value)));
+  }
+  absl::StatusOr<std::vector<std::string>> split = SplitCommandLine(value.Scalar());
+  if (!split.ok()) return Invalid(source, split.status().message());
+  command = *std::move(split);
+  return absl::OkStatus();
+}
+
+// One entry of client.engines at key path `path`; `spec` holds the preset of that name, if any.
+absl::Status ReadEngine(const YAML::Node& node, const YAML::Mark& name_mark, absl::string_view file,
+                        const std::string& path, EngineSpec& spec, Config& config) {
+  if (!node.IsMap()) {
+    return Invalid(absl::StrCat(Location(file, name_mark), ": ", path),
+                   absl::StrCat("expected a map with command (and optionally health_path, "
+                                "ready_timeout_s, env), got ",
+                                Describe(node)));
+  }
+  std::map<std::string, YAML::Mark> marks;  // by EngineSpecErrorField, for validation messages
+  std::set<std::string> seen;
+  for (const auto& entry : node) {
+    const YAML::Node& name = entry.first;
+    const YAML::Node& value = entry.second;
+    const std::string where = Location(file, name.Mark());
+    if (!name.IsScalar()) {
+      config.warnings.push_back(
+          absl::StrCat(where, ": unknown key (", Describe(name), ") in ", path, " (ignored)"));
+      continue;
+    }
+    const std::string field = name.Scalar();
+    const std::string key = absl::StrCat(path, ".", field);
+    const std::string source = absl::StrCat(where, ": ", key);
+    if (!seen.insert(field).second) {
+      config.warnings.push_back(
+          absl::StrCat(where, ": duplicate key \"", key, "\" (the last one wins)"));
+    }
+    marks[field] = name.Mark();
+    if (field == "command") {
+      RETURN_IF_ERROR(ReadCommand(value, source, spec.command));
+    } else if (field == "health_path") {
+      if (!value.IsScalar() && !value.IsNull()) {
+        return Invalid(source, absl::StrCat("expected a string, got ", Describe(value)));
+      }
+      spec.health_path = value.IsNull() ? "" : value.Scalar();
+    } else if (field == "ready_timeout_s") {
+      double seconds = 0;
+      if (!value.IsScalar()) {
+        return Invalid(source, absl::StrCat("expected a number, got ", Describe(value)));
+      }
+      if (!absl::SimpleAtod(absl::StripAsciiWhitespace(value.Scalar()), &seconds) ||
+          !std::isfinite(seconds)) {
+        return Invalid(source, Quote(value.Scalar()) + " is not a number");
+      }
+      spec.ready_timeout_s = seconds;
+    } else if (field == "env") {
+      spec.env.clear();
+      if (value.IsNull()) continue;
+      if (!value.IsMap()) {
+        return Invalid(source, absl::StrCat("expected a map of variable names to values, got ",
+                                            Describe(value)));
+      }
+      for (const auto& variable : value) {
+        const std::string at = Location(file, variable.first.Mark());
+        if (!variable.first.IsScalar()) {
+          return Invalid(absl::StrCat(at, ": ", key),
+                         absl::StrCat("expected a variable name, got ", Describe(variable.first)));
+        }
+        const std::string var = variable.first.Scalar();
+        if (!variable.second.IsScalar() && !variable.second.IsNull()) {
+          return Invalid(absl::StrCat(at, ": ", key, ".", var),
+                         absl::StrCat("expected a string, got ", Describe(variable.second)));
+        }
+        spec.env[var] = variable.second.IsNull() ? "" : variable.second.Scalar();
+        marks[absl::StrCat("env.", var)] = variable.first.Mark();
+      }
+    } else {
+      config.warnings.push_back(absl::StrCat(where, ": unknown key \"", key, "\" (ignored)"));
+    }
+  }
+  if (absl::Status valid = ValidateEngineSpec(spec); !valid.ok()) {
+    const std::string field = EngineSpecErrorField(valid);
+    auto mark = marks.find(field);
+    return Invalid(absl::StrCat(Location(file, mark != marks.end() ? mark->second : name_mark),
+                                ": ", path, field.empty() ? "" : ".", field),
+                   valid.message());
+  }
+  return absl::OkStatus();
+}
+
+// client.engines: engine name -> {command, health_path, ready_timeout_s, env}. An entry named
+// like a preset starts from the preset.
+absl::Status ReadEngines(const YAML::Node& node, absl::string_view file, Config& config) {
+  config.client.engines.clear();  // a repeated `engines:` replaces the earlier one
+  if (node.IsNull()) return absl::OkStatus();
+  if (!node.IsMap()) {
+    return Invalid(absl::StrCat(Location(file, node.Mark()), ": ", kEnginesKey),
+                   absl::StrCat("expected a map of engine names to {command, health_path, "
+                                "ready_timeout_s, env}, got ",
+                                Describe(node)));
+  }
+  const std::map<std::string, EngineSpec> presets = BuiltinEngines();
+  for (const auto& entry : node) {
+    const YAML::Node& name = entry.first;
+    const std::string where = Location(file, name.Mark());
+    if (!name.IsScalar() || name.Scalar().empty()) {
+      return Invalid(
+          absl::StrCat(where, ": ", kEnginesKey),
+          absl::StrCat("an engine name must be a non-empty string, got ", Describe(name)));
+    }
+    const std::string path = absl::StrCat(kEnginesKey, ".", name.Scalar());
+    if (config.client.engines.count(name.Scalar()) > 0) {
+      config.warnings.push_back(
+          absl::StrCat(where, ": duplicate key \"", path, "\" (the last one wins)"));
+    }
+    EngineSpec spec;
+    if (auto preset = presets.find(name.Scalar()); preset != presets.end()) spec = preset->second;
+    spec.name = name.Scalar();
+    RETURN_IF_ERROR(ReadEngine(entry.second, name.Mark(), file, path, spec, config));
+    config.client.engines[spec.name] = std::move(spec);
+  }
+  return absl::OkStatus();
+}
+
+// client.default_engine must name a preset or a configured engine.
+absl::Status CheckDefaultEngine(const ClientConfig& client, absl::string_view source) {
+  const std::map<std::string, EngineSpec> engines = EffectiveEngines(client);
+  if (engines.count(client.default_engine) > 0) return absl::OkStatus();
+  std::vector<std::string> names;
+  for (const auto& [name, spec] : engines) names.push_back(name);
+  return Invalid(source, absl::StrCat(Quote(client.default_engine),
+                                      " is not a known engine (known: ", absl::StrJoin(names, ", "),
+                                      "; configure others under client.engines)"));
+}
+
 // Reads the map `node` at section `prefix` ("" for the top level) into `config`.
 absl::Status ReadSection(const YAML::Node& node, const std::string& prefix, absl::string_view file,
                          Config& config, std::set<std::string>& seen) {
@@ -252,6 +415,8 @@ absl::Status ReadSection(const YAML::Node& node, const std::string& prefix, absl
     }
     if (const Key* key = FindKey(path)) {
       RETURN_IF_ERROR(ApplyNode(config, *key, value, absl::StrCat(where, ": ", path)));
+    } else if (path == kEnginesKey) {
+      RETURN_IF_ERROR(ReadEngines(value, file, config));
     } else if (IsSection(path)) {
       if (value.IsNull()) continue;  // `client:` with no keys under it
       if (!value.IsMap()) {
@@ -291,7 +456,7 @@ absl::Status ApplyEnvironment(Config& config, const std::map<std::string, std::s
   for (const Key& key : kKeys) {
     std::string name = EnvName(key.path);
     if (auto it = env.find(name); it != env.end()) {
-      RETURN_IF_ERROR(ParseInto(key, key.field(config), it->second, "environment " + name));
+      RETURN_IF_ERROR(SetConfigValue(config, key.path, it->second, "environment " + name));
     }
   }
   return absl::OkStatus();
@@ -305,6 +470,61 @@ nlohmann::json ValueJson(const Key& key, const Config& config) {
   if (auto* i = std::get_if<int*>(&field)) return **i;
   if (auto* b = std::get_if<bool*>(&field)) return **b;
   return *std::get<double*>(field);
+}
+
+// Engine environment variables whose values are masked like the auth tokens.
+bool IsSecretVariable(absl::string_view name) {
+  const std::string upper = absl::AsciiStrToUpper(name);
+  for (const char* word : {"TOKEN", "SECRET", "PASSWORD", "KEY"}) {
+    if (absl::StrContains(upper, word)) return true;
+  }
+  return false;
+}
+
+nlohmann::json EngineJson(const EngineSpec& spec) {
+  nlohmann::json env = nlohmann::json::object();
+  for (const auto& [name, value] : spec.env) {
+    env[name] = IsSecretVariable(name) && !value.empty() ? std::string("***") : value;
+  }
+  return {{"command", spec.command},
+          {"health_path", spec.health_path},
+          {"ready_timeout_s", spec.ready_timeout_s},
+          {"env", std::move(env)}};
+}
+
+// client.engines as YAML lines under `client:`, in the order a reader wants them. Values are JSON
+// (valid YAML flow style), with a space after each comma and colon.
+std::string EnginesYaml(const ClientConfig& client) {
+  auto dump = [](const nlohmann::json& json) {
+    return json.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  };
+  auto flow = [&dump](const nlohmann::json& json) {
+    std::vector<std::string> items;
+    if (json.is_array()) {
+      for (const nlohmann::json& item : json) items.push_back(dump(item));
+      return absl::StrCat("[", absl::StrJoin(items, ", "), "]");
+    }
+    for (const auto& [key, value] : json.items()) {
+      items.push_back(absl::StrCat(dump(key), ": ", dump(value)));
+    }
+    return absl::StrCat("{", absl::StrJoin(items, ", "), "}");
+  };
+  if (client.engines.empty()) return "  engines: {}\n";
+  std::string out = "  engines:\n";
+  for (const auto& [name, spec] : client.engines) {
+    const bool plain = !name.empty() && absl::ascii_isalpha(static_cast<unsigned char>(name[0])) &&
+                       std::all_of(name.begin(), name.end(), [](char c) {
+                         return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '-' ||
+                                c == '_' || c == '.';
+                       });
+    const nlohmann::json json = EngineJson(spec);
+    absl::StrAppend(&out, "    ", plain ? name : dump(name), ":\n",                  //
+                    "      command: ", flow(json["command"]), "\n",                  //
+                    "      health_path: ", dump(json["health_path"]), "\n",          //
+                    "      ready_timeout_s: ", dump(json["ready_timeout_s"]), "\n",  //
+                    "      env: ", flow(json["env"]), "\n");
+  }
+  return out;
 }
 
 }  // namespace
@@ -327,6 +547,13 @@ absl::StatusOr<Config> ParseConfig(std::string_view yaml, std::string_view sourc
     }
     std::set<std::string> seen;
     RETURN_IF_ERROR(ReadSection(root, "", source, config, seen));
+    YAML::Mark mark = YAML::Mark::null_mark();  // where the file sets it, if it does
+    const YAML::Node& const_root = root;        // const: lookups must not insert
+    if (const YAML::Node client = const_root["client"]; client && client.IsMap()) {
+      if (const YAML::Node engine = client["default_engine"]; engine) mark = engine.Mark();
+    }
+    RETURN_IF_ERROR(CheckDefaultEngine(
+        config.client, absl::StrCat(Location(source, mark), ": client.default_engine")));
   } catch (const YAML::Exception& e) {
     return Invalid(Location(source, e.mark), absl::StrCat("invalid YAML: ", e.msg));
   } catch (const std::exception& e) {
@@ -342,7 +569,11 @@ absl::Status SetConfigValue(Config& config, std::string_view key, std::string_vi
     return Invalid(AV(source), absl::StrCat("unknown key \"", AV(key), "\"",
                                             IsSection(AV(key)) ? " (a section, not a key)" : ""));
   }
-  return ParseInto(*known, known->field(config), AV(value), AV(source));
+  RETURN_IF_ERROR(ParseInto(*known, known->field(config), AV(value), AV(source)));
+  if (absl::string_view(known->path) == "client.default_engine") {
+    return CheckDefaultEngine(config.client, AV(source));
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<Config> LoadConfig(const LoadOptions& options) {
@@ -442,6 +673,24 @@ client:
   auth_token: ""             # token sent to the host; GSWARM_TOKEN also sets it
   data_port: 8102            # serves this node's tiers to peers
   heartbeat_interval_s: 2    # seconds between heartbeats to the host
+  default_engine: "vllm"     # the engine `serve` starts unless told: vllm, llama-server, sglang
+                             # or one under engines
+
+  # Inference engines by name: a command (a list, or one string split on spaces) with the
+  # placeholders {model_path} {model_file} {model_name} {host} {port} {gpu}
+  # {gpu_memory_utilization} {max_concurrent_requests} ({{ and }} are literal braces), the
+  # health path polled until ready, a ready timeout and extra environment. An entry named like a
+  # preset (vllm, llama-server, sglang) changes only the fields it gives.
+  # engines:
+  #   vllm:                    # the preset, with more time to load
+  #     ready_timeout_s: 1200
+  #   my-server:
+  #     command: "/opt/my-server --model {model_path} --name {model_name} --port {port}"
+  #     health_path: "/healthz"
+  #     ready_timeout_s: 120
+  #     env: {HF_HUB_OFFLINE: "1"}
+  #   my-other:
+  #     command: ["my-other", "--config", "{{\"port\": {port}}}"]
 )yaml";
 }
 
@@ -452,12 +701,18 @@ nlohmann::json ConfigToJson(const Config& config) {
     for (absl::string_view part : absl::StrSplit(key.path, '.')) node = &(*node)[std::string(part)];
     *node = ValueJson(key, config);
   }
+  nlohmann::json& engines = out["client"]["engines"] = nlohmann::json::object();
+  for (const auto& [name, spec] : config.client.engines) engines[name] = EngineJson(spec);
   return out;
 }
 
 std::string ConfigToYaml(const Config& config) {
   std::string out;
-  std::vector<absl::string_view> open;  // the sections the previous key sat in
+  std::vector<absl::string_view> open;   // the sections the previous key sat in
+  const Key* last_client_key = nullptr;  // client.engines follows it
+  for (const Key& key : kKeys) {
+    if (absl::StartsWith(key.path, "client.")) last_client_key = &key;
+  }
   for (const Key& key : kKeys) {
     std::vector<absl::string_view> parts = absl::StrSplit(key.path, '.');
     absl::string_view name = parts.back();
@@ -477,8 +732,15 @@ std::string ConfigToYaml(const Config& config) {
         &out, std::string(2 * parts.size(), ' '), name, ": ",
         ValueJson(key, config).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace),
         "\n");
+    if (&key == last_client_key) out += EnginesYaml(config.client);
   }
   return out;
+}
+
+std::map<std::string, EngineSpec> EffectiveEngines(const ClientConfig& client) {
+  std::map<std::string, EngineSpec> engines = BuiltinEngines();
+  for (const auto& [name, spec] : client.engines) engines[name] = spec;
+  return engines;
 }
 
 std::string HostGrpcTarget(const ClientConfig& client) {

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/engine_spec.h"
 #include "nlohmann/json.hpp"
 
 namespace gswarm::common {
@@ -85,6 +86,12 @@ struct ClientConfig {
   // Port serving this node's tiers to peers.
   int data_port = 8102;
   double heartbeat_interval_s = 2;
+  // Engines configured under client.engines, by name. An entry named like a preset (vllm,
+  // llama-server, sglang) starts from the preset and overrides the fields it gives; the presets
+  // themselves are not listed here (see EffectiveEngines).
+  std::map<std::string, EngineSpec> engines;
+  // The engine `serve` uses when none is named; a preset or a configured engine.
+  std::string default_engine = "vllm";
 
   friend bool operator==(const ClientConfig&, const ClientConfig&) = default;
 };
@@ -131,6 +138,9 @@ nlohmann::json ConfigToJson(const Config& config);
 
 // The same as YAML text, for `gswarm config`.
 std::string ConfigToYaml(const Config& config);
+
+// The engines an agent can start: the presets, with the configured engines over them.
+std::map<std::string, EngineSpec> EffectiveEngines(const ClientConfig& client);
 
 // "host:port" for the agent and CLI to dial: client.host_grpc, else host_url's host with 8101.
 std::string HostGrpcTarget(const ClientConfig& client);

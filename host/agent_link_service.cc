@@ -131,6 +131,10 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::H
     switch (message.msg_case()) {
       case v1::AgentMessage::kHeartbeat: {
         if (!registry_->Heartbeat(node_id_, session_id_, message.heartbeat())) return true;
+        if (message.heartbeat().instances_size() > 0 && options_.listener != nullptr) {
+          options_.listener->OnInstancesChanged(node_id_, {message.heartbeat().instances().begin(),
+                                                           message.heartbeat().instances().end()});
+        }
         v1::HostMessage ack;
         ack.mutable_heartbeat_ack()->set_seq(message.heartbeat().seq());
         Send(std::move(ack));

@@ -4,6 +4,7 @@
 // inventory on (re)connect and the progress of the commands it runs.
 
 #include <string>
+#include <vector>
 
 #include "gswarm/v1/agent.pb.h"
 
@@ -15,6 +16,9 @@ class AgentListener {
   virtual ~AgentListener() = default;
   virtual void OnAgentConnected(const v1::Hello& hello) = 0;
   virtual void OnCommandUpdate(const std::string& node_id, const v1::CommandUpdate& update) = 0;
+  // Instances whose state changed (sent with a heartbeat).
+  virtual void OnInstancesChanged(const std::string& node_id,
+                                  const std::vector<v1::Instance>& instances) = 0;
 };
 
 }  // namespace gswarm::host

@@ -13,7 +13,6 @@
 namespace gswarm::host {
 namespace {
 
-constexpr absl::string_view kInstances = "inference instances";
 constexpr absl::string_view kRouter = "router and hot swap";
 
 }  // namespace
@@ -24,11 +23,12 @@ absl::Status NotYetImplemented(absl::string_view rpc, absl::string_view feature)
 }
 
 ApiHandler::ApiHandler(Options options, NodeRegistry* nodes, Registry* registry,
-                       Orchestrator* orchestrator)
+                       Orchestrator* orchestrator, InstanceTable* instances)
     : options_(std::move(options)),
       nodes_(nodes),
       registry_(registry),
-      orchestrator_(orchestrator) {}
+      orchestrator_(orchestrator),
+      instances_(instances) {}
 
 absl::StatusOr<v1::HealthResponse> ApiHandler::Health(const v1::HealthRequest&) const {
   v1::HealthResponse response;
@@ -37,6 +37,11 @@ absl::StatusOr<v1::HealthResponse> ApiHandler::Health(const v1::HealthRequest&) 
   response.set_uptime_s(absl::ToDoubleSeconds(absl::Now() - options_.started_at));
   response.set_auth_required(options_.auth_required);
   response.set_models(static_cast<uint32_t>(registry_->ListModels().size()));
+  uint32_t running = 0;
+  for (const v1::Instance& instance : instances_->List()) {
+    running += IsActiveInstanceState(instance.state()) ? 1 : 0;
+  }
+  response.set_instances(running);
   v1::ClusterMemory& memory = *response.mutable_memory();
   for (const v1::NodeInfo& node : nodes_->List()) {
     response.set_nodes_total(response.nodes_total() + 1);
@@ -123,28 +128,16 @@ absl::StatusOr<v1::GetMemoryResponse> ApiHandler::GetMemory(
     }
   }
   for (const std::string& name : in_dram) response.add_dram_models(name);
+  for (const v1::Instance& instance : instances_->List("", request.node())) {
+    if (!IsActiveInstanceState(instance.state())) continue;
+    response.add_gpu_models(instance.id());
+    *response.add_gpu() = instance;
+  }
+  response.mutable_memory_usage()->set_gpu_models(static_cast<uint32_t>(response.gpu_size()));
   response.mutable_memory_usage()->set_dram_models(static_cast<uint32_t>(in_dram.size()));
   return response;
 }
 
-absl::StatusOr<v1::JobResponse> ApiHandler::Serve(const v1::ServeRequest&) const {
-  return NotYetImplemented("Serve", kInstances);
-}
-absl::StatusOr<v1::StopInstanceResponse> ApiHandler::StopInstance(
-    const v1::StopInstanceRequest&) const {
-  return NotYetImplemented("StopInstance", kInstances);
-}
-absl::StatusOr<v1::ListInstancesResponse> ApiHandler::ListInstances(
-    const v1::ListInstancesRequest&) const {
-  return NotYetImplemented("ListInstances", kInstances);
-}
-absl::StatusOr<v1::JobResponse> ApiHandler::LoadModel(const v1::LoadModelRequest&) const {
-  return NotYetImplemented("LoadModel", kInstances);
-}
-absl::StatusOr<v1::StopInstanceResponse> ApiHandler::UnloadModel(
-    const v1::UnloadModelRequest&) const {
-  return NotYetImplemented("UnloadModel", kInstances);
-}
 absl::StatusOr<v1::SwitchModelResponse> ApiHandler::SwitchModel(
     const v1::SwitchModelRequest&) const {
   return NotYetImplemented("SwitchModel", kRouter);
@@ -157,10 +150,15 @@ v1::Model ApiHandler::WithState(v1::Model model) const {
     std::optional<v1::NodeInfo> node = nodes_->Get(replica.node_id());
     available |= replica.state() == "ready" && node.has_value() && node->state() == "online";
   }
+  bool loaded = false;
+  for (v1::Instance& instance : instances_->Active(model.name())) {
+    loaded |= instance.state() == "ready";
+    *model.add_instances() = std::move(instance);
+  }
   model.set_available(available);
-  model.set_loaded(false);
-  model.set_can_load(false);
-  model.set_state(available ? "available" : "offline");
+  model.set_loaded(loaded);
+  model.set_can_load(available);
+  model.set_state(loaded ? "loaded" : available ? "available" : "offline");
   return model;
 }
 
@@ -280,6 +278,12 @@ absl::StatusOr<v1::Model> ApiHandler::GetModel(const v1::GetModelRequest& reques
 absl::StatusOr<v1::DeleteModelResponse> ApiHandler::DeleteModel(
     const v1::DeleteModelRequest& request) const {
   ASSIGN_OR_RETURN(v1::Model model, registry_->GetModel(request.model_name()));
+  if (std::vector<v1::Instance> serving = instances_->Active(model.name(), request.node());
+      !serving.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "model \"", model.name(), "\" is served by instance ", serving.front().id(), " on node ",
+        serving.front().node_id(), ": stop it first (gswarm stop ", serving.front().id(), ")"));
+  }
   v1::DeleteModelResponse response;
   int kept = 0;
   for (const v1::Replica& replica : model.replicas()) {
@@ -425,7 +429,13 @@ absl::StatusOr<v1::EvictDramResponse> ApiHandler::EvictDram(
   for (v1::Replica replica : model.replicas()) {
     if (replica.tier() != "dram") continue;
     if (!request.node().empty() && replica.node_id() != request.node()) continue;
-    // Instances arrive with the GPU tier; until then no DRAM copy is in use by one.
+    for (const v1::Instance& instance : instances_->Active(model.name(), replica.node_id())) {
+      if (instance.source_tier() == "dram" && !request.force()) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("model \"", model.name(), "\" in DRAM on node ", replica.node_id(),
+                         " serves instance ", instance.id(), ": stop it first, or pass force"));
+      }
+    }
     v1::Command command;
     command.mutable_delete_()->set_model_name(model.name());
     command.mutable_delete_()->set_tier("dram");
@@ -441,6 +451,71 @@ absl::StatusOr<v1::EvictDramResponse> ApiHandler::EvictDram(
         request.node().empty() ? " on any node" : absl::StrCat(" on node ", request.node())));
   }
   return response;
+}
+
+absl::StatusOr<v1::JobResponse> ApiHandler::Serve(const v1::ServeRequest& request) const {
+  v1::JobResponse response;
+  ASSIGN_OR_RETURN(*response.mutable_job(), orchestrator_->Serve(request));
+  if (request.wait()) {
+    ASSIGN_OR_RETURN(*response.mutable_job(), Await(response.job(), absl::Hours(1)));
+  }
+  return response;
+}
+
+absl::StatusOr<v1::StopInstanceResponse> ApiHandler::StopInstance(
+    const v1::StopInstanceRequest& request) const {
+  std::vector<v1::Instance> targets;
+  if (!request.instance_id().empty()) {
+    std::optional<v1::Instance> instance = instances_->Get(request.instance_id());
+    if (!instance.has_value()) {
+      return absl::NotFoundError(
+          absl::StrCat("instance ", request.instance_id(), " is unknown (see `gswarm ps`)"));
+    }
+    targets.push_back(*instance);
+  } else if (!request.model_name().empty()) {
+    targets = instances_->Active(request.model_name(), request.node());
+    if (targets.empty()) {
+      return absl::NotFoundError(
+          absl::StrCat("no instance serves \"", request.model_name(), "\" (see `gswarm ps`)"));
+    }
+  } else {
+    return absl::InvalidArgumentError("name an instance_id or a model_name to stop");
+  }
+  v1::StopInstanceResponse response;
+  for (const v1::Instance& instance : targets) {
+    ASSIGN_OR_RETURN(v1::Job job, orchestrator_->StopInstance(instance, request.force()));
+    ASSIGN_OR_RETURN(v1::Job done, Await(job, absl::Minutes(2)));
+    *response.add_stopped() = done.has_instance() ? done.instance() : instance;
+  }
+  return response;
+}
+
+absl::StatusOr<v1::ListInstancesResponse> ApiHandler::ListInstances(
+    const v1::ListInstancesRequest& request) const {
+  v1::ListInstancesResponse response;
+  for (v1::Instance& instance : instances_->List(request.model_name(), request.node())) {
+    *response.add_instances() = std::move(instance);
+  }
+  return response;
+}
+
+absl::StatusOr<v1::JobResponse> ApiHandler::LoadModel(const v1::LoadModelRequest& request) const {
+  v1::ServeRequest serve;
+  serve.set_model_name(request.model_name());
+  serve.set_node(request.node());
+  serve.set_gpu_device(request.gpu_device());
+  serve.set_port(request.port());
+  serve.set_engine(request.engine());
+  serve.set_wait(request.wait());
+  return Serve(serve);
+}
+
+absl::StatusOr<v1::StopInstanceResponse> ApiHandler::UnloadModel(
+    const v1::UnloadModelRequest& request) const {
+  v1::StopInstanceRequest stop;
+  stop.set_model_name(request.model_name());
+  stop.set_node(request.node());
+  return StopInstance(stop);
 }
 
 }  // namespace gswarm::host

@@ -12,6 +12,7 @@
 #include "absl/time/time.h"
 #include "common/config.h"
 #include "gswarm/v1/api.pb.h"
+#include "host/instance_table.h"
 #include "host/node_registry.h"
 #include "host/orchestrator.h"
 #include "host/registry.h"
@@ -27,7 +28,8 @@ class ApiHandler {
   };
 
   // The parts must outlive the handler.
-  ApiHandler(Options options, NodeRegistry* nodes, Registry* registry, Orchestrator* orchestrator);
+  ApiHandler(Options options, NodeRegistry* nodes, Registry* registry, Orchestrator* orchestrator,
+             InstanceTable* instances);
 
   absl::StatusOr<v1::HealthResponse> Health(const v1::HealthRequest& request) const;
   absl::StatusOr<v1::ListNodesResponse> ListNodes(const v1::ListNodesRequest& request) const;
@@ -50,12 +52,14 @@ class ApiHandler {
   absl::StatusOr<v1::JobResponse> Copy(const v1::CopyRequest&) const;
   absl::StatusOr<v1::EvictDramResponse> EvictDram(const v1::EvictDramRequest&) const;
 
-  // Not built yet: each answers UNIMPLEMENTED naming the feature it belongs to.
+  // GPU tier: inference instances.
   absl::StatusOr<v1::JobResponse> Serve(const v1::ServeRequest&) const;
   absl::StatusOr<v1::StopInstanceResponse> StopInstance(const v1::StopInstanceRequest&) const;
   absl::StatusOr<v1::ListInstancesResponse> ListInstances(const v1::ListInstancesRequest&) const;
   absl::StatusOr<v1::JobResponse> LoadModel(const v1::LoadModelRequest&) const;
   absl::StatusOr<v1::StopInstanceResponse> UnloadModel(const v1::UnloadModelRequest&) const;
+
+  // Not built yet: each answers UNIMPLEMENTED naming the feature it belongs to.
   absl::StatusOr<v1::SwitchModelResponse> SwitchModel(const v1::SwitchModelRequest&) const;
 
  private:
@@ -70,6 +74,7 @@ class ApiHandler {
   NodeRegistry* const nodes_;
   Registry* const registry_;
   Orchestrator* const orchestrator_;
+  InstanceTable* const instances_;
 };
 
 // UNIMPLEMENTED: "<rpc> is not available in this GSwarm build yet (<feature>)".

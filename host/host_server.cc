@@ -73,13 +73,14 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Create(const common::Con
   server->nodes_ = std::make_unique<NodeRegistry>(NodeRegistry::Options{});
   const std::string db_path = common::StateDir() + "/host.db";
   ASSIGN_OR_RETURN(server->registry_, Registry::Open(db_path));
-  server->orchestrator_ =
-      std::make_unique<Orchestrator>(Orchestrator::Options{config.host.prefer_peers},
-                                     server->registry_.get(), server->nodes_.get());
+  server->instances_ = std::make_unique<InstanceTable>();
+  server->orchestrator_ = std::make_unique<Orchestrator>(
+      Orchestrator::Options{config.host.prefer_peers}, server->registry_.get(),
+      server->nodes_.get(), server->instances_.get());
   RETURN_IF_ERROR(server->orchestrator_->Recover());
   server->handler_ = std::make_unique<ApiHandler>(
       ApiHandler::Options{config, !server->auth_token_.empty(), absl::Now()}, server->nodes_.get(),
-      server->registry_.get(), server->orchestrator_.get());
+      server->registry_.get(), server->orchestrator_.get(), server->instances_.get());
   // API calls that wait (on SQLite, on agents) run here, not on gRPC's callback threads.
   server->api_pool_ = std::make_unique<common::WorkerPool>("API worker pool", 8, 1024);
   server->api_service_ =

@@ -18,6 +18,7 @@
 #include "host/agent_link_service.h"
 #include "host/api_handler.h"
 #include "host/api_service.h"
+#include "host/instance_table.h"
 #include "host/node_registry.h"
 #include "host/orchestrator.h"
 #include "host/registry.h"
@@ -47,6 +48,7 @@ class HostServer {
   int grpc_port_ = 0;
   std::unique_ptr<NodeRegistry> nodes_;
   std::unique_ptr<Registry> registry_;
+  std::unique_ptr<InstanceTable> instances_;
   std::unique_ptr<Orchestrator> orchestrator_;
   std::unique_ptr<ApiHandler> handler_;
   std::unique_ptr<common::WorkerPool> api_pool_;

@@ -108,8 +108,11 @@ bool NodeRegistry::Heartbeat(const std::string& node_id, const std::string& sess
   if (node.info.state() != "online") SetState(node, "online", "heartbeats resumed");
   node.last_heartbeat = now;
   *node.info.mutable_last_heartbeat_at() = ToProto(now);
-  *node.info.mutable_memory() = heartbeat.memory();
-  *node.info.mutable_gpus() = heartbeat.memory().gpus();
+  // A heartbeat sent early to report instance changes may carry no memory figures.
+  if (heartbeat.has_memory()) {
+    *node.info.mutable_memory() = heartbeat.memory();
+    *node.info.mutable_gpus() = heartbeat.memory().gpus();
+  }
   return true;
 }
 

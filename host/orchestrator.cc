@@ -1,7 +1,9 @@
 #include "host/orchestrator.h"
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
 #include "common/auth.h"
 #include "common/proto_json.h"
@@ -37,8 +39,9 @@ bool IsTerminalJobState(absl::string_view state) {
   return state == "succeeded" || state == "failed" || state == "cancelled";
 }
 
-Orchestrator::Orchestrator(Options options, Registry* registry, NodeRegistry* nodes)
-    : options_(options), registry_(registry), nodes_(nodes) {}
+Orchestrator::Orchestrator(Options options, Registry* registry, NodeRegistry* nodes,
+                           InstanceTable* instances)
+    : options_(options), registry_(registry), nodes_(nodes), instances_(instances) {}
 
 std::string NodeDataUrl(const v1::NodeInfo& node) {
   if (node.data_port() == 0) return "";
@@ -258,6 +261,104 @@ absl::StatusOr<v1::Job> Orchestrator::Copy(const v1::CopyRequest& request) {
   return Launch(std::move(job), std::move(command));
 }
 
+absl::StatusOr<v1::Job> Orchestrator::Serve(const v1::ServeRequest& request) {
+  ASSIGN_OR_RETURN(v1::Model model, registry_->GetModel(request.model_name()));
+  if (!request.source_device().empty() && request.source_device() != "disk" &&
+      request.source_device() != "dram") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("source_device \"", request.source_device(), "\" is not disk or dram"));
+  }
+  // Where: a ready copy on an online node, DRAM first (it starts fastest).
+  const v1::Replica* chosen = nullptr;
+  for (const char* tier : {"dram", "disk"}) {
+    if (!request.source_device().empty() && request.source_device() != tier) continue;
+    for (const v1::Replica& replica : model.replicas()) {
+      if (replica.tier() != tier || replica.state() != "ready") continue;
+      if (!request.node().empty() && replica.node_id() != request.node()) continue;
+      std::optional<v1::NodeInfo> node = nodes_->Get(replica.node_id());
+      if (!node.has_value() || node->state() != "online") continue;
+      chosen = &replica;
+      break;
+    }
+    if (chosen != nullptr) break;
+  }
+  if (chosen == nullptr) {
+    return absl::NotFoundError(absl::StrCat(
+        "no online node", request.node().empty() ? "" : absl::StrCat(" \"", request.node(), "\""),
+        " holds \"", model.name(), "\"",
+        request.source_device().empty() ? "" : absl::StrCat(" in ", request.source_device()),
+        ": download or copy it there first"));
+  }
+  const std::string node_id = chosen->node_id();
+  std::optional<v1::NodeInfo> node = nodes_->Get(node_id);
+
+  // Which GPU, and does the model fit its budget (total x gpu_memory_fraction, less what runs).
+  std::string gpu = request.gpu_device();
+  const uint64_t needed = model.size_bytes() != 0 ? model.size_bytes() : chosen->size_bytes();
+  if (gpu.empty()) {
+    gpu = "cpu";
+    uint64_t best_free = 0;
+    for (const v1::GpuInfo& info : node->memory().gpus()) {
+      const uint64_t used = std::min(info.memory_budget_bytes(), info.memory_used_bytes());
+      const uint64_t free = info.memory_budget_bytes() - used;
+      if (gpu == "cpu" || free > best_free) {
+        gpu = absl::StrCat("gpu", info.index());
+        best_free = free;
+      }
+    }
+  }
+  if (gpu != "cpu") {
+    absl::string_view index_text = gpu;
+    uint32_t index = 0;
+    if (!absl::ConsumePrefix(&index_text, "gpu") || !absl::SimpleAtoi(index_text, &index)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("gpu_device \"", gpu, "\" is not of the form gpu0, gpu1, ... or cpu"));
+    }
+    const v1::GpuInfo* info = nullptr;
+    for (const v1::GpuInfo& candidate : node->memory().gpus()) {
+      if (candidate.index() == index) info = &candidate;
+    }
+    if (info == nullptr) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "node ", node_id, " has no ", gpu, " (it reports ", node->memory().gpus_size(),
+          " GPUs; use gpu_device \"cpu\" for a CPU engine)"));
+    }
+    const uint64_t used = std::min(info->memory_budget_bytes(), info->memory_used_bytes());
+    const uint64_t free = info->memory_budget_bytes() - used;
+    if (needed > free) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "model \"%s\" needs %.1f GiB on node %s %s, which has %.1f GiB free of its %.1f GiB "
+          "budget (stop an instance, pick another GPU, or raise client.gpu_memory_fraction)",
+          model.name(), needed / double(1ull << 30), node_id, gpu, free / double(1ull << 30),
+          info->memory_budget_bytes() / double(1ull << 30)));
+    }
+  }
+
+  v1::Job job;
+  job.set_kind("serve");
+  job.set_model_name(model.name());
+  job.set_node_id(node_id);
+  v1::Command command;
+  v1::ServeCommand& serve = *command.mutable_serve();
+  serve.set_model_name(model.name());
+  serve.set_source_tier(chosen->tier());
+  serve.set_gpu_device(gpu);
+  serve.set_port(request.port());
+  serve.set_engine(request.engine());
+  serve.set_instance_id(request.instance_id().empty()
+                            ? "inst-" + common::GenerateToken().substr(0, 10)
+                            : request.instance_id());
+  *serve.mutable_extra_args() = request.extra_args();
+  return Launch(std::move(job), std::move(command));
+}
+
+absl::StatusOr<v1::Job> Orchestrator::StopInstance(const v1::Instance& instance, bool force) {
+  v1::Command command;
+  command.mutable_stop()->set_instance_id(instance.id());
+  command.mutable_stop()->set_force(force);
+  return RunOnNode(instance.node_id(), instance.model_name(), "stop", std::move(command));
+}
+
 absl::StatusOr<std::vector<v1::Job>> Orchestrator::Discover(const std::string& node) {
   std::vector<std::string> targets;
   if (!node.empty()) {
@@ -320,6 +421,7 @@ void Orchestrator::Dispatch(const std::string& node_id, const v1::Command& comma
 }
 
 void Orchestrator::OnAgentConnected(const v1::Hello& hello) {
+  instances_->ReplaceNode(hello.node_id(), {hello.instances().begin(), hello.instances().end()});
   absl::Status queued = events_.Submit([this, hello] {
     Reconcile(hello);
     std::vector<v1::Command> resend;
@@ -342,6 +444,14 @@ void Orchestrator::OnAgentConnected(const v1::Hello& hello) {
 void Orchestrator::OnCommandUpdate(const std::string& node_id, const v1::CommandUpdate& update) {
   absl::Status queued = events_.Submit([this, node_id, update] { ApplyUpdate(node_id, update); });
   if (!queued.ok()) spdlog::error("node={}: update dropped: {}", node_id, queued.message());
+}
+
+void Orchestrator::OnInstancesChanged(const std::string& node_id,
+                                      const std::vector<v1::Instance>& instances) {
+  for (v1::Instance instance : instances) {
+    instance.set_node_id(node_id);
+    instances_->Update(instance);
+  }
 }
 
 void Orchestrator::Reconcile(const v1::Hello& hello) {
@@ -426,7 +536,11 @@ void Orchestrator::ApplyUpdate(const std::string& node_id, const v1::CommandUpda
       *job.mutable_replica() = update.replica();
       job.mutable_replica()->set_node_id(node_id);
     }
-    if (update.has_instance()) *job.mutable_instance() = update.instance();
+    if (update.has_instance()) {
+      *job.mutable_instance() = update.instance();
+      job.mutable_instance()->set_node_id(node_id);
+      instances_->Update(job.instance());
+    }
     if (update.state() == "succeeded") RecordResult(job, active.command, update);
     spdlog::info("job={} {} {} on node={}: {}{}{}", job.id(), job.kind(), job.model_name(), node_id,
                  update.state(), update.message().empty() ? "" : ": ", update.message());

@@ -19,6 +19,7 @@
 #include "common/worker_pool.h"
 #include "gswarm/v1/api.pb.h"
 #include "host/agent_listener.h"
+#include "host/instance_table.h"
 #include "host/node_registry.h"
 #include "host/registry.h"
 
@@ -38,8 +39,8 @@ class Orchestrator final : public AgentListener {
     bool prefer_peers = true;
   };
 
-  // `registry` and `nodes` must outlive the orchestrator.
-  Orchestrator(Options options, Registry* registry, NodeRegistry* nodes);
+  // The parts must outlive the orchestrator.
+  Orchestrator(Options options, Registry* registry, NodeRegistry* nodes, InstanceTable* instances);
   ~Orchestrator() override;
 
   // Loads the jobs a previous run left unfinished.
@@ -47,6 +48,16 @@ class Orchestrator final : public AgentListener {
 
   void OnAgentConnected(const v1::Hello& hello) override;
   void OnCommandUpdate(const std::string& node_id, const v1::CommandUpdate& update) override;
+  void OnInstancesChanged(const std::string& node_id,
+                          const std::vector<v1::Instance>& instances) override;
+
+  // Starts an instance: on the node asked for, else one holding the model (DRAM before disk),
+  // from the fastest tier there unless told; on the GPU asked for, else the one with most free
+  // budget, else the CPU. FAILED_PRECONDITION when the model does not fit the GPU's budget
+  // (says needed vs free), NOT_FOUND when no online node holds it.
+  absl::StatusOr<v1::Job> Serve(const v1::ServeRequest& request);
+  // Stops one instance; the job ends when its processes are gone.
+  absl::StatusOr<v1::Job> StopInstance(const v1::Instance& instance, bool force);
 
   // Registers the model if new, picks a node and starts the download. INVALID_ARGUMENT for a
   // bad name or source, FAILED_PRECONDITION when the name is taken by another source,
@@ -97,6 +108,7 @@ class Orchestrator final : public AgentListener {
   const Options options_;
   Registry* const registry_;
   NodeRegistry* const nodes_;
+  InstanceTable* const instances_;
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, ActiveJob> active_ ABSL_GUARDED_BY(mu_);
   // Agent events in arrival order, off gRPC's threads.

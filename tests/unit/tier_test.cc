@@ -370,14 +370,15 @@ TEST_F(DramTierTest, ScansCopiedModelsAndSkipsStaging) {
   EXPECT_EQ(r.tier(), "dram");
   EXPECT_EQ(r.state(), "ready");
   EXPECT_EQ(r.path(), tier.ModelDir("m"));
-  EXPECT_EQ(r.size_bytes(), model.Bytes() + fs::file_size(ManifestPath(r.path())));
+  EXPECT_EQ(r.size_bytes(), model.Bytes());  // the model's files, not .gswarm/ bookkeeping
   EXPECT_EQ(r.commit(), "abc123");
   EXPECT_EQ(r.source_url(), "hf://org/m");
   EXPECT_FALSE(r.pinned());
   EXPECT_GE(r.loaded_at().seconds(), before - 1);
   EXPECT_EQ(r.last_used_at().seconds(), r.loaded_at().seconds());
   EXPECT_EQ(r.metadata().architecture(), "LlamaForCausalLM");
-  EXPECT_EQ(tier.UsedBytes(), r.size_bytes() + 2);  // staging counts
+  // Every byte in the tier counts against the budget: the manifest and a copy in flight too.
+  EXPECT_EQ(tier.UsedBytes(), r.size_bytes() + fs::file_size(ManifestPath(r.path())) + 2);
 }
 
 TEST_F(DramTierTest, PinAndLastUsePersistAcrossInstances) {

@@ -1,0 +1,140 @@
+#include "cli/instance_commands.h"
+
+#include <iostream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "cli/job_follow.h"
+
+namespace gswarm::cli {
+
+InstanceCommands::InstanceCommands(CLI::App& app) {
+  serve_ = app.add_subcommand(
+      "serve",
+      "Start an inference engine for a model and wait until it answers.\n"
+      "  gswarm serve llama                         # best node and GPU, fastest tier, any port\n"
+      "  gswarm serve llama --gpu 1 --port 8080 --from dram --engine vllm\n"
+      "  gswarm serve tiny --gpu cpu -- --ctx-size 4096   # extra engine arguments after --");
+  serve_->add_option("name", name_, "Model name")->required();
+  serve_->add_option("--gpu", gpu_, "GPU index (0, 1, ...), gpuN, or cpu (default: most room)");
+  serve_->add_option("--port", port_, "Port for the engine (default: a free one)");
+  serve_->add_option("--from", from_, "Tier to load from: dram or disk (default: fastest)");
+  serve_->add_option("--engine", engine_, "vllm, llama-server, sglang or one from config");
+  serve_->add_option("--node", node_, "Node to run on (default: one holding the model)");
+  serve_->add_option("--id", id_, "Instance id (default: generated)");
+  serve_->add_option("extra", extra_args_, "Extra engine arguments, after --");
+  serve_->add_flag("--detach", detach_, "Return once the start was requested");
+
+  ps_ = app.add_subcommand("ps", "List inference instances");
+  ps_->add_option("--node", node_, "Only this node");
+  ps_->add_flag("-a,--all", all_, "Include stopped and failed instances");
+
+  stop_ = app.add_subcommand("stop", "Stop an instance (by id) or every instance of a model");
+  stop_->add_option("target", name_, "Instance id or model name")->required();
+  stop_->add_option("--node", node_, "With a model name: only this node's instances");
+  stop_->add_flag("--force", force_, "SIGKILL at once instead of SIGTERM and a grace period");
+}
+
+bool InstanceCommands::Parsed() const {
+  return serve_->parsed() || ps_->parsed() || stop_->parsed();
+}
+
+int InstanceCommands::Run(ApiClient& api, bool json) {
+  if (serve_->parsed()) return Serve(api, json);
+  if (ps_->parsed()) return Ps(api, json);
+  return Stop(api, json);
+}
+
+int InstanceCommands::Serve(ApiClient& api, bool json) {
+  v1::ServeRequest request;
+  request.set_model_name(name_);
+  std::string gpu = gpu_;
+  if (!gpu.empty() && gpu != "cpu" && !absl::StartsWith(gpu, "gpu")) gpu = "gpu" + gpu;
+  request.set_gpu_device(gpu);
+  if (port_ < 0 || port_ > 65535) return PrintError("--port must be 1-65535");
+  request.set_port(static_cast<uint32_t>(port_));
+  request.set_source_device(from_);
+  request.set_engine(engine_);
+  request.set_node(node_);
+  request.set_instance_id(id_);
+  for (const std::string& arg : extra_args_) request.add_extra_args(arg);
+  v1::JobResponse started;
+  if (absl::Status s = api.Call(&v1::GSwarm::Stub::Serve, request, &started); !s.ok()) {
+    return PrintError(s.message());
+  }
+  if (detach_) {
+    if (json) {
+      PrintJson(started.job());
+    } else {
+      std::cout << "starting " << name_ << " on node " << started.job().node_id()
+                << "; see `gswarm ps`\n";
+    }
+    return 0;
+  }
+  v1::Job job;
+  if (int code = FollowJob(api, started.job(), name_, json, &job); code != 0) return code;
+  if (!json) {
+    const v1::Instance& instance = job.instance();
+    std::cout << name_ << " ready at " << instance.endpoint() << " (instance " << instance.id()
+              << ", node " << instance.node_id() << ", " << instance.gpu_device() << ", "
+              << instance.engine() << ", loaded in "
+              << HumanDuration(instance.load_time_ms() / 1000.0) << ")\n";
+  }
+  return 0;
+}
+
+int InstanceCommands::Ps(ApiClient& api, bool json) {
+  v1::ListInstancesRequest request;
+  request.set_node(node_);
+  int exit_code = 0;
+  std::optional<v1::ListInstancesResponse> list = Fetch<v1::ListInstancesResponse>(
+      api, &v1::GSwarm::Stub::ListInstances, request, json, &exit_code);
+  if (!list.has_value()) return exit_code;
+  Table table({"ID", "MODEL", "NODE", "ENGINE", "GPU", "STATE", "ENDPOINT", "PID", "UP", "RESTARTS",
+               "REASON"});
+  int shown = 0;
+  for (const v1::Instance& i : list->instances()) {
+    const bool active = i.state() == "starting" || i.state() == "ready" || i.state() == "stopping";
+    if (!all_ && !active) continue;
+    ++shown;
+    table.AddRow({i.id(), i.model_name(), i.node_id(), i.engine(), i.gpu_device(), i.state(),
+                  i.endpoint(), std::to_string(i.pid()), Ago(i.started_at()),
+                  std::to_string(i.restarts()),
+                  i.state() == "ready" ? "" : i.state_reason().substr(0, 60)});
+  }
+  if (shown == 0) {
+    std::cout << "No instances running. Start one with `gswarm serve MODEL`"
+              << (all_ ? "" : " (`gswarm ps -a` shows stopped ones)") << ".\n";
+    return 0;
+  }
+  std::cout << table.Render();
+  return 0;
+}
+
+int InstanceCommands::Stop(ApiClient& api, bool json) {
+  v1::StopInstanceRequest request;
+  // Instance ids are generated as inst-...; anything else names a model.
+  if (absl::StartsWith(name_, "inst-")) {
+    request.set_instance_id(name_);
+  } else {
+    request.set_model_name(name_);
+    request.set_node(node_);
+  }
+  request.set_force(force_);
+  v1::StopInstanceResponse stopped;
+  if (absl::Status s =
+          api.Call(&v1::GSwarm::Stub::StopInstance, request, &stopped, std::chrono::seconds(180));
+      !s.ok()) {
+    return PrintError(s.message());
+  }
+  if (json) {
+    PrintJson(stopped);
+    return 0;
+  }
+  for (const v1::Instance& i : stopped.stopped()) {
+    std::cout << "stopped " << i.id() << " (" << i.model_name() << " on " << i.node_id() << ")\n";
+  }
+  return 0;
+}
+
+}  // namespace gswarm::cli

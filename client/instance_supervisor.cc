@@ -1,0 +1,427 @@
+#include "client/instance_supervisor.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
+#include "client/http_client.h"
+#include "client/instance_record.h"
+#include "common/paths.h"
+#include "common/status.h"
+#include "nlohmann/json.hpp"
+#include "spdlog/spdlog.h"
+
+namespace gswarm::client {
+
+namespace {
+
+bool Ended(const std::string& state) { return state == "stopped" || state == "failed"; }
+
+google::protobuf::Timestamp ToProto(absl::Time t) {
+  google::protobuf::Timestamp ts;
+  const int64_t ns = absl::ToUnixNanos(t);
+  ts.set_seconds(ns / 1000000000);
+  ts.set_nanos(static_cast<int32_t>(ns % 1000000000));
+  return ts;
+}
+
+absl::Status Validate(const InstanceSpec& spec) {
+  const std::string what = absl::StrCat("instance \"", spec.id, "\"");
+  if (spec.id.empty() || spec.id[0] == '.' ||
+      !std::all_of(spec.id.begin(), spec.id.end(), [](char c) {
+        return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' ||
+               c == '-';
+      })) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": an id is letters, digits, '.', '_' and '-' (like inst-1a2b)"));
+  }
+  if (spec.argv.empty() || spec.argv[0].empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": no command to run"));
+  }
+  if (spec.port <= 0 || spec.port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": port ", spec.port, " is not 1-65535"));
+  }
+  if (spec.ready_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": ready_timeout must be positive"));
+  }
+  if (!spec.gpu_device.empty()) {
+    absl::StatusOr<std::string> cuda = CudaVisibleDevices(spec.gpu_device);
+    if (!cuda.ok()) return common::Annotate(cuda.status(), what);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+InstanceSupervisor::InstanceSupervisor(Options options) : options_(std::move(options)) {
+  InitCurl();
+}
+
+InstanceSupervisor::~InstanceSupervisor() {
+  std::vector<std::thread> threads;
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto& [id, e] : entries_) {
+      e->quit = true;
+      if (e->watcher.joinable()) threads.push_back(std::move(e->watcher));
+    }
+    for (std::thread& t : finished_) threads.push_back(std::move(t));
+  }
+  for (std::thread& t : threads) {
+    if (t.get_id() == std::this_thread::get_id()) {
+      t.detach();
+    } else {
+      t.join();
+    }
+  }
+}
+
+absl::StatusOr<int> InstanceSupervisor::FreePort() { return FreeTcpPort(); }
+
+bool InstanceSupervisor::PortInUse(int port) { return TcpPortInUse(port); }
+
+std::string InstanceSupervisor::LogPath(const std::string& id) const {
+  return absl::StrCat(options_.log_dir, "/", id, ".log");
+}
+
+std::string InstanceSupervisor::RecordPath(const std::string& id) const {
+  return absl::StrCat(options_.state_dir, "/", id, ".json");
+}
+
+absl::StatusOr<v1::Instance> InstanceSupervisor::Start(const InstanceSpec& spec) {
+  RETURN_IF_ERROR(Validate(spec));
+  absl::MutexLock start_lock(&start_mu_);
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = entries_.find(spec.id);
+    if (it != entries_.end() && !Ended(it->second->info.state())) {
+      return absl::AlreadyExistsError(
+          absl::StrCat("instance ", spec.id, " already exists (", it->second->info.state(), ")"));
+    }
+    // Ours may not listen yet: an engine still starting has not bound its port.
+    for (const auto& [id, other] : entries_) {
+      if (!Ended(other->info.state()) && other->spec.port == spec.port) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("port ", spec.port, " is in use on this node by instance ", id, " (",
+                         other->info.model_name(), "; pick another or omit it)"));
+      }
+    }
+  }
+  if (PortInUse(spec.port)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("port ", spec.port, " is in use on this node (pick another or omit it)"));
+  }
+  RETURN_IF_ERROR(common::MakeDirs(options_.log_dir));
+  RETURN_IF_ERROR(common::MakeDirs(options_.state_dir));
+  ASSIGN_OR_RETURN(std::shared_ptr<ProcessGroup> proc, Launch(spec, 1));
+
+  auto e = std::make_shared<Entry>();
+  e->spec = spec;
+  v1::Instance& info = e->info;
+  info.set_id(spec.id);
+  info.set_model_name(spec.model_name);
+  info.set_engine(spec.engine);
+  info.set_gpu_device(spec.gpu_device);
+  info.set_port(static_cast<uint32_t>(spec.port));
+  info.set_endpoint(absl::StrCat("http://", spec.host, ":", spec.port));
+  info.set_source_tier(spec.source_tier);
+  {
+    absl::MutexLock lock(&mu_);
+    SetProcess(*e, std::move(proc), absl::Now());
+  }
+  // Before the watcher exists, so that it is the only writer afterwards.
+  WriteRecord(*e);
+
+  v1::Instance started;
+  std::thread old;
+  {
+    absl::MutexLock lock(&mu_);
+    std::shared_ptr<Entry>& slot = entries_[spec.id];
+    if (slot != nullptr) old = std::move(slot->watcher);
+    slot = e;
+    Transition(*e, "starting", "");
+    started = e->info;
+    e->watcher = std::thread(&InstanceSupervisor::Watch, this, e, false);
+    if (old.joinable() && old.get_id() == std::this_thread::get_id()) {
+      finished_.push_back(std::move(old));
+    }
+  }
+  if (old.joinable()) old.join();  // an ended instance's watcher, returning
+  DeliverEvents();
+  return started;
+}
+
+absl::StatusOr<std::shared_ptr<ProcessGroup>> InstanceSupervisor::Launch(const InstanceSpec& spec,
+                                                                         int attempt) {
+  SpawnOptions spawn;
+  spawn.argv = spec.argv;
+  spawn.env = spec.env;
+  if (!spec.gpu_device.empty()) {
+    ASSIGN_OR_RETURN(spawn.env["CUDA_VISIBLE_DEVICES"], CudaVisibleDevices(spec.gpu_device));
+  }
+  spawn.log_path = LogPath(spec.id);
+  CapLogFile(spawn.log_path, options_.max_log_bytes);
+  // A header per attempt, so that the log tells its runs apart.
+  const std::string header = absl::StrCat(
+      "==== gswarm ", absl::FormatTime("%Y-%m-%d %H:%M:%S %z", absl::Now(), absl::LocalTimeZone()),
+      ": instance ", spec.id, " model ", spec.model_name, " engine ", spec.engine, " attempt ",
+      attempt, ": ", absl::StrJoin(spec.argv, " "), "\n");
+  int fd = ::open(spawn.log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd >= 0) {
+    if (::write(fd, header.data(), header.size()) < 0) {
+      spdlog::warn("instance={}: cannot write to {}", spec.id, spawn.log_path);
+    }
+    ::close(fd);
+  }
+  absl::StatusOr<std::unique_ptr<ProcessGroup>> proc = ProcessGroup::Spawn(spawn);
+  if (!proc.ok()) return common::Annotate(proc.status(), absl::StrCat("instance ", spec.id));
+  return std::shared_ptr<ProcessGroup>(*std::move(proc));
+}
+
+absl::StatusOr<v1::Instance> InstanceSupervisor::Stop(const std::string& id, bool force) {
+  std::shared_ptr<Entry> e;
+  std::thread watcher;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = entries_.find(id);
+    if (it == entries_.end()) {
+      return absl::NotFoundError(absl::StrCat("instance ", id, " not found on this node"));
+    }
+    e = it->second;
+    if (e->stopping) {
+      // Another Stop is under way; its deadlines bound this wait.
+      mu_.AwaitWithTimeout(absl::Condition(&e->done), options_.stop_grace + absl::Seconds(30));
+      return e->info;
+    }
+    if (Ended(e->info.state())) return e->info;
+    e->stopping = e->quit = true;
+    Transition(*e, "stopping", force ? "force stop" : "stop requested");
+    watcher = std::move(e->watcher);
+    if (watcher.joinable() && watcher.get_id() == std::this_thread::get_id()) {
+      finished_.push_back(std::move(watcher));
+    }
+  }
+  DeliverEvents();
+  // The watcher returns within one health request or one kill; then the process is ours alone.
+  if (watcher.joinable()) watcher.join();
+  std::shared_ptr<ProcessGroup> proc;
+  {
+    absl::MutexLock lock(&mu_);
+    proc = e->proc;
+  }
+  absl::Status killed =
+      proc != nullptr ? proc->Terminate(options_.stop_grace, force) : absl::OkStatus();
+  RemoveRecord(id);
+  v1::Instance stopped;
+  {
+    absl::MutexLock lock(&mu_);
+    if (killed.ok()) {
+      Transition(*e, "stopped", force ? "force stopped" : "");
+    } else {
+      Transition(*e, "failed", std::string(killed.message()));
+    }
+    stopped = e->info;
+  }
+  DeliverEvents();
+  return stopped;
+}
+
+void InstanceSupervisor::StopAll() {
+  std::vector<std::string> ids;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [id, e] : entries_) {
+      if (!Ended(e->info.state())) ids.push_back(id);
+    }
+  }
+  std::vector<std::thread> stoppers;
+  for (const std::string& id : ids) {
+    stoppers.emplace_back([this, id] { Stop(id, /*force=*/false).status().IgnoreError(); });
+  }
+  for (std::thread& t : stoppers) t.join();
+}
+
+std::vector<v1::Instance> InstanceSupervisor::List() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<v1::Instance> out;
+  for (const auto& [id, e] : entries_) out.push_back(e->info);
+  std::sort(out.begin(), out.end(),
+            [](const v1::Instance& a, const v1::Instance& b) { return a.id() < b.id(); });
+  return out;
+}
+
+std::optional<v1::Instance> InstanceSupervisor::Get(const std::string& id) const {
+  absl::MutexLock lock(&mu_);
+  auto it = entries_.find(id);
+  if (it == entries_.end()) return std::nullopt;
+  return it->second->info;
+}
+
+std::vector<v1::Instance> InstanceSupervisor::Adopt() {
+  std::vector<std::string> paths;
+  if (DIR* dir = ::opendir(options_.state_dir.c_str())) {
+    while (dirent* d = ::readdir(dir)) {
+      const std::string name = d->d_name;
+      if (name[0] != '.' && absl::EndsWith(name, ".json")) {
+        paths.push_back(absl::StrCat(options_.state_dir, "/", name));
+      }
+    }
+    ::closedir(dir);
+  }
+  std::sort(paths.begin(), paths.end());
+  std::vector<v1::Instance> adopted;
+  for (const std::string& path : paths) {
+    if (std::optional<v1::Instance> instance = AdoptRecord(path)) adopted.push_back(*instance);
+  }
+  DeliverEvents();
+  return adopted;
+}
+
+std::optional<v1::Instance> InstanceSupervisor::AdoptRecord(const std::string& path) {
+  absl::StatusOr<std::string> text = common::ReadFile(path);
+  absl::StatusOr<InstanceRecord> record =
+      text.ok() ? ParseInstanceRecord(*text) : absl::StatusOr<InstanceRecord>(text.status());
+  if (!record.ok()) {
+    spdlog::warn("instances: dropping {}: {}", path, record.status().message());
+    ::unlink(path.c_str());
+    return std::nullopt;
+  }
+  const InstanceSpec& spec = record->spec;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = entries_.find(spec.id);
+    if (it != entries_.end() && !Ended(it->second->info.state())) return std::nullopt;
+  }
+  std::shared_ptr<ProcessGroup> proc =
+      ProcessGroup::Attach(record->pid, record->pgid, record->start_ticks);
+  if (proc->Exited()) {
+    // Whatever the leader left in its group is an orphan now: nobody would ever stop it. (A pid
+    // that names another process now is left alone: Gone() knows our group has emptied.)
+    absl::Status killed = proc->Terminate(absl::ZeroDuration(), /*force=*/true);
+    spdlog::info("instance={} model={}: pid {} {}; record dropped{}{}", spec.id, spec.model_name,
+                 record->pid, ReadProcStat(record->pid).ok() ? "is another process now" : "is gone",
+                 killed.ok() ? "" : "; ", killed.message());
+    RemoveRecord(spec.id);
+    return std::nullopt;
+  }
+  std::string answer;
+  const bool healthy = Healthy(spec, absl::Seconds(2), &answer);
+
+  auto e = std::make_shared<Entry>();
+  e->spec = spec;
+  v1::Instance& info = e->info;
+  info.set_id(spec.id);
+  info.set_model_name(spec.model_name);
+  info.set_engine(spec.engine);
+  info.set_gpu_device(spec.gpu_device);
+  info.set_port(static_cast<uint32_t>(spec.port));
+  info.set_endpoint(absl::StrCat("http://", spec.host, ":", spec.port));
+  info.set_source_tier(spec.source_tier);
+  info.set_restarts(record->restarts);
+  info.set_load_time_ms(record->load_time_ms);
+  absl::MutexLock lock(&mu_);
+  SetProcess(*e, std::move(proc), record->started_at);
+  std::shared_ptr<Entry>& slot = entries_[spec.id];
+  if (slot != nullptr && slot->watcher.joinable()) finished_.push_back(std::move(slot->watcher));
+  slot = e;
+  // One still loading gets what is left of its ready_timeout.
+  Transition(*e, healthy ? "ready" : "starting",
+             healthy ? "adopted after an agent restart"
+                     : absl::StrCat("adopted while loading (", answer, ")"));
+  e->watcher = std::thread(&InstanceSupervisor::Watch, this, e, healthy);
+  return e->info;
+}
+
+void InstanceSupervisor::SetProcess(Entry& e, std::shared_ptr<ProcessGroup> proc,
+                                    absl::Time start) {
+  e.info.set_pid(proc->pid());
+  e.proc = std::move(proc);
+  e.attempt_start = start;
+  e.ready_deadline = start + e.spec.ready_timeout;
+  *e.info.mutable_started_at() = ToProto(start);
+}
+
+void InstanceSupervisor::WriteRecord(Entry& e) {
+  InstanceRecord record;
+  {
+    absl::MutexLock lock(&mu_);
+    record.spec = e.spec;
+    record.pid = e.proc->pid();
+    record.pgid = e.proc->pgid();
+    record.start_ticks = e.proc->start_ticks();
+    record.started_at = e.attempt_start;
+    record.load_time_ms = e.info.load_time_ms();
+    record.restarts = e.info.restarts();
+  }
+  absl::Status written =
+      common::WriteFileAtomically(RecordPath(e.spec.id), InstanceRecordToJson(record), 0600);
+  if (!written.ok()) {
+    // The instance runs on; only a later agent could not adopt it.
+    spdlog::warn("instance={}: cannot save its record: {}", e.spec.id, written.message());
+  }
+}
+
+void InstanceSupervisor::RemoveRecord(const std::string& id) const {
+  ::unlink(RecordPath(id).c_str());
+}
+
+void InstanceSupervisor::Transition(Entry& e, const std::string& state, const std::string& reason) {
+  const std::string from = e.info.state();
+  e.info.set_state(state);
+  e.info.set_state_reason(reason);
+  e.done = Ended(state);
+  // The log line keeps the reason's first line; the engine's log lines that follow it are in
+  // the reason reported, and in the log named here.
+  absl::string_view first(reason);
+  first = first.substr(0, first.find('\n'));
+  std::string why(first);
+  if (absl::ConsumeSuffix(&first, "; last log lines:")) {
+    why = absl::StrCat(first, "; see ", LogPath(e.spec.id));
+  }
+  std::string detail;
+  if (from.empty()) {
+    detail = absl::StrCat(" (pid ", e.info.pid(), ", port ", e.info.port(), ", ",
+                          e.spec.gpu_device.empty() ? "inherited GPUs" : e.spec.gpu_device,
+                          why.empty() ? "" : ", ", why, ")");
+  } else if (state == "ready" && reason.empty()) {
+    detail = absl::StrFormat(" (load %.1f s)", static_cast<double>(e.info.load_time_ms()) / 1e3);
+  } else if (!why.empty()) {
+    detail = absl::StrCat(" (", why, ")");
+  }
+  auto level = state == "failed" ? spdlog::level::warn : spdlog::level::info;
+  spdlog::log(level, "instance={} model={}: {}{}{}", e.info.id(), e.info.model_name(),
+              from.empty() ? "" : from + " -> ", state, detail);
+  events_.push_back(e.info);
+}
+
+void InstanceSupervisor::DeliverEvents() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (delivering_ || events_.empty()) return;
+    delivering_ = true;
+  }
+  for (;;) {
+    v1::Instance event;
+    {
+      absl::MutexLock lock(&mu_);
+      if (events_.empty()) {
+        delivering_ = false;
+        return;
+      }
+      event = std::move(events_.front());
+      events_.pop_front();
+    }
+    if (options_.on_change) options_.on_change(event);
+  }
+}
+
+}  // namespace gswarm::client

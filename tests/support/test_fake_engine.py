@@ -1,0 +1,515 @@
+"""Tests for fake_engine.py: the model checks, the OpenAI protocol, and the process behaviour
+GSwarm's supervisor relies on (startup delay, never ready, crash, signals, process groups).
+
+Run: cd tests/support && /usr/bin/python3 -m unittest -v test_fake_engine
+Standard library only. Every engine process is started through fake_engine.EngineProcess, in
+its own session, and killed and reaped by its ``with`` block.
+"""
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import fake_engine as fe  # noqa: E402
+import fake_hf_hub as fh  # noqa: E402
+
+ROOT = None
+MODEL = None
+ENGINE = None       # shared EngineProcess for the protocol tests
+NAME = "tiny-chat"
+RATE = 50.0         # tokens per second of the shared engine
+
+
+def setUpModule():
+    global ROOT, MODEL, ENGINE
+    ROOT = tempfile.mkdtemp(prefix="fake_engine_test_")
+    MODEL = fe.write_tiny_model(os.path.join(ROOT, "tiny"))
+    ENGINE = fe.EngineProcess(MODEL, NAME, "--tokens-per-second", str(RATE), "--max-num-seqs", "8")
+    try:
+        ENGINE.wait_ready(10)
+    except Exception:
+        ENGINE.close()
+        raise
+
+
+def tearDownModule():
+    if ENGINE is not None:
+        ENGINE.close()
+    if ROOT is not None:
+        shutil.rmtree(ROOT, ignore_errors=True)
+
+
+def wait_for(pred, timeout=5.0, poll=0.02, what="condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() >= deadline:
+            raise AssertionError("timed out after %.1fs waiting for %s" % (timeout, what))
+        time.sleep(poll)
+
+
+def api(method, path, body=None, url=None):
+    status, obj, _ = fe.http_json(url or ENGINE.url, method, path, body)
+    return status, obj
+
+
+def alive(pid):
+    """Whether pid is a live process (a zombie, dead but not yet reaped, counts as gone)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
+def new_dir(name):
+    d = os.path.join(ROOT, name)
+    os.makedirs(d)
+    return d
+
+
+# ---------------------------------------------------------------------------------------------
+
+class TestModelLoading(unittest.TestCase):
+    """load_model in-process: what passes, and that each failure names the file."""
+
+    def assertModelError(self, path, *fragments):
+        with self.assertRaises(fe.ModelError) as cm:
+            fe.load_model(path)
+        for frag in fragments:
+            self.assertIn(frag, str(cm.exception))
+        return str(cm.exception)
+
+    def test_tiny_safetensors_and_gguf(self):
+        m = fe.load_model(MODEL)
+        self.assertEqual((m.format, m.tensors, m.config["model_type"]), ("safetensors", 3, "llama"))
+        self.assertEqual(m.max_position_embeddings, 2048)
+        g = fe.load_model(fe.write_tiny_model(new_dir("g1"), "gguf"))
+        self.assertEqual((g.format, g.tensors, g.files[0]["architecture"]), ("gguf", 2, "llama"))
+        # A GGUF file on its own (llama-server's -m FILE), and read_weights reads every byte.
+        f = os.path.join(ROOT, "g1", "tiny.gguf")
+        self.assertEqual(fe.load_model(f, read_weights=True).bytes_read, os.path.getsize(f))
+
+    def test_gguf_only_dir_needs_no_config(self):
+        d = new_dir("g2")
+        with open(os.path.join(d, "m.gguf"), "wb") as f:
+            f.write(fe.make_gguf_bytes())
+        self.assertIsNone(fe.load_model(d).config)
+
+    def test_fake_hub_models_load(self):
+        # What the fake Hub serves must load: tiny-llama's sharded snapshot with its index, and a
+        # GGUF written by the hub's own generator.
+        d = new_dir("hub-llama")
+        for name, content in fh._tiny_llama_snapshot(2).items():
+            with open(os.path.join(d, name), "wb") as f:
+                for b in fh._chunks_of(content):
+                    f.write(b)
+        m = fe.load_model(d)
+        self.assertEqual(len(m.files), 2)
+        with open(os.path.join(d, "model.safetensors.index.json")) as f:
+            index = json.load(f)
+        self.assertEqual(m.tensors, len(index["weight_map"]))
+        self.assertEqual(m.tensor_bytes, index["metadata"]["total_size"])
+        g = new_dir("hub-gguf")
+        kvs = [("general.architecture", fh.GGUF_STRING, "llama"),
+               ("tokenizer.ggml.tokens", fh.GGUF_ARRAY, (fh.GGUF_STRING, ["a", "b", "c"]))]
+        tensors = [("tok.weight", [64, 4], fh.GGML_TYPE_Q8_0, "s1"),
+                   ("norm.weight", [64], fh.GGML_TYPE_F32, "s2")]
+        with open(os.path.join(g, "tiny.Q8_0.gguf"), "wb") as f:
+            f.write(fh.make_gguf(kvs, tensors))
+        self.assertEqual(fe.load_model(g).tensors, 2)
+        # A shard named in the index but missing is an error naming it.
+        os.remove(os.path.join(d, "model-00002-of-00002.safetensors"))
+        self.assertModelError(d, "model-00002-of-00002.safetensors", "missing")
+
+    def test_missing_and_empty(self):
+        self.assertModelError(os.path.join(ROOT, "nope"), "does not exist", "nope")
+        self.assertModelError(new_dir("empty"), "empty")
+        d = new_dir("noweights")
+        with open(os.path.join(d, "config.json"), "w") as f:
+            f.write("{}")
+        self.assertModelError(d, "no weights")
+
+    def test_config_missing_or_invalid(self):
+        d = fe.write_tiny_model(new_dir("cfg"))
+        cfg = os.path.join(d, "config.json")
+        with open(cfg, "w") as f:
+            f.write("{not json")
+        self.assertModelError(d, cfg, "invalid JSON")
+        with open(cfg, "w") as f:
+            f.write("[1, 2]")
+        self.assertModelError(d, cfg, "not a JSON object")
+        os.remove(cfg)
+        self.assertModelError(d, cfg, "missing")
+
+    def test_corrupt_safetensors(self):
+        d = fe.write_tiny_model(new_dir("st"))
+        st = os.path.join(d, "model.safetensors")
+        with open(st, "rb") as f:
+            good = f.read()
+        (n,) = struct.unpack("<Q", good[:8])
+        cases = {
+            "huge header length": struct.pack("<Q", 1 << 40) + good[8:],
+            "header not JSON": good[:8] + b"#" + good[9:],
+            "truncated data": good[:-10],
+            "shorter than 8 bytes": b"\x01\x02",
+            "bad tensor entry": None,
+        }
+        bad_entry = json.dumps({"w": {"dtype": "F32", "shape": "x", "data_offsets": [0, 4]}}).encode()
+        bad_entry += b" " * (-len(bad_entry) % 8)
+        cases["bad tensor entry"] = struct.pack("<Q", len(bad_entry)) + bad_entry + b"\0" * 4
+        for why, blob in cases.items():
+            with self.subTest(why):
+                with open(st, "wb") as f:
+                    f.write(blob)
+                self.assertModelError(d, st, "corrupt")
+        self.assertGreater(n, 0)
+
+    def test_corrupt_gguf(self):
+        d = new_dir("gbad")
+        path = os.path.join(d, "m.gguf")
+        good = fe.make_gguf_bytes()
+        for why, blob in {"bad magic": b"GGUX" + good[4:], "truncated data": good[:-40],
+                          "truncated header": good[:40], "bad version": good[:4] + b"\x09" + good[5:]
+                          }.items():
+            with self.subTest(why):
+                with open(path, "wb") as f:
+                    f.write(blob)
+                self.assertModelError(d, path, "corrupt")
+
+
+# ---------------------------------------------------------------------------------------------
+
+class TestProtocol(unittest.TestCase):
+    """The shared engine process: the OpenAI endpoints, streaming, errors, connections."""
+
+    def test_health_models_stats(self):
+        self.assertEqual(api("GET", "/health"), (200, {"status": "ok"}))
+        status, body = api("GET", "/v1/models")
+        self.assertEqual(status, 200)
+        self.assertEqual(body["object"], "list")
+        self.assertEqual([(m["id"], m["object"], m["owned_by"]) for m in body["data"]],
+                         [(NAME, "model", "fake-engine")])
+        self.assertEqual(api("GET", "/v1/models/" + NAME)[1]["id"], NAME)
+        status, body = api("GET", "/_fake/stats")
+        self.assertEqual(status, 200)
+        self.assertEqual((body["pid"], body["pgid"]), (ENGINE.pid, ENGINE.pid))  # own group
+        self.assertTrue(body["ready"])
+        self.assertGreaterEqual(body["requests"], 1)
+        self.assertEqual(body["settings"]["max_num_seqs"], 8)
+
+    def test_chat_completion(self):
+        status, body = api("POST", "/v1/chat/completions", {
+            "model": NAME, "max_tokens": 5,
+            "messages": [{"role": "system", "content": "be brief"},
+                         {"role": "user", "content": "hello big world"}]})
+        self.assertEqual(status, 200, body)
+        self.assertEqual((body["object"], body["model"]), ("chat.completion", NAME))
+        self.assertTrue(body["id"].startswith("chatcmpl-"))
+        c = body["choices"][0]
+        self.assertEqual(c["message"], {"role": "assistant", "content": "hello big world hello big"})
+        self.assertEqual(c["finish_reason"], "length")
+        self.assertEqual(body["usage"], {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10})
+        # Content parts, max_completion_tokens, and no "model" (the served name is used).
+        status, body = api("POST", "/v1/chat/completions", {
+            "max_completion_tokens": 2, "messages": [{"role": "user", "content": [
+                {"type": "text", "text": "parts work"}]}]})
+        self.assertEqual((status, body["choices"][0]["message"]["content"], body["model"]),
+                         (200, "parts work", NAME))
+
+    def test_completion(self):
+        status, body = api("POST", "/v1/completions", {"model": NAME, "prompt": "a b c", "max_tokens": 4})
+        self.assertEqual(status, 200, body)
+        self.assertEqual((body["object"], body["model"]), ("text_completion", NAME))
+        self.assertEqual(body["choices"][0]["text"], "a b c a")
+        self.assertEqual(body["usage"]["completion_tokens"], 4)
+        status, body = api("POST", "/v1/completions", {"model": NAME, "prompt": ["x", "y z"], "max_tokens": 2})
+        self.assertEqual([c["text"] for c in body["choices"]], ["x x", "y z"])
+        self.assertEqual(body["usage"]["completion_tokens"], 4)
+        status, body = api("POST", "/v1/completions", {"model": NAME, "prompt": [5, 6]})
+        self.assertEqual(len(body["choices"][0]["text"].split()), fe.DEFAULT_MAX_TOKENS)
+
+    def check_stream(self, path, req, kind):
+        status, events, headers = fe.sse(ENGINE.url, path, req)
+        self.assertEqual(status, 200)
+        self.assertTrue(headers["Content-Type"].startswith("text/event-stream"))
+        self.assertEqual(headers["Transfer-Encoding"], "chunked")
+        self.assertEqual(events[-1][1], "[DONE]")
+        self.assertEqual(sum(1 for _, d in events if d == "[DONE]"), 1)
+        chunks = [d for _, d in events[:-1]]
+        obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
+        self.assertTrue(all(c["object"] == obj and c["model"] == NAME for c in chunks))
+        self.assertEqual(len({c["id"] for c in chunks}), 1)
+        with_choices = [c for c in chunks if c["choices"]]
+        self.assertEqual(with_choices[-1]["choices"][0]["finish_reason"], "length")
+        if kind == "chat":
+            self.assertEqual(with_choices[0]["choices"][0]["delta"], {"role": "assistant", "content": ""})
+            pieces = [(t, c["choices"][0]["delta"]["content"]) for (t, c) in events[:-1]
+                      if c["choices"] and c["choices"][0]["delta"].get("content")]
+        else:
+            pieces = [(t, c["choices"][0]["text"]) for (t, c) in events[:-1]
+                      if c["choices"] and c["choices"][0]["text"]]
+        return pieces, chunks
+
+    def test_chat_stream(self):
+        req = {"model": NAME, "max_tokens": 20, "messages": [{"role": "user", "content": "one two three"}]}
+        pieces, _ = self.check_stream("/v1/chat/completions", req, "chat")
+        self.assertEqual(len(pieces), 20)  # one chunk per token
+        self.assertEqual("".join(p for _, p in pieces), " ".join((["one", "two", "three"] * 7)[:20]))
+        # Paced, and passed through as they are made (not buffered to the end): 19 token
+        # intervals at RATE is 0.38 s between the first and the last.
+        self.assertGreater(pieces[-1][0] - pieces[0][0], 0.15)
+        # The same text as the non-streaming answer.
+        self.assertEqual(api("POST", "/v1/chat/completions", req)[1]["choices"][0]["message"]["content"],
+                         "".join(p for _, p in pieces))
+
+    def test_completion_stream_with_usage(self):
+        req = {"model": NAME, "prompt": "p q", "max_tokens": 3, "stream_options": {"include_usage": True}}
+        pieces, chunks = self.check_stream("/v1/completions", req, "completion")
+        self.assertEqual([p for _, p in pieces], ["p", " q", " p"])
+        self.assertEqual(chunks[-1]["choices"], [])
+        self.assertEqual(chunks[-1]["usage"], {"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5})
+
+    def test_embeddings(self):
+        status, body = api("POST", "/v1/embeddings", {"model": NAME, "input": ["a", "b"]})
+        self.assertEqual(status, 200, body)
+        self.assertEqual([len(d["embedding"]) for d in body["data"]], [fe.EMBEDDING_DIM] * 2)
+        self.assertEqual(body["data"][0]["embedding"],
+                         api("POST", "/v1/embeddings", {"model": NAME, "input": "a"})[1]["data"][0]["embedding"])
+
+    def test_errors(self):
+        for path, body in (("/v1/chat/completions", {"model": "other", "messages": [{"role": "user", "content": "x"}]}),
+                           ("/v1/completions", {"model": "other", "prompt": "x"}),
+                           ("/v1/embeddings", {"model": "other", "input": "x"})):
+            with self.subTest(path):
+                status, err = api("POST", path, body)
+                self.assertEqual(status, 404)
+                self.assertEqual((err["error"]["type"], err["error"]["code"]),
+                                 ("invalid_request_error", "model_not_found"))
+                self.assertIn("other", err["error"]["message"])
+        status, err = fe.sse(ENGINE.url, "/v1/completions", {"model": "other", "prompt": "x"})[:2]
+        self.assertEqual((status, err[0][1]["error"]["code"]), (404, "model_not_found"))
+        self.assertEqual(api("GET", "/v1/models/other")[0], 404)
+        status, err = api("POST", "/v1/completions", b"{oops")
+        self.assertEqual((status, err["error"]["type"]), (400, "invalid_request_error"))
+        for bad in ({"prompt": "x", "max_tokens": 0}, {"prompt": "x", "max_tokens": "3"},
+                    {"prompt": 7}, {"prompt": "x", "max_tokens": 10 ** 6}, {"prompt": "x", "stream": "yes"}):
+            with self.subTest(bad=bad):
+                self.assertEqual(api("POST", "/v1/completions", bad)[0], 400)
+        self.assertEqual(api("POST", "/v1/chat/completions", {"messages": []})[0], 400)
+        self.assertEqual(api("GET", "/v1/nothing")[0], 404)
+        self.assertEqual(api("GET", "/v1/completions")[0], 405)
+
+    def test_keep_alive_and_content_length(self):
+        c = http.client.HTTPConnection("127.0.0.1", int(ENGINE.url.rsplit(":", 1)[1]), timeout=10)
+        try:
+            socks = set()
+            for method, path, body in (("GET", "/health", None), ("GET", "/v1/models", None),
+                                       ("POST", "/v1/completions", {"prompt": "k", "max_tokens": 2}),
+                                       ("POST", "/v1/completions", {"prompt": "k", "max_tokens": 2, "stream": True}),
+                                       ("POST", "/v1/completions", {"model": "x", "prompt": "k"}),
+                                       ("GET", "/health", None)):
+                c.request(method, path, body=None if body is None else json.dumps(body))
+                r = c.getresponse()
+                raw = r.read()
+                socks.add(id(c.sock))
+                if body is None or not body.get("stream"):
+                    self.assertEqual(int(r.headers["Content-Length"]), len(raw))
+                else:
+                    self.assertTrue(raw.endswith(b"data: [DONE]\n\n"))
+                self.assertFalse(r.will_close)
+            self.assertEqual(len(socks), 1)
+        finally:
+            c.close()
+
+    def test_http10_stream_closes_connection(self):
+        port = int(ENGINE.url.rsplit(":", 1)[1])
+        body = json.dumps({"prompt": "z", "max_tokens": 2, "stream": True}).encode()
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"POST /v1/completions HTTP/1.0\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            data = b""
+            while True:
+                b = s.recv(65536)
+                if not b:
+                    break
+                data += b
+        head, _, payload = data.partition(b"\r\n\r\n")
+        self.assertNotIn(b"chunked", head.lower())
+        self.assertTrue(payload.endswith(b"data: [DONE]\n\n"))
+
+    def test_concurrency_and_disconnect(self):
+        before = api("GET", "/_fake/stats")[1]
+        results = []
+
+        def one():
+            results.append(fe.sse(ENGINE.url, "/v1/completions", {"prompt": "c", "max_tokens": 50})[0])
+
+        threads = [threading.Thread(target=one) for _ in range(3)]
+        for t in threads:
+            t.start()
+        try:
+            wait_for(lambda: api("GET", "/_fake/stats")[1]["in_flight"] >= 3, what="3 in flight")
+        finally:
+            for t in threads:
+                t.join(10)
+        self.assertEqual(results, [200] * 3)
+        # A client that goes away mid-stream is counted and does not disturb the engine.
+        c = http.client.HTTPConnection("127.0.0.1", int(ENGINE.url.rsplit(":", 1)[1]), timeout=10)
+        c.request("POST", "/v1/completions", body=json.dumps({"prompt": "d", "max_tokens": 200, "stream": True}))
+        r = c.getresponse()
+        r.readline()
+        c.sock.shutdown(socket.SHUT_RDWR)
+        c.close()
+        wait_for(lambda: api("GET", "/_fake/stats")[1]["disconnects"] > before["disconnects"],
+                 what="the disconnect to be counted")
+        stats = api("GET", "/_fake/stats")[1]
+        self.assertEqual(stats["in_flight"], 0)
+        self.assertGreaterEqual(stats["max_in_flight"], 3)
+        self.assertEqual(api("GET", "/health")[0], 200)
+        self.assertNotIn("Traceback", ENGINE.output())
+
+    def test_in_process_engine(self):
+        with fe.FakeEngine(MODEL, ["a", "b"], tokens_per_second=0, startup_delay=30) as eng:
+            self.assertFalse(eng.ready)
+            self.assertEqual(fe.http_json(eng.url, "GET", "/health")[0], 503)
+            eng.startup_delay = 0
+            status, body, _ = fe.http_json(eng.url, "POST", "/v1/completions", {"model": "b", "prompt": "q"})
+            self.assertEqual((status, body["model"], body["choices"][0]["text"].split()[0]), (200, "b", "q"))
+            self.assertEqual(eng.stats()["requests"], 2)
+            # Crashing would kill the caller: refused in-process.
+            self.assertEqual(fe.http_json(eng.url, "POST", "/_fake/crash", {})[0], 501)
+
+
+# ---------------------------------------------------------------------------------------------
+
+class TestProcess(unittest.TestCase):
+    """Each test runs its own engine process: startup, failure, crash and signal behaviour."""
+
+    def start(self, *args, model=None, name="m"):
+        p = fe.EngineProcess(model or MODEL, name, *args)
+        self.addCleanup(p.close)
+        return p
+
+    def test_startup_delay(self):
+        p = self.start("--startup-delay", "1.0")
+        url = p.wait_listening(10)
+        self.assertEqual(p.health(), 503)
+        self.assertEqual(fe.http_json(url, "GET", "/health")[1], {"status": "loading"})
+        status, err, _ = fe.http_json(url, "POST", "/v1/completions", {"prompt": "x"})
+        self.assertEqual((status, err["error"]["code"]), (503, "model_loading"))
+        p.wait_ready(10)
+        self.assertGreaterEqual(time.monotonic() - p.started, 1.0)
+        wait_for(lambda: any("ready: serving m" in line for line in p.stdout_lines), what="ready line")
+        self.assertEqual(p.terminate(), 0)
+
+    def test_never_ready(self):
+        p = self.start("--never-ready")
+        p.wait_listening(10)
+        deadline = time.monotonic() + 0.5
+        while time.monotonic() < deadline:
+            self.assertEqual(p.health(), 503)
+            time.sleep(0.05)
+        self.assertFalse(fe.http_json(p.url, "GET", "/_fake/stats")[1]["ready"])
+        # The test control can force health either way.
+        fe.http_json(p.url, "POST", "/_fake/health", {"ready": True})
+        self.assertEqual(p.health(), 200)
+        self.assertEqual(p.terminate(), 0)
+
+    def test_crash_after(self):
+        p = self.start("--crash-after", "0.4", "--exit-code", "3")
+        p.wait_ready(10)
+        self.assertEqual(p.wait_exit(10), 3)
+        self.assertIn("crashing", "\n".join(p.stderr_lines))
+        self.assertGreaterEqual(time.monotonic() - p.started, 0.4)
+        self.assertEqual(self.start("--crash-after", "0.1").wait_exit(10), 1)  # default code
+
+    def test_crash_on_request(self):
+        p = self.start()
+        p.wait_ready(10)
+        self.assertEqual(fe.http_json(p.url, "POST", "/_fake/crash", {"exit_code": 7})[0], 200)
+        self.assertEqual(p.wait_exit(10), 7)
+
+    def test_corrupt_safetensors_exits_before_listening(self):
+        d = fe.write_tiny_model(new_dir("proc-corrupt"))
+        st = os.path.join(d, "model.safetensors")
+        with open(st, "r+b") as f:
+            f.write(struct.pack("<Q", 1 << 50))
+        p = self.start(model=d)
+        self.assertEqual(p.wait_exit(10), 1)
+        self.assertIn(st, "\n".join(p.stderr_lines))
+        self.assertIsNone(p.url)
+        self.assertIn("loading model from", "\n".join(p.stdout_lines))
+
+    def test_missing_or_empty_model_exits_1(self):
+        for d in (os.path.join(ROOT, "absent"), new_dir("proc-empty")):
+            with self.subTest(d):
+                p = self.start(model=d)
+                self.assertEqual(p.wait_exit(10), 1)
+                err = "\n".join(p.stderr_lines)
+                self.assertIn(d, err)
+                self.assertIn("error", err)
+
+    def test_port_in_use_exits_1(self):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            s.listen(1)
+            p = fe.EngineProcess(MODEL, "m", port=s.getsockname()[1])
+            self.addCleanup(p.close)
+            self.assertEqual(p.wait_exit(10), 1)
+        self.assertIn("cannot listen", "\n".join(p.stderr_lines))
+
+    def test_sigterm_exits_0(self):
+        p = self.start()
+        p.wait_ready(10)
+        p.signal(signal.SIGTERM)
+        self.assertEqual(p.wait_exit(5), 0)
+        out = "\n".join(p.stdout_lines)
+        self.assertIn("shutting down", out)
+        self.assertIn("stopped", out)
+
+    def test_group_sigterm_with_workers(self):
+        # As the supervisor does it: the engine leads its own process group, with workers in it;
+        # SIGTERM to the group; everything is gone afterwards. Unknown engine flags are ignored.
+        p = self.start("--workers", "2", "--tensor-parallel-size", "1")
+        p.wait_ready(10)
+        stats = fe.http_json(p.url, "GET", "/_fake/stats")[1]
+        kids = stats["children"]
+        self.assertEqual(len(kids), 2)
+        for k in kids:
+            self.assertEqual(os.getpgid(k), p.pid)
+        self.assertIn("ignoring unknown arguments: --tensor-parallel-size 1", "\n".join(p.stdout_lines))
+        p.signal(signal.SIGTERM, group=True)
+        self.assertEqual(p.wait_exit(5), 0)
+        for k in kids:
+            self.assertFalse(alive(k), "worker %d survived" % k)
+
+    def test_ignore_sigterm_needs_sigkill(self):
+        p = self.start("--ignore-sigterm", "--workers", "1")
+        p.wait_ready(10)
+        kid = fe.http_json(p.url, "GET", "/_fake/stats")[1]["children"][0]
+        p.signal(signal.SIGTERM, group=True)
+        wait_for(lambda: any("ignoring SIGTERM" in line for line in p.stdout_lines), what="log line")
+        self.assertEqual(p.health(), 200)
+        self.assertIsNone(p.proc.poll())
+        p.signal(signal.SIGKILL, group=True)
+        self.assertEqual(p.wait_exit(5), -signal.SIGKILL)
+        # The worker was not our child: wait for the kernel to take it away.
+        wait_for(lambda: not alive(kid), what="the worker to die")
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,514 @@
+// The instance supervisor against real processes: tests/support/fake_engine.py (an
+// OpenAI-compatible engine), and a small Python engine of our own for what that one does not do
+// (fork a grandchild that ignores SIGTERM, print its environment, flood its log).
+
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "client/http_client.h"
+#include "client/instance_record.h"
+#include "client/instance_supervisor.h"
+#include "client/process.h"
+#include "common/paths.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/support/process.h"
+
+namespace gswarm::client {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+using ::testing::Not;
+
+constexpr char kPython[] = GSWARM_TEST_PYTHON;
+constexpr char kFakeEngine[] = GSWARM_FAKE_ENGINE;
+
+// argv: PORT [grandchild] [ignore-term] [spam]. Ready at once.
+constexpr char kScript[] = R"py(
+import http.server, os, signal, sys, time
+port, flags = int(sys.argv[1]), set(sys.argv[2:])
+print("CUDA_VISIBLE_DEVICES=%r" % os.environ.get("CUDA_VISIBLE_DEVICES"))
+print("GSWARM_TEST_MARK=%r" % os.environ.get("GSWARM_TEST_MARK"), flush=True)
+if "grandchild" in flags:
+    pid = os.fork()
+    if pid == 0:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        while True:
+            time.sleep(1)
+    print("grandchild=%d" % pid, flush=True)
+if "ignore-term" in flags:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+if "spam" in flags:
+    for i in range(4000):
+        print("spam line %06d %s" % (i, "x" * 80))
+    print("spam done", flush=True)
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+    def log_message(self, *a):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", port), H).serve_forever()
+)py";
+
+std::string MakeTempDir(const char* prefix) {
+  std::string pattern = absl::StrCat(fs::temp_directory_path().string(), "/", prefix, "XXXXXX");
+  char* made = ::mkdtemp(pattern.data());
+  return made == nullptr ? "" : std::string(made);
+}
+
+bool Exists(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+uint64_t SizeOf(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
+}
+
+std::string Slurp(const std::string& path) { return common::ReadFile(path).value_or(""); }
+
+// Gone and reaped: a zombie would still have its /proc entry.
+bool Reaped(pid_t pid) { return !ReadProcStat(pid).ok(); }
+
+// Gone, or a zombie of some other parent (an orphan under a PID 1 that does not reap).
+bool NotRunning(pid_t pid) {
+  absl::StatusOr<ProcStat> stat = ReadProcStat(pid);
+  return !stat.ok() || stat->state == 'Z';
+}
+
+class SupervisorTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    model_root_ = MakeTempDir("gswarm-sup-model-");
+    const std::string support = fs::path(kFakeEngine).parent_path().string();
+    auto writer = testing::Subprocess::Start(
+        {kPython, "-B", "-c",
+         "import sys; sys.path.insert(0, sys.argv[1]); import fake_engine; "
+         "fake_engine.write_tiny_model(sys.argv[2])",
+         support, model_root_ + "/tiny"});
+    ASSERT_TRUE(writer.ok()) << writer.status();
+    ASSERT_TRUE(testing::WaitFor([&] { return (*writer)->Exited(); }, absl::Seconds(30)));
+    ASSERT_EQ((*writer)->status(), 0);
+  }
+  static void TearDownTestSuite() { fs::remove_all(model_root_); }
+
+  void SetUp() override {
+    dir_ = MakeTempDir("gswarm-sup-");
+    ASSERT_FALSE(dir_.empty());
+    std::ofstream(dir_ + "/engine.py") << kScript;
+    supervisor_ = std::make_unique<InstanceSupervisor>(MakeOptions());
+  }
+
+  void TearDown() override {
+    if (supervisor_ != nullptr) supervisor_->StopAll();
+    supervisor_.reset();
+    fs::remove_all(dir_);
+  }
+
+  InstanceSupervisor::Options MakeOptions() {
+    InstanceSupervisor::Options o;
+    o.state_dir = dir_ + "/instances";
+    o.log_dir = dir_ + "/logs";
+    o.max_restarts = 2;
+    o.restart_backoff = {.initial = absl::Milliseconds(50), .max = absl::Milliseconds(200)};
+    o.stop_grace = absl::Seconds(1);
+    o.health_interval = absl::Milliseconds(50);
+    o.on_change = [this](const v1::Instance& i) {
+      absl::MutexLock lock(&events_mu_);
+      events_.push_back(i);
+    };
+    return o;
+  }
+
+  static int Port() {
+    absl::StatusOr<int> port = InstanceSupervisor::FreePort();
+    EXPECT_TRUE(port.ok()) << port.status();
+    return port.value_or(0);
+  }
+
+  InstanceSpec FakeEngine(const std::string& id, std::vector<std::string> flags = {}) {
+    InstanceSpec spec;
+    spec.id = id;
+    spec.model_name = "tiny";
+    spec.engine = "fake";
+    spec.port = Port();
+    spec.argv = {
+        kPython, "-B",     kFakeEngine, "--model", model_root_ + "/tiny",  "--served-model-name",
+        "tiny",  "--host", "127.0.0.1", "--port",  absl::StrCat(spec.port)};
+    spec.argv.insert(spec.argv.end(), flags.begin(), flags.end());
+    spec.ready_timeout = absl::Seconds(20);
+    spec.source_tier = "disk";
+    return spec;
+  }
+
+  InstanceSpec Script(const std::string& id, std::vector<std::string> flags = {}) {
+    InstanceSpec spec;
+    spec.id = id;
+    spec.model_name = "script";
+    spec.engine = "script";
+    spec.port = Port();
+    spec.argv = {kPython, "-B", dir_ + "/engine.py", absl::StrCat(spec.port)};
+    spec.argv.insert(spec.argv.end(), flags.begin(), flags.end());
+    spec.ready_timeout = absl::Seconds(20);
+    return spec;
+  }
+
+  bool WaitState(const std::string& id, const std::string& state,
+                 absl::Duration timeout = absl::Seconds(20)) {
+    return testing::WaitFor(
+        [&] {
+          std::optional<v1::Instance> i = supervisor_->Get(id);
+          return i.has_value() && i->state() == state;
+        },
+        timeout);
+  }
+
+  std::vector<std::string> States(const std::string& id) {
+    absl::MutexLock lock(&events_mu_);
+    std::vector<std::string> states;
+    for (const v1::Instance& i : events_) {
+      if (i.id() == id) states.push_back(i.state());
+    }
+    return states;
+  }
+
+  std::vector<v1::Instance> Events() {
+    absl::MutexLock lock(&events_mu_);
+    return events_;
+  }
+
+  static inline std::string model_root_;
+  std::string dir_;
+  std::unique_ptr<InstanceSupervisor> supervisor_;
+  absl::Mutex events_mu_;
+  std::vector<v1::Instance> events_ ABSL_GUARDED_BY(events_mu_);
+};
+
+TEST_F(SupervisorTest, StartsFakeEngineServesAndStops) {
+  InstanceSpec spec = FakeEngine("inst-a1");
+  absl::StatusOr<v1::Instance> started = supervisor_->Start(spec);
+  ASSERT_TRUE(started.ok()) << started.status();
+  EXPECT_EQ(started->state(), "starting");
+  EXPECT_GT(started->pid(), 0);
+  EXPECT_EQ(started->endpoint(), absl::StrCat("http://127.0.0.1:", spec.port));
+  EXPECT_EQ(started->model_name(), "tiny");
+  EXPECT_EQ(started->source_tier(), "disk");
+  EXPECT_GT(started->started_at().seconds(), 0);
+  ASSERT_TRUE(WaitState("inst-a1", "ready")) << supervisor_->Get("inst-a1")->DebugString();
+
+  v1::Instance ready = *supervisor_->Get("inst-a1");
+  EXPECT_GT(ready.load_time_ms(), 0u);
+  HttpRequest request;
+  request.url = ready.endpoint() + "/v1/models";
+  absl::StatusOr<HttpResponse> models = SendHttpRequest(request);
+  ASSERT_TRUE(models.ok()) << models.status();
+  EXPECT_EQ(models->status, 200);
+  EXPECT_THAT(models->body, HasSubstr("tiny"));
+  EXPECT_TRUE(Exists(dir_ + "/instances/inst-a1.json"));
+  EXPECT_THAT(Slurp(supervisor_->LogPath("inst-a1")), HasSubstr("==== gswarm"));
+
+  absl::StatusOr<v1::Instance> stopped = supervisor_->Stop("inst-a1", /*force=*/false);
+  ASSERT_TRUE(stopped.ok()) << stopped.status();
+  EXPECT_EQ(stopped->state(), "stopped");
+  EXPECT_TRUE(Reaped(ready.pid()));
+  EXPECT_THAT(GroupMembers(ready.pid()), IsEmpty());
+  EXPECT_FALSE(Exists(dir_ + "/instances/inst-a1.json"));
+  EXPECT_THAT(States("inst-a1"), ElementsAre("starting", "ready", "stopping", "stopped"));
+  // Stopping what has ended answers it as it is; an unknown id is NOT_FOUND.
+  EXPECT_EQ(supervisor_->Stop("inst-a1", false)->state(), "stopped");
+  EXPECT_EQ(supervisor_->Stop("inst-nope", false).status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(SupervisorTest, NeverReadyFailsWithLogLinesAndLeavesNoProcess) {
+  InstanceSpec spec = FakeEngine("inst-b1", {"--never-ready"});
+  spec.ready_timeout = absl::Seconds(2);
+  absl::StatusOr<v1::Instance> started = supervisor_->Start(spec);
+  ASSERT_TRUE(started.ok()) << started.status();
+  ASSERT_TRUE(WaitState("inst-b1", "failed", absl::Seconds(15)));
+  v1::Instance failed = *supervisor_->Get("inst-b1");
+  EXPECT_THAT(failed.state_reason(), HasSubstr("not ready after 2s"));
+  EXPECT_THAT(failed.state_reason(), HasSubstr("HTTP 503"));
+  EXPECT_THAT(failed.state_reason(), HasSubstr("listening on"));  // a line of the engine's log
+  EXPECT_TRUE(Reaped(started->pid()));
+  EXPECT_THAT(GroupMembers(started->pid()), IsEmpty());
+  EXPECT_FALSE(Exists(dir_ + "/instances/inst-b1.json"));
+}
+
+TEST_F(SupervisorTest, CrashesRestartWithBackoffThenFail) {
+  InstanceSpec spec = FakeEngine("inst-c1", {"--crash-after", "0.3", "--exit-code", "3"});
+  absl::StatusOr<v1::Instance> started = supervisor_->Start(spec);
+  ASSERT_TRUE(started.ok()) << started.status();
+  ASSERT_TRUE(WaitState("inst-c1", "failed", absl::Seconds(30)));
+  v1::Instance failed = *supervisor_->Get("inst-c1");
+  EXPECT_EQ(failed.restarts(), 2u);
+  EXPECT_THAT(failed.state_reason(), HasSubstr("exit code 3 after 2 restarts"));
+  EXPECT_THAT(failed.state_reason(), HasSubstr("last log lines:"));
+  std::set<int32_t> pids;
+  std::vector<uint32_t> restarts;
+  for (const v1::Instance& i : Events()) {
+    pids.insert(i.pid());
+    if (i.state() == "starting") restarts.push_back(i.restarts());
+  }
+  EXPECT_THAT(restarts, ElementsAre(0u, 1u, 2u));
+  EXPECT_EQ(pids.size(), 3u);
+  for (int32_t pid : pids) EXPECT_TRUE(Reaped(pid)) << pid;
+  EXPECT_FALSE(Exists(dir_ + "/instances/inst-c1.json"));
+}
+
+TEST_F(SupervisorTest, StopKillsTheWholeGroupIncludingAGrandchild) {
+  InstanceSpec spec = Script("inst-d1", {"grandchild"});
+  absl::StatusOr<v1::Instance> started = supervisor_->Start(spec);
+  ASSERT_TRUE(started.ok()) << started.status();
+  ASSERT_TRUE(WaitState("inst-d1", "ready"));
+  const std::string log = supervisor_->LogPath("inst-d1");
+  ASSERT_TRUE(testing::WaitFor([&] { return absl::StrContains(Slurp(log), "grandchild="); },
+                               absl::Seconds(10)));
+  std::string text = Slurp(log);
+  int grandchild = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(
+      text.substr(text.find("grandchild=") + 11,
+                  text.find('\n', text.find("grandchild=")) - text.find("grandchild=") - 11),
+      &grandchild));
+  ASSERT_EQ(ReadProcStat(grandchild)->pgrp, started->pid());
+
+  // The grandchild ignores SIGTERM: only the SIGKILL after stop_grace (1 s) ends it.
+  const absl::Time t0 = absl::Now();
+  absl::StatusOr<v1::Instance> stopped = supervisor_->Stop("inst-d1", /*force=*/false);
+  ASSERT_TRUE(stopped.ok()) << stopped.status();
+  EXPECT_EQ(stopped->state(), "stopped");
+  EXPECT_GE(absl::Now() - t0, absl::Milliseconds(900));
+  EXPECT_THAT(GroupMembers(started->pid()), IsEmpty());
+  EXPECT_TRUE(NotRunning(grandchild));
+  EXPECT_TRUE(Reaped(started->pid()));
+}
+
+TEST_F(SupervisorTest, ForceStopKillsAtOnce) {
+  InstanceSupervisor::Options options = MakeOptions();
+  options.stop_grace = absl::Seconds(30);
+  supervisor_ = std::make_unique<InstanceSupervisor>(options);
+  absl::StatusOr<v1::Instance> started = supervisor_->Start(Script("inst-e1", {"ignore-term"}));
+  ASSERT_TRUE(started.ok()) << started.status();
+  ASSERT_TRUE(WaitState("inst-e1", "ready"));
+  const absl::Time t0 = absl::Now();
+  absl::StatusOr<v1::Instance> stopped = supervisor_->Stop("inst-e1", /*force=*/true);
+  ASSERT_TRUE(stopped.ok()) << stopped.status();
+  EXPECT_EQ(stopped->state(), "stopped");
+  EXPECT_LT(absl::Now() - t0, absl::Seconds(5));
+  EXPECT_TRUE(Reaped(started->pid()));
+  EXPECT_THAT(GroupMembers(started->pid()), IsEmpty());
+}
+
+TEST_F(SupervisorTest, PortInUseIsAnErrorBeforeAnythingStarts) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(::listen(fd, 1), 0);
+  ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  InstanceSpec spec = Script("inst-f1");
+  spec.port = ntohs(addr.sin_port);
+  EXPECT_TRUE(InstanceSupervisor::PortInUse(spec.port));
+  absl::StatusOr<v1::Instance> started = supervisor_->Start(spec);
+  ::close(fd);
+  EXPECT_EQ(started.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(started.status().message(),
+              HasSubstr(absl::StrCat("port ", spec.port,
+                                     " is in use on this node (pick another or omit it)")));
+  EXPECT_FALSE(supervisor_->Get("inst-f1").has_value());
+  EXPECT_FALSE(Exists(supervisor_->LogPath("inst-f1")));
+  EXPECT_THAT(Events(), IsEmpty());
+
+  // An instance of ours that has not bound its port yet holds it too.
+  InstanceSpec slow = FakeEngine("inst-f2", {"--startup-delay", "5"});
+  ASSERT_TRUE(supervisor_->Start(slow).ok());
+  InstanceSpec clash = Script("inst-f3");
+  clash.port = slow.port;
+  EXPECT_EQ(supervisor_->Start(clash).status().code(), absl::StatusCode::kFailedPrecondition);
+  // So does an id in use.
+  EXPECT_EQ(supervisor_->Start(FakeEngine("inst-f2")).status().code(),
+            absl::StatusCode::kAlreadyExists);
+}
+
+TEST_F(SupervisorTest, BadSpecsAreRefusedBeforeAnythingStarts) {
+  InstanceSpec spec = Script("inst-g1");
+  spec.argv[0] = "/nonexistent/engine";
+  EXPECT_EQ(supervisor_->Start(spec).status().code(), absl::StatusCode::kNotFound);
+  spec = Script("../escape");
+  EXPECT_EQ(supervisor_->Start(spec).status().code(), absl::StatusCode::kInvalidArgument);
+  spec = Script("inst-g2");
+  spec.gpu_device = "tpu0";
+  EXPECT_EQ(supervisor_->Start(spec).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(supervisor_->List(), IsEmpty());
+}
+
+TEST_F(SupervisorTest, CudaVisibleDevicesAndEnvironmentReachTheEngine) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"gpu1", "'1'"}, {"gpu0,gpu2", "'0,2'"}, {"cpu", "''"}};
+  for (size_t i = 0; i < cases.size(); ++i) {
+    InstanceSpec spec = Script(absl::StrCat("inst-h", i));
+    spec.gpu_device = cases[i].first;
+    spec.env["GSWARM_TEST_MARK"] = "mark-42";
+    ASSERT_TRUE(supervisor_->Start(spec).ok());
+  }
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const std::string id = absl::StrCat("inst-h", i);
+    ASSERT_TRUE(WaitState(id, "ready"));
+    EXPECT_EQ(supervisor_->Get(id)->gpu_device(), cases[i].first);
+    const std::string log = Slurp(supervisor_->LogPath(id));
+    EXPECT_THAT(log, HasSubstr("CUDA_VISIBLE_DEVICES=" + cases[i].second)) << id;
+    EXPECT_THAT(log, HasSubstr("GSWARM_TEST_MARK='mark-42'"));
+  }
+  EXPECT_EQ(*CudaVisibleDevices("gpu3"), "3");
+  EXPECT_EQ(*CudaVisibleDevices("gpu1, gpu2"), "1,2");
+  EXPECT_EQ(*CudaVisibleDevices("cpu"), "");
+  EXPECT_FALSE(CudaVisibleDevices("gpu").ok());
+  EXPECT_FALSE(CudaVisibleDevices("gpu-1").ok());
+  supervisor_->StopAll();
+  for (const v1::Instance& i : supervisor_->List()) {
+    EXPECT_EQ(i.state(), "stopped");
+    EXPECT_TRUE(Reaped(i.pid()));
+  }
+}
+
+TEST_F(SupervisorTest, LogIsWrittenAndCapped) {
+  InstanceSupervisor::Options options = MakeOptions();
+  options.max_log_bytes = 64 << 10;
+  supervisor_ = std::make_unique<InstanceSupervisor>(options);
+  ASSERT_TRUE(supervisor_->Start(Script("inst-i1", {"spam"})).ok());
+  ASSERT_TRUE(WaitState("inst-i1", "ready"));
+  const std::string log = supervisor_->LogPath("inst-i1");
+  // The engine wrote ~380 KiB; the supervisor keeps 64 KiB in the log and 64 KiB in .1.
+  EXPECT_TRUE(testing::WaitFor(
+      [&] {
+        return Exists(log + ".1") && SizeOf(log) <= options.max_log_bytes &&
+               absl::StrContains(Slurp(log) + Slurp(log + ".1"), "spam done");
+      },
+      absl::Seconds(10)))
+      << SizeOf(log) << " " << SizeOf(log + ".1");
+  EXPECT_LE(SizeOf(log + ".1"), options.max_log_bytes);
+  EXPECT_GT(SizeOf(log + ".1"), 0u);
+  EXPECT_THAT(Slurp(log + ".1"), HasSubstr("spam line"));
+}
+
+TEST_F(SupervisorTest, AdoptsALiveInstanceAfterAnAgentRestart) {
+  InstanceSpec spec = FakeEngine("inst-j1");
+  absl::StatusOr<v1::Instance> started = supervisor_->Start(spec);
+  ASSERT_TRUE(started.ok()) << started.status();
+  ASSERT_TRUE(WaitState("inst-j1", "ready"));
+  supervisor_.reset();  // the agent goes away without cleanup; the engine keeps running
+  ASSERT_FALSE(NotRunning(started->pid()));
+
+  supervisor_ = std::make_unique<InstanceSupervisor>(MakeOptions());
+  std::vector<v1::Instance> adopted = supervisor_->Adopt();
+  ASSERT_EQ(adopted.size(), 1u);
+  EXPECT_EQ(adopted[0].id(), "inst-j1");
+  EXPECT_EQ(adopted[0].state(), "ready");
+  EXPECT_EQ(adopted[0].pid(), started->pid());
+  EXPECT_EQ(adopted[0].port(), static_cast<uint32_t>(spec.port));
+  EXPECT_EQ(adopted[0].endpoint(), started->endpoint());
+  EXPECT_GT(adopted[0].load_time_ms(), 0u);
+  // Adopting twice does not duplicate it.
+  EXPECT_THAT(supervisor_->Adopt(), IsEmpty());
+  EXPECT_EQ(supervisor_->List().size(), 1u);
+
+  absl::StatusOr<v1::Instance> stopped = supervisor_->Stop("inst-j1", false);
+  ASSERT_TRUE(stopped.ok()) << stopped.status();
+  EXPECT_EQ(stopped->state(), "stopped");
+  EXPECT_TRUE(Reaped(started->pid()));
+  EXPECT_THAT(GroupMembers(started->pid()), IsEmpty());
+}
+
+TEST_F(SupervisorTest, AdoptsAnInstanceStillLoadingAsStarting) {
+  absl::StatusOr<v1::Instance> started =
+      supervisor_->Start(FakeEngine("inst-l1", {"--startup-delay", "1.5"}));
+  ASSERT_TRUE(started.ok()) << started.status();
+  supervisor_.reset();
+
+  supervisor_ = std::make_unique<InstanceSupervisor>(MakeOptions());
+  std::vector<v1::Instance> adopted = supervisor_->Adopt();
+  ASSERT_EQ(adopted.size(), 1u);
+  EXPECT_EQ(adopted[0].state(), "starting");
+  EXPECT_EQ(adopted[0].pid(), started->pid());
+  EXPECT_TRUE(WaitState("inst-l1", "ready"));
+}
+
+TEST_F(SupervisorTest, AdoptDropsRecordsOfDeadOrRecycledPids) {
+  ASSERT_TRUE(common::MakeDirs(dir_ + "/instances").ok());
+  // A pid that is gone.
+  auto done = testing::Subprocess::Start({"/bin/true"});
+  ASSERT_TRUE(done.ok());
+  const pid_t dead = (*done)->pid();
+  ASSERT_TRUE(testing::WaitFor([&] { return (*done)->Exited(); }, absl::Seconds(10)));
+  InstanceRecord record;
+  record.spec = Script("inst-k1");
+  record.pid = record.pgid = dead;
+  record.start_ticks = 1;
+  record.started_at = absl::Now();
+  ASSERT_TRUE(
+      common::WriteFileAtomically(dir_ + "/instances/inst-k1.json", InstanceRecordToJson(record))
+          .ok());
+  // A live pid whose start time says it is another process now: dropped and left alone.
+  auto other = testing::Subprocess::Start({"/bin/sleep", "30"});
+  ASSERT_TRUE(other.ok());
+  record.spec = Script("inst-k2");
+  record.pid = record.pgid = (*other)->pid();
+  record.start_ticks = ReadProcStat((*other)->pid())->start_ticks + 1;
+  ASSERT_TRUE(
+      common::WriteFileAtomically(dir_ + "/instances/inst-k2.json", InstanceRecordToJson(record))
+          .ok());
+  std::ofstream(dir_ + "/instances/inst-k3.json") << "{not json";
+
+  EXPECT_THAT(supervisor_->Adopt(), IsEmpty());
+  EXPECT_FALSE(Exists(dir_ + "/instances/inst-k1.json"));
+  EXPECT_FALSE(Exists(dir_ + "/instances/inst-k2.json"));
+  EXPECT_FALSE(Exists(dir_ + "/instances/inst-k3.json"));
+  EXPECT_FALSE((*other)->Exited());
+  EXPECT_THAT(supervisor_->List(), IsEmpty());
+}
+
+TEST(InstanceRecordTest, RoundTrips) {
+  InstanceRecord record;
+  record.spec.id = "inst-1";
+  record.spec.model_name = "m";
+  record.spec.argv = {"/bin/engine", "--port", "8080"};
+  record.spec.env = {{"A", "1"}};
+  record.spec.gpu_device = "gpu1";
+  record.spec.port = 8080;
+  record.spec.ready_timeout = absl::Seconds(90);
+  record.pid = 42;
+  record.pgid = 42;
+  record.start_ticks = 12345;
+  record.started_at = absl::FromUnixMillis(1700000000123);
+  record.restarts = 2;
+  absl::StatusOr<InstanceRecord> back = ParseInstanceRecord(InstanceRecordToJson(record));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->spec.argv, record.spec.argv);
+  EXPECT_EQ(back->spec.env, record.spec.env);
+  EXPECT_EQ(back->spec.ready_timeout, absl::Seconds(90));
+  EXPECT_EQ(back->started_at, record.started_at);
+  EXPECT_EQ(back->start_ticks, 12345u);
+  EXPECT_EQ(back->restarts, 2u);
+  EXPECT_FALSE(ParseInstanceRecord("{\"id\": \"x\"}").ok());
+}
+
+}  // namespace
+}  // namespace gswarm::client
