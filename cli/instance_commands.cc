@@ -33,15 +33,21 @@ InstanceCommands::InstanceCommands(CLI::App& app) {
   stop_->add_option("target", name_, "Instance id or model name")->required();
   stop_->add_option("--node", node_, "With a model name: only this node's instances");
   stop_->add_flag("--force", force_, "SIGKILL at once instead of SIGTERM and a grace period");
+
+  logs_ = app.add_subcommand("logs", "Print an instance's engine log (from its node)");
+  logs_->add_option("id", id_, "Instance id, as `gswarm ps -a` shows it")->required();
+  logs_->add_flag("-f,--follow", follow_, "Keep printing as the engine writes (Ctrl-C to stop)");
+  logs_->add_option("--tail", tail_, "Lines to show first (default 100)");
 }
 
 bool InstanceCommands::Parsed() const {
-  return serve_->parsed() || ps_->parsed() || stop_->parsed();
+  return serve_->parsed() || ps_->parsed() || stop_->parsed() || logs_->parsed();
 }
 
 int InstanceCommands::Run(ApiClient& api, bool json) {
   if (serve_->parsed()) return Serve(api, json);
   if (ps_->parsed()) return Ps(api, json);
+  if (logs_->parsed()) return Logs(api);
   return Stop(api, json);
 }
 
@@ -134,6 +140,20 @@ int InstanceCommands::Stop(ApiClient& api, bool json) {
   for (const v1::Instance& i : stopped.stopped()) {
     std::cout << "stopped " << i.id() << " (" << i.model_name() << " on " << i.node_id() << ")\n";
   }
+  return 0;
+}
+
+int InstanceCommands::Logs(ApiClient& api) {
+  if (tail_ < 0) return PrintError("--tail must not be negative");
+  v1::GetInstanceLogsRequest request;
+  request.set_instance_id(id_);
+  request.set_follow(follow_);
+  request.set_tail_lines(static_cast<uint32_t>(tail_));
+  grpc::ClientContext context;
+  api.Prepare(&context, follow_ ? std::chrono::seconds(0) : std::chrono::seconds(60));
+  auto reader = api.stub().GetInstanceLogs(&context, request);
+  for (v1::LogChunk chunk; reader->Read(&chunk);) std::cout << chunk.data() << std::flush;
+  if (absl::Status s = api.Explain(reader->Finish()); !s.ok()) return PrintError(s.message());
   return 0;
 }
 

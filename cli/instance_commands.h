@@ -20,10 +20,14 @@ class InstanceCommands {
   int Serve(ApiClient& api, bool json);
   int Ps(ApiClient& api, bool json);
   int Stop(ApiClient& api, bool json);
+  int Logs(ApiClient& api);
 
   CLI::App* serve_;
   CLI::App* ps_;
   CLI::App* stop_;
+  CLI::App* logs_;
+  bool follow_ = false;
+  int tail_ = 100;
   std::string name_;
   std::string gpu_;
   int port_ = 0;

@@ -107,6 +107,7 @@ void Agent::Start() {
     data.port = static_cast<int>(options_.data_port);
     data.auth_token = options_.auth_token;
     data.roots = {options_.dram.root, options_.disk.model_cache_dir};
+    data.log_dir = options_.instance_log_dir;
     absl::StatusOr<std::unique_ptr<DataServer>> server = DataServer::Start(std::move(data));
     if (server.ok()) {
       data_server_ = *std::move(server);

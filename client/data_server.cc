@@ -11,12 +11,16 @@
 #include <cstring>
 
 #include "absl/strings/match.h"
+#include <chrono>
+#include <thread>
+
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
+#include "client/log_tail.h"
 #include "client/model_catalog.h"
 #include "common/auth.h"
 #include "nlohmann/json.hpp"
@@ -214,10 +218,53 @@ void DataServer::InstallRoutes() {
   s.Get("/health", [](const httplib::Request&, httplib::Response& res) {
     SendJson(res, 200, {{"status", "ok"}});
   });
+  s.Get(R"(/logs/([A-Za-z0-9._-]+))",
+        [this](const httplib::Request& req, httplib::Response& res) { ServeLog(req, res); });
   s.Get(R"(/api/models/.*)",
         [this](const httplib::Request& req, httplib::Response& res) { ServeListing(req, res); });
   s.Get(R"(/[^/]+/[^/]+/resolve/.*)",
         [this](const httplib::Request& req, httplib::Response& res) { ServeFile(req, res); });
+}
+
+void DataServer::ServeLog(const httplib::Request& req, httplib::Response& res) const {
+  const std::string id = req.matches[1].str();
+  if (options_.log_dir.empty() || id.front() == '.') {
+    return SendFailure(res, {404, "", absl::StrCat("no log for instance ", id)});
+  }
+  const std::string path = absl::StrCat(options_.log_dir, "/", id, ".log");
+  int lines = 100;
+  if (req.has_param("tail") && !absl::SimpleAtoi(req.get_param_value("tail"), &lines)) {
+    return SendFailure(res, {400, "", "tail must be a number of lines"});
+  }
+  absl::StatusOr<LogTail> tail = TailFile(path, lines);
+  if (!tail.ok()) {
+    return SendFailure(res, {404, "", absl::StrCat("no log for instance ", id, " on this node")});
+  }
+  const std::string follow = req.get_param_value("follow");
+  if (follow != "true" && follow != "1") {
+    res.set_content(tail->text, "text/plain");
+    return;
+  }
+  // Follow: the tail first, then whatever the engine writes, until the reader goes away.
+  auto offset = std::make_shared<uint64_t>(tail->end_offset);
+  auto first = std::make_shared<std::string>(std::move(tail->text));
+  res.set_chunked_content_provider("text/plain",
+                                   [path, offset, first](size_t, httplib::DataSink& sink) {
+                                     if (!first->empty()) {
+                                       std::string text = std::move(*first);
+                                       first->clear();
+                                       return sink.write(text.data(), text.size());
+                                     }
+                                     // Poll for up to ~2 s per call, so a reader that left is
+                                     // noticed soon.
+                                     for (int i = 0; i < 10 && sink.is_writable(); ++i) {
+                                       std::string grown = ReadGrowth(path, offset.get());
+                                       if (!grown.empty())
+                                         return sink.write(grown.data(), grown.size());
+                                       std::this_thread::sleep_for(std::chrono::milliseconds(200));
+                                     }
+                                     return sink.is_writable();
+                                   });
 }
 
 void DataServer::ServeListing(const httplib::Request& req, httplib::Response& res) const {

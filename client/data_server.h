@@ -55,6 +55,9 @@ class DataServer {
     // Where models live, tried in order (e.g. {dram root, disk root}): each model is
     // <root>/<name>/ with a manifest. A root that does not exist is skipped.
     std::vector<std::string> roots;
+    // Instance logs (<log_dir>/<id>.log), served at GET /logs/<id>?tail=N&follow=true for
+    // `gswarm logs`. Empty: no logs served.
+    std::string log_dir;
     // PEM certificate and key: serve HTTPS. Both empty: plain HTTP.
     std::string tls_cert;
     std::string tls_key;
@@ -81,6 +84,7 @@ class DataServer {
   void InstallRoutes();
   void ServeListing(const httplib::Request& req, httplib::Response& res) const;
   void ServeFile(const httplib::Request& req, httplib::Response& res) const;
+  void ServeLog(const httplib::Request& req, httplib::Response& res) const;
 
   const Options options_;
   std::unique_ptr<ModelCatalog> catalog_;

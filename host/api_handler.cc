@@ -518,4 +518,26 @@ absl::StatusOr<v1::StopInstanceResponse> ApiHandler::UnloadModel(
   return StopInstance(stop);
 }
 
+absl::StatusOr<std::pair<std::string, std::string>> ApiHandler::LogSource(
+    const v1::GetInstanceLogsRequest& request) const {
+  std::optional<v1::Instance> instance = instances_->Get(request.instance_id());
+  if (!instance.has_value()) {
+    return absl::NotFoundError(
+        absl::StrCat("instance ", request.instance_id(), " is unknown (see `gswarm ps -a`)"));
+  }
+  std::optional<v1::NodeInfo> node = nodes_->Get(instance->node_id());
+  if (!node.has_value() || node->state() != "online") {
+    return absl::UnavailableError(
+        absl::StrCat("node ", instance->node_id(), " holding the log is offline"));
+  }
+  const std::string url = NodeDataUrl(*node);
+  if (url.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "node ", instance->node_id(), " serves no data port, where logs are read from"));
+  }
+  return std::make_pair(url, absl::StrCat("/logs/", instance->id(), "?tail=",
+                                          request.tail_lines() == 0 ? 100 : request.tail_lines(),
+                                          request.follow() ? "&follow=true" : ""));
+}
+
 }  // namespace gswarm::host

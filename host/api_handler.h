@@ -58,6 +58,9 @@ class ApiHandler {
   absl::StatusOr<v1::ListInstancesResponse> ListInstances(const v1::ListInstancesRequest&) const;
   absl::StatusOr<v1::JobResponse> LoadModel(const v1::LoadModelRequest&) const;
   absl::StatusOr<v1::StopInstanceResponse> UnloadModel(const v1::UnloadModelRequest&) const;
+  // Where the instance's node serves its log: base URL of its data port, and the path.
+  absl::StatusOr<std::pair<std::string, std::string>> LogSource(
+      const v1::GetInstanceLogsRequest& request) const;
 
   // Not built yet: each answers UNIMPLEMENTED naming the feature it belongs to.
   absl::StatusOr<v1::SwitchModelResponse> SwitchModel(const v1::SwitchModelRequest&) const;

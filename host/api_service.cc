@@ -1,8 +1,12 @@
 #include "host/api_service.h"
 
+#include <httplib.h>
+
+#include <deque>
 #include <memory>
 #include <optional>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "common/grpc_util.h"
 
@@ -131,6 +135,148 @@ class JobWatchStream final : public grpc::ServerWriteReactor<v1::Job>,
   std::shared_ptr<JobWatchStream> self_;
 };
 
+// GetInstanceLogs: relays the log from the instance's node (its data port) chunk by chunk. The
+// HTTP read runs on the log pool; chunks wait in a short queue, and the reader is slowed when
+// the client reads slower than the log grows.
+class LogStream final : public grpc::ServerWriteReactor<v1::LogChunk>,
+                        public std::enable_shared_from_this<LogStream> {
+ public:
+  static LogStream* Start(grpc::CallbackServerContext* context, const std::string& token,
+                          const ApiHandler* handler, common::WorkerPool* pool,
+                          const v1::GetInstanceLogsRequest& request) {
+    auto stream = std::make_shared<LogStream>();
+    stream->self_ = stream;
+    absl::Status status = common::CheckGrpcAuthorization(token, *context);
+    absl::StatusOr<std::pair<std::string, std::string>> source =
+        status.ok() ? handler->LogSource(request)
+                    : absl::StatusOr<std::pair<std::string, std::string>>(status);
+    if (!source.ok()) {
+      stream->FinishOnce(common::ToGrpcStatus(source.status()));
+      return stream.get();
+    }
+    absl::Status queued =
+        pool->Submit([stream, token, source = *source, follow = request.follow()] {
+          stream->Relay(source.first, source.second, token, follow);
+        });
+    if (!queued.ok()) stream->FinishOnce(common::ToGrpcStatus(queued));
+    return stream.get();
+  }
+
+  void OnWriteDone(bool ok) override {
+    std::optional<grpc::Status> finish;
+    const v1::LogChunk* next = nullptr;
+    {
+      absl::MutexLock lock(&mu_);
+      queue_.pop_front();
+      if (!ok) cancelled_ = true;
+      if (!queue_.empty() && ok) {
+        next = &queue_.front();
+      } else {
+        writing_ = false;
+        if (end_.has_value()) finish = end_;
+      }
+    }
+    if (next != nullptr) {
+      StartWrite(next);
+    } else if (finish.has_value()) {
+      FinishOnce(*finish);
+    }
+  }
+
+  void OnCancel() override {
+    absl::MutexLock lock(&mu_);
+    cancelled_ = true;
+  }
+
+  void OnDone() override { std::shared_ptr<LogStream> keep = std::move(self_); }
+
+ private:
+  void Relay(const std::string& base_url, const std::string& path, const std::string& token,
+             bool follow) {
+    httplib::Client client(base_url);
+    client.set_connection_timeout(5, 0);
+    client.set_read_timeout(follow ? 24 * 3600 : 30, 0);
+    httplib::Headers headers;
+    if (!token.empty()) headers.emplace("Authorization", "Bearer " + token);
+    int http_status = 0;
+    std::string error_body;
+    auto result = client.Get(
+        path.c_str(), headers,
+        [&](const httplib::Response& response) {
+          http_status = response.status;
+          return true;
+        },
+        [&](const char* data, size_t length) {
+          if (http_status != 200) {
+            error_body.append(data, length);
+            return true;
+          }
+          return Push(std::string(data, length));
+        });
+    grpc::Status end = grpc::Status::OK;
+    if (!result && !IsCancelled()) {
+      end = grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                         absl::StrCat("reading the log from ", base_url, ": ",
+                                      httplib::to_string(result.error())));
+    } else if (http_status != 200 && http_status != 0) {
+      end = grpc::Status(
+          http_status == 404 ? grpc::StatusCode::NOT_FOUND : grpc::StatusCode::UNAVAILABLE,
+          absl::StrCat("the node answered HTTP ", http_status, ": ", error_body));
+    }
+    bool finish_now;
+    {
+      absl::MutexLock lock(&mu_);
+      end_ = end;
+      finish_now = !writing_;
+    }
+    if (finish_now) FinishOnce(end);
+  }
+
+  // Queues a chunk; false (stop reading) once the client has gone.
+  bool Push(std::string data) {
+    const v1::LogChunk* write = nullptr;
+    {
+      absl::MutexLock lock(&mu_);
+      auto room = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return cancelled_ || queue_.size() < 16;
+      };
+      mu_.Await(absl::Condition(&room));
+      if (cancelled_) return false;
+      v1::LogChunk chunk;
+      chunk.set_data(std::move(data));
+      queue_.push_back(std::move(chunk));
+      if (!writing_) {
+        writing_ = true;
+        write = &queue_.front();
+      }
+    }
+    if (write != nullptr) StartWrite(write);
+    return true;
+  }
+
+  bool IsCancelled() {
+    absl::MutexLock lock(&mu_);
+    return cancelled_;
+  }
+
+  void FinishOnce(const grpc::Status& status) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (finished_) return;
+      finished_ = true;
+    }
+    Finish(status);
+  }
+
+  absl::Mutex mu_;
+  std::deque<v1::LogChunk> queue_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  std::optional<grpc::Status> end_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<LogStream> self_;
+};
+
 }  // namespace
 
 ApiService::ApiService(std::string auth_token, const ApiHandler* handler,
@@ -160,8 +306,8 @@ grpc::ServerWriteReactor<v1::Event>* ApiService::WatchEvents(grpc::CallbackServe
 }
 
 grpc::ServerWriteReactor<v1::LogChunk>* ApiService::GetInstanceLogs(
-    grpc::CallbackServerContext* context, const v1::GetInstanceLogsRequest*) {
-  return RefuseStream<v1::LogChunk>(context, auth_token_, "GetInstanceLogs", "inference instances");
+    grpc::CallbackServerContext* context, const v1::GetInstanceLogsRequest* request) {
+  return LogStream::Start(context, auth_token_, handler_, &log_pool_, *request);
 }
 
 }  // namespace gswarm::host

@@ -62,6 +62,9 @@ class ApiService final : public v1::GSwarm::CallbackService {
   const ApiHandler* const handler_;
   Orchestrator* const orchestrator_;
   common::WorkerPool* const pool_;
+  // Log streams relay an agent's HTTP answer for as long as the reader follows it: their own
+  // threads, so that followers never starve the API's.
+  common::WorkerPool log_pool_{"log streams", 4, 64};
 };
 
 }  // namespace gswarm::host
