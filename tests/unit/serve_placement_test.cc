@@ -1,0 +1,113 @@
+// Placement of inference instances on GPUs: the host refuses an instance that does not fit a
+// GPU's budget (total x gpu_memory_fraction, less what is used), saying needed vs free, and
+// picks the GPU with the most room when none is named. GPU figures come from the agents'
+// heartbeats, so a fake Hello stands in for NVML.
+
+#include "gtest/gtest.h"
+#include "host/orchestrator.h"
+
+namespace gswarm::host {
+namespace {
+
+constexpr uint64_t kGiB = 1ull << 30;
+
+class RecordingSession final : public NodeRegistry::Session {
+ public:
+  void Close(const absl::Status&) override {}
+  void Send(v1::HostMessage message) override { sent.push_back(std::move(message)); }
+  std::vector<v1::HostMessage> sent;
+};
+
+v1::GpuInfo Gpu(uint32_t index, uint64_t budget, uint64_t used) {
+  v1::GpuInfo gpu;
+  gpu.set_index(index);
+  gpu.set_memory_total_bytes(budget + budget / 9);
+  gpu.set_memory_budget_bytes(budget);
+  gpu.set_memory_used_bytes(used);
+  return gpu;
+}
+
+class ServePlacementTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    registry_ = *Registry::Open(":memory:");
+    orchestrator_ = std::make_unique<Orchestrator>(Orchestrator::Options{}, registry_.get(),
+                                                   &nodes_, &instances_);
+    v1::Model model;
+    model.set_name("big");
+    model.set_size_bytes(20 * kGiB);
+    ASSERT_TRUE(registry_->PutModel(model).ok());
+  }
+
+  // A node holding "big" on disk, with these GPUs.
+  void AddNode(const std::string& id, std::vector<v1::GpuInfo> gpus) {
+    v1::Hello hello;
+    hello.set_node_id(id);
+    hello.set_heartbeat_interval_ms(1000);
+    for (v1::GpuInfo& gpu : gpus) *hello.mutable_memory()->add_gpus() = gpu;
+    ASSERT_TRUE(nodes_.Connect(hello, "ipv4:127.0.0.1:1", session_).ok());
+    v1::Replica replica;
+    replica.set_node_id(id);
+    replica.set_tier("disk");
+    replica.set_state("ready");
+    replica.set_size_bytes(20 * kGiB);
+    ASSERT_TRUE(registry_->PutReplica("big", replica).ok());
+  }
+
+  v1::ServeRequest Request(const std::string& gpu) {
+    v1::ServeRequest request;
+    request.set_model_name("big");
+    request.set_gpu_device(gpu);
+    return request;
+  }
+
+  std::shared_ptr<RecordingSession> session_ = std::make_shared<RecordingSession>();
+  NodeRegistry nodes_{NodeRegistry::Options{}};
+  InstanceTable instances_;
+  std::unique_ptr<Registry> registry_;
+  std::unique_ptr<Orchestrator> orchestrator_;
+};
+
+TEST_F(ServePlacementTest, RefusesAGpuWithoutRoomSayingNeededVsFree) {
+  AddNode("gpu-node", {Gpu(0, 72 * kGiB, 60 * kGiB)});
+  absl::StatusOr<v1::Job> job = orchestrator_->Serve(Request("gpu0"));
+  ASSERT_TRUE(absl::IsFailedPrecondition(job.status())) << job.status();
+  EXPECT_NE(job.status().message().find("needs 20.0 GiB"), absl::string_view::npos) << job.status();
+  EXPECT_NE(job.status().message().find("12.0 GiB free"), absl::string_view::npos) << job.status();
+  EXPECT_TRUE(session_->sent.empty()) << "nothing may reach the agent";
+}
+
+TEST_F(ServePlacementTest, StartsWhereItFits) {
+  AddNode("gpu-node", {Gpu(0, 72 * kGiB, 10 * kGiB)});
+  absl::StatusOr<v1::Job> job = orchestrator_->Serve(Request("gpu0"));
+  ASSERT_TRUE(job.ok()) << job.status();
+  ASSERT_EQ(session_->sent.size(), 1u);
+  const v1::ServeCommand& serve = session_->sent[0].command().serve();
+  EXPECT_EQ(serve.gpu_device(), "gpu0");
+  EXPECT_EQ(serve.source_tier(), "disk");
+  EXPECT_FALSE(serve.instance_id().empty());
+}
+
+TEST_F(ServePlacementTest, PicksTheGpuWithMostRoom) {
+  AddNode("gpu-node", {Gpu(0, 72 * kGiB, 50 * kGiB), Gpu(1, 72 * kGiB, 5 * kGiB)});
+  ASSERT_TRUE(orchestrator_->Serve(Request("")).ok());
+  EXPECT_EQ(session_->sent.back().command().serve().gpu_device(), "gpu1");
+}
+
+TEST_F(ServePlacementTest, NoGpusMeansCpuAndANamedGpuIsRefused) {
+  AddNode("cpu-node", {});
+  ASSERT_TRUE(orchestrator_->Serve(Request("")).ok());
+  EXPECT_EQ(session_->sent.back().command().serve().gpu_device(), "cpu");
+  absl::StatusOr<v1::Job> job = orchestrator_->Serve(Request("gpu0"));
+  ASSERT_TRUE(absl::IsFailedPrecondition(job.status())) << job.status();
+  EXPECT_NE(job.status().message().find("has no gpu0"), absl::string_view::npos);
+  EXPECT_TRUE(absl::IsInvalidArgument(orchestrator_->Serve(Request("tpu3")).status()));
+}
+
+TEST_F(ServePlacementTest, NoCopyOnlineIsNotFound) {
+  absl::StatusOr<v1::Job> job = orchestrator_->Serve(Request("cpu"));
+  EXPECT_TRUE(absl::IsNotFound(job.status())) << job.status();
+}
+
+}  // namespace
+}  // namespace gswarm::host
