@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
@@ -48,6 +49,35 @@ bool PollUntil(F done, absl::Duration timeout) {
     if (absl::Now() >= deadline) return false;
     absl::SleepFor(absl::Milliseconds(10));
   }
+}
+
+// Whether the process has a thread that has not exited. Its stat says 'Z' as soon as its main
+// thread exits, while other threads may run on (and hold memory, ports, GPUs).
+bool Running(pid_t pid, const ProcStat& stat) {
+  if (stat.state != 'Z' && stat.state != 'X') return true;
+  const std::string tasks = absl::StrCat("/proc/", pid, "/task");
+  DIR* dir = ::opendir(tasks.c_str());
+  if (dir == nullptr) return false;
+  bool running = false;
+  while (dirent* e = ::readdir(dir)) {
+    if (e->d_name[0] == '.') continue;
+    char state = '?';
+    if (FILE* f = std::fopen(absl::StrCat(tasks, "/", e->d_name, "/stat").c_str(), "re")) {
+      // "tid (comm) S ...": the state follows the last ')'.
+      char buf[512];
+      size_t n = std::fread(buf, 1, sizeof(buf) - 1, f);
+      std::fclose(f);
+      absl::string_view text(buf, n);
+      size_t paren = text.rfind(')');
+      if (paren != absl::string_view::npos && paren + 2 < text.size()) state = text[paren + 2];
+    }
+    if (state != 'Z' && state != 'X' && state != '?') {
+      running = true;
+      break;
+    }
+  }
+  ::closedir(dir);
+  return running;
 }
 
 // Whether binding the wildcard address of `family` on `port` fails with EADDRINUSE.
@@ -148,11 +178,15 @@ bool ProcessGroup::Exited() {
   if (!child_) {
     // Not started by us: the pid is ours only while it names the same process (start time).
     absl::StatusOr<ProcStat> stat = ReadProcStat(pid_);
-    if (!stat.ok() || stat->start_ticks != start_ticks_ || stat->state == 'Z' ||
-        stat->state == 'X') {
-      // A zombie may still be ours (this process adopted an engine it started itself): reap it.
-      if (stat.ok() && stat->start_ticks == start_ticks_) ::waitpid(pid_, nullptr, WNOHANG);
+    if (!stat.ok() || stat->start_ticks != start_ticks_) {
       exited_ = true;
+    } else if (!Running(pid_, *stat)) {
+      // It may still be ours (this process adopted an engine it started itself): reap it, unless
+      // the kernel is not done with it yet.
+      int status = 0;
+      pid_t r = ::waitpid(pid_, &status, WNOHANG);
+      if (r == pid_) wait_status_ = status;
+      exited_ = r != 0;
     }
     return exited_;
   }
@@ -237,7 +271,7 @@ std::vector<pid_t> GroupMembers(pid_t pgid) {
     int pid = 0;
     if (!absl::SimpleAtoi(e->d_name, &pid) || pid <= 0) continue;
     absl::StatusOr<ProcStat> stat = ReadProcStat(pid);
-    if (stat.ok() && stat->pgrp == pgid && stat->state != 'Z' && stat->state != 'X') {
+    if (stat.ok() && stat->pgrp == pgid && Running(pid, *stat)) {
       members.push_back(pid);
     }
   }
@@ -343,13 +377,17 @@ bool CapLogFile(const std::string& path, uint64_t max_bytes) {
   Fd out{::open(old.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)};
   if (in.fd >= 0 && out.fd >= 0) {
     std::string buf(1 << 20, '\0');
-    // Up to the size seen above: what the engine writes meanwhile is dropped by the truncate.
+    const off_t limit = st.st_size + static_cast<off_t>(max_bytes);
     off_t at = st.st_size - static_cast<off_t>(max_bytes);
-    while (at < st.st_size) {
-      size_t want = std::min(buf.size(), static_cast<size_t>(st.st_size - at));
+    // The last max_bytes, then what the engine wrote during the copy (up to max_bytes more), so
+    // that only the lines of the last moment before the truncate are lost.
+    for (off_t end = st.st_size; at < end && at < limit;) {
+      size_t want = std::min(buf.size(), static_cast<size_t>(std::min(end, limit) - at));
       ssize_t n = ::pread(in.fd, buf.data(), want, at);
       if (n <= 0 || ::write(out.fd, buf.data(), static_cast<size_t>(n)) != n) break;
       at += n;
+      struct stat now;
+      if (at == end && ::fstat(in.fd, &now) == 0) end = now.st_size;
     }
   }
   // Truncate even when the copy failed: the cap matters more than the old lines.

@@ -94,8 +94,8 @@ struct ProcStat {
 // NOT_FOUND when there is no such process.
 absl::StatusOr<ProcStat> ReadProcStat(pid_t pid);
 
-// Pids of the group's members that are not zombies (scans /proc; empty at once when the kernel
-// knows no member at all).
+// Pids of the group's members that still run, i.e. have a thread that has not exited (scans
+// /proc; empty at once when the kernel knows no member at all). Zombies do not count.
 std::vector<pid_t> GroupMembers(pid_t pgid);
 
 // "exit code 3" or "killed by signal 9 (Killed)" for a waitpid status.
@@ -121,9 +121,10 @@ absl::StatusOr<int> FreeTcpPort();
 std::string TailFile(const std::string& path, int lines, absl::string_view skip = "");
 
 // Keeps a log that its writer appends to (O_APPEND) under `max_bytes`: once larger, its last
-// `max_bytes` go to <path>.1 (replacing the previous one) and it is truncated to empty, as
-// logrotate's copytruncate does; the writer's next write lands at the new end. Lines written
-// during the copy may be lost. Returns whether it rotated.
+// `max_bytes` (plus what is written during the copy, up to `max_bytes` more) go to <path>.1,
+// replacing the previous one, and it is truncated to empty, as logrotate's copytruncate does;
+// the writer's next write lands at the new end. Lines written in the instant between the end of
+// the copy and the truncate are lost. Returns whether it rotated.
 bool CapLogFile(const std::string& path, uint64_t max_bytes);
 
 }  // namespace gswarm::client
