@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# Serve latency benchmark: time from a serve request to a ready engine, for the fake engine
+# (tests/support/fake_engine.py --load-weights) on a model of MODEL_MB MiB, from disk and from
+# DRAM, through gswarm (`gswarm serve` end to end, and REST POST /serve with wait) against
+# starting the same engine command by hand and polling its /health the same way, in one run.
+#   bash bench/serve_latency/run.sh            # builds build/, then ~2 min; table on stdout
+#   bash bench/serve_latency/run.sh --json     # JSON on stdout, table and progress on stderr
+#   bash bench/serve_latency/run.sh --repeat 20 --poll-ms 100
+#
+# Environment:
+#   BUILD_DIR     build directory (default: build)
+#   GSWARM_BIN    gswarm binary to run (default: $BUILD_DIR/cli/gswarm; nothing is built)
+#   SKIP_BUILD=1  use the binary as it is
+#   NINJA_JOBS    ninja -j (default: ninja's own)
+#   MODEL_MB      size of the model's weights, MiB (default 400)
+#   REPEAT        runs per way and source, interleaved (default 10; median and p90 reported)
+#   GSWARM_LOG    copy gswarm's log to this file at exit
+#
+# Everything it writes (gswarm's HOME and model cache, the generated model, the engines' logs)
+# lives in a temporary directory on TMPDIR's filesystem (default /tmp), the DRAM tier in one
+# under /dev/shm; both are removed at exit, with every process it started (gswarm start stops
+# its instances on the way out: cleanup_on_shutdown).
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+build_dir=${BUILD_DIR:-$root/build}
+[[ $build_dir = /* ]] || build_dir=$root/$build_dir
+gswarm_bin=${GSWARM_BIN:-$build_dir/cli/gswarm}
+python=/usr/bin/python3
+model_mb=${MODEL_MB:-400}
+name=bench-model
+
+log() { echo "serve_latency bench: $*" >&2; }
+
+if [[ ${SKIP_BUILD:-0} != 1 && -z ${GSWARM_BIN:-} ]]; then
+  cmake -S "$root" -B "$build_dir" -G Ninja >&2
+  ninja -C "$build_dir" ${NINJA_JOBS:+-j "$NINJA_JOBS"} gswarm >&2
+fi
+[[ -x $gswarm_bin ]] || { log "$gswarm_bin not found or not executable (build it, or set BUILD_DIR)"; exit 1; }
+for tool in curl "$python"; do
+  command -v "$tool" >/dev/null || { log "$tool is needed"; exit 1; }
+done
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/gswarm-serve-bench.XXXXXX")
+shm=$(mktemp -d /dev/shm/gswarm-serve-bench.XXXXXX)
+gswarm_pid=
+# shellcheck disable=SC2317  # reached through the EXIT trap
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  if [[ -n $gswarm_pid ]]; then
+    if kill -0 "$gswarm_pid" 2>/dev/null; then
+      # SIGTERM: the agent stops its instances (cleanup_on_shutdown), then exits.
+      kill -TERM "$gswarm_pid" 2>/dev/null || true
+      for _ in $(seq 300); do kill -0 "$gswarm_pid" 2>/dev/null || break; sleep 0.1; done
+      kill -KILL "$gswarm_pid" 2>/dev/null || true
+    fi
+    wait "$gswarm_pid" 2>/dev/null || true
+  fi
+  # Any engine still running from this run (a killed gswarm cannot stop its own): its command
+  # line names this run's model directories. Each runs in its own process group.
+  local pid pgid
+  for pid in $(pgrep -f "fake_engine.py --model ($tmp|$shm)/" || true); do
+    pgid=$(ps -o pgid= -p "$pid" | tr -d ' ') || continue
+    [[ -n $pgid && $pgid != 0 ]] && kill -KILL -- "-$pgid" 2>/dev/null || true
+  done
+  [[ -z ${GSWARM_LOG:-} || ! -f $tmp/gswarm.log ]] || cp "$tmp/gswarm.log" "$GSWARM_LOG" || true
+  if [[ $rc -ne 0 && -s $tmp/gswarm.log ]]; then
+    log "gswarm.log (last 20 lines):"
+    tail -n 20 "$tmp/gswarm.log" >&2
+  fi
+  rm -rf "$tmp" "$shm"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Waits up to $2 seconds for command $3... to succeed while process $1 lives.
+wait_for() {
+  local pid=$1 secs=$2 deadline
+  shift 2
+  deadline=$((SECONDS + secs))
+  until "$@" >/dev/null 2>&1; do
+    kill -0 "$pid" 2>/dev/null || return 1
+    ((SECONDS < deadline)) || return 1
+    sleep 0.1
+  done
+}
+
+# --- gswarm start, with the fake engine as its default engine ------------------------------------
+# The three sockets stay open until all ports are known, so no two can coincide.
+read -r http_port grpc_port data_port < <("$python" -c '
+import socket
+s = [socket.socket() for _ in range(3)]
+for x in s: x.bind(("127.0.0.1", 0))
+print(*(x.getsockname()[1] for x in s))')
+
+home=$tmp/home
+models=$tmp/models
+dram=$shm/dram
+mkdir -p "$home" "$models" "$dram" "$tmp/work"
+# The engine command is the one measure.py starts by hand (engine_argv there): keep them equal.
+cat >"$home/.gswarm.conf" <<EOF
+host:
+  host: 127.0.0.1
+  port: $http_port
+  grpc_port: $grpc_port
+  model_cache_dir: $models
+  huggingface_cache_dir: $home/.cache/huggingface
+  auto_discover_models: false
+  cleanup_on_shutdown: true
+  storage_devices:
+    disk: {enabled: true, path: $models}
+    dram: {enabled: true, path: $dram, max_size_gb: 4}
+client:
+  host_url: http://127.0.0.1:$http_port
+  host_grpc: 127.0.0.1:$grpc_port
+  model_cache_dir: $models
+  dram_cache_dir: $dram
+  dram_cache_size: 4
+  data_port: $data_port
+  default_engine: fake
+  engines:
+    fake:
+      command: "$python $root/tests/support/fake_engine.py --model {model_path} --served-model-name {model_name} --host {host} --port {port} --load-weights"
+      health_path: /health
+      ready_timeout_s: 120
+EOF
+
+gswarm_env=(env -u GSWARM_CONFIG -u GSWARM_HOST -u GSWARM_TOKEN -u GSWARM_LOG_LEVEL
+  -u HF_TOKEN -u HF_ENDPOINT -u HF_HUB_OFFLINE -u HF_HUB_CACHE -u HUGGING_FACE_HUB_TOKEN
+  HOME="$home" HF_HOME="$home/.cache/huggingface")
+"${gswarm_env[@]}" "$gswarm_bin" --log-level warn start --bind 127.0.0.1 --port "$http_port" \
+  --grpc-port "$grpc_port" --data-port "$data_port" --node-id bench-node >"$tmp/gswarm.log" 2>&1 &
+gswarm_pid=$!
+wait_for "$gswarm_pid" 30 curl -fsS --max-time 1 "http://127.0.0.1:$http_port/health" ||
+  { log "gswarm did not answer http://127.0.0.1:$http_port/health within 30 s"; exit 1; }
+wait_for "$gswarm_pid" 30 bash -c "'$gswarm_bin' --host 127.0.0.1:$grpc_port --json nodes | grep -q bench-node" ||
+  { log "gswarm's local agent did not come online within 30 s"; exit 1; }
+log "gswarm ready (pid $gswarm_pid, http $http_port, grpc $grpc_port)"
+
+# --- the model: generated, downloaded onto the disk tier (file://), copied to DRAM ----------------
+"$python" "$root/bench/serve_latency/measure.py" model --dir "$tmp/src/$name" --mb "$model_mb"
+cli=("${gswarm_env[@]}" "$gswarm_bin" --host "127.0.0.1:$grpc_port")
+"${cli[@]}" download "file://$tmp/src/$name" --name "$name" >&2
+"${cli[@]}" copy "$name" --from disk --to dram >&2
+rm -rf "$tmp/src"  # the disk tier's copy is the one measured
+[[ -f $models/$name/model.safetensors && -f $dram/$name/model.safetensors ]] ||
+  { log "the model is not at $models/$name and $dram/$name"; exit 1; }
+
+# --- measure --------------------------------------------------------------------------------------
+measure_args=(--gswarm "$gswarm_bin" --grpc "127.0.0.1:$grpc_port"
+  --http "http://127.0.0.1:$http_port" --name "$name" --disk-dir "$models/$name"
+  --dram-dir "$dram/$name" --work "$tmp/work" --model-mb "$model_mb" --repeat "${REPEAT:-10}")
+cache=$(dirname "$(dirname "$gswarm_bin")")/CMakeCache.txt
+if [[ -f $cache ]]; then
+  measure_args+=(--build-type "$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$cache")")
+fi
+"${gswarm_env[@]}" timeout --foreground 900 "$python" "$root/bench/serve_latency/measure.py" \
+  measure "${measure_args[@]}" "$@"
