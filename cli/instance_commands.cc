@@ -38,16 +38,22 @@ InstanceCommands::InstanceCommands(CLI::App& app) {
   logs_->add_option("id", id_, "Instance id, as `gswarm ps -a` shows it")->required();
   logs_->add_flag("-f,--follow", follow_, "Keep printing as the engine writes (Ctrl-C to stop)");
   logs_->add_option("--tail", tail_, "Lines to show first (default 100)");
+
+  switch_ = app.add_subcommand(
+      "switch", "Point the router's active model (\"default\", or requests naming none) at NAME");
+  switch_->add_option("name", name_, "Model name")->required();
 }
 
 bool InstanceCommands::Parsed() const {
-  return serve_->parsed() || ps_->parsed() || stop_->parsed() || logs_->parsed();
+  return serve_->parsed() || ps_->parsed() || stop_->parsed() || logs_->parsed() ||
+         switch_->parsed();
 }
 
 int InstanceCommands::Run(ApiClient& api, bool json) {
   if (serve_->parsed()) return Serve(api, json);
   if (ps_->parsed()) return Ps(api, json);
   if (logs_->parsed()) return Logs(api);
+  if (switch_->parsed()) return Switch(api, json);
   return Stop(api, json);
 }
 
@@ -154,6 +160,20 @@ int InstanceCommands::Logs(ApiClient& api) {
   auto reader = api.stub().GetInstanceLogs(&context, request);
   for (v1::LogChunk chunk; reader->Read(&chunk);) std::cout << chunk.data() << std::flush;
   if (absl::Status s = api.Explain(reader->Finish()); !s.ok()) return PrintError(s.message());
+  return 0;
+}
+
+int InstanceCommands::Switch(ApiClient& api, bool json) {
+  v1::SwitchModelRequest request;
+  request.set_model(name_);
+  int exit_code = 0;
+  std::optional<v1::SwitchModelResponse> switched = Fetch<v1::SwitchModelResponse>(
+      api, &v1::GSwarm::Stub::SwitchModel, request, json, &exit_code);
+  if (!switched.has_value()) return exit_code;
+  std::cout << "active model: " << switched->active_model()
+            << (switched->previous_model().empty() ? ""
+                                                   : " (was " + switched->previous_model() + ")")
+            << ", switched in " << switched->switch_time_us() << " us\n";
   return 0;
 }
 

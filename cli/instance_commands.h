@@ -21,11 +21,13 @@ class InstanceCommands {
   int Ps(ApiClient& api, bool json);
   int Stop(ApiClient& api, bool json);
   int Logs(ApiClient& api);
+  int Switch(ApiClient& api, bool json);
 
   CLI::App* serve_;
   CLI::App* ps_;
   CLI::App* stop_;
   CLI::App* logs_;
+  CLI::App* switch_;
   bool follow_ = false;
   int tail_ = 100;
   std::string name_;

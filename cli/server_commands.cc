@@ -77,6 +77,9 @@ std::string DialAddress(const std::string& bind, int port) {
 void BlockTerminationSignals() {
   sigset_t set = TerminationSignals();
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  // A client that hangs up mid-response (a stream through the router, a peer's download) must
+  // cost that response, not the process: httplib writes without MSG_NOSIGNAL.
+  signal(SIGPIPE, SIG_IGN);
 }
 
 int RunHost(const common::Config& config) {

@@ -11,11 +11,7 @@
 #include "google/protobuf/util/time_util.h"
 
 namespace gswarm::host {
-namespace {
-
-constexpr absl::string_view kRouter = "router and hot swap";
-
-}  // namespace
+namespace {}  // namespace
 
 absl::Status NotYetImplemented(absl::string_view rpc, absl::string_view feature) {
   return absl::UnimplementedError(
@@ -139,8 +135,17 @@ absl::StatusOr<v1::GetMemoryResponse> ApiHandler::GetMemory(
 }
 
 absl::StatusOr<v1::SwitchModelResponse> ApiHandler::SwitchModel(
-    const v1::SwitchModelRequest&) const {
-  return NotYetImplemented("SwitchModel", kRouter);
+    const v1::SwitchModelRequest& request) const {
+  if (router_ == nullptr) return absl::UnavailableError("the router is not running");
+  ASSIGN_OR_RETURN(nlohmann::json switched, router_->Switch(request.model()));
+  v1::SwitchModelResponse response;
+  response.set_success(switched.value("success", false));
+  response.set_active_model(switched.value("active_model", ""));
+  response.set_switch_time_us(switched.value("switch_time_us", 0.0));
+  if (switched.contains("previous_model") && switched["previous_model"].is_string()) {
+    response.set_previous_model(switched["previous_model"].get<std::string>());
+  }
+  return response;
 }
 
 v1::Model ApiHandler::WithState(v1::Model model) const {

@@ -16,6 +16,7 @@
 #include "host/node_registry.h"
 #include "host/orchestrator.h"
 #include "host/registry.h"
+#include "host/router.h"
 
 namespace gswarm::host {
 
@@ -62,8 +63,10 @@ class ApiHandler {
   absl::StatusOr<std::pair<std::string, std::string>> LogSource(
       const v1::GetInstanceLogsRequest& request) const;
 
-  // Not built yet: each answers UNIMPLEMENTED naming the feature it belongs to.
+  // The router's active-model alias (hot swap).
   absl::StatusOr<v1::SwitchModelResponse> SwitchModel(const v1::SwitchModelRequest&) const;
+  // The router is built after the handler (it is installed on the REST server); set once.
+  void set_router(Router* router) { router_ = router; }
 
  private:
   // The catalog entry with its live state: available / loaded / offline, from its replicas and
@@ -78,6 +81,7 @@ class ApiHandler {
   Registry* const registry_;
   Orchestrator* const orchestrator_;
   InstanceTable* const instances_;
+  Router* router_ = nullptr;
 };
 
 // UNIMPLEMENTED: "<rpc> is not available in this GSwarm build yet (<feature>)".

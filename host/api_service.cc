@@ -186,6 +186,8 @@ class LogStream final : public grpc::ServerWriteReactor<v1::LogChunk>,
   void OnCancel() override {
     absl::MutexLock lock(&mu_);
     cancelled_ = true;
+    // A followed log with nothing new blocks the reader in recv: close its socket.
+    if (client_ != nullptr) client_->stop();
   }
 
   void OnDone() override { std::shared_ptr<LogStream> keep = std::move(self_); }
@@ -194,6 +196,11 @@ class LogStream final : public grpc::ServerWriteReactor<v1::LogChunk>,
   void Relay(const std::string& base_url, const std::string& path, const std::string& token,
              bool follow) {
     httplib::Client client(base_url);
+    {
+      absl::MutexLock lock(&mu_);
+      if (cancelled_) return FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled"));
+      client_ = &client;
+    }
     client.set_connection_timeout(5, 0);
     client.set_read_timeout(follow ? 24 * 3600 : 30, 0);
     httplib::Headers headers;
@@ -213,6 +220,10 @@ class LogStream final : public grpc::ServerWriteReactor<v1::LogChunk>,
           }
           return Push(std::string(data, length));
         });
+    {
+      absl::MutexLock lock(&mu_);
+      client_ = nullptr;
+    }
     grpc::Status end = grpc::Status::OK;
     if (!result && !IsCancelled()) {
       end = grpc::Status(grpc::StatusCode::UNAVAILABLE,
@@ -274,6 +285,7 @@ class LogStream final : public grpc::ServerWriteReactor<v1::LogChunk>,
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   std::optional<grpc::Status> end_ ABSL_GUARDED_BY(mu_);
+  httplib::Client* client_ ABSL_GUARDED_BY(mu_) = nullptr;  // while Relay reads
   std::shared_ptr<LogStream> self_;
 };
 

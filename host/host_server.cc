@@ -134,6 +134,9 @@ HostServer::~HostServer() { Shutdown(); }
 void HostServer::Shutdown() {
   if (shut_down_.exchange(true)) return;
   spdlog::info("host shutting down");
+  // Requests waiting on jobs (wait: true) would keep rest_->Stop() and grpc_server_->Shutdown()
+  // from returning: end them first.
+  if (orchestrator_) orchestrator_->Shutdown();
   if (sweeper_.joinable()) {
     stop_sweeper_.Notify();
     sweeper_.join();

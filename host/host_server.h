@@ -23,6 +23,8 @@
 #include "host/orchestrator.h"
 #include "host/registry.h"
 #include "host/rest_gateway.h"
+#include "host/router.h"
+#include "host/router_placement.h"
 
 namespace gswarm::host {
 
@@ -55,6 +57,10 @@ class HostServer {
   std::unique_ptr<ApiService> api_service_;
   std::unique_ptr<AgentLinkService> agent_link_;
   std::unique_ptr<grpc::Server> grpc_server_;
+  // The router before the REST gateway: the gateway's server (whose handlers use the router)
+  // stops and goes first.
+  std::unique_ptr<RouterPlacement> placement_;
+  std::unique_ptr<Router> router_;
   std::unique_ptr<RestGateway> rest_;
   absl::Notification stop_sweeper_;
   std::thread sweeper_;

@@ -686,10 +686,21 @@ std::vector<v1::Job> Orchestrator::ListJobs(const v1::ListJobsRequest& request) 
 absl::StatusOr<v1::Job> Orchestrator::WaitJob(const std::string& id, absl::Time deadline) const {
   {
     absl::MutexLock lock(&mu_);
-    auto ended = [this, &id]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !active_.contains(id); };
+    auto ended = [this, &id]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return shutting_down_ || !active_.contains(id);
+    };
     mu_.AwaitWithDeadline(absl::Condition(&ended), deadline);
+    if (shutting_down_ && active_.contains(id)) {
+      return absl::UnavailableError(absl::StrCat(
+          "host is shutting down; job ", id, " goes on when it is back (GET /jobs/", id, ")"));
+    }
   }
   return GetJob(id);
+}
+
+void Orchestrator::Shutdown() {
+  absl::MutexLock lock(&mu_);
+  shutting_down_ = true;  // waiters re-check their condition when mu_ is released
 }
 
 absl::Status Orchestrator::Watch(const std::string& id, std::weak_ptr<JobSink> sink) {

@@ -76,8 +76,12 @@ class Orchestrator final : public AgentListener {
   absl::StatusOr<v1::Job> CancelJob(const std::string& id);
   absl::StatusOr<v1::Job> GetJob(const std::string& id) const;
   std::vector<v1::Job> ListJobs(const v1::ListJobsRequest& request) const;
-  // Blocks until the job has ended or `deadline` passes; returns its state then.
+  // Blocks until the job has ended or `deadline` passes; returns its state then. UNAVAILABLE
+  // once Shutdown() was called while the job still runs.
   absl::StatusOr<v1::Job> WaitJob(const std::string& id, absl::Time deadline) const;
+  // Wakes every WaitJob now and makes later ones return at once: the host is going away, and the
+  // requests waiting on jobs must end before the REST and gRPC servers can stop.
+  void Shutdown();
   // Sends the job's current state to `sink` now and every change after; a sink that is gone
   // (expired) is dropped. NOT_FOUND for an unknown job.
   absl::Status Watch(const std::string& id, std::weak_ptr<JobSink> sink);
@@ -111,6 +115,7 @@ class Orchestrator final : public AgentListener {
   InstanceTable* const instances_;
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, ActiveJob> active_ ABSL_GUARDED_BY(mu_);
+  bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
   // Agent events in arrival order, off gRPC's threads.
   common::WorkerPool events_{"agent event queue", 1, 1 << 20};
 };

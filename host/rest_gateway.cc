@@ -93,6 +93,8 @@ RestGateway::~RestGateway() { Stop(); }
 void RestGateway::InstallRoutes() {
   httplib::Server& server = *server_;
   const ApiHandler* handler = handler_;
+  // Router streams and queued requests hold a thread each for as long as they last.
+  server.new_task_queue = [] { return new httplib::ThreadPool(128); };
 
   // Every route but /health needs the token when one is configured.
   server.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
@@ -192,7 +194,7 @@ void RestGateway::InstallRoutes() {
   GSWARM_ROUTE("GET", "/serving/" + kName, ListInstances, ListInstancesRequest,
                ListInstancesResponse, {"model_name"});
 
-  GSWARM_ROUTE("POST", "/v1/models/switch", SwitchModel, SwitchModelRequest, SwitchModelResponse);
+  // /v1/ (the OpenAI router and /v1/models/switch) is the Router's: see Router::Install.
 
   GSWARM_ROUTE("GET", "/jobs", ListJobs, ListJobsRequest, ListJobsResponse);
   GSWARM_ROUTE("GET", "/jobs/" + kName, GetJob, GetJobRequest, Job, {"job_id"});

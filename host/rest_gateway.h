@@ -30,6 +30,9 @@ class RestGateway {
                                                              const ApiHandler* handler);
   ~RestGateway();
 
+  // The HTTP server, to add routes (the router's) before Start.
+  httplib::Server& server() { return *server_; }
+
   // Binds host:port (port 0: any free port) and returns the port bound.
   absl::StatusOr<int> Bind(const std::string& host, int port);
   // Serves on a background thread until Stop().

@@ -14,10 +14,12 @@ import json
 import os
 import re
 import signal
+import threading
 import unittest
 
 from gswarm_harness import (
-    JOB_TIMEOUT_S, RECONNECT_TIMEOUT_S, HubTestCase, error_message, sha256_file, u64, wait_until)
+    JOB_TIMEOUT_S, RECONNECT_TIMEOUT_S, STOP_TIMEOUT_S, HubTestCase, error_message, grpc_channel,
+    import_stubs, sha256_file, u64, wait_until)
 
 MiB = 1024 * 1024
 TINY_LLAMA = "test-org/tiny-llama"
@@ -422,6 +424,55 @@ class DownloadRecoveryTest(DownloadTestCase):
         model = wait_until(lambda: (m := self.get_model("big")) and m.get("state") == "available"
                            and m, 10, "big to be available", procs=[host2])
         self.assertEqual(model.get("commit"), self.hub.commit(BIG_MODEL), json.dumps(model))
+
+
+    def stop_while_requests_wait(self, proc):
+        """SIGTERM `proc` (host or start) while a REST and a gRPC Download with wait: true hang
+        on a slow download: it exits 0 promptly and both callers hear UNAVAILABLE."""
+        self.hub.add_fault(rate_limit_bytes_per_s=1 * MiB, path=f"{BIG_MODEL}/{BIG_FILE}")
+        # Two models from one repo: two jobs, one waited on over REST, one over gRPC.
+        grpc, api_pb2, api_pb2_grpc = import_stubs()
+        answers = {}
+
+        def rest():
+            answers["rest"] = self.download("big", "hf://test-org/big-model", wait=True,
+                                            timeout=120)
+
+        def rpc():
+            with grpc_channel(self.grpc_target) as channel:
+                try:
+                    api_pb2_grpc.GSwarmStub(channel).Download(api_pb2.DownloadRequest(
+                        model_name="big-rpc", source_url="hf://test-org/big-model",
+                        target_device="disk", wait=True), timeout=120)
+                    answers["grpc"] = "OK"
+                except grpc.RpcError as e:
+                    answers["grpc"] = e.code()
+
+        callers = [threading.Thread(target=f, daemon=True) for f in (rest, rpc)]
+        for t in callers:
+            t.start()
+        wait_until(lambda: all(any(os.path.getsize(p) > MiB for p in self.part_files("node-a", n))
+                               for n in ("big", "big-rpc")),
+                   JOB_TIMEOUT_S, "1 MiB of big-model in each job's .part", procs=[proc])
+        self.assertEqual(proc.stop(signal.SIGTERM, timeout=STOP_TIMEOUT_S), 0,
+                         "exit code on SIGTERM with requests waiting on a job")
+        for t in callers:
+            t.join(10)
+        self.assertEqual(answers.get("rest") and answers["rest"].status, 503, answers)
+        self.assertEqual(answers.get("grpc"), grpc.StatusCode.UNAVAILABLE, answers)
+
+    def test_host_stops_while_requests_wait(self):
+        host, _ = self.start_hub_cluster()
+        self.stop_while_requests_wait(host)
+
+    def test_start_stops_while_requests_wait(self):
+        home = self.make_host_home(client_node_id="node-a")
+        self.agent_homes["node-a"] = home  # the local agent keeps its models in the host's HOME
+        start = self.spawn("start", ["start", *self._log_level_args()], home,
+                           env_extra=self.hub_env())
+        self.wait_ready(start)
+        self.wait_node("node-a", "online", procs=[start])
+        self.stop_while_requests_wait(start)
 
 
 class JobsTest(DownloadTestCase):

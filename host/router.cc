@@ -1,0 +1,355 @@
+#include "host/router.h"
+
+#include <httplib.h>
+
+#include <algorithm>
+#include <chrono>
+#include <optional>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "host/router_proxy.h"
+#include "spdlog/spdlog.h"
+
+namespace gswarm::host {
+namespace {
+
+using json = nlohmann::json;
+
+constexpr char kAlias[] = "default";
+
+// OpenAI's error shape, which OpenAI clients parse: {"error": {"message", "type", "param",
+// "code"}}.
+void ReplyError(httplib::Response& res, int status, const std::string& message, const char* type,
+                const char* code) {
+  res.status = status;
+  json error = {{"message", message}, {"type", type}, {"param", nullptr}, {"code", nullptr}};
+  if (code != nullptr) error["code"] = code;
+  res.set_content(json{{"error", std::move(error)}}.dump() + "\n", "application/json");
+}
+
+void ReplyError(httplib::Response& res, int status, const absl::Status& why) {
+  switch (status) {
+    case 400:
+      return ReplyError(res, status, std::string(why.message()), "invalid_request_error", nullptr);
+    case 404:
+      return ReplyError(res, status, std::string(why.message()), "invalid_request_error",
+                        "model_not_found");
+    case 429:
+      res.set_header("Retry-After", "1");
+      return ReplyError(res, status, std::string(why.message()), "rate_limit_error",
+                        "rate_limit_exceeded");
+    case 503:
+      res.set_header("Retry-After", "1");
+      return ReplyError(res, status, std::string(why.message()), "server_error",
+                        "service_unavailable");
+    default:
+      return ReplyError(res, status, std::string(why.message()), "server_error", nullptr);
+  }
+}
+
+absl::Status UnknownModel(const std::string& model) {
+  return absl::NotFoundError(
+      absl::StrCat("model \"", model,
+                   "\" is not registered (GET /v1/models lists the models; register one with "
+                   "POST /models or gswarm discover)"));
+}
+
+}  // namespace
+
+// Counts one request in flight on an instance for as long as it lives.
+class Router::Lease {
+ public:
+  Lease(Router* router, Backend backend) : router_(router), backend_(std::move(backend)) {}
+  ~Lease() { router_->Release(backend_.instance_id); }
+  Lease(const Lease&) = delete;
+  Lease& operator=(const Lease&) = delete;
+  const Backend& backend() const { return backend_; }
+
+ private:
+  Router* const router_;
+  const Backend backend_;
+};
+
+struct Router::Flight {
+  bool done = false;
+  absl::StatusOr<Backend> result = absl::UnknownError("load not finished");
+};
+
+Router::Router(Options options, Placement* placement)
+    : options_(std::move(options)),
+      placement_(placement),
+      upstreams_(std::make_unique<UpstreamPool>(options_.connect_timeout,
+                                                options_.upstream_read_timeout)) {}
+
+Router::~Router() {
+  std::vector<std::pair<std::shared_ptr<Flight>, std::thread>> loaders;
+  {
+    absl::MutexLock lock(&mu_);
+    loaders.swap(loaders_);
+  }
+  for (auto& [flight, thread] : loaders) thread.join();
+}
+
+void Router::Install(httplib::Server& server) {
+  server.Get("/v1/models",
+             [this](const httplib::Request&, httplib::Response& res) { HandleModels(res); });
+  server.Post("/v1/models/switch", [this](const httplib::Request& req, httplib::Response& res) {
+    HandleSwitch(req, res);
+  });
+  for (const char* path : {"/v1/chat/completions", "/v1/completions", "/v1/embeddings"}) {
+    server.Post(path, [this](const httplib::Request& req, httplib::Response& res) {
+      HandleInference(req, res);
+    });
+  }
+}
+
+absl::StatusOr<nlohmann::json> Router::Switch(const std::string& model) {
+  if (model == kAlias || !placement_->IsKnownModel(model)) return UnknownModel(model);
+  const auto start = std::chrono::steady_clock::now();
+  std::string previous;
+  {
+    absl::MutexLock lock(&mu_);
+    previous = std::exchange(active_model_, model);
+  }
+  const double micros =
+      std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count();
+  spdlog::info("router: active model {} -> {} in {:.1f} us", previous.empty() ? "(none)" : previous,
+               model, micros);
+  json answer = {{"success", true},
+                 {"active_model", model},
+                 {"switch_time_us", micros},
+                 {"previous_model", nullptr}};
+  if (!previous.empty()) answer["previous_model"] = previous;
+  return answer;
+}
+
+std::string Router::active_model() const {
+  absl::MutexLock lock(&mu_);
+  return active_model_;
+}
+
+int Router::InFlight(const std::string& instance_id) const {
+  absl::MutexLock lock(&mu_);
+  auto it = in_flight_.find(instance_id);
+  return it == in_flight_.end() ? 0 : it->second;
+}
+
+absl::Time Router::LastUsed(const std::string& instance_id) const {
+  absl::MutexLock lock(&mu_);
+  auto it = last_used_.find(instance_id);
+  return it == last_used_.end() ? absl::InfinitePast() : it->second;
+}
+
+void Router::HandleModels(httplib::Response& res) {
+  std::vector<json> entries = placement_->ModelEntries();
+  const std::string active = active_model();
+  for (json& entry : entries) {
+    entry["is_active"] = !active.empty() && entry.is_object() && entry.contains("id") &&
+                         entry["id"].is_string() && entry["id"].get<std::string>() == active;
+  }
+  res.set_content(json{{"object", "list"}, {"data", std::move(entries)}}.dump() + "\n",
+                  "application/json");
+}
+
+void Router::HandleSwitch(const httplib::Request& req, httplib::Response& res) {
+  const json body = json::parse(req.body, nullptr, /*allow_exceptions=*/false);
+  if (!body.is_object() || !body.contains("model") || !body["model"].is_string()) {
+    return ReplyError(res, 400,
+                      absl::InvalidArgumentError(
+                          "the body must be a JSON object with a \"model\" string: the model to "
+                          "make active, e.g. {\"model\": \"llama2-7b\"}"));
+  }
+  absl::StatusOr<json> answer = Switch(body["model"].get<std::string>());
+  if (!answer.ok()) return ReplyError(res, 404, answer.status());
+  res.set_content(answer->dump() + "\n", "application/json");
+}
+
+void Router::HandleInference(const httplib::Request& req, httplib::Response& res) {
+  const absl::Time deadline = absl::Now() + options_.queue_timeout;
+  json body = json::parse(req.body, nullptr, /*allow_exceptions=*/false);
+  if (!body.is_object()) {
+    return ReplyError(res, 400,
+                      absl::InvalidArgumentError(
+                          absl::StrCat("the body of POST ", req.path, " must be a JSON object (",
+                                       req.body.size(), " bytes received are not one)")));
+  }
+  auto model_field = body.find("model");
+  if (model_field != body.end() && !model_field->is_string()) {
+    return ReplyError(res, 400,
+                      absl::InvalidArgumentError(
+                          "\"model\" must be a string: a registered model's name, or \"default\""));
+  }
+  std::string model = model_field == body.end() ? kAlias : model_field->get<std::string>();
+  const bool aliased = model == kAlias;
+  if (aliased) {
+    model = active_model();
+    if (model.empty()) {
+      return ReplyError(res, 400,
+                        absl::InvalidArgumentError(
+                            "no model named and no active model: name one in \"model\", or set "
+                            "the active model with POST /v1/models/switch (gswarm switch NAME)"));
+    }
+  }
+  if (!placement_->IsKnownModel(model)) return ReplyError(res, 404, UnknownModel(model));
+
+  // The engine knows the model by its own name, not by our alias; any other body goes upstream
+  // byte for byte.
+  std::string upstream_body;
+  if (aliased) {
+    body["model"] = model;
+    upstream_body = body.dump();
+  } else {
+    upstream_body = req.body;
+  }
+  auto stream_field = body.find("stream");
+  const bool stream = req.path != "/v1/embeddings" && stream_field != body.end() &&
+                      stream_field->is_boolean() && stream_field->get<bool>();
+
+  int http_status = 503;
+  absl::StatusOr<std::unique_ptr<Lease>> lease = Acquire(model, deadline, &http_status);
+  if (!lease.ok()) return ReplyError(res, http_status, lease.status());
+  const Backend& backend = (*lease)->backend();
+  std::string content_type = req.get_header_value("Content-Type");
+  UpstreamCall call{
+      .endpoint = backend.endpoint,
+      .path = req.path,
+      .body = std::move(upstream_body),
+      .content_type = content_type.empty() ? "application/json" : std::move(content_type),
+      .what = absl::StrCat("instance ", backend.instance_id, " of model \"", model, "\" at ",
+                           backend.endpoint)};
+  if (stream) {
+    ProxyStream(*upstreams_, std::move(call), std::shared_ptr<Lease>(*std::move(lease)), res);
+  } else {
+    ProxyRequest(*upstreams_, call, res);  // the lease ends with this scope
+  }
+}
+
+absl::StatusOr<std::unique_ptr<Router::Lease>> Router::Acquire(const std::string& model,
+                                                               absl::Time deadline,
+                                                               int* http_status) {
+  std::optional<Backend> loaded;
+  for (;;) {
+    std::vector<Backend> ready = placement_->ReadyBackends(model);
+    if (ready.empty() && loaded.has_value()) ready.push_back(*loaded);  // not listed yet
+    if (ready.empty()) {
+      if (!options_.autoload) {
+        *http_status = 503;
+        return absl::UnavailableError(absl::StrCat(
+            "model \"", model,
+            "\" has no ready instance and autoload is off (load it with POST /api/models/", model,
+            "/load)"));
+      }
+      absl::StatusOr<Backend> backend = AwaitLoad(model, deadline);
+      if (!backend.ok()) {
+        *http_status = 503;
+        return backend.status();
+      }
+      loaded = *std::move(backend);
+      continue;
+    }
+
+    absl::MutexLock lock(&mu_);
+    const Backend* best = nullptr;
+    int best_count = 0;
+    for (const Backend& backend : ready) {
+      auto it = in_flight_.find(backend.instance_id);
+      const int count = it == in_flight_.end() ? 0 : it->second;
+      if (count < options_.max_concurrent_per_instance && (best == nullptr || count < best_count)) {
+        best = &backend;
+        best_count = count;
+      }
+    }
+    if (best != nullptr) {
+      ++in_flight_[best->instance_id];
+      last_used_[best->instance_id] = absl::Now();
+      return std::make_unique<Lease>(this, *best);
+    }
+    if (waiting_ >= options_.max_queue) {
+      *http_status = 429;
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "model \"", model, "\": all ", ready.size(), " ready instance(s) are at ",
+          options_.max_concurrent_per_instance, " requests in flight and ", waiting_,
+          " requests are already waiting (client.max_concurrent_requests and the queue are full; "
+          "retry after the Retry-After header's seconds)"));
+    }
+    if (absl::Now() >= deadline) {
+      *http_status = 503;
+      return absl::DeadlineExceededError(
+          absl::StrCat("model \"", model, "\": no instance had room within ",
+                       absl::FormatDuration(options_.queue_timeout), " (all ", ready.size(), " at ",
+                       options_.max_concurrent_per_instance, " requests in flight); retry later"));
+    }
+    // Re-read the ready set now and then: an instance that becomes ready frees no lease.
+    ++waiting_;
+    changed_.WaitWithDeadline(&mu_, std::min(deadline, absl::Now() + absl::Milliseconds(500)));
+    --waiting_;
+  }
+}
+
+absl::StatusOr<Router::Backend> Router::AwaitLoad(const std::string& model, absl::Time deadline) {
+  std::vector<std::thread> finished;
+  absl::StatusOr<Backend> result;
+  {
+    absl::MutexLock lock(&mu_);
+    std::shared_ptr<Flight>& slot = flights_[model];
+    if (slot == nullptr) {
+      slot = std::make_shared<Flight>();
+      for (auto it = loaders_.begin(); it != loaders_.end();) {
+        if (it->first->done) {
+          finished.push_back(std::move(it->second));
+          it = loaders_.erase(it);
+        } else {
+          ++it;
+        }
+      }
+      spdlog::info("router: loading model {} for a request (no ready instance)", model);
+      loaders_.emplace_back(slot, std::thread(&Router::RunLoad, this, model, slot));
+    }
+    std::shared_ptr<Flight> flight = slot;
+    while (!flight->done) {
+      if (changed_.WaitWithDeadline(&mu_, deadline)) break;
+    }
+    if (flight->done) {
+      result = flight->result;
+    } else {
+      result = absl::DeadlineExceededError(
+          absl::StrCat("model \"", model, "\" is still loading after ",
+                       absl::FormatDuration(options_.queue_timeout),
+                       " (the load goes on in the background; retry later)"));
+    }
+  }
+  for (std::thread& thread : finished) thread.join();  // done: they exit at once
+  return result;
+}
+
+void Router::RunLoad(const std::string& model, std::shared_ptr<Flight> flight) {
+  const absl::Time start = absl::Now();
+  absl::StatusOr<Backend> result = placement_->Load(model, start + options_.load_timeout);
+  if (result.ok()) {
+    spdlog::info("router: model {} loaded as instance {} at {} in {}", model, result->instance_id,
+                 result->endpoint, absl::FormatDuration(absl::Now() - start));
+  } else {
+    spdlog::warn("router: loading model {} failed: {}", model, result.status().ToString());
+    result = absl::Status(
+        result.status().code(),
+        absl::StrCat("loading model \"", model, "\" failed: ", result.status().message()));
+  }
+  absl::MutexLock lock(&mu_);
+  flight->result = std::move(result);
+  flight->done = true;
+  auto it = flights_.find(model);
+  if (it != flights_.end() && it->second == flight) flights_.erase(it);
+  changed_.SignalAll();
+}
+
+void Router::Release(const std::string& instance_id) {
+  absl::MutexLock lock(&mu_);
+  auto it = in_flight_.find(instance_id);
+  if (it != in_flight_.end() && --it->second <= 0) in_flight_.erase(it);
+  last_used_[instance_id] = absl::Now();
+  changed_.SignalAll();
+}
+
+}  // namespace gswarm::host

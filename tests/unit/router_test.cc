@@ -1,0 +1,619 @@
+// The router on a real httplib server in front of real engine processes
+// (tests/support/fake_engine.py): placement, fewest-in-flight routing, SSE pass-through, client
+// disconnects, hot swap under load, the queue, and single-flight loads.
+
+#include "host/router.h"
+
+#include <httplib.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <sstream>
+#include <thread>
+
+#include "absl/cleanup/cleanup.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/support/process.h"
+
+namespace gswarm::host {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+using Backend = Router::Backend;
+
+constexpr char kPython[] = GSWARM_TEST_PYTHON;
+constexpr char kFakeEngine[] = GSWARM_FAKE_ENGINE;
+
+std::string MakeTempDir(const char* prefix) {
+  std::string pattern = absl::StrCat(fs::temp_directory_path().string(), "/", prefix, "XXXXXX");
+  char* made = ::mkdtemp(pattern.data());
+  return made == nullptr ? "" : std::string(made);
+}
+
+std::string Slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream out;
+  out << in.rdbuf();
+  return out.str();
+}
+
+// A fake engine process serving `model`, on a port it picks itself.
+class Engine {
+ public:
+  static std::unique_ptr<Engine> Start(const std::string& model_dir, const std::string& log_dir,
+                                       const std::string& model, double tokens_per_second) {
+    auto engine = std::unique_ptr<Engine>(new Engine());
+    engine->log_ = absl::StrCat(log_dir, "/engine-", model, "-", counter_++, ".log");
+    auto process = testing::Subprocess::Start(
+        {kPython, "-B", kFakeEngine, "--model", model_dir, "--served-model-name", model, "--host",
+         "127.0.0.1", "--port", "0", "--tokens-per-second", absl::StrCat(tokens_per_second),
+         "--disable-log-requests"},
+        engine->log_);
+    EXPECT_TRUE(process.ok()) << process.status();
+    if (!process.ok()) return nullptr;
+    engine->process_ = *std::move(process);
+    const bool listening = testing::WaitFor(
+        [&] {
+          const std::string log = Slurp(engine->log_);
+          const size_t at = log.find("listening on ");
+          if (at == std::string::npos) return false;
+          const size_t begin = at + std::strlen("listening on ");
+          engine->url_ = log.substr(begin, log.find(' ', begin) - begin);
+          return true;
+        },
+        absl::Seconds(20));
+    EXPECT_TRUE(listening) << Slurp(engine->log_);
+    if (!listening) return nullptr;
+    httplib::Client client(engine->url_);
+    const bool ready = testing::WaitFor(
+        [&] {
+          httplib::Result health = client.Get("/health");
+          return health && health->status == 200;
+        },
+        absl::Seconds(20));
+    EXPECT_TRUE(ready) << Slurp(engine->log_);
+    if (!ready) return nullptr;
+    return engine;
+  }
+
+  ~Engine() {
+    if (process_ != nullptr) process_->Stop(SIGTERM, absl::Seconds(5));
+  }
+
+  const std::string& url() const { return url_; }
+
+  json Stats() const {
+    httplib::Client client(url_);
+    httplib::Result result = client.Get("/_fake/stats");
+    if (!result || result->status != 200) return json::object();
+    return json::parse(result->body, nullptr, false);
+  }
+  void ResetStats() const {
+    httplib::Client client(url_);
+    client.Post("/_fake/stats/reset", "", "application/json");
+  }
+  int Streams() const { return Stats().value("streams", -1); }
+  int InFlight() const { return Stats().value("in_flight", -1); }
+
+ private:
+  Engine() = default;
+  static inline std::atomic<int> counter_ = 0;
+  std::unique_ptr<testing::Subprocess> process_;
+  std::string log_;
+  std::string url_;
+};
+
+// The rest of the host, as the router sees it: a catalog and ready instances set by the test,
+// and a load that the test supplies.
+class TestPlacement : public Router::Placement {
+ public:
+  using LoadFn = std::function<absl::StatusOr<Backend>(const std::string&, absl::Time)>;
+
+  void AddModel(const std::string& model) {
+    absl::MutexLock lock(&mu_);
+    known_.insert(model);
+  }
+  void AddReady(const Backend& backend) {
+    absl::MutexLock lock(&mu_);
+    known_.insert(backend.model);
+    ready_[backend.model].push_back(backend);
+  }
+  void SetLoad(LoadFn load) {
+    absl::MutexLock lock(&mu_);
+    load_ = std::move(load);
+  }
+  int load_calls() const { return load_calls_.load(); }
+
+  std::vector<Backend> ReadyBackends(const std::string& model) override {
+    absl::MutexLock lock(&mu_);
+    auto it = ready_.find(model);
+    return it == ready_.end() ? std::vector<Backend>{} : it->second;
+  }
+  bool IsKnownModel(const std::string& model) override {
+    absl::MutexLock lock(&mu_);
+    return known_.contains(model);
+  }
+  absl::StatusOr<Backend> Load(const std::string& model, absl::Time deadline) override {
+    ++load_calls_;
+    LoadFn load;
+    {
+      absl::MutexLock lock(&mu_);
+      load = load_;
+    }
+    if (!load) return absl::UnavailableError("no load in this test");
+    absl::StatusOr<Backend> backend = load(model, deadline);
+    if (backend.ok()) AddReady(*backend);
+    return backend;
+  }
+  std::vector<json> ModelEntries() override {
+    absl::MutexLock lock(&mu_);
+    std::vector<json> entries;
+    for (const std::string& model : known_) {
+      entries.push_back({{"id", model},
+                         {"object", "model"},
+                         {"owned_by", "gswarm"},
+                         {"size_mb", 1},
+                         {"load_time_ms", 0}});
+    }
+    return entries;
+  }
+
+ private:
+  absl::Mutex mu_;
+  absl::flat_hash_set<std::string> known_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, std::vector<Backend>> ready_ ABSL_GUARDED_BY(mu_);
+  LoadFn load_ ABSL_GUARDED_BY(mu_);
+  std::atomic<int> load_calls_ = 0;
+};
+
+struct Reply {
+  int status = 0;
+  json body;
+  std::string retry_after;
+};
+
+struct StreamReply {
+  int status = 0;
+  std::string body;
+  std::vector<absl::Duration> arrivals;  // when each chunk arrived, from the request's start
+  std::vector<std::string> events;       // the "data: " payloads, in order
+};
+
+class RouterTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    // A client that leaves mid-stream must not kill the process (see router.h).
+    ::signal(SIGPIPE, SIG_IGN);
+    dir_ = MakeTempDir("gswarm-router-");
+    const std::string support = fs::path(kFakeEngine).parent_path().string();
+    auto writer = testing::Subprocess::Start(
+        {kPython, "-B", "-c",
+         "import sys; sys.path.insert(0, sys.argv[1]); import fake_engine; "
+         "fake_engine.write_tiny_model(sys.argv[2])",
+         support, dir_ + "/tiny"});
+    ASSERT_TRUE(writer.ok()) << writer.status();
+    ASSERT_TRUE(testing::WaitFor([&] { return (*writer)->Exited(); }, absl::Seconds(30)));
+    ASSERT_EQ((*writer)->status(), 0);
+    // Two instances of "m" and one of "m2", 20 tokens a second: max_tokens sets a request's
+    // length (50 ms a token).
+    a_ = Engine::Start(dir_ + "/tiny", dir_, "m", 20).release();
+    b_ = Engine::Start(dir_ + "/tiny", dir_, "m", 20).release();
+    c_ = Engine::Start(dir_ + "/tiny", dir_, "m2", 20).release();
+  }
+
+  static void TearDownTestSuite() {
+    delete a_;
+    delete b_;
+    delete c_;
+    fs::remove_all(dir_);
+  }
+
+  void SetUp() override {
+    ASSERT_NE(a_, nullptr);
+    ASSERT_NE(b_, nullptr);
+    ASSERT_NE(c_, nullptr);
+    for (Engine* engine : {a_, b_, c_}) engine->ResetStats();
+  }
+
+  void TearDown() override {
+    if (server_ != nullptr) server_->stop();
+    if (thread_.joinable()) thread_.join();
+    router_.reset();
+    server_.reset();
+  }
+
+  void AddStandardBackends() {
+    placement_.AddReady({"a", "m", a_->url()});
+    placement_.AddReady({"b", "m", b_->url()});
+    placement_.AddReady({"c", "m2", c_->url()});
+  }
+
+  void StartRouter(Router::Options options = {}) {
+    router_ = std::make_unique<Router>(options, &placement_);
+    server_ = std::make_unique<httplib::Server>();
+    // Waiting requests and streams each hold a server thread.
+    server_->new_task_queue = [] { return new httplib::ThreadPool(64); };
+    router_->Install(*server_);
+    port_ = server_->bind_to_any_port("127.0.0.1");
+    ASSERT_GT(port_, 0);
+    thread_ = std::thread([this] { server_->listen_after_bind(); });
+    ASSERT_TRUE(testing::WaitFor([&] { return server_->is_running(); }, absl::Seconds(5)));
+  }
+
+  Reply Post(const std::string& path, const json& body) const {
+    httplib::Client client("127.0.0.1", port_);
+    client.set_read_timeout(30);
+    Reply reply;
+    httplib::Result result = client.Post(path, body.dump(), "application/json");
+    if (!result) return reply;
+    reply.status = result->status;
+    reply.body = json::parse(result->body, nullptr, false);
+    reply.retry_after = result->get_header_value("Retry-After");
+    return reply;
+  }
+
+  Reply Get(const std::string& path) const {
+    httplib::Client client("127.0.0.1", port_);
+    Reply reply;
+    httplib::Result result = client.Get(path);
+    if (!result) return reply;
+    reply.status = result->status;
+    reply.body = json::parse(result->body, nullptr, false);
+    return reply;
+  }
+
+  // Streams `body` (with "stream": true); `keep_going(chunks so far)` false hangs up.
+  StreamReply Stream(json body, std::function<bool(size_t)> keep_going = nullptr) const {
+    body["stream"] = true;
+    StreamReply reply;
+    const absl::Time start = absl::Now();
+    {
+      httplib::Client client("127.0.0.1", port_);
+      client.set_read_timeout(30);
+      httplib::Request request;
+      request.method = "POST";
+      request.path = "/v1/chat/completions";
+      request.headers = {{"Content-Type", "application/json"}};
+      request.body = body.dump();
+      request.response_handler = [&](const httplib::Response& response) {
+        reply.status = response.status;
+        return true;
+      };
+      request.content_receiver = [&](const char* data, size_t size, uint64_t, uint64_t) {
+        reply.arrivals.push_back(absl::Now() - start);
+        reply.body.append(data, size);
+        return keep_going == nullptr || keep_going(reply.arrivals.size());
+      };
+      httplib::Response response;
+      httplib::Error error = httplib::Error::Success;
+      client.send(request, response, error);
+    }  // the client's connection closes here
+    for (absl::string_view event : absl::StrSplit(reply.body, "\n\n", absl::SkipEmpty())) {
+      if (absl::ConsumePrefix(&event, "data: ")) reply.events.emplace_back(event);
+    }
+    return reply;
+  }
+
+  static json Chat(const std::string& model, int max_tokens) {
+    json body = {{"messages", {{{"role", "user"}, {"content", "alpha beta gamma"}}}},
+                 {"max_tokens", max_tokens}};
+    if (!model.empty()) body["model"] = model;
+    return body;
+  }
+
+  static inline std::string dir_;
+  static inline Engine* a_ = nullptr;
+  static inline Engine* b_ = nullptr;
+  static inline Engine* c_ = nullptr;
+
+  TestPlacement placement_;
+  std::unique_ptr<Router> router_;
+  std::unique_ptr<httplib::Server> server_;
+  std::thread thread_;
+  int port_ = 0;
+};
+
+TEST_F(RouterTest, ConcurrentStreamsSpreadOverInstancesByFewestInFlight) {
+  AddStandardBackends();
+  StartRouter();
+  std::vector<std::thread> clients;
+  std::atomic<int> ok = 0;
+  for (int i = 0; i < 4; ++i) {
+    clients.emplace_back([&] {
+      StreamReply reply = Stream(Chat("m", 10));  // 0.5 s each
+      if (reply.status == 200 && !reply.events.empty() && reply.events.back() == "[DONE]") ++ok;
+    });
+  }
+  // While they run, the router counts them per instance.
+  EXPECT_TRUE(
+      testing::WaitFor([&] { return router_->InFlight("a") == 2 && router_->InFlight("b") == 2; },
+                       absl::Seconds(5)));
+  for (std::thread& client : clients) client.join();
+  EXPECT_EQ(ok.load(), 4);
+  EXPECT_EQ(a_->Streams(), 2);
+  EXPECT_EQ(b_->Streams(), 2);
+  EXPECT_EQ(router_->InFlight("a"), 0);
+  EXPECT_EQ(router_->InFlight("b"), 0);
+  EXPECT_GT(router_->LastUsed("a"), absl::Now() - absl::Seconds(10));
+  EXPECT_EQ(router_->LastUsed("never"), absl::InfinitePast());
+}
+
+TEST_F(RouterTest, StreamPassesEveryChunkInOrderAsItArrives) {
+  placement_.AddReady({"a", "m", a_->url()});
+  StartRouter();
+  StreamReply reply = Stream(Chat("m", 8));  // 8 tokens, 50 ms apart
+  ASSERT_EQ(reply.status, 200) << reply.body;
+  // A role delta, 8 token deltas, the finish chunk, [DONE].
+  ASSERT_EQ(reply.events.size(), 11u) << reply.body;
+  EXPECT_EQ(reply.events.back(), "[DONE]");
+  std::string text;
+  for (size_t i = 0; i + 1 < reply.events.size(); ++i) {
+    json chunk = json::parse(reply.events[i], nullptr, false);
+    ASSERT_TRUE(chunk.is_object()) << reply.events[i];
+    text += chunk["choices"][0]["delta"].value("content", "");
+  }
+  // The same text as the engine answers directly.
+  httplib::Client direct(a_->url());
+  httplib::Result whole =
+      direct.Post("/v1/chat/completions", Chat("m", 8).dump(), "application/json");
+  ASSERT_TRUE(whole);
+  EXPECT_EQ(text, json::parse(whole->body)["choices"][0]["message"]["content"]);
+  // Unbuffered: the first chunk came long before the last (the tokens span 400 ms).
+  ASSERT_GE(reply.arrivals.size(), 9u);
+  EXPECT_GE(reply.arrivals.back() - reply.arrivals.front(), absl::Milliseconds(250));
+}
+
+TEST_F(RouterTest, ClientDisconnectCancelsUpstream) {
+  placement_.AddReady({"a", "m", a_->url()});
+  StartRouter();
+  StreamReply reply = Stream(Chat("m", 400), [](size_t chunks) { return chunks < 3; });  // 20 s
+  EXPECT_EQ(reply.status, 200);
+  EXPECT_EQ(a_->Streams(), 1);
+  // The engine stops generating soon after, and the lease ends.
+  EXPECT_TRUE(testing::WaitFor([&] { return a_->InFlight() == 0; }, absl::Seconds(5)))
+      << a_->Stats().dump();
+  EXPECT_TRUE(testing::WaitFor([&] { return router_->InFlight("a") == 0; }, absl::Seconds(5)));
+  EXPECT_EQ(a_->Stats().value("disconnects", 0), 1);
+}
+
+TEST_F(RouterTest, UnknownModelIs404InOpenAiShape) {
+  AddStandardBackends();
+  StartRouter();
+  Reply reply = Post("/v1/chat/completions", Chat("nope", 1));
+  EXPECT_EQ(reply.status, 404);
+  EXPECT_EQ(reply.body["error"]["type"], "invalid_request_error");
+  EXPECT_EQ(reply.body["error"]["code"], "model_not_found");
+  EXPECT_TRUE(absl::StrContains(reply.body["error"]["message"].get<std::string>(),
+                                "model \"nope\" is not registered"))
+      << reply.body;
+  // No model named and none active: 400.
+  reply = Post("/v1/completions", {{"prompt", "hi"}});
+  EXPECT_EQ(reply.status, 400);
+  EXPECT_EQ(reply.body["error"]["type"], "invalid_request_error");
+  // Not JSON: 400.
+  httplib::Client client("127.0.0.1", port_);
+  httplib::Result bad = client.Post("/v1/completions", "{", "application/json");
+  ASSERT_TRUE(bad);
+  EXPECT_EQ(bad->status, 400);
+}
+
+TEST_F(RouterTest, SwitchSendsDefaultToTheNewModelAtOnce) {
+  AddStandardBackends();
+  StartRouter();
+  Reply switched = Post("/v1/models/switch", {{"model", "m"}});
+  ASSERT_EQ(switched.status, 200) << switched.body;
+  EXPECT_EQ(switched.body["success"], true);
+  EXPECT_EQ(switched.body["active_model"], "m");
+  EXPECT_TRUE(switched.body["switch_time_us"].is_number());
+  EXPECT_TRUE(switched.body["previous_model"].is_null());
+  Reply reply = Post("/v1/chat/completions", Chat("default", 1));
+  ASSERT_EQ(reply.status, 200) << reply.body;
+  EXPECT_EQ(reply.body["model"], "m");
+
+  switched = Post("/v1/models/switch", {{"model", "m2"}});
+  ASSERT_EQ(switched.status, 200);
+  EXPECT_EQ(switched.body["previous_model"], "m");
+  EXPECT_EQ(router_->active_model(), "m2");
+  reply = Post("/v1/chat/completions", Chat("default", 1));
+  EXPECT_EQ(reply.body["model"], "m2");
+  reply = Post("/v1/chat/completions", Chat("", 1));  // no model: the active one
+  EXPECT_EQ(reply.body["model"], "m2");
+  EXPECT_EQ(c_->Stats()["by_path"].value("/v1/chat/completions", 0), 2);
+
+  Reply models = Get("/v1/models");
+  ASSERT_EQ(models.status, 200);
+  EXPECT_EQ(models.body["object"], "list");
+  int active = 0;
+  for (const json& entry : models.body["data"]) {
+    EXPECT_EQ(entry["is_active"], entry["id"] == "m2") << entry;
+    active += entry["is_active"].get<bool>();
+  }
+  EXPECT_EQ(active, 1);
+
+  Reply unknown = Post("/v1/models/switch", {{"model", "nope"}});
+  EXPECT_EQ(unknown.status, 404);
+  EXPECT_EQ(unknown.body["error"]["code"], "model_not_found");
+  EXPECT_EQ(router_->active_model(), "m2");
+}
+
+TEST_F(RouterTest, SwitchUnderSteadyLoadFailsNoRequest) {
+  AddStandardBackends();
+  StartRouter();
+  ASSERT_TRUE(router_->Switch("m").ok());
+  std::atomic<bool> stop = false;
+  std::atomic<int> failed = 0;
+  std::atomic<int> on_m = 0;
+  std::atomic<int> on_m2 = 0;
+  std::vector<std::thread> clients;
+  for (int i = 0; i < 8; ++i) {
+    clients.emplace_back([&, i] {
+      while (!stop.load()) {
+        std::string model;
+        if (i % 2 == 0) {
+          Reply reply = Post("/v1/chat/completions", Chat("default", 2));
+          if (reply.status != 200) {
+            ++failed;
+            continue;
+          }
+          model = reply.body.value("model", "");
+        } else {
+          StreamReply reply = Stream(Chat("default", 2));
+          if (reply.status != 200 || reply.events.empty() || reply.events.back() != "[DONE]") {
+            ++failed;
+            continue;
+          }
+          model = json::parse(reply.events.front()).value("model", "");
+        }
+        ++(model == "m" ? on_m : on_m2);
+      }
+    });
+  }
+  ASSERT_TRUE(testing::WaitFor([&] { return on_m.load() >= 16; }, absl::Seconds(10)));
+  absl::StatusOr<json> switched = router_->Switch("m2");
+  ASSERT_TRUE(switched.ok());
+  const int m_at_switch = on_m.load();
+  ASSERT_TRUE(testing::WaitFor([&] { return on_m2.load() >= 16; }, absl::Seconds(10)));
+  stop = true;
+  for (std::thread& client : clients) client.join();
+  EXPECT_EQ(failed.load(), 0);
+  // Only requests already in flight at the switch (at most one per client) finished on "m".
+  EXPECT_LE(on_m.load() - m_at_switch, 8);
+  EXPECT_LT(switched->value("switch_time_us", 1e9), 1000.0);
+}
+
+TEST_F(RouterTest, FullQueueAnswers429WithRetryAfter) {
+  placement_.AddReady({"a", "m", a_->url()});
+  StartRouter({.max_concurrent_per_instance = 1, .max_queue = 1});
+  std::thread holder([&] { Stream(Chat("m", 30)); });  // holds "a" for 1.5 s
+  ASSERT_TRUE(testing::WaitFor([&] { return router_->InFlight("a") == 1; }, absl::Seconds(5)));
+  std::vector<Reply> replies(3);
+  std::vector<std::thread> clients;
+  for (int i = 0; i < 3; ++i) {
+    clients.emplace_back([&, i] { replies[i] = Post("/v1/chat/completions", Chat("m", 1)); });
+  }
+  for (std::thread& client : clients) client.join();
+  holder.join();
+  int ok = 0;
+  int rejected = 0;
+  for (const Reply& reply : replies) {
+    if (reply.status == 200) ++ok;
+    if (reply.status == 429) {
+      ++rejected;
+      EXPECT_EQ(reply.retry_after, "1");
+      EXPECT_EQ(reply.body["error"]["code"], "rate_limit_exceeded");
+    }
+  }
+  EXPECT_EQ(ok, 1);  // the one that waited in the queue
+  EXPECT_EQ(rejected, 2);
+  EXPECT_EQ(a_->Stats().value("max_in_flight", 0), 1);
+}
+
+TEST_F(RouterTest, ConcurrentRequestsForAnUnloadedModelShareOneLoad) {
+  placement_.AddModel("lazy");
+  // The engine starts on a thread that outlives the load: a child started with PDEATHSIG dies
+  // with the thread that forked it, and the router's load thread ends after the load.
+  std::promise<void> start;
+  std::promise<std::string> started;
+  std::promise<void> finish;
+  std::thread launcher([&] {
+    start.get_future().wait();
+    std::unique_ptr<Engine> engine = Engine::Start(dir_ + "/tiny", dir_, "lazy", 0);
+    started.set_value(engine == nullptr ? "" : engine->url());
+    finish.get_future().wait();
+  });
+  absl::Cleanup stop_launcher = [&] {
+    TearDown();  // the router before its engine
+    finish.set_value();
+    launcher.join();
+  };
+  std::future<std::string> url = started.get_future();
+  placement_.SetLoad([&](const std::string& model, absl::Time) -> absl::StatusOr<Backend> {
+    if (placement_.load_calls() > 1) return absl::InternalError("a second load");
+    start.set_value();
+    std::string endpoint = url.get();
+    if (endpoint.empty()) return absl::InternalError("engine did not start");
+    return Backend{"lazy-1", model, endpoint};
+  });
+  StartRouter();
+  std::vector<Reply> replies(8);
+  std::vector<std::thread> clients;
+  for (int i = 0; i < 8; ++i) {
+    clients.emplace_back([&, i] {
+      replies[i] =
+          Post("/v1/completions", {{"model", "lazy"}, {"prompt", "x y"}, {"max_tokens", 2}});
+    });
+  }
+  for (std::thread& client : clients) client.join();
+  for (const Reply& reply : replies) EXPECT_EQ(reply.status, 200) << reply.body;
+  EXPECT_EQ(placement_.load_calls(), 1);
+}
+
+TEST_F(RouterTest, LoadPastItsDeadlineAnswers503) {
+  placement_.AddModel("slow");
+  placement_.SetLoad([](const std::string&, absl::Time deadline) -> absl::StatusOr<Backend> {
+    absl::SleepFor(deadline - absl::Now());
+    return absl::DeadlineExceededError("the instance was not ready in time");
+  });
+  StartRouter({.load_timeout = absl::Milliseconds(300)});
+  Reply reply = Post("/v1/chat/completions", Chat("slow", 1));
+  EXPECT_EQ(reply.status, 503);
+  EXPECT_EQ(reply.retry_after, "1");
+  EXPECT_TRUE(absl::StrContains(reply.body["error"]["message"].get<std::string>(),
+                                "loading model \"slow\" failed"))
+      << reply.body;
+}
+
+TEST_F(RouterTest, WaitForALoadIsBoundedByTheQueueTimeout) {
+  placement_.AddModel("slow");
+  placement_.SetLoad([](const std::string&, absl::Time deadline) -> absl::StatusOr<Backend> {
+    absl::SleepFor(deadline - absl::Now());
+    return absl::DeadlineExceededError("the instance was not ready in time");
+  });
+  StartRouter({.queue_timeout = absl::Milliseconds(200), .load_timeout = absl::Seconds(1)});
+  const absl::Time start = absl::Now();
+  Reply reply = Post("/v1/chat/completions", Chat("slow", 1));
+  EXPECT_EQ(reply.status, 503);
+  EXPECT_LT(absl::Now() - start, absl::Milliseconds(900));
+  EXPECT_TRUE(absl::StrContains(reply.body["error"]["message"].get<std::string>(), "still loading"))
+      << reply.body;
+}
+
+TEST_F(RouterTest, UnreachableInstanceIs502) {
+  // A port nobody listens on.
+  int sock = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(sock, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  socklen_t len = sizeof(addr);
+  ::getsockname(sock, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(sock);
+  placement_.AddReady({"gone", "m", absl::StrCat("http://127.0.0.1:", ntohs(addr.sin_port))});
+  StartRouter({.connect_timeout = absl::Seconds(2)});
+  Reply reply = Post("/v1/chat/completions", Chat("m", 1));
+  EXPECT_EQ(reply.status, 502);
+  EXPECT_TRUE(absl::StrContains(reply.body["error"]["message"].get<std::string>(),
+                                "instance gone of model \"m\""))
+      << reply.body;
+  StreamReply stream = Stream(Chat("m", 1));
+  EXPECT_EQ(stream.status, 502) << stream.body;
+  EXPECT_EQ(router_->InFlight("gone"), 0);
+}
+
+}  // namespace
+}  // namespace gswarm::host
