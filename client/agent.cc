@@ -305,6 +305,20 @@ void Agent::HeartbeatLoop(grpc::ClientContext* context) {
     v1::AgentMessage message;
     message.mutable_heartbeat()->set_seq(++seq);
     *message.mutable_heartbeat()->mutable_memory() = probe_->Sample();
+    // GPU memory per instance: what its process group holds, from NVML's process list. Changed
+    // figures ride along with the heartbeat.
+    if (message.heartbeat().memory().gpus_size() > 0) {
+      const std::map<uint32_t, uint64_t> by_group =
+          GpuMemoryByGroup(probe_->GpuProcesses(), ProcessGroupOf);
+      for (const v1::Instance& instance : supervisor_->List()) {
+        if (instance.state() != "ready" && instance.state() != "starting") continue;
+        auto found = by_group.find(static_cast<uint32_t>(instance.pid()));
+        const uint64_t bytes = found == by_group.end() ? 0 : found->second;
+        if (std::optional<v1::Instance> changed = supervisor_->SetGpuMemory(instance.id(), bytes)) {
+          *message.mutable_heartbeat()->add_instances() = *changed;
+        }
+      }
+    }
     if (!SendToHost(message)) return;  // the reader sees the end too
     next += options_.heartbeat_interval;
     if (next < absl::Now()) next = absl::Now() + options_.heartbeat_interval;

@@ -266,6 +266,15 @@ std::optional<v1::Instance> InstanceSupervisor::Get(const std::string& id) const
   return it->second->info;
 }
 
+std::optional<v1::Instance> InstanceSupervisor::SetGpuMemory(const std::string& id,
+                                                             uint64_t bytes) {
+  absl::MutexLock lock(&mu_);
+  auto it = entries_.find(id);
+  if (it == entries_.end() || it->second->info.gpu_memory_bytes() == bytes) return std::nullopt;
+  it->second->info.set_gpu_memory_bytes(bytes);
+  return it->second->info;
+}
+
 std::vector<v1::Instance> InstanceSupervisor::Adopt() {
   std::vector<std::string> paths;
   if (DIR* dir = ::opendir(options_.state_dir.c_str())) {

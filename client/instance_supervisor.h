@@ -110,6 +110,9 @@ class InstanceSupervisor {
   // Every instance this supervisor knows, ended ones included, by id.
   std::vector<v1::Instance> List() const;
   std::optional<v1::Instance> Get(const std::string& id) const;
+  // Records the GPU memory the instance's process group holds (attributed by the agent from
+  // NVML). Returns the instance when the figure changed, nullopt otherwise.
+  std::optional<v1::Instance> SetGpuMemory(const std::string& id, uint64_t bytes);
 
   // For an agent that starts after one that did not clean up: reads the records in state_dir.
   // A live leader (same pid and start time) whose health path answers 200 is adopted "ready";

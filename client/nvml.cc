@@ -2,7 +2,10 @@
 
 #include <dlfcn.h>
 
+#include <fstream>
 #include <mutex>
+#include <sstream>
+#include <string>
 
 #include "common/status.h"
 #include "spdlog/spdlog.h"
@@ -23,7 +26,17 @@ struct nvmlUtilization_t {
   unsigned int gpu;
   unsigned int memory;
 };
+// nvmlProcessInfo_t as the _v2 and _v3 entry points fill it.
+struct nvmlProcessInfo_t {
+  unsigned int pid;
+  unsigned long long usedGpuMemory;
+  unsigned int gpuInstanceId;
+  unsigned int computeInstanceId;
+};
 constexpr nvmlReturn_t kNvmlSuccess = 0;
+constexpr nvmlReturn_t kNvmlInsufficientSize = 7;
+// NVML_VALUE_NOT_AVAILABLE: the driver cannot say (e.g. without privileges under MIG).
+constexpr unsigned long long kNvmlValueNotAvailable = ~0ull;
 constexpr unsigned kNameLength = 96;
 constexpr unsigned kUuidLength = 96;
 
@@ -37,6 +50,8 @@ struct NvmlApi {
   nvmlReturn_t (*device_uuid)(nvmlDevice_t, char*, unsigned);
   nvmlReturn_t (*memory_info)(nvmlDevice_t, nvmlMemory_t*);
   nvmlReturn_t (*utilization)(nvmlDevice_t, nvmlUtilization_t*);
+  // Optional: older drivers lack the versioned call.
+  nvmlReturn_t (*processes)(nvmlDevice_t, unsigned*, nvmlProcessInfo_t*);
 };
 
 class NoGpuProbe final : public GpuProbe {
@@ -81,6 +96,35 @@ class NvmlProbe final : public GpuProbe {
     return gpus;
   }
 
+  std::vector<GpuProcess> Processes() override {
+    std::vector<GpuProcess> out;
+    if (api_.processes == nullptr) return out;
+    std::lock_guard<std::mutex> lock(mu_);
+    unsigned count = 0;
+    if (api_.device_count(&count) != kNvmlSuccess) return out;
+    for (unsigned i = 0; i < count; ++i) {
+      nvmlDevice_t device = nullptr;
+      if (api_.device_by_index(i, &device) != kNvmlSuccess) continue;
+      // Ask for the size, then fetch with room for processes that start in between.
+      std::vector<nvmlProcessInfo_t> infos(16);
+      for (int attempt = 0; attempt < 3; ++attempt) {
+        unsigned n = static_cast<unsigned>(infos.size());
+        const nvmlReturn_t rc = api_.processes(device, &n, infos.data());
+        if (rc == kNvmlInsufficientSize) {
+          infos.resize(n + 16);
+          continue;
+        }
+        if (rc != kNvmlSuccess) break;
+        for (unsigned k = 0; k < n && k < infos.size(); ++k) {
+          const unsigned long long used = infos[k].usedGpuMemory;
+          out.push_back({i, infos[k].pid, used == kNvmlValueNotAvailable ? 0 : used});
+        }
+        break;
+      }
+    }
+    return out;
+  }
+
  private:
   std::mutex mu_;
   void* library_;
@@ -94,6 +138,30 @@ bool Resolve(void* library, const char* symbol, Fn* out) {
 }
 
 }  // namespace
+
+std::map<uint32_t, uint64_t> GpuMemoryByGroup(const std::vector<GpuProcess>& processes,
+                                              const std::function<uint32_t(uint32_t)>& group_of) {
+  std::map<uint32_t, uint64_t> by_group;
+  for (const GpuProcess& process : processes) {
+    const uint32_t group = group_of(process.pid);
+    if (group != 0) by_group[group] += process.used_bytes;
+  }
+  return by_group;
+}
+
+uint32_t ProcessGroupOf(uint32_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(stat, line)) return 0;
+  // "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses; skip past the last ')'.
+  const size_t close = line.rfind(')');
+  if (close == std::string::npos) return 0;
+  std::istringstream fields(line.substr(close + 1));
+  std::string state;
+  uint32_t ppid = 0, pgrp = 0;
+  if (!(fields >> state >> ppid >> pgrp)) return 0;
+  return pgrp;
+}
 
 std::unique_ptr<GpuProbe> LoadNvmlProbe() {
   void* library = dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_LOCAL);
@@ -111,6 +179,9 @@ std::unique_ptr<GpuProbe> LoadNvmlProbe() {
             Resolve(library, "nvmlDeviceGetUUID", &api.device_uuid) &&
             Resolve(library, "nvmlDeviceGetMemoryInfo", &api.memory_info) &&
             Resolve(library, "nvmlDeviceGetUtilizationRates", &api.utilization);
+  if (!Resolve(library, "nvmlDeviceGetComputeRunningProcesses_v3", &api.processes)) {
+    Resolve(library, "nvmlDeviceGetComputeRunningProcesses_v2", &api.processes);
+  }
   if (!ok) {
     spdlog::warn("NVML library lacks an expected symbol: reporting zero GPUs");
     dlclose(library);

@@ -1,5 +1,7 @@
 #include "client/memory_probe.h"
 
+#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
 
@@ -96,6 +98,42 @@ TEST(NvmlTest, LoadNeverFailsWithoutADriver) {
 
 TEST(DirectoryBytesTest, MissingDirectoryIsZero) {
   EXPECT_EQ(DirectoryBytes("/no/such/gswarm/dir"), 0u);
+}
+
+}  // namespace
+}  // namespace gswarm::client
+
+namespace gswarm::client {
+namespace {
+
+TEST(GpuAttributionTest, SumsEveryProcessOfAGroupOnEveryGpu) {
+  // An engine (group 100) with a worker on another GPU, and an unrelated process (group 300).
+  const std::vector<GpuProcess> processes = {
+      {0, 100, 30ull << 30}, {1, 101, 10ull << 30}, {0, 300, 5ull << 30}, {1, 999, 1ull << 30}};
+  const std::map<uint32_t, uint32_t> groups = {{100, 100}, {101, 100}, {300, 300}};
+  std::map<uint32_t, uint64_t> by_group = GpuMemoryByGroup(processes, [&](uint32_t pid) {
+    auto it = groups.find(pid);
+    return it == groups.end() ? 0u : it->second;  // 999: gone, not counted
+  });
+  ASSERT_EQ(by_group.size(), 2u);
+  EXPECT_EQ(by_group[100], 40ull << 30);
+  EXPECT_EQ(by_group[300], 5ull << 30);
+}
+
+TEST(GpuAttributionTest, ReadsProcessGroupsFromProc) {
+  EXPECT_EQ(ProcessGroupOf(static_cast<uint32_t>(::getpid())), static_cast<uint32_t>(::getpgrp()));
+  EXPECT_EQ(ProcessGroupOf(0x7ffffff0u), 0u);  // no such process
+}
+
+TEST(GpuAttributionTest, ProbesWithoutProcessSupportReportNone) {
+  // The seam's default: a probe that cannot list processes attributes nothing.
+  class Plain final : public GpuProbe {
+   public:
+    std::vector<v1::GpuInfo> Sample() override { return {}; }
+  } plain;
+  EXPECT_TRUE(plain.Processes().empty());
+  // Real NVML where there is one: every process it lists has a pid.
+  for (const GpuProcess& process : LoadNvmlProbe()->Processes()) EXPECT_GT(process.pid, 0u);
 }
 
 }  // namespace
