@@ -318,8 +318,10 @@ v1::CommandUpdate CommandRunner::Copy(const v1::Command& command, const std::ato
       }
     }
     auto report = Throttled(command.id());
+    // Not the downloader's staging name: a download of the same model may be resuming there.
+    const std::string copy_staging = to_dram ? staging : staging + ".copy";
     absl::StatusOr<uint64_t> copied = CopyModelDir(
-        *source, staging, target, CopyOptions{},
+        *source, copy_staging, target, CopyOptions{},
         [&](const CopyProgress& p) {
           report(p.bytes_done, p.bytes_total, p.files_done, p.files_total);
         },

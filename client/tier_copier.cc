@@ -172,9 +172,9 @@ struct Run {
   }
 };
 
-// Asks the kernel to start reading the next chunk while this one is copied. A cold source reads
-// about twice as fast this way through sendfile, whose own readahead stalls on every pipe-sized
-// step; on a warm source it costs a page cache lookup.
+// Asks the kernel to start reading the next chunk while this one is copied: sendfile's own
+// readahead, a pipe-sized step at a time, left a cold source at about half of cp's speed (see
+// bench/README.md, tier_copy). On a warm source it costs a page cache lookup.
 void ReadAhead(int fd, uint64_t from, size_t len) {
   ::posix_fadvise(fd, static_cast<off_t>(from), static_cast<off_t>(len), POSIX_FADV_WILLNEED);
 }
