@@ -99,4 +99,14 @@ int FollowJob(ApiClient& api, const v1::Job& started, const std::string& label, 
   return 0;
 }
 
+int ReportStarted(const v1::Job& job, bool json) {
+  if (json) {
+    PrintJson(job);
+  } else {
+    std::cout << "started " << job.kind() << " " << job.id() << " on node " << job.node_id()
+              << "; follow it with `gswarm jobs`\n";
+  }
+  return 0;
+}
+
 }  // namespace gswarm::cli

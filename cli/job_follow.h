@@ -14,4 +14,7 @@ namespace gswarm::cli {
 int FollowJob(ApiClient& api, const v1::Job& started, const std::string& label, bool json,
               v1::Job* final);
 
+// For --detach: says the job started and how to follow it (or prints it with --json). Returns 0.
+int ReportStarted(const v1::Job& job, bool json);
+
 }  // namespace gswarm::cli

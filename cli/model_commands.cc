@@ -124,15 +124,7 @@ int ModelCommands::Download(ApiClient& api, bool json) {
   if (absl::Status s = api.Call(&v1::GSwarm::Stub::Download, request, &started); !s.ok()) {
     return PrintError(s.message());
   }
-  if (detach_) {
-    if (json) {
-      PrintJson(started.job());
-    } else {
-      std::cout << "started " << started.job().id() << " on node " << started.job().node_id()
-                << "; follow it with `gswarm jobs`\n";
-    }
-    return 0;
-  }
+  if (detach_) return ReportStarted(started.job(), json);
 
   v1::Job job;
   if (int code = FollowJob(api, started.job(), request.model_name(), json, &job); code != 0) {

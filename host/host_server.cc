@@ -111,6 +111,15 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Create(const common::Con
 
   ASSIGN_OR_RETURN(server->rest_,
                    RestGateway::Create(host.tls, server->auth_token_, server->handler_.get()));
+  server->placement_ = std::make_unique<RouterPlacement>(
+      server->registry_.get(), server->instances_.get(), server->orchestrator_.get());
+  Router::Options routing;
+  routing.max_concurrent_per_instance = config.client.max_concurrent_requests;
+  // Waiting requests hold an HTTP worker each: keep the queue well inside the gateway's pool.
+  routing.max_queue = 64;
+  server->router_ = std::make_unique<Router>(routing, server->placement_.get());
+  server->router_->Install(server->rest_->server());
+  server->handler_->set_router(server->router_.get());
   ASSIGN_OR_RETURN(server->http_port_, server->rest_->Bind(host.host, host.port));
   server->rest_->Start();
 

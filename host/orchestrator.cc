@@ -158,10 +158,6 @@ absl::StatusOr<v1::Job> Orchestrator::Download(const v1::DownloadRequest& reques
     RETURN_IF_ERROR(registry_->PutModel(model));
   }
 
-  v1::Job job;
-  job.set_kind("download");
-  job.set_model_name(request.model_name());
-  job.set_node_id(node_id);
   v1::Command command;
   v1::DownloadCommand& download = *command.mutable_download();
   download.set_model_name(request.model_name());
@@ -187,7 +183,7 @@ absl::StatusOr<v1::Job> Orchestrator::Download(const v1::DownloadRequest& reques
       }
     }
   }
-  return Launch(std::move(job), std::move(command));
+  return RunOnNode(node_id, request.model_name(), "download", std::move(command));
 }
 
 absl::StatusOr<v1::Job> Orchestrator::Copy(const v1::CopyRequest& request) {
@@ -334,10 +330,6 @@ absl::StatusOr<v1::Job> Orchestrator::Serve(const v1::ServeRequest& request) {
     }
   }
 
-  v1::Job job;
-  job.set_kind("serve");
-  job.set_model_name(model.name());
-  job.set_node_id(node_id);
   v1::Command command;
   v1::ServeCommand& serve = *command.mutable_serve();
   serve.set_model_name(model.name());
@@ -349,7 +341,7 @@ absl::StatusOr<v1::Job> Orchestrator::Serve(const v1::ServeRequest& request) {
                             ? "inst-" + common::GenerateToken().substr(0, 10)
                             : request.instance_id());
   *serve.mutable_extra_args() = request.extra_args();
-  return Launch(std::move(job), std::move(command));
+  return RunOnNode(node_id, model.name(), "serve", std::move(command));
 }
 
 absl::StatusOr<v1::Job> Orchestrator::StopInstance(const v1::Instance& instance, bool force) {
@@ -691,8 +683,8 @@ absl::StatusOr<v1::Job> Orchestrator::WaitJob(const std::string& id, absl::Time 
     };
     mu_.AwaitWithDeadline(absl::Condition(&ended), deadline);
     if (shutting_down_ && active_.contains(id)) {
-      return absl::UnavailableError(absl::StrCat(
-          "host is shutting down; job ", id, " goes on when it is back (GET /jobs/", id, ")"));
+      return absl::UnavailableError(absl::StrCat("host is shutting down; job ", id,
+                                                 " goes on when it is back (GET /jobs/", id, ")"));
     }
   }
   return GetJob(id);

@@ -95,6 +95,10 @@ void RestGateway::InstallRoutes() {
   const ApiHandler* handler = handler_;
   // Router streams and queued requests hold a thread each for as long as they last.
   server.new_task_queue = [] { return new httplib::ThreadPool(128); };
+  // Without TCP_NODELAY each small response waits on the peer's delayed ACK (~40 ms a hop);
+  // httplib's default of 5 requests per connection makes busy clients reconnect constantly.
+  server.set_tcp_nodelay(true);
+  server.set_keep_alive_max_count(100000);
 
   // Every route but /health needs the token when one is configured.
   server.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {

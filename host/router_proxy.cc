@@ -194,6 +194,7 @@ std::unique_ptr<httplib::Client> UpstreamPool::Take(const std::string& endpoint)
   }
   auto client = std::make_unique<httplib::Client>(endpoint);
   client->set_keep_alive(true);
+  client->set_tcp_nodelay(true);  // small requests must not wait on delayed ACKs
   // Bodies pass through as the engine wrote them (we ask for no encoding anyway).
   client->set_decompress(false);
   const auto usec = [](absl::Duration d) { return absl::ToInt64Microseconds(d); };
