@@ -60,6 +60,8 @@ constexpr Key kKeys[] = {
     GSWARM_KEY("host.auto_discover_models", host.auto_discover_models),
     GSWARM_KEY("host.cleanup_on_shutdown", host.cleanup_on_shutdown),
     GSWARM_KEY("host.prefer_peers", host.prefer_peers),
+    GSWARM_KEY("host.keep_alive_s", host.keep_alive_s),
+    GSWARM_KEY("host.max_loaded_models", host.max_loaded_models, Check::kNonNegative),
     GSWARM_KEY("host.auth_token", host.auth_token, Check::kNone, true),
     GSWARM_KEY("host.insecure", host.insecure),
     GSWARM_KEY("host.storage_devices.disk.enabled", host.disk.enabled),
@@ -641,6 +643,8 @@ host:
   auto_discover_models: true # register models found on disk at start-up
   cleanup_on_shutdown: true  # stop instances and empty the DRAM tier when an agent exits
   prefer_peers: true         # fetch a commit another node holds from that node, not the Hub
+  keep_alive_s: 300          # router: stop an on-demand instance after this idle time (-1: never)
+  max_loaded_models: 0       # router: models loaded on demand at once (0: no limit)
   # Bearer token for every call but /health. Empty: none on loopback; beyond loopback one is
   # generated into ~/.cache/gswarm/token.
   auth_token: ""

@@ -54,6 +54,12 @@ struct HostConfig {
   // A download of an hf:// commit some online node already holds is pulled from that node's
   // data port instead of the Hub.
   bool prefer_peers = true;
+  // Router: an instance the router loaded on demand is stopped after this many idle seconds
+  // (negative: never).
+  double keep_alive_s = 300;
+  // Router: at most this many models loaded on demand at once; the least recently used idle one
+  // makes room (0: no limit).
+  int max_loaded_models = 0;
   // The cluster's default tier layout, sent to every agent on connect.
   StorageDeviceConfig disk{true, "~/.cache/gswarm/models", 0};
   StorageDeviceConfig dram{true, "/dev/shm/gswarm_models", 64};

@@ -112,6 +112,7 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Create(const common::Con
   ASSIGN_OR_RETURN(server->rest_,
                    RestGateway::Create(host.tls, server->auth_token_, server->handler_.get()));
   server->placement_ = std::make_unique<RouterPlacement>(
+      RouterPlacement::Options{config.host.keep_alive_s, config.host.max_loaded_models},
       server->registry_.get(), server->instances_.get(), server->orchestrator_.get());
   Router::Options routing;
   routing.max_concurrent_per_instance = config.client.max_concurrent_requests;
@@ -120,6 +121,7 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Create(const common::Con
   server->router_ = std::make_unique<Router>(routing, server->placement_.get());
   server->router_->Install(server->rest_->server());
   server->handler_->set_router(server->router_.get());
+  server->placement_->Start(server->router_.get());
   ASSIGN_OR_RETURN(server->http_port_, server->rest_->Bind(host.host, host.port));
   server->rest_->Start();
 
@@ -146,6 +148,7 @@ void HostServer::Shutdown() {
   // Requests waiting on jobs (wait: true) would keep rest_->Stop() and grpc_server_->Shutdown()
   // from returning: end them first.
   if (orchestrator_) orchestrator_->Shutdown();
+  if (placement_) placement_->Stop();
   if (sweeper_.joinable()) {
     stop_sweeper_.Notify();
     sweeper_.join();

@@ -30,6 +30,7 @@ import urllib.parse
 
 from gswarm_harness import SUPPORT_DIR
 from gswarm_harness import http as rest_call
+from gswarm_harness import wait_until
 from test_serving import ENGINES, SERVE_TIMEOUT_S, ServingTestCase, fake_stats
 
 if SUPPORT_DIR not in sys.path:
@@ -111,11 +112,11 @@ class RouterTestCase(ServingTestCase):
 
     hub_big_file_mb = 8
 
-    def start_router_cluster(self, models=(MODEL_A,), **host_client_extra):
+    def start_router_cluster(self, models=(MODEL_A,), host_extra=None, **host_client_extra):
         home = self.new_home("host")
         self.token = ""
         home.write_config({
-            "host": self.host_section(home, token=""),
+            "host": self.host_section(home, token="", **(host_extra or {})),
             "client": self.client_section(home, "node-local", token="", **host_client_extra),
         })
         self.host_home = home
@@ -184,6 +185,39 @@ class AutoloadTest(RouterTestCase):
             self.assertEqual(body["choices"][0]["message"]["content"], f"req{i}", body)
         insts = self.serving(MODEL_A)
         self.assertEqual(len(insts), 1, f"8 concurrent requests should start one instance: {insts}")
+
+
+class UnloadTest(RouterTestCase):
+    """Instances the router loaded on demand go when idle (host.keep_alive_s) and make room for
+    others (host.max_loaded_models, least recently used first)."""
+
+    def active(self, name):
+        return [i for i in self.serving(name) if i.get("state") in ("starting", "ready")]
+
+    def test_idle_instance_unloads_after_keep_alive(self):
+        self.start_router_cluster(host_extra={"keep_alive_s": 1})
+        status, body, _ = self.v1("/v1/chat/completions", chat_body(MODEL_A, "keep me"))
+        self.assertEqual(status, 200, body)
+        self.assertEqual(len(self.active(MODEL_A)), 1, self.serving(MODEL_A))
+        wait_until(lambda: not self.active(MODEL_A), 20,
+                   "the idle instance to be unloaded after keep_alive_s",
+                   describe=lambda: self.serving(MODEL_A))
+        # The next request loads it again.
+        status, body, _ = self.v1("/v1/chat/completions", chat_body(MODEL_A, "back again"))
+        self.assertEqual(status, 200, body)
+        self.assertEqual(len(self.active(MODEL_A)), 1, self.serving(MODEL_A))
+
+    def test_max_loaded_models_evicts_the_least_recently_used(self):
+        self.start_router_cluster(models=(MODEL_A, MODEL_B),
+                                  host_extra={"keep_alive_s": -1, "max_loaded_models": 1})
+        status, body, _ = self.v1("/v1/chat/completions", chat_body(MODEL_A, "first"))
+        self.assertEqual(status, 200, body)
+        status, body, _ = self.v1("/v1/chat/completions", chat_body(MODEL_B, "second"))
+        self.assertEqual(status, 200, body)
+        self.assertEqual(body["model"], MODEL_B, body)
+        wait_until(lambda: not self.active(MODEL_A), 20, "model A to make room for model B",
+                   describe=lambda: self.serving(MODEL_A))
+        self.assertEqual(len(self.active(MODEL_B)), 1, self.serving(MODEL_B))
 
 
 class RoutingTest(RouterTestCase):
