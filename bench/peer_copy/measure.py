@@ -22,7 +22,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import statistics
 import struct
 import subprocess
@@ -32,14 +31,15 @@ import time
 import urllib.error
 import urllib.request
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import benchlib  # noqa: E402  (bench/benchlib.py)
+from benchlib import (cpu_model, first_line, git_state, loadavg, log, machine_busy,  # noqa: E402
+                      proc_user_sys, run, tail)
+
+benchlib.set_name("peer_copy")
 TICK = os.sysconf("SC_CLK_TCK")
 RUN_TIMEOUT_S = 300  # one transfer, any tool
 DROP_CACHES = "/proc/sys/vm/drop_caches"
-
-
-def log(msg: str) -> None:
-    sys.stderr.write("peer_copy bench: %s\n" % msg)
-    sys.stderr.flush()
 
 
 # ---- the model ----------------------------------------------------------------------------------
@@ -77,33 +77,6 @@ def write_model(d: str, shards: int, shard_mb: int) -> int:
 
 
 # ---- probes -------------------------------------------------------------------------------------
-
-def proc_cpu(pid: int) -> float:
-    """utime + stime of a process (all its threads) in seconds."""
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK  # fields 14 and 15 of stat(5)
-
-
-def proc_user_sys(pid: int) -> tuple:
-    """(utime, stime) of a process in seconds."""
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) / TICK, int(fields[12]) / TICK
-
-
-def machine_busy() -> float:
-    """CPU seconds all cores spent not idle (user, nice, system, irq, softirq, steal)."""
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (v + [0] * 8)[:8]
-    return (user + nice + system + irq + softirq + steal) / TICK
-
-
-def loadavg() -> str:
-    with open("/proc/loadavg") as f:
-        return " ".join(f.read().split()[:3])
-
 
 class ThreadSampler:
     """Polls the CPU time of every thread of some processes while a run lasts, so that each one's
@@ -213,45 +186,6 @@ class Probe:
     @staticmethod
     def delta(a: dict, b: dict) -> dict:
         return {k: b[k] - a[k] for k in a}
-
-
-def run(argv, log_path: str, timeout_s: float = RUN_TIMEOUT_S):
-    """Runs argv; returns (exit code, wall s, CPU s of it and its children). Bounded by timeout_s:
-    a timer kills it then (the wait itself blocks, so measuring costs no CPU)."""
-    with open(log_path, "ab") as out:
-        t0 = time.monotonic()
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
-        killed = threading.Event()
-        lock = threading.Lock()
-        exited = False
-
-        def kill():
-            with lock:
-                if not exited:  # not reaped yet: the pid is still ours
-                    killed.set()
-                    os.kill(proc.pid, signal.SIGKILL)
-
-        timer = threading.Timer(timeout_s, kill)
-        timer.start()
-        os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)  # exited, left unreaped
-        with lock:
-            exited = True
-        timer.cancel()
-        _, status, ru = os.wait4(proc.pid, 0)
-        wall = time.monotonic() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        if killed.is_set():
-            log("%s ran past %d s and was killed" % (argv[0], timeout_s))
-            return 124, wall, ru.ru_utime + ru.ru_stime
-        return proc.returncode, wall, ru.ru_utime + ru.ru_stime
-
-
-def tail(path: str, n: int = 20) -> str:
-    try:
-        with open(path, "rb") as f:
-            return b"".join(f.read().splitlines(True)[-n:]).decode(errors="replace")
-    except OSError:
-        return ""
 
 
 _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -547,37 +481,6 @@ class Bench:
         }
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
-def git_state() -> str:
-    """HEAD of the checkout this script is in, with "+uncommitted" when the tree differs."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    head = first_line(["git", "-C", here, "rev-parse", "--short", "HEAD"])
-    try:
-        dirty = subprocess.run(["git", "-C", here, "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        dirty = ""
-    return head + ("+uncommitted" if dirty else "")
-
-
-def first_line(argv) -> str:
-    try:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout.strip() \
-            .splitlines()[0]
-    except (OSError, IndexError, subprocess.SubprocessError):
-        return "?"
-
-
 def table(report: dict) -> str:
     cols = ["cache", "tool", "best s", "median s", "best MB/s", "median MB/s", "vs curl",
             "CPU s/GB", "A CPU s/GB", "B CPU s/GB", "top thread B %", "top thread A %",
@@ -662,14 +565,7 @@ def main() -> int:
         log("%s is not writable: cold runs skipped (warm only)" % DROP_CACHES)
         args.modes = [s for s in args.modes if s != "cold"] or ["warm"]
     report = Bench(args).main()
-    text = table(report)
-    if args.json:
-        sys.stderr.write(text)
-        json.dump(report, sys.stdout, indent=2)
-        sys.stdout.write("\n")
-    else:
-        sys.stdout.write(text)
-    return 0
+    return benchlib.emit(report, table(report), args.json)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,9 @@ PYTHON = "/usr/bin/python3"
 MiB = 1 << 20
 TENSOR_MB = 64
 READY_TIMEOUT_S = 120
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import benchlib  # noqa: E402  (bench/benchlib.py)
+
 _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
@@ -375,14 +378,7 @@ def main():
         log("wrote a %d MiB model to %s in %.1f s" % (a.mb, a.dir, time.monotonic() - t0))
         return 0
     report = measure(a)
-    text = table(report)
-    if a.json:
-        sys.stderr.write(text)
-        json.dump(report, sys.stdout, indent=2)
-        sys.stdout.write("\n")
-    else:
-        sys.stdout.write(text)
-    return 0
+    return benchlib.emit(report, table(report), a.json)
 
 
 if __name__ == "__main__":

@@ -20,128 +20,56 @@
 # lives in a temporary directory on TMPDIR's filesystem (default /tmp), the DRAM tier in one
 # under /dev/shm; both are removed at exit, with every process it started (gswarm start stops
 # its instances on the way out: cleanup_on_shutdown).
+# shellcheck disable=SC2154  # tmp, shm, *_pid, *_env: set by bench_tmpdir, start_bg, gswarm_env
 set -euo pipefail
 
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-build_dir=${BUILD_DIR:-$root/build}
-[[ $build_dir = /* ]] || build_dir=$root/$build_dir
-gswarm_bin=${GSWARM_BIN:-$build_dir/cli/gswarm}
-python=/usr/bin/python3
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+bench_init serve_latency
 model_mb=${MODEL_MB:-400}
 name=bench-model
+BENCH_STOP_TENTHS=300  # SIGTERM: the agent stops its instances (cleanup_on_shutdown), then exits.
 
-log() { echo "serve_latency bench: $*" >&2; }
+bench_build_gswarm
+bench_need_tools curl "$python"
 
-if [[ ${SKIP_BUILD:-0} != 1 && -z ${GSWARM_BIN:-} ]]; then
-  cmake -S "$root" -B "$build_dir" -G Ninja >&2
-  ninja -C "$build_dir" ${NINJA_JOBS:+-j "$NINJA_JOBS"} gswarm >&2
-fi
-[[ -x $gswarm_bin ]] || { log "$gswarm_bin not found or not executable (build it, or set BUILD_DIR)"; exit 1; }
-for tool in curl "$python"; do
-  command -v "$tool" >/dev/null || { log "$tool is needed"; exit 1; }
-done
-
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/gswarm-serve-bench.XXXXXX")
-shm=$(mktemp -d /dev/shm/gswarm-serve-bench.XXXXXX)
-gswarm_pid=
+bench_tmpdir tmp "${TMPDIR:-/tmp}/gswarm-serve-bench.XXXXXX"
+bench_tmpdir shm /dev/shm/gswarm-serve-bench.XXXXXX
+bench_keep_log "$tmp/gswarm.log" "${GSWARM_LOG:-}"
+bench_show_log "$tmp/gswarm.log"
+# Any engine still running from this run (a killed gswarm cannot stop its own): its command line
+# names this run's model directories. Each runs in its own process group.
 # shellcheck disable=SC2317  # reached through the EXIT trap
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  if [[ -n $gswarm_pid ]]; then
-    if kill -0 "$gswarm_pid" 2>/dev/null; then
-      # SIGTERM: the agent stops its instances (cleanup_on_shutdown), then exits.
-      kill -TERM "$gswarm_pid" 2>/dev/null || true
-      for _ in $(seq 300); do kill -0 "$gswarm_pid" 2>/dev/null || break; sleep 0.1; done
-      kill -KILL "$gswarm_pid" 2>/dev/null || true
-    fi
-    wait "$gswarm_pid" 2>/dev/null || true
-  fi
-  # Any engine still running from this run (a killed gswarm cannot stop its own): its command
-  # line names this run's model directories. Each runs in its own process group.
-  local pid pgid
-  for pid in $(pgrep -f "fake_engine.py --model ($tmp|$shm)/" || true); do
-    pgid=$(ps -o pgid= -p "$pid" | tr -d ' ') || continue
-    [[ -n $pgid && $pgid != 0 ]] && kill -KILL -- "-$pgid" 2>/dev/null || true
-  done
-  [[ -z ${GSWARM_LOG:-} || ! -f $tmp/gswarm.log ]] || cp "$tmp/gswarm.log" "$GSWARM_LOG" || true
-  if [[ $rc -ne 0 && -s $tmp/gswarm.log ]]; then
-    log "gswarm.log (last 20 lines):"
-    tail -n 20 "$tmp/gswarm.log" >&2
-  fi
-  rm -rf "$tmp" "$shm"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# Waits up to $2 seconds for command $3... to succeed while process $1 lives.
-wait_for() {
-  local pid=$1 secs=$2 deadline
-  shift 2
-  deadline=$((SECONDS + secs))
-  until "$@" >/dev/null 2>&1; do
-    kill -0 "$pid" 2>/dev/null || return 1
-    ((SECONDS < deadline)) || return 1
-    sleep 0.1
-  done
-}
+bench_on_exit() { kill_groups_of "fake_engine.py --model ($tmp|$shm)/"; }
 
 # --- gswarm start, with the fake engine as its default engine ------------------------------------
-# The three sockets stay open until all ports are known, so no two can coincide.
-read -r http_port grpc_port data_port < <("$python" -c '
-import socket
-s = [socket.socket() for _ in range(3)]
-for x in s: x.bind(("127.0.0.1", 0))
-print(*(x.getsockname()[1] for x in s))')
+read -r http_port grpc_port data_port < <(free_ports 3)
 
 home=$tmp/home
 models=$tmp/models
 dram=$shm/dram
 mkdir -p "$home" "$models" "$dram" "$tmp/work"
 # The engine command is the one measure.py starts by hand (engine_argv there): keep them equal.
-cat >"$home/.gswarm.conf" <<EOF
-host:
-  host: 127.0.0.1
-  port: $http_port
-  grpc_port: $grpc_port
-  model_cache_dir: $models
-  huggingface_cache_dir: $home/.cache/huggingface
-  auto_discover_models: false
-  cleanup_on_shutdown: true
-  storage_devices:
-    disk: {enabled: true, path: $models}
-    dram: {enabled: true, path: $dram, max_size_gb: 4}
-client:
-  host_url: http://127.0.0.1:$http_port
-  host_grpc: 127.0.0.1:$grpc_port
-  model_cache_dir: $models
-  dram_cache_dir: $dram
-  dram_cache_size: 4
-  data_port: $data_port
+write_config "$home/.gswarm.conf" --home "$home" --cleanup --http "$http_port" --grpc "$grpc_port" \
+  --models "$models" --dram "$dram" --dram-gb 4 --data-port "$data_port" --client-extra "\
   default_engine: fake
   engines:
     fake:
-      command: "$python $root/tests/support/fake_engine.py --model {model_path} --served-model-name {model_name} --host {host} --port {port} --load-weights"
+      command: \"$python $root/tests/support/fake_engine.py --model {model_path} --served-model-name {model_name} --host {host} --port {port} --load-weights\"
       health_path: /health
-      ready_timeout_s: 120
-EOF
+      ready_timeout_s: 120"
 
-gswarm_env=(env -u GSWARM_CONFIG -u GSWARM_HOST -u GSWARM_TOKEN -u GSWARM_LOG_LEVEL
-  -u HF_TOKEN -u HF_ENDPOINT -u HF_HUB_OFFLINE -u HF_HUB_CACHE -u HUGGING_FACE_HUB_TOKEN
-  HOME="$home" HF_HOME="$home/.cache/huggingface")
-"${gswarm_env[@]}" "$gswarm_bin" --log-level warn start --bind 127.0.0.1 --port "$http_port" \
-  --grpc-port "$grpc_port" --data-port "$data_port" --node-id bench-node >"$tmp/gswarm.log" 2>&1 &
-gswarm_pid=$!
-wait_for "$gswarm_pid" 30 curl -fsS --max-time 1 "http://127.0.0.1:$http_port/health" ||
-  { log "gswarm did not answer http://127.0.0.1:$http_port/health within 30 s"; exit 1; }
-wait_for "$gswarm_pid" 30 bash -c "'$gswarm_bin' --host 127.0.0.1:$grpc_port --json nodes | grep -q bench-node" ||
-  { log "gswarm's local agent did not come online within 30 s"; exit 1; }
+gswarm_env gswarm_env "$home"
+cli=("${gswarm_env[@]}" "$gswarm_bin" --host "127.0.0.1:$grpc_port")
+start_bg gswarm_pid "$tmp/gswarm.log" "${gswarm_env[@]}" "$gswarm_bin" --log-level warn start \
+  --bind 127.0.0.1 --port "$http_port" --grpc-port "$grpc_port" --data-port "$data_port" \
+  --node-id bench-node
+wait_http "$gswarm_pid" "http://127.0.0.1:$http_port/health" 30 gswarm
+wait_node "$gswarm_pid" 30 bench-node "gswarm's local agent" "${cli[@]}"
 log "gswarm ready (pid $gswarm_pid, http $http_port, grpc $grpc_port)"
 
 # --- the model: generated, downloaded onto the disk tier (file://), copied to DRAM ----------------
 "$python" "$root/bench/serve_latency/measure.py" model --dir "$tmp/src/$name" --mb "$model_mb"
-cli=("${gswarm_env[@]}" "$gswarm_bin" --host "127.0.0.1:$grpc_port")
 "${cli[@]}" download "file://$tmp/src/$name" --name "$name" >&2
 "${cli[@]}" copy "$name" --from disk --to dram >&2
 rm -rf "$tmp/src"  # the disk tier's copy is the one measured
@@ -152,9 +80,6 @@ rm -rf "$tmp/src"  # the disk tier's copy is the one measured
 measure_args=(--gswarm "$gswarm_bin" --grpc "127.0.0.1:$grpc_port"
   --http "http://127.0.0.1:$http_port" --name "$name" --disk-dir "$models/$name"
   --dram-dir "$dram/$name" --work "$tmp/work" --model-mb "$model_mb" --repeat "${REPEAT:-10}")
-cache=$(dirname "$(dirname "$gswarm_bin")")/CMakeCache.txt
-if [[ -f $cache ]]; then
-  measure_args+=(--build-type "$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$cache")")
-fi
+bench_build_type measure_args "$gswarm_bin"
 "${gswarm_env[@]}" timeout --foreground 900 "$python" "$root/bench/serve_latency/measure.py" \
   measure "${measure_args[@]}" "$@"
