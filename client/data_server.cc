@@ -8,12 +8,11 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cstring>
-
-#include "absl/strings/match.h"
 #include <chrono>
+#include <cstring>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -23,6 +22,7 @@
 #include "client/log_tail.h"
 #include "client/model_catalog.h"
 #include "common/auth.h"
+#include "common/status.h"
 #include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
 
@@ -204,13 +204,7 @@ void DataServer::InstallRoutes() {
   });
   s.set_exception_handler(
       [](const httplib::Request& req, httplib::Response& res, std::exception_ptr error) {
-        std::string what = "unknown error";
-        try {
-          std::rethrow_exception(error);
-        } catch (const std::exception& e) {
-          what = e.what();
-        } catch (...) {
-        }
+        const std::string what = common::ExceptionMessage(error);
         spdlog::error("data port: {} {}: {}", req.method, req.path, what);
         SendFailure(res, {500, "", absl::StrCat("internal error: ", what)});
       });

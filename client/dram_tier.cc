@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "client/disk_tier.h"
+#include "client/memory_probe.h"
 #include "client/model_manifest.h"
 #include "common/model_metadata.h"
 #include "common/paths.h"
@@ -27,21 +28,6 @@ namespace {
 constexpr const char* kStaging = ".staging";
 constexpr const char* kPinnedMarker = "/.gswarm/pinned";
 constexpr const char* kLastUsedMarker = "/.gswarm/last_used";
-
-// Bytes of the regular files under `dir`; links are not followed (the tier holds copies).
-uint64_t DirBytes(const fs::path& dir) {
-  uint64_t total = 0;
-  std::error_code ec;
-  fs::recursive_directory_iterator it(dir, ec);
-  for (; !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
-    std::error_code entry_ec;
-    if (it->is_regular_file(entry_ec) && !it->is_symlink(entry_ec)) {
-      const uint64_t size = it->file_size(entry_ec);
-      if (!entry_ec) total += size;
-    }
-  }
-  return total;
-}
 
 google::protobuf::Timestamp ToProto(const struct timespec& t) {
   google::protobuf::Timestamp ts;
@@ -144,7 +130,7 @@ DramTier::DramTier(Options options) : options_(std::move(options)) {}
 
 std::vector<v1::Replica> DramTier::Scan() const { return ScanRoot(options_.root, true); }
 
-uint64_t DramTier::UsedBytes() const { return DirBytes(options_.root); }
+uint64_t DramTier::UsedBytes() const { return DirectoryBytes(options_.root); }
 
 std::string DramTier::ModelDir(const std::string& name) const {
   return absl::StrCat(options_.root, "/", name);

@@ -97,6 +97,20 @@ std::string InstanceSupervisor::RecordPath(const std::string& id) const {
   return absl::StrCat(options_.state_dir, "/", id, ".json");
 }
 
+std::shared_ptr<InstanceSupervisor::Entry> InstanceSupervisor::NewEntry(const InstanceSpec& spec) {
+  auto e = std::make_shared<Entry>();
+  e->spec = spec;
+  v1::Instance& info = e->info;
+  info.set_id(spec.id);
+  info.set_model_name(spec.model_name);
+  info.set_engine(spec.engine);
+  info.set_gpu_device(spec.gpu_device);
+  info.set_port(static_cast<uint32_t>(spec.port));
+  info.set_endpoint(absl::StrCat("http://", spec.host, ":", spec.port));
+  info.set_source_tier(spec.source_tier);
+  return e;
+}
+
 absl::StatusOr<v1::Instance> InstanceSupervisor::Start(const InstanceSpec& spec) {
   RETURN_IF_ERROR(Validate(spec));
   absl::MutexLock start_lock(&start_mu_);
@@ -124,16 +138,7 @@ absl::StatusOr<v1::Instance> InstanceSupervisor::Start(const InstanceSpec& spec)
   RETURN_IF_ERROR(common::MakeDirs(options_.state_dir));
   ASSIGN_OR_RETURN(std::shared_ptr<ProcessGroup> proc, Launch(spec, 1));
 
-  auto e = std::make_shared<Entry>();
-  e->spec = spec;
-  v1::Instance& info = e->info;
-  info.set_id(spec.id);
-  info.set_model_name(spec.model_name);
-  info.set_engine(spec.engine);
-  info.set_gpu_device(spec.gpu_device);
-  info.set_port(static_cast<uint32_t>(spec.port));
-  info.set_endpoint(absl::StrCat("http://", spec.host, ":", spec.port));
-  info.set_source_tier(spec.source_tier);
+  auto e = NewEntry(spec);
   {
     absl::MutexLock lock(&mu_);
     SetProcess(*e, std::move(proc), absl::Now());
@@ -325,16 +330,8 @@ std::optional<v1::Instance> InstanceSupervisor::AdoptRecord(const std::string& p
   std::string answer;
   const bool healthy = Healthy(spec, absl::Seconds(2), &answer);
 
-  auto e = std::make_shared<Entry>();
-  e->spec = spec;
+  auto e = NewEntry(spec);
   v1::Instance& info = e->info;
-  info.set_id(spec.id);
-  info.set_model_name(spec.model_name);
-  info.set_engine(spec.engine);
-  info.set_gpu_device(spec.gpu_device);
-  info.set_port(static_cast<uint32_t>(spec.port));
-  info.set_endpoint(absl::StrCat("http://", spec.host, ":", spec.port));
-  info.set_source_tier(spec.source_tier);
   info.set_restarts(record->restarts);
   info.set_load_time_ms(record->load_time_ms);
   absl::MutexLock lock(&mu_);

@@ -146,6 +146,9 @@ class InstanceSupervisor {
   };
   enum class Outcome { kReady, kExited, kNotReady, kQuit };
 
+  // An entry for `spec` with the Instance fields the spec determines filled in.
+  static std::shared_ptr<Entry> NewEntry(const InstanceSpec& spec);
+
   // Watcher threads (instance_watcher.cc).
   // The body: readiness, then liveness, then restarts, until the instance
   // ends or quit is set.

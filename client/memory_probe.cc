@@ -63,7 +63,12 @@ uint64_t DirectoryBytes(const std::string& path) {
   uint64_t total = 0;
   std::filesystem::recursive_directory_iterator it(path, ec), end;
   for (; !ec && it != end; it.increment(ec)) {
-    if (it->is_regular_file(ec) && !it->is_symlink(ec)) total += it->file_size(ec);
+    // A file that vanishes mid-walk is skipped: its error must neither end the walk nor add
+    // file_size's error value (uintmax_t(-1)).
+    std::error_code entry_ec;
+    if (!it->is_regular_file(entry_ec) || it->is_symlink(entry_ec)) continue;
+    const uint64_t size = it->file_size(entry_ec);
+    if (!entry_ec) total += size;
   }
   return total;
 }

@@ -2,6 +2,9 @@
 
 // Status helpers used everywhere: RETURN_IF_ERROR and ASSIGN_OR_RETURN, defined once.
 
+#include <exception>
+#include <string>
+
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
@@ -34,6 +37,18 @@ namespace gswarm::common {
 inline absl::Status Annotate(const absl::Status& status, std::string_view context) {
   if (status.ok()) return status;
   return absl::Status(status.code(), std::string(context) + ": " + std::string(status.message()));
+}
+
+// What an exception caught as std::exception_ptr says ("unknown error" for a non-std one), for
+// servers whose handlers must turn any throw into an error answer.
+inline std::string ExceptionMessage(std::exception_ptr error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const std::exception& e) {
+    return e.what();
+  } catch (...) {
+  }
+  return "unknown error";
 }
 
 }  // namespace gswarm::common

@@ -123,13 +123,7 @@ void RestGateway::InstallRoutes() {
   });
   server.set_exception_handler(
       [](const httplib::Request& req, httplib::Response& res, std::exception_ptr error) {
-        std::string what = "unknown error";
-        try {
-          std::rethrow_exception(error);
-        } catch (const std::exception& e) {
-          what = e.what();
-        } catch (...) {
-        }
+        const std::string what = common::ExceptionMessage(error);
         spdlog::error("{} {}: {}", req.method, req.path, what);
         Reply(res, absl::InternalError(absl::StrCat("internal error: ", what)));
       });

@@ -51,20 +51,7 @@ SWITCH_THREADS = 4
 
 def post_json(base_url, path, body, timeout=30.0):
     """POST on a fresh keep-alive-less connection; (status, parsed JSON or None, headers)."""
-    u = urllib.parse.urlsplit(base_url)
-    c = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
-    try:
-        c.request("POST", path, body=json.dumps(body).encode(),
-                  headers={"Content-Type": "application/json"})
-        r = c.getresponse()
-        raw = r.read()
-        try:
-            parsed = json.loads(raw) if raw else None
-        except ValueError:
-            parsed = None
-        return r.status, parsed, r.headers
-    finally:
-        c.close()
+    return fe.http_json(base_url, "POST", path, body, timeout=timeout)
 
 
 def chat_body(model, text="hello swarm", max_tokens=4, **extra):

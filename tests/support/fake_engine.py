@@ -64,6 +64,8 @@ import urllib.parse
 import uuid
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from threaded_server import ThreadedServer
+
 __all__ = [
     "FakeEngine", "EngineProcess", "ModelError", "ModelInfo", "load_model", "write_tiny_model",
     "make_safetensors_bytes", "make_gguf_bytes", "http_json", "sse", "main", "DEFAULT_MAX_TOKENS",
@@ -524,7 +526,7 @@ def _echo_tokens(prompt: str, n: int) -> List[str]:
     return [(words[i % len(words)] if i == 0 else " " + words[i % len(words)]) for i in range(n)]
 
 
-class FakeEngine:
+class FakeEngine(ThreadedServer):
     """The fake engine's HTTP server, in-process. ``FakeEngine(path, "name").start()``; ``.url``.
 
     ``model``: an already loaded ModelInfo. Without one, ``path`` is loaded (ModelError on a bad
@@ -532,6 +534,9 @@ class FakeEngine:
     now). ``crash_hook(exit_code)``: what ``POST /_fake/crash`` does. Without a hook the endpoint
     answers 501, because crashing would kill the caller.
     """
+
+    _thread_name = "fake-engine"
+    _poll_interval = 0.05
 
     def __init__(self, path: str, served_model_name: Any = None, host: str = "127.0.0.1",
                  port: int = 0, *, model: Optional[ModelInfo] = None, startup_delay: float = 0.0,
@@ -570,43 +575,12 @@ class FakeEngine:
     def start(self) -> "FakeEngine":
         handler = type("_BoundHandler", (_Handler,), {"engine": self})
         cls = _Server6 if ":" in self.host else _Server
-        self._server = cls((self.host, self._port_req), handler)
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.05}, name="fake-engine",
-                                        daemon=True)
-        self._thread.start()
+        self._start_server(cls((self.host, self._port_req), handler))
         return self
 
     def stop(self) -> None:
-        self._closed.set()
-        if self._server is None:
-            return
-        self._server.shutdown()
-        with self._lock:
-            conns = list(self._conns)
-        for c in conns:
-            with contextlib.suppress(OSError):
-                c.shutdown(socket.SHUT_RDWR)
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = None
-
-    def __enter__(self) -> "FakeEngine":
-        return self.start() if self._server is None else self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None, "not started"
-        return self._server.server_address[1]
-
-    @property
-    def url(self) -> str:
-        host = "[%s]" % self.host if ":" in self.host else self.host
-        return "http://%s:%d" % (host, self.port)
+        self._closed.set()  # paced streams and delays end at once
+        super().stop()
 
     @property
     def ready(self) -> bool:
@@ -623,10 +597,6 @@ class FakeEngine:
         with contextlib.suppress(OSError, ValueError):
             out.write("%s: %s\n" % (PROG, msg))
             out.flush()
-
-    def _track(self, conn, add: bool) -> None:
-        with self._lock:
-            (self._conns.add if add else self._conns.discard)(conn)
 
     # ---- stats -------------------------------------------------------------------------------
 

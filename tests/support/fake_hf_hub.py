@@ -57,6 +57,8 @@ import time
 import urllib.parse
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
+from threaded_server import ThreadedServer
+
 __all__ = [
     "FakeHub", "RepoInfo", "build_standard_repos", "write_repo", "git_blob_sha1", "lfs_pointer",
     "is_lfs_file", "read_safetensors_header", "read_gguf", "TINY_LLAMA", "TINY_GGUF", "BIG_MODEL",
@@ -929,7 +931,7 @@ def _parse_range(header: str, size: int):
     return max(0, size - suffix), size
 
 
-class FakeHub:
+class FakeHub(ThreadedServer):
     """The fake Hub server. ``FakeHub(root_dir, token=...).start()``; ``.url``; ``.stop()``.
 
     ``token``: the one token that opens gated/private repos. ``gate_api``: also refuse the
@@ -938,6 +940,9 @@ class FakeHub:
     ``build_standard_repos(root_dir, big_file_mb)`` first. ``cdn_url_ttl_s``: lifetime of signed
     CDN URLs.
     """
+
+    _thread_name = "fake-hf-hub"
+    _poll_interval = 0.1
 
     def __init__(self, root_dir: str, token: str = DEFAULT_TOKEN, *, host: str = "127.0.0.1",
                  port: int = 0, build: bool = False, big_file_mb: int = 100,
@@ -963,45 +968,8 @@ class FakeHub:
 
     def start(self) -> "FakeHub":
         handler = type("_BoundHandler", (_Handler,), {"hub": self})
-        self._server = _Server((self.host, self._port_req), handler)
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.1},
-                                        name="fake-hf-hub", daemon=True)
-        self._thread.start()
+        self._start_server(_Server((self.host, self._port_req), handler))
         return self
-
-    def stop(self) -> None:
-        if self._server is None:
-            return
-        self._server.shutdown()
-        with self._lock:
-            conns = list(self._conns)
-        for c in conns:
-            with contextlib.suppress(OSError):
-                c.shutdown(socket.SHUT_RDWR)
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = None
-
-    def __enter__(self) -> "FakeHub":
-        return self.start() if self._server is None else self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None, "not started"
-        return self._server.server_address[1]
-
-    @property
-    def url(self) -> str:
-        return "http://%s:%d" % (self.host, self.port)
-
-    def _track(self, conn, add: bool) -> None:
-        with self._lock:
-            (self._conns.add if add else self._conns.discard)(conn)
 
     # ---- repos -------------------------------------------------------------------------------
 

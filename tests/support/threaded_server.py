@@ -1,0 +1,58 @@
+"""The lifecycle the fake servers share (fake_hf_hub.FakeHub, fake_engine.FakeEngine): serve on a
+daemon thread, remember open connections so that stop() can cut them (a client blocked on a slow
+or endless response must not hold the test up), and work as a context manager.
+
+A subclass sets `self.host`, `self._lock`, `self._conns` (a set), `self._server` and
+`self._thread` (None) in its __init__, builds its server in start() and hands it to
+_start_server(); its request handler calls _track(connection, True/False).
+"""
+
+import contextlib
+import socket
+import threading
+
+
+class ThreadedServer:
+    _thread_name = "fake-server"
+    _poll_interval = 0.1
+
+    def _start_server(self, server) -> None:
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever,
+                                        kwargs={"poll_interval": self._poll_interval},
+                                        name=self._thread_name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.shutdown()
+        with self._lock:
+            conns = list(self._conns)
+        for c in conns:
+            with contextlib.suppress(OSError):
+                c.shutdown(socket.SHUT_RDWR)
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = None
+
+    def __enter__(self):
+        return self.start() if self._server is None else self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "not started"
+        return self._server.server_address[1]
+
+    @property
+    def url(self) -> str:
+        host = "[%s]" % self.host if ":" in self.host else self.host
+        return "http://%s:%d" % (host, self.port)
+
+    def _track(self, conn, add: bool) -> None:
+        with self._lock:
+            (self._conns.add if add else self._conns.discard)(conn)
