@@ -64,7 +64,7 @@ import urllib.parse
 import uuid
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from threaded_server import ThreadedServer
+from threaded_server import ThreadedServer, TrackedHandler
 
 __all__ = [
     "FakeEngine", "EngineProcess", "ModelError", "ModelInfo", "load_model", "write_tiny_model",
@@ -450,33 +450,11 @@ class _Server6(_Server):
     address_family = socket.AF_INET6
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(TrackedHandler):
     server_version = "FakeEngine/1.0"
-    sys_version = ""
     timeout = 600  # idle keep-alive connections
     engine: "FakeEngine"  # set on the per-engine subclass
     counted = False
-
-    def version_string(self):
-        return self.server_version
-
-    def setup(self):
-        super().setup()
-        # Real engines answer small requests at once; without this each response waits on the
-        # client's delayed ACK (~40 ms) and benchmarks measure TCP, not the router.
-        with contextlib.suppress(OSError):
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.engine._track(self.connection, True)
-
-    def finish(self):
-        with contextlib.suppress(OSError):
-            super().finish()
-        self.engine._track(self.connection, False)
-
-    def handle(self):
-        with contextlib.suppress(ConnectionError, TimeoutError):
-            super().handle()
 
     def log_request(self, code="-", size="-"):
         code = getattr(code, "value", code)
@@ -573,7 +551,7 @@ class FakeEngine(ThreadedServer):
     # ---- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> "FakeEngine":
-        handler = type("_BoundHandler", (_Handler,), {"engine": self})
+        handler = type("_BoundHandler", (_Handler,), {"engine": self, "owner": self})
         cls = _Server6 if ":" in self.host else _Server
         self._start_server(cls((self.host, self._port_req), handler))
         return self

@@ -57,7 +57,7 @@ import time
 import urllib.parse
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
-from threaded_server import ThreadedServer
+from threaded_server import ThreadedServer, TrackedHandler
 
 __all__ = [
     "FakeHub", "RepoInfo", "build_standard_repos", "write_repo", "git_blob_sha1", "lfs_pointer",
@@ -851,31 +851,9 @@ class _Server(http.server.ThreadingHTTPServer):
         super().handle_error(request, client_address)
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(TrackedHandler):
     server_version = "FakeHFHub/1.0"
-    sys_version = ""
     hub: "FakeHub"  # set on the per-hub subclass
-
-    def version_string(self):
-        return self.server_version
-
-    def setup(self):
-        super().setup()
-        # Headers and body go out in separate writes: without TCP_NODELAY each response waits
-        # on the client's delayed ACK (~40 ms), which the real Hub does not make anyone pay.
-        with contextlib.suppress(OSError):
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.hub._track(self.connection, True)
-
-    def finish(self):
-        with contextlib.suppress(OSError):
-            super().finish()
-        self.hub._track(self.connection, False)
-
-    def handle(self):
-        with contextlib.suppress(ConnectionError, TimeoutError):
-            super().handle()
 
     def log_message(self, fmt, *args):
         if self.hub.verbose:
@@ -967,7 +945,7 @@ class FakeHub(ThreadedServer):
     # ---- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> "FakeHub":
-        handler = type("_BoundHandler", (_Handler,), {"hub": self})
+        handler = type("_BoundHandler", (_Handler,), {"hub": self, "owner": self})
         self._start_server(_Server((self.host, self._port_req), handler))
         return self
 

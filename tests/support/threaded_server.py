@@ -4,10 +4,11 @@ or endless response must not hold the test up), and work as a context manager.
 
 A subclass sets `self.host`, `self._lock`, `self._conns` (a set), `self._server` and
 `self._thread` (None) in its __init__, builds its server in start() and hands it to
-_start_server(); its request handler calls _track(connection, True/False).
+_start_server(); its request handler derives from TrackedHandler with `owner` set to the server.
 """
 
 import contextlib
+import http.server
 import socket
 import threading
 
@@ -56,3 +57,32 @@ class ThreadedServer:
     def _track(self, conn, add: bool) -> None:
         with self._lock:
             (self._conns.add if add else self._conns.discard)(conn)
+
+
+class TrackedHandler(http.server.BaseHTTPRequestHandler):
+    """Request handler base for the fakes: HTTP/1.1 keep-alive, responses sent at once (the fakes
+    write headers and body separately: without TCP_NODELAY each response would wait on the
+    client's delayed ACK, ~40 ms, which no real server makes anyone pay), every connection
+    registered with its server so stop() can cut it, and quiet about clients that hang up."""
+
+    protocol_version = "HTTP/1.1"
+    sys_version = ""
+    owner: ThreadedServer  # set on the per-server subclass
+
+    def version_string(self):
+        return self.server_version
+
+    def setup(self):
+        super().setup()
+        with contextlib.suppress(OSError):
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.owner._track(self.connection, True)
+
+    def finish(self):
+        with contextlib.suppress(OSError):
+            super().finish()
+        self.owner._track(self.connection, False)
+
+    def handle(self):
+        with contextlib.suppress(ConnectionError, TimeoutError):
+            super().handle()
