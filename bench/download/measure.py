@@ -278,7 +278,6 @@ class Bench:
             "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
             "seconds": time.time() - started,
             "repeat": self.a.repeat,
-            "hub_tcp_nodelay": bool(self.a.hub_nodelay),
             "machine": {"cores": os.cpu_count(), "cpu": cpu_model(), "kernel": platform.release(),
                         "loadavg_before": load0, "loadavg_after": loadavg(),
                         "rest_cores_busy": rest_cores},
@@ -323,7 +322,6 @@ def table(report: dict) -> str:
                m["loadavg_before"], m["loadavg_after"]),
             "%s (%s, built %s; checkout %s); %s"
             % (v["gswarm"], v["build_type"] or "?", v["gswarm_built_utc"], v["source"], v["curl"]),
-            "fake Hub %s TCP_NODELAY; " % ("with" if report["hub_tcp_nodelay"] else "without") +
             "the rest of the machine kept %.2f of %d cores busy during the runs (other work, "
             "kernel writeback and loopback softirq)" % (m["rest_cores_busy"], m["cores"]),
             fmt(cols)]
@@ -347,8 +345,6 @@ def main() -> int:
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--shapes", default="single,multi")
     p.add_argument("--build-type", default="", help="CMAKE_BUILD_TYPE, for the report")
-    p.add_argument("--hub-nodelay", type=int, default=1, help="for the report: 1 when the fake "
-                   "Hub runs with TCP_NODELAY (bench/download/hub.py)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     args.shapes = [s for s in args.shapes.split(",") if s]

@@ -17,8 +17,6 @@
 #   SHARDS, SHARD_MB  the multi-file repo: SHARDS files of SHARD_MB MiB (default 8 x 64)
 #   REPEAT        runs per tool and shape, interleaved (default 3; best and median reported)
 #   DATA_DIR      where the generated repos live; kept and reused when set (default: a temp dir)
-#   HUB_NODELAY=0 run the fake Hub without TCP_NODELAY, as the tests do: about 40 ms more per
-#                 response (bench/download/hub.py says why)
 #   GSWARM_LOG, HUB_LOG  copy gswarm's / the fake Hub's log to this file at exit
 #
 # Everything else (gswarm's HOME, its model cache, curl's output) lives in a temporary directory
@@ -47,8 +45,7 @@ log "generating repos in $data_dir"
   --big-file-mb "${BIG_FILE_MB:-512}" --shards "${SHARDS:-8}" --shard-mb "${SHARD_MB:-64}" \
   --out "$tmp/repos.json"
 
-hub_prog=$root/bench/download/hub.py  # the fake Hub with TCP_NODELAY (see there)
-[[ ${HUB_NODELAY:-1} = 1 ]] || hub_prog=$root/tests/support/fake_hf_hub.py
+hub_prog=$root/tests/support/fake_hf_hub.py
 start_bg hub_pid "$tmp/hub.log" "$python" "$hub_prog" --root "$data_dir" --no-build \
   --ready-file "$tmp/hub.url"
 if ! wait_for "$hub_pid" 30 test -s "$tmp/hub.url"; then
@@ -82,8 +79,7 @@ log "gswarm ready (pid $gswarm_pid, grpc 127.0.0.1:$grpc_port)"
 # --- measure --------------------------------------------------------------------------------------
 measure_args=(--repos "$tmp/repos.json" --hub-url "$hub_url" --hub-pid "$hub_pid"
   --gswarm "$gswarm_bin" --grpc "127.0.0.1:$grpc_port" --gswarm-pid "$gswarm_pid"
-  --model-dir "$models" --work "$tmp/work" --repeat "${REPEAT:-3}"
-  --hub-nodelay "${HUB_NODELAY:-1}")
+  --model-dir "$models" --work "$tmp/work" --repeat "${REPEAT:-3}")
 bench_build_type measure_args "$gswarm_bin"
 # In the background and waited for, so that a TERM or INT reaches the trap at once.
 start_bg measure_pid - "${gswarm_env[@]}" timeout 900 "$python" "$root/bench/download/measure.py" \

@@ -54,7 +54,6 @@ import math
 import os
 import signal
 import socket
-import socketserver
 import struct
 import subprocess
 import sys
@@ -64,7 +63,7 @@ import urllib.parse
 import uuid
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from threaded_server import ThreadedServer, TrackedHandler
+from threaded_server import QuietServer, ThreadedServer, TrackedHandler
 
 __all__ = [
     "FakeEngine", "EngineProcess", "ModelError", "ModelInfo", "load_model", "write_tiny_model",
@@ -428,22 +427,7 @@ class _ApiError(Exception):
                           "code": self.code}}
 
 
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
-    block_on_close = False
-
-    def server_bind(self):
-        # Skip HTTPServer.server_bind's getfqdn() (a DNS lookup that can stall).
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name, self.server_port = host, port
-
-    def handle_error(self, request, client_address):
-        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
-            return
-        super().handle_error(request, client_address)
+_Server = QuietServer
 
 
 class _Server6(_Server):

@@ -41,7 +41,6 @@ import contextlib
 import fcntl
 import hashlib
 import hmac
-import http.server
 import json
 import math
 import mimetypes
@@ -49,7 +48,6 @@ import os
 import re
 import signal
 import socket
-import socketserver
 import struct
 import sys
 import threading
@@ -57,7 +55,7 @@ import time
 import urllib.parse
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
-from threaded_server import ThreadedServer, TrackedHandler
+from threaded_server import QuietServer, ThreadedServer, TrackedHandler
 
 __all__ = [
     "FakeHub", "RepoInfo", "build_standard_repos", "write_repo", "git_blob_sha1", "lfs_pointer",
@@ -833,22 +831,7 @@ class _HubError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
-    block_on_close = False
-
-    def server_bind(self):
-        # Skip HTTPServer.server_bind's getfqdn() (a DNS lookup that can stall).
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name, self.server_port = host, port
-
-    def handle_error(self, request, client_address):
-        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
-            return
-        super().handle_error(request, client_address)
+_Server = QuietServer
 
 
 class _Handler(TrackedHandler):

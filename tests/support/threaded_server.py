@@ -10,6 +10,8 @@ _start_server(); its request handler derives from TrackedHandler with `owner` se
 import contextlib
 import http.server
 import socket
+import socketserver
+import sys
 import threading
 
 
@@ -86,3 +88,24 @@ class TrackedHandler(http.server.BaseHTTPRequestHandler):
     def handle(self):
         with contextlib.suppress(ConnectionError, TimeoutError):
             super().handle()
+
+
+class QuietServer(http.server.ThreadingHTTPServer):
+    """A threading HTTP server that binds without a DNS lookup and does not print a traceback
+    for every client that hangs up."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+    block_on_close = False
+
+    def server_bind(self):
+        # Skip HTTPServer.server_bind's getfqdn() (a DNS lookup that can stall).
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = host, port
+
+    def handle_error(self, request, client_address):
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
