@@ -63,10 +63,15 @@ Agent::Agent(AgentOptions options, std::unique_ptr<MemoryProbe> probe)
   InstanceSupervisor::Options supervision;
   supervision.state_dir = options_.instance_state_dir;
   supervision.log_dir = options_.instance_log_dir;
-  // Every state change goes to the host at once, not at the next heartbeat.
+  // Every state change goes to the host at once, not at the next heartbeat. An instance that
+  // ended has given its GPU memory back: fresh figures ride along, so the host can place the
+  // next instance in that room without waiting for a heartbeat.
   supervision.on_change = [this](const v1::Instance& instance) {
     v1::AgentMessage message;
     *message.mutable_heartbeat()->add_instances() = instance;
+    if (instance.state() == "stopped" || instance.state() == "failed") {
+      *message.mutable_heartbeat()->mutable_memory() = probe_->Sample();
+    }
     SendToHost(message);
   };
   supervisor_ = std::make_unique<InstanceSupervisor>(std::move(supervision));

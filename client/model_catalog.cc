@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "client/hf_source.h"
 #include "client/sha256.h"
+#include "common/model_name.h"
 #include "common/status.h"
 #include "spdlog/spdlog.h"
 
@@ -21,14 +22,8 @@ namespace {
 constexpr char kManifestInDir[] = ".gswarm/manifest.json";
 constexpr size_t kMaxCachedManifests = 512;
 
-// A GSwarm model name (host/registry.h ValidateModelName): no '/', no leading '.', no "..".
-bool IsModelName(absl::string_view name) {
-  if (name.empty() || name.size() > 128 || !absl::ascii_isalnum(name[0])) return false;
-  for (char c : name) {
-    if (!absl::ascii_isalnum(c) && c != '.' && c != '_' && c != '-') return false;
-  }
-  return !absl::StrContains(name, "..");
-}
+// A GSwarm model name: no '/', no leading '.', no "..".
+bool IsModelName(absl::string_view name) { return common::ValidateModelName(name).ok(); }
 
 bool IsFullSha(absl::string_view rev) {
   return rev.size() == 40 && std::all_of(rev.begin(), rev.end(), [](char c) {

@@ -20,6 +20,7 @@
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "common/auth.h"
+#include "common/model_name.h"
 #include "common/paths.h"
 #include "common/status.h"
 
@@ -33,9 +34,10 @@ namespace {
 absl::string_view AV(std::string_view s) { return absl::string_view(s.data(), s.size()); }
 
 // Where a key's value lives in Config; its alternative is the key's type.
-using Field = std::variant<std::string*, int*, bool*, double*>;
+using Field = std::variant<std::string*, int*, bool*, double*, std::vector<std::string>*>;
 
-enum class Check { kNone, kPort, kNonNegative, kFraction, kPositive, kAtLeastOne };
+// kModelNames applies to each entry of a list.
+enum class Check { kNone, kPort, kNonNegative, kFraction, kPositive, kAtLeastOne, kModelNames };
 
 // One known key. This table drives the file, the environment, flags, JSON and YAML output, so a
 // key is declared once. Keys of one section stay together: ConfigToYaml relies on it.
@@ -62,6 +64,10 @@ constexpr Key kKeys[] = {
     GSWARM_KEY("host.prefer_peers", host.prefer_peers),
     GSWARM_KEY("host.keep_alive_s", host.keep_alive_s),
     GSWARM_KEY("host.max_loaded_models", host.max_loaded_models, Check::kNonNegative),
+    GSWARM_KEY("host.preload", host.preload, Check::kModelNames),
+    GSWARM_KEY("host.autoload", host.autoload),
+    GSWARM_KEY("host.router_queue_size", host.router_queue_size, Check::kNonNegative),
+    GSWARM_KEY("host.router_queue_timeout_s", host.router_queue_timeout_s, Check::kPositive),
     GSWARM_KEY("host.auth_token", host.auth_token, Check::kNone, true),
     GSWARM_KEY("host.insecure", host.insecure),
     GSWARM_KEY("host.storage_devices.disk.enabled", host.disk.enabled),
@@ -132,9 +138,16 @@ std::string TypeName(const Field& field) {
       return "an integer";
     case 2:
       return "true or false";
-    default:
+    case 3:
       return "a number";
+    default:
+      return "a list of strings";
   }
+}
+
+// What a key's value should be, for "expected ..., got ..." messages.
+std::string ExpectedValue(const Key& key, const Field& field) {
+  return key.check == Check::kModelNames ? "a list of model names" : TypeName(field);
 }
 
 // The problem with `value` for `check`, or "" when there is none.
@@ -152,8 +165,29 @@ std::string Violation(Check check, double value) {
       return value > 0 ? "" : "must be greater than 0";
     case Check::kAtLeastOne:
       return value >= 1 ? "" : "must be at least 1";
+    case Check::kModelNames:
+      return "";  // checked per entry by EntryViolation
   }
   return "";
+}
+
+// The problem with list entry `entry` for `check`, or "" when there is none. Model names follow
+// the registry's rule (host/registry.h): one safe path component.
+std::string EntryViolation(Check check, absl::string_view entry) {
+  if (check != Check::kModelNames) return "";
+  return std::string(ValidateModelName(entry).message());
+}
+
+// Appends `text`, trimmed, to `list` after checking it; an empty entry is dropped.
+absl::Status AddEntry(const Key& key, absl::string_view text, absl::string_view source,
+                      std::vector<std::string>& list) {
+  absl::string_view entry = absl::StripAsciiWhitespace(text);
+  if (entry.empty()) return absl::OkStatus();
+  if (std::string problem = EntryViolation(key.check, entry); !problem.empty()) {
+    return Invalid(source, problem);
+  }
+  list.emplace_back(entry);
+  return absl::OkStatus();
 }
 
 bool ParseBool(absl::string_view text, bool* out) {
@@ -173,6 +207,14 @@ absl::Status ParseInto(const Key& key, Field field, absl::string_view text,
                        absl::string_view source) {
   if (auto* s = std::get_if<std::string*>(&field)) {
     **s = std::string(text);
+    return absl::OkStatus();
+  }
+  if (auto* list = std::get_if<std::vector<std::string>*>(&field)) {
+    std::vector<std::string> entries;  // the old value stays if one entry is rejected
+    for (absl::string_view entry : absl::StrSplit(text, ',')) {
+      RETURN_IF_ERROR(AddEntry(key, entry, source, entries));
+    }
+    **list = std::move(entries);
     return absl::OkStatus();
   }
   absl::string_view t = absl::StripAsciiWhitespace(text);
@@ -225,15 +267,35 @@ std::string Describe(const YAML::Node& node) {
   }
 }
 
-absl::Status ApplyNode(Config& config, const Key& key, const YAML::Node& value,
-                       absl::string_view source) {
+// Sets `key` from `value`, the YAML node after the key's name (at `mark`) in `file`.
+absl::Status ApplyNode(Config& config, const Key& key, const YAML::Mark& mark,
+                       const YAML::Node& value, absl::string_view file) {
+  const std::string source = absl::StrCat(Location(file, mark), ": ", key.path);
   Field field = key.field(config);
+  if (auto* list = std::get_if<std::vector<std::string>*>(&field); list && value.IsSequence()) {
+    std::vector<std::string> entries;
+    for (const YAML::Node& item : value) {
+      // A block list's entries have lines of their own; a message names the entry's.
+      const std::string at = absl::StrCat(Location(file, item.Mark()), ": ", key.path);
+      if (item.IsNull()) continue;  // `- ` with nothing after it
+      if (!item.IsScalar()) {
+        return Invalid(at,
+                       absl::StrCat("expected each entry to be a string, got ", Describe(item)));
+      }
+      RETURN_IF_ERROR(AddEntry(key, item.Scalar(), at, entries));
+    }
+    **list = std::move(entries);
+    return absl::OkStatus();
+  }
+  // A scalar where a list goes is split on commas.
   if (value.IsScalar()) return ParseInto(key, field, value.Scalar(), source);
-  if (value.IsNull() && std::holds_alternative<std::string*>(field)) {
-    // `node_id:` with nothing after it: an empty string.
+  if (value.IsNull() && (std::holds_alternative<std::string*>(field) ||
+                         std::holds_alternative<std::vector<std::string>*>(field))) {
+    // `node_id:` with nothing after it: an empty string (an empty list).
     return ParseInto(key, field, "", source);
   }
-  return Invalid(source, absl::StrCat("expected ", TypeName(field), ", got ", Describe(value)));
+  return Invalid(source,
+                 absl::StrCat("expected ", ExpectedValue(key, field), ", got ", Describe(value)));
 }
 
 // client.engines: a map, not a key of the table, read by ReadEngines.
@@ -416,7 +478,7 @@ absl::Status ReadSection(const YAML::Node& node, const std::string& prefix, absl
           absl::StrCat(where, ": duplicate key \"", path, "\" (the last one wins)"));
     }
     if (const Key* key = FindKey(path)) {
-      RETURN_IF_ERROR(ApplyNode(config, *key, value, absl::StrCat(where, ": ", path)));
+      RETURN_IF_ERROR(ApplyNode(config, *key, name.Mark(), value, file));
     } else if (path == kEnginesKey) {
       RETURN_IF_ERROR(ReadEngines(value, file, config));
     } else if (IsSection(path)) {
@@ -471,7 +533,28 @@ nlohmann::json ValueJson(const Key& key, const Config& config) {
   }
   if (auto* i = std::get_if<int*>(&field)) return **i;
   if (auto* b = std::get_if<bool*>(&field)) return **b;
+  if (auto* list = std::get_if<std::vector<std::string>*>(&field)) return **list;
   return *std::get<double*>(field);
+}
+
+// `json` as YAML flow style: JSON is valid YAML; a list or map gets a space after each comma and
+// colon, as a person would write it (["a", "b"], {k: "v"}).
+std::string FlowYaml(const nlohmann::json& json) {
+  auto dump = [](const nlohmann::json& value) {
+    return value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  };
+  std::vector<std::string> items;
+  if (json.is_array()) {
+    for (const nlohmann::json& item : json) items.push_back(dump(item));
+    return absl::StrCat("[", absl::StrJoin(items, ", "), "]");
+  }
+  if (json.is_object()) {
+    for (const auto& [key, value] : json.items()) {
+      items.push_back(absl::StrCat(dump(key), ": ", dump(value)));
+    }
+    return absl::StrCat("{", absl::StrJoin(items, ", "), "}");
+  }
+  return dump(json);
 }
 
 // Engine environment variables whose values are masked like the auth tokens.
@@ -494,23 +577,8 @@ nlohmann::json EngineJson(const EngineSpec& spec) {
           {"env", std::move(env)}};
 }
 
-// client.engines as YAML lines under `client:`, in the order a reader wants them. Values are JSON
-// (valid YAML flow style), with a space after each comma and colon.
+// client.engines as YAML lines under `client:`, in the order a reader wants them.
 std::string EnginesYaml(const ClientConfig& client) {
-  auto dump = [](const nlohmann::json& json) {
-    return json.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-  };
-  auto flow = [&dump](const nlohmann::json& json) {
-    std::vector<std::string> items;
-    if (json.is_array()) {
-      for (const nlohmann::json& item : json) items.push_back(dump(item));
-      return absl::StrCat("[", absl::StrJoin(items, ", "), "]");
-    }
-    for (const auto& [key, value] : json.items()) {
-      items.push_back(absl::StrCat(dump(key), ": ", dump(value)));
-    }
-    return absl::StrCat("{", absl::StrJoin(items, ", "), "}");
-  };
   if (client.engines.empty()) return "  engines: {}\n";
   std::string out = "  engines:\n";
   for (const auto& [name, spec] : client.engines) {
@@ -520,11 +588,11 @@ std::string EnginesYaml(const ClientConfig& client) {
                                 c == '_' || c == '.';
                        });
     const nlohmann::json json = EngineJson(spec);
-    absl::StrAppend(&out, "    ", plain ? name : dump(name), ":\n",                  //
-                    "      command: ", flow(json["command"]), "\n",                  //
-                    "      health_path: ", dump(json["health_path"]), "\n",          //
-                    "      ready_timeout_s: ", dump(json["ready_timeout_s"]), "\n",  //
-                    "      env: ", flow(json["env"]), "\n");
+    absl::StrAppend(&out, "    ", plain ? name : FlowYaml(name), ":\n",                  //
+                    "      command: ", FlowYaml(json["command"]), "\n",                  //
+                    "      health_path: ", FlowYaml(json["health_path"]), "\n",          //
+                    "      ready_timeout_s: ", FlowYaml(json["ready_timeout_s"]), "\n",  //
+                    "      env: ", FlowYaml(json["env"]), "\n");
   }
   return out;
 }
@@ -645,6 +713,10 @@ host:
   prefer_peers: true         # fetch a commit another node holds from that node, not the Hub
   keep_alive_s: 300          # router: stop an on-demand instance after this idle time (-1: never)
   max_loaded_models: 0       # router: models loaded on demand at once (0: no limit)
+  preload: []                # router: models to load at start-up and keep loaded, e.g. [a, b]
+  autoload: true             # router: load a requested model that has no ready instance
+  router_queue_size: 64      # router: requests waiting for a busy instance; beyond it 429
+  router_queue_timeout_s: 60 # router: seconds a request waits (queue or load) before 503
   # Bearer token for every call but /health. Empty: none on loopback; beyond loopback one is
   # generated into ~/.cache/gswarm/token.
   auth_token: ""
@@ -731,11 +803,9 @@ std::string ConfigToYaml(const Config& config) {
       absl::StrAppend(&out, std::string(2 * i, ' '), parts[i], ":\n");
       open.push_back(parts[i]);
     }
-    // JSON scalars are valid YAML flow scalars; strings come out double-quoted and escaped.
-    absl::StrAppend(
-        &out, std::string(2 * parts.size(), ' '), name, ": ",
-        ValueJson(key, config).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace),
-        "\n");
+    // Strings come out double-quoted and escaped, lists as ["a", "b"].
+    absl::StrAppend(&out, std::string(2 * parts.size(), ' '), name, ": ",
+                    FlowYaml(ValueJson(key, config)), "\n");
     if (&key == last_client_key) out += EnginesYaml(config.client);
   }
   return out;

@@ -60,6 +60,17 @@ struct HostConfig {
   // Router: at most this many models loaded on demand at once; the least recently used idle one
   // makes room (0: no limit).
   int max_loaded_models = 0;
+  // Router: models loaded at start-up and kept loaded, by model name ([A-Za-z0-9][A-Za-z0-9._-]*,
+  // no ".."). In the file a YAML list or one comma-separated string; in the environment and flags
+  // comma-separated: GSWARM_HOST_PRELOAD="llama2-7b, qwen2-0.5b".
+  std::vector<std::string> preload;
+  // Router: a request naming a model with no ready instance loads it on demand (false: 503 at
+  // once).
+  bool autoload = true;
+  // Router: requests waiting for a busy instance, across all models; one more gets 429.
+  int router_queue_size = 64;
+  // Router: how long a request waits in the queue or for a model to load before 503, seconds.
+  double router_queue_timeout_s = 60;
   // The cluster's default tier layout, sent to every agent on connect.
   StorageDeviceConfig disk{true, "~/.cache/gswarm/models", 0};
   StorageDeviceConfig dram{true, "/dev/shm/gswarm_models", 64};

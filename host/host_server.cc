@@ -111,15 +111,23 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Create(const common::Con
 
   ASSIGN_OR_RETURN(server->rest_,
                    RestGateway::Create(host.tls, server->auth_token_, server->handler_.get()));
+  RouterPlacement::Options pool;
+  pool.keep_alive_s = host.keep_alive_s;
+  pool.max_loaded_models = host.max_loaded_models;
+  pool.preload = host.preload;
   server->placement_ = std::make_unique<RouterPlacement>(
-      RouterPlacement::Options{config.host.keep_alive_s, config.host.max_loaded_models},
-      server->registry_.get(), server->instances_.get(), server->orchestrator_.get());
+      std::move(pool), server->registry_.get(), server->nodes_.get(), server->instances_.get(),
+      server->orchestrator_.get());
   Router::Options routing;
   routing.max_concurrent_per_instance = config.client.max_concurrent_requests;
-  // Waiting requests hold an HTTP worker each: keep the queue well inside the gateway's pool.
-  routing.max_queue = 64;
+  // Waiting requests hold an HTTP worker each (RestGateway's pool).
+  routing.max_queue = host.router_queue_size;
+  routing.queue_timeout = absl::Seconds(host.router_queue_timeout_s);
+  routing.autoload = host.autoload;
   server->router_ = std::make_unique<Router>(routing, server->placement_.get());
   server->router_->Install(server->rest_->server());
+  // Waiting requests hold a worker each; the rest serve connections and streams.
+  server->rest_->set_worker_threads(128 + host.router_queue_size);
   server->handler_->set_router(server->router_.get());
   server->placement_->Start(server->router_.get());
   ASSIGN_OR_RETURN(server->http_port_, server->rest_->Bind(host.host, host.port));

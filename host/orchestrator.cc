@@ -1,5 +1,9 @@
 #include "host/orchestrator.h"
 
+#include <algorithm>
+#include <optional>
+
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -257,15 +261,106 @@ absl::StatusOr<v1::Job> Orchestrator::Copy(const v1::CopyRequest& request) {
   return Launch(std::move(job), std::move(command));
 }
 
-absl::StatusOr<v1::Job> Orchestrator::Serve(const v1::ServeRequest& request) {
+std::vector<Orchestrator::GpuRoom> Orchestrator::GpuRooms(const v1::NodeInfo& node) const {
+  // What GSwarm's own instances on each GPU hold, or will once loaded: a heartbeat may predate
+  // an instance that is starting, and two serves must not both count the same room.
+  absl::flat_hash_map<std::string, uint64_t> reserved;
+  absl::flat_hash_set<std::string> reported;
+  absl::flat_hash_map<std::string, uint64_t> model_bytes;
+  auto model_size = [&](const std::string& name) {
+    auto [it, inserted] = model_bytes.try_emplace(name, 0);
+    if (inserted) {
+      absl::StatusOr<v1::Model> model = registry_->GetModel(name);
+      if (model.ok()) it->second = model->size_bytes();
+    }
+    return it->second;
+  };
+  for (const v1::Instance& instance : instances_->List("", node.node_id())) {
+    reported.insert(instance.id());
+    if (!IsActiveInstanceState(instance.state())) continue;
+    reserved[instance.gpu_device()] +=
+        std::max<uint64_t>(instance.gpu_memory_bytes(), model_size(instance.model_name()));
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [id, active] : active_) {
+      if (!active.command.has_serve() || active.job.node_id() != node.node_id() ||
+          reported.contains(active.command.serve().instance_id())) {
+        continue;
+      }
+      reserved[active.command.serve().gpu_device()] += active.reserved_bytes;
+    }
+  }
+  std::vector<GpuRoom> rooms;
+  for (const v1::GpuInfo& info : node.memory().gpus()) {
+    GpuRoom room;
+    room.device = absl::StrCat("gpu", info.index());
+    room.budget_bytes = info.memory_budget_bytes();
+    room.used_bytes =
+        std::min(room.budget_bytes, std::max(info.memory_used_bytes(), reserved[room.device]));
+    room.free_bytes = room.budget_bytes - room.used_bytes;
+    rooms.push_back(std::move(room));
+  }
+  return rooms;
+}
+
+absl::StatusOr<Orchestrator::ServePlan> Orchestrator::PlanOnNode(const v1::Model& model,
+                                                                 const v1::Replica& replica,
+                                                                 const v1::NodeInfo& node,
+                                                                 const std::string& gpu) const {
+  ServePlan plan;
+  plan.node_id = node.node_id();
+  plan.tier = replica.tier();
+  plan.needed_bytes = model.size_bytes() != 0 ? model.size_bytes() : replica.size_bytes();
+  plan.gpus = GpuRooms(node);
+  plan.gpu = gpu;
+  const GpuRoom* room = nullptr;
+  if (gpu.empty()) {
+    plan.gpu = "cpu";
+    for (const GpuRoom& candidate : plan.gpus) {
+      if (room == nullptr || candidate.free_bytes > room->free_bytes) room = &candidate;
+    }
+    if (room != nullptr) plan.gpu = room->device;
+  } else if (gpu != "cpu") {
+    absl::string_view index_text = gpu;
+    uint32_t index = 0;
+    if (!absl::ConsumePrefix(&index_text, "gpu") || !absl::SimpleAtoi(index_text, &index)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("gpu_device \"", gpu, "\" is not of the form gpu0, gpu1, ... or cpu"));
+    }
+    for (const GpuRoom& candidate : plan.gpus) {
+      if (candidate.device == absl::StrCat("gpu", index)) room = &candidate;
+    }
+    if (room == nullptr) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("node ", node.node_id(), " has no ", gpu, " (it reports ", plan.gpus.size(),
+                       " GPUs; use gpu_device \"cpu\" for a CPU engine)"));
+    }
+    plan.gpu = room->device;
+  }
+  if (room != nullptr && plan.needed_bytes > room->free_bytes) {
+    plan.fits = false;
+    plan.shortage = absl::StrFormat(
+        "model \"%s\" needs %.1f GiB on node %s %s, which has %.1f GiB free of its %.1f GiB "
+        "budget (stop an instance, pick another GPU, or raise client.gpu_memory_fraction)",
+        model.name(), plan.needed_bytes / double(1ull << 30), node.node_id(), plan.gpu,
+        room->free_bytes / double(1ull << 30), room->budget_bytes / double(1ull << 30));
+  }
+  return plan;
+}
+
+absl::StatusOr<Orchestrator::ServePlan> Orchestrator::PlanServe(
+    const v1::ServeRequest& request) const {
   ASSIGN_OR_RETURN(v1::Model model, registry_->GetModel(request.model_name()));
   if (!request.source_device().empty() && request.source_device() != "disk" &&
       request.source_device() != "dram") {
     return absl::InvalidArgumentError(
         absl::StrCat("source_device \"", request.source_device(), "\" is not disk or dram"));
   }
-  // Where: a ready copy on an online node, DRAM first (it starts fastest).
-  const v1::Replica* chosen = nullptr;
+  // Ready copies on online nodes, DRAM first (it starts fastest); the first that fits wins, else
+  // the first one seen.
+  std::optional<ServePlan> fallback;
+  absl::Status refused = absl::OkStatus();
   for (const char* tier : {"dram", "disk"}) {
     if (!request.source_device().empty() && request.source_device() != tier) continue;
     for (const v1::Replica& replica : model.replicas()) {
@@ -273,75 +368,45 @@ absl::StatusOr<v1::Job> Orchestrator::Serve(const v1::ServeRequest& request) {
       if (!request.node().empty() && replica.node_id() != request.node()) continue;
       std::optional<v1::NodeInfo> node = nodes_->Get(replica.node_id());
       if (!node.has_value() || node->state() != "online") continue;
-      chosen = &replica;
-      break;
-    }
-    if (chosen != nullptr) break;
-  }
-  if (chosen == nullptr) {
-    return absl::NotFoundError(absl::StrCat(
-        "no online node", request.node().empty() ? "" : absl::StrCat(" \"", request.node(), "\""),
-        " holds \"", model.name(), "\"",
-        request.source_device().empty() ? "" : absl::StrCat(" in ", request.source_device()),
-        ": download or copy it there first"));
-  }
-  const std::string node_id = chosen->node_id();
-  std::optional<v1::NodeInfo> node = nodes_->Get(node_id);
-
-  // Which GPU, and does the model fit its budget (total x gpu_memory_fraction, less what runs).
-  std::string gpu = request.gpu_device();
-  const uint64_t needed = model.size_bytes() != 0 ? model.size_bytes() : chosen->size_bytes();
-  if (gpu.empty()) {
-    gpu = "cpu";
-    uint64_t best_free = 0;
-    for (const v1::GpuInfo& info : node->memory().gpus()) {
-      const uint64_t used = std::min(info.memory_budget_bytes(), info.memory_used_bytes());
-      const uint64_t free = info.memory_budget_bytes() - used;
-      if (gpu == "cpu" || free > best_free) {
-        gpu = absl::StrCat("gpu", info.index());
-        best_free = free;
+      absl::StatusOr<ServePlan> plan = PlanOnNode(model, replica, *node, request.gpu_device());
+      if (!plan.ok()) {
+        if (refused.ok()) refused = plan.status();
+        continue;
       }
+      if (plan->fits) return plan;
+      if (!fallback.has_value()) fallback = *std::move(plan);
     }
   }
-  if (gpu != "cpu") {
-    absl::string_view index_text = gpu;
-    uint32_t index = 0;
-    if (!absl::ConsumePrefix(&index_text, "gpu") || !absl::SimpleAtoi(index_text, &index)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("gpu_device \"", gpu, "\" is not of the form gpu0, gpu1, ... or cpu"));
-    }
-    const v1::GpuInfo* info = nullptr;
-    for (const v1::GpuInfo& candidate : node->memory().gpus()) {
-      if (candidate.index() == index) info = &candidate;
-    }
-    if (info == nullptr) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "node ", node_id, " has no ", gpu, " (it reports ", node->memory().gpus_size(),
-          " GPUs; use gpu_device \"cpu\" for a CPU engine)"));
-    }
-    const uint64_t used = std::min(info->memory_budget_bytes(), info->memory_used_bytes());
-    const uint64_t free = info->memory_budget_bytes() - used;
-    if (needed > free) {
-      return absl::FailedPreconditionError(absl::StrFormat(
-          "model \"%s\" needs %.1f GiB on node %s %s, which has %.1f GiB free of its %.1f GiB "
-          "budget (stop an instance, pick another GPU, or raise client.gpu_memory_fraction)",
-          model.name(), needed / double(1ull << 30), node_id, gpu, free / double(1ull << 30),
-          info->memory_budget_bytes() / double(1ull << 30)));
-    }
-  }
+  if (fallback.has_value()) return *std::move(fallback);
+  if (!refused.ok()) return refused;
+  return absl::NotFoundError(absl::StrCat(
+      "no online node", request.node().empty() ? "" : absl::StrCat(" \"", request.node(), "\""),
+      " holds \"", model.name(), "\"",
+      request.source_device().empty() ? "" : absl::StrCat(" in ", request.source_device()),
+      ": download or copy it there first"));
+}
+
+absl::StatusOr<v1::Job> Orchestrator::Serve(const v1::ServeRequest& request) {
+  absl::MutexLock serve_lock(&serve_mu_);
+  ASSIGN_OR_RETURN(ServePlan plan, PlanServe(request));
+  if (!plan.fits) return absl::FailedPreconditionError(plan.shortage);
 
   v1::Command command;
   v1::ServeCommand& serve = *command.mutable_serve();
-  serve.set_model_name(model.name());
-  serve.set_source_tier(chosen->tier());
-  serve.set_gpu_device(gpu);
+  serve.set_model_name(request.model_name());
+  serve.set_source_tier(plan.tier);
+  serve.set_gpu_device(plan.gpu);
   serve.set_port(request.port());
   serve.set_engine(request.engine());
   serve.set_instance_id(request.instance_id().empty()
                             ? "inst-" + common::GenerateToken().substr(0, 10)
                             : request.instance_id());
   *serve.mutable_extra_args() = request.extra_args();
-  return RunOnNode(node_id, model.name(), "serve", std::move(command));
+  v1::Job job;
+  job.set_kind("serve");
+  job.set_model_name(request.model_name());
+  job.set_node_id(plan.node_id);
+  return Launch(std::move(job), std::move(command), plan.gpu == "cpu" ? 0 : plan.needed_bytes);
 }
 
 absl::StatusOr<v1::Job> Orchestrator::StopInstance(const v1::Instance& instance, bool force) {
@@ -381,7 +446,8 @@ absl::StatusOr<v1::Job> Orchestrator::RunOnNode(const std::string& node, const s
   return Launch(std::move(job), std::move(command));
 }
 
-absl::StatusOr<v1::Job> Orchestrator::Launch(v1::Job job, v1::Command command) {
+absl::StatusOr<v1::Job> Orchestrator::Launch(v1::Job job, v1::Command command,
+                                             uint64_t reserved_bytes) {
   job.set_id(NewJobId());
   job.set_state("running");
   *job.mutable_created_at() = Now();
@@ -396,6 +462,7 @@ absl::StatusOr<v1::Job> Orchestrator::Launch(v1::Job job, v1::Command command) {
     active.job = job;
     active.command = command;
     active.last_persisted = absl::Now();
+    active.reserved_bytes = reserved_bytes;
   }
   spdlog::info("job={} {} {} on node={}", job.id(), job.kind(),
                job.model_name().empty() ? "(all models)" : job.model_name(), job.node_id());

@@ -51,10 +51,35 @@ class Orchestrator final : public AgentListener {
   void OnInstancesChanged(const std::string& node_id,
                           const std::vector<v1::Instance>& instances) override;
 
-  // Starts an instance: on the node asked for, else one holding the model (DRAM before disk),
-  // from the fastest tier there unless told; on the GPU asked for, else the one with most free
-  // budget, else the CPU. FAILED_PRECONDITION when the model does not fit the GPU's budget
-  // (says needed vs free), NOT_FOUND when no online node holds it.
+  // Room on one GPU of a node for instances: its budget (total x client.gpu_memory_fraction) less
+  // the larger of what its last heartbeat reports used and what GSwarm's own instances hold or
+  // are about to (each: its reported GPU memory, at least its model's size).
+  struct GpuRoom {
+    std::string device;  // "gpu0", "gpu1", ...
+    uint64_t budget_bytes = 0;
+    uint64_t used_bytes = 0;
+    uint64_t free_bytes = 0;
+  };
+  // Where Serve would start `request` now.
+  struct ServePlan {
+    std::string node_id;
+    std::string tier;  // the tier the engine reads the model from: "dram" | "disk"
+    std::string gpu;   // "gpu0", ... or "cpu"
+    uint64_t needed_bytes = 0;
+    // False when the chosen GPU lacks room; `shortage` then says needed vs free.
+    bool fits = true;
+    std::string shortage;
+    std::vector<GpuRoom> gpus;  // every GPU of the node
+  };
+
+  // The node asked for, else one holding the model: DRAM before disk, and a node whose GPU has
+  // room before one whose GPU has not; the tier asked for, else the fastest there; the GPU asked
+  // for, else the one with most room, else the CPU. NOT_FOUND when no online node holds the
+  // model; a plan that does not fit is not an error (the router makes room and plans again).
+  absl::StatusOr<ServePlan> PlanServe(const v1::ServeRequest& request) const;
+  // Starts an instance where PlanServe says. FAILED_PRECONDITION when the model does not fit the
+  // GPU's budget (says needed vs free), NOT_FOUND when no online node holds it. Planning and
+  // launching are one step, so concurrent serves never count the same room twice.
   absl::StatusOr<v1::Job> Serve(const v1::ServeRequest& request);
   // Stops one instance; the job ends when its processes are gone.
   absl::StatusOr<v1::Job> StopInstance(const v1::Instance& instance, bool force);
@@ -94,10 +119,18 @@ class Orchestrator final : public AgentListener {
     absl::Time last_rate_at;
     uint64_t last_rate_bytes = 0;
     std::vector<std::weak_ptr<JobSink>> sinks;
+    // A serve job's GPU memory, counted until its instance is reported.
+    uint64_t reserved_bytes = 0;
   };
 
+  // The plan for `model` on one node from `replica`. FAILED_PRECONDITION for a GPU the node
+  // does not have.
+  absl::StatusOr<ServePlan> PlanOnNode(const v1::Model& model, const v1::Replica& replica,
+                                       const v1::NodeInfo& node, const std::string& gpu) const;
+  std::vector<GpuRoom> GpuRooms(const v1::NodeInfo& node) const;
+
   absl::StatusOr<std::string> PickNode(const std::string& requested) const;
-  absl::StatusOr<v1::Job> Launch(v1::Job job, v1::Command command);
+  absl::StatusOr<v1::Job> Launch(v1::Job job, v1::Command command, uint64_t reserved_bytes = 0);
   void Dispatch(const std::string& node_id, const v1::Command& command);
   void ApplyUpdate(const std::string& node_id, const v1::CommandUpdate& update);
   void Reconcile(const v1::Hello& hello);
@@ -113,6 +146,8 @@ class Orchestrator final : public AgentListener {
   Registry* const registry_;
   NodeRegistry* const nodes_;
   InstanceTable* const instances_;
+  // Held across a serve's plan and launch. Taken before mu_.
+  absl::Mutex serve_mu_;
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, ActiveJob> active_ ABSL_GUARDED_BY(mu_);
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;

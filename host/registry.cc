@@ -83,21 +83,6 @@ absl::Status CreateDatabaseFile(const std::string& path, const std::string& cont
 
 }  // namespace
 
-absl::Status ValidateModelName(absl::string_view name) {
-  auto allowed = [](char c) {
-    return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-';
-  };
-  if (name.empty() || name.size() > 128 ||
-      !absl::ascii_isalnum(static_cast<unsigned char>(name.front())) ||
-      !std::all_of(name.begin(), name.end(), allowed) || absl::StrContains(name, "..")) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("model name \"", name,
-                     "\" is not valid: use 1-128 letters, digits, '.', '_' or '-', starting with "
-                     "a letter or digit and without \"..\""));
-  }
-  return absl::OkStatus();
-}
-
 int Registry::LatestSchemaVersion() { return static_cast<int>(rows::Migrations().size()); }
 
 Registry::Registry(sqlite::Db db, int schema_version)

@@ -26,6 +26,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "common/model_name.h"
 #include "gswarm/v1/common.pb.h"
 #include "host/sqlite.h"
 
@@ -128,8 +129,7 @@ class Registry {
   mutable sqlite::Db db_ ABSL_GUARDED_BY(mu_);
 };
 
-// Model names: [A-Za-z0-9][A-Za-z0-9._-]{0,127} with no "..", so that a name is always one safe
-// path component. INVALID_ARGUMENT with a sentence stating the rule.
-absl::Status ValidateModelName(absl::string_view name);
+// Model names (common/model_name.h): always one safe path component.
+using common::ValidateModelName;
 
 }  // namespace gswarm::host

@@ -90,11 +90,14 @@ RestGateway::RestGateway(std::unique_ptr<httplib::Server> server, std::string au
 
 RestGateway::~RestGateway() { Stop(); }
 
+void RestGateway::set_worker_threads(int threads) {
+  server_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+}
+
 void RestGateway::InstallRoutes() {
   httplib::Server& server = *server_;
   const ApiHandler* handler = handler_;
-  // Router streams and queued requests hold a thread each for as long as they last.
-  server.new_task_queue = [] { return new httplib::ThreadPool(128); };
+  set_worker_threads(128);
   // Without TCP_NODELAY each small response waits on the peer's delayed ACK (~40 ms a hop);
   // httplib's default of 5 requests per connection makes busy clients reconnect constantly.
   server.set_tcp_nodelay(true);

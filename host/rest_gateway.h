@@ -33,6 +33,10 @@ class RestGateway {
   // The HTTP server, to add routes (the router's) before Start.
   httplib::Server& server() { return *server_; }
 
+  // Threads serving connections (128 unless set): each keep-alive connection, router stream and
+  // request waiting in the router's queue holds one. Before Start.
+  void set_worker_threads(int threads);
+
   // Binds host:port (port 0: any free port) and returns the port bound.
   absl::StatusOr<int> Bind(const std::string& host, int port);
   // Serves on a background thread until Stop().

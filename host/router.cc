@@ -4,11 +4,14 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <optional>
 #include <utility>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/status.h"
 #include "host/router_proxy.h"
 #include "spdlog/spdlog.h"
 
@@ -47,6 +50,35 @@ void ReplyError(httplib::Response& res, int status, const absl::Status& why) {
     default:
       return ReplyError(res, status, std::string(why.message()), "server_error", nullptr);
   }
+}
+
+// Ollama's "keep_alive": seconds as a number, or a duration ("5m", "1h30m", "300ms"); negative
+// keeps the instance loaded for ever.
+absl::StatusOr<absl::Duration> ParseKeepAlive(const json& value) {
+  absl::Duration duration;
+  bool ok = false;
+  if (value.is_number()) {
+    const double seconds = value.get<double>();
+    ok = std::isfinite(seconds);
+    if (ok) duration = absl::Seconds(seconds);
+  } else if (value.is_string()) {
+    const std::string text = value.get<std::string>();
+    double seconds = 0;
+    if (absl::SimpleAtod(text, &seconds) && std::isfinite(seconds)) {
+      duration = absl::Seconds(seconds);
+      ok = true;
+    } else {
+      ok = absl::ParseDuration(text, &duration) && duration != absl::InfiniteDuration() &&
+           duration != -absl::InfiniteDuration();
+    }
+  }
+  if (!ok) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("\"keep_alive\" must be seconds (a number: 300; -1 keeps the model loaded) or "
+                     "a duration (\"5m\", \"1h\"), not ",
+                     value.dump()));
+  }
+  return duration < absl::ZeroDuration() ? absl::InfiniteDuration() : duration;
 }
 
 absl::Status UnknownModel(const std::string& model) {
@@ -130,6 +162,14 @@ std::string Router::active_model() const {
   return active_model_;
 }
 
+absl::StatusOr<std::shared_ptr<const Router::Backend>> Router::Reserve(const std::string& model,
+                                                                       absl::Time deadline) {
+  int http_status = 0;
+  ASSIGN_OR_RETURN(std::unique_ptr<Lease> lease, Acquire(model, deadline, &http_status));
+  Lease* held = lease.release();
+  return std::shared_ptr<const Backend>(&held->backend(), [held](const Backend*) { delete held; });
+}
+
 int Router::InFlight(const std::string& instance_id) const {
   absl::MutexLock lock(&mu_);
   auto it = in_flight_.find(instance_id);
@@ -192,12 +232,19 @@ void Router::HandleInference(const httplib::Request& req, httplib::Response& res
                             "the active model with POST /v1/models/switch (gswarm switch NAME)"));
     }
   }
-  if (!placement_->IsKnownModel(model)) return ReplyError(res, 404, UnknownModel(model));
+
+  std::optional<absl::Duration> keep_alive;
+  if (auto field = body.find("keep_alive"); field != body.end()) {
+    absl::StatusOr<absl::Duration> parsed = ParseKeepAlive(*field);
+    if (!parsed.ok()) return ReplyError(res, 400, parsed.status());
+    keep_alive = *parsed;
+    body.erase(field);  // ours, not the engine's
+  }
 
   // The engine knows the model by its own name, not by our alias; any other body goes upstream
   // byte for byte.
   std::string upstream_body;
-  if (aliased) {
+  if (aliased || keep_alive.has_value()) {
     body["model"] = model;
     upstream_body = body.dump();
   } else {
@@ -211,6 +258,7 @@ void Router::HandleInference(const httplib::Request& req, httplib::Response& res
   absl::StatusOr<std::unique_ptr<Lease>> lease = Acquire(model, deadline, &http_status);
   if (!lease.ok()) return ReplyError(res, http_status, lease.status());
   const Backend& backend = (*lease)->backend();
+  if (keep_alive.has_value()) placement_->KeepAlive(backend.instance_id, *keep_alive);
   std::string content_type = req.get_header_value("Content-Type");
   UpstreamCall call{
       .endpoint = backend.endpoint,
@@ -232,60 +280,98 @@ absl::StatusOr<std::unique_ptr<Router::Lease>> Router::Acquire(const std::string
   std::optional<Backend> loaded;
   for (;;) {
     std::vector<Backend> ready = placement_->ReadyBackends(model);
-    if (ready.empty() && loaded.has_value()) ready.push_back(*loaded);  // not listed yet
-    if (ready.empty()) {
-      if (!options_.autoload) {
-        *http_status = 503;
-        return absl::UnavailableError(absl::StrCat(
-            "model \"", model,
-            "\" has no ready instance and autoload is off (load it with POST /api/models/", model,
-            "/load)"));
+    {
+      absl::MutexLock lock(&mu_);
+      if (ready.empty() && loaded.has_value()) ready.push_back(*loaded);  // not listed yet
+      std::erase_if(ready, [this](const Backend& backend) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return retired_.contains(backend.instance_id);
+      });
+      if (!ready.empty()) {
+        const Backend* best = nullptr;
+        int best_count = 0;
+        for (const Backend& backend : ready) {
+          auto it = in_flight_.find(backend.instance_id);
+          const int count = it == in_flight_.end() ? 0 : it->second;
+          if (count < options_.max_concurrent_per_instance &&
+              (best == nullptr || count < best_count)) {
+            best = &backend;
+            best_count = count;
+          }
+        }
+        if (best != nullptr) {
+          ++in_flight_[best->instance_id];
+          last_used_[best->instance_id] = absl::Now();
+          return std::make_unique<Lease>(this, *best);
+        }
+        if (waiting_ >= options_.max_queue) {
+          *http_status = 429;
+          return absl::ResourceExhaustedError(absl::StrCat(
+              "model \"", model, "\": all ", ready.size(), " ready instance(s) are at ",
+              options_.max_concurrent_per_instance, " requests in flight and ", waiting_,
+              " requests are already waiting (client.max_concurrent_requests and "
+              "host.router_queue_size are full; retry after the Retry-After header's seconds)"));
+        }
+        if (absl::Now() >= deadline) {
+          *http_status = 503;
+          return absl::DeadlineExceededError(absl::StrCat(
+              "model \"", model, "\": no instance had room within ",
+              absl::FormatDuration(options_.queue_timeout), " (all ", ready.size(), " at ",
+              options_.max_concurrent_per_instance, " requests in flight); retry later"));
+        }
+        // Re-read the ready set now and then: an instance that becomes ready frees no lease.
+        ++waiting_;
+        changed_.WaitWithDeadline(&mu_, std::min(deadline, absl::Now() + absl::Milliseconds(500)));
+        --waiting_;
+        continue;
       }
-      absl::StatusOr<Backend> backend = AwaitLoad(model, deadline);
-      if (!backend.ok()) {
-        *http_status = 503;
-        return backend.status();
-      }
-      loaded = *std::move(backend);
-      continue;
     }
-
-    absl::MutexLock lock(&mu_);
-    const Backend* best = nullptr;
-    int best_count = 0;
-    for (const Backend& backend : ready) {
-      auto it = in_flight_.find(backend.instance_id);
-      const int count = it == in_flight_.end() ? 0 : it->second;
-      if (count < options_.max_concurrent_per_instance && (best == nullptr || count < best_count)) {
-        best = &backend;
-        best_count = count;
-      }
+    // Checked only here, off the path of a model with ready instances: the catalog refuses to
+    // delete a model while an instance serves it.
+    if (!loaded.has_value() && !placement_->IsKnownModel(model)) {
+      *http_status = 404;
+      return UnknownModel(model);
     }
-    if (best != nullptr) {
-      ++in_flight_[best->instance_id];
-      last_used_[best->instance_id] = absl::Now();
-      return std::make_unique<Lease>(this, *best);
-    }
-    if (waiting_ >= options_.max_queue) {
-      *http_status = 429;
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "model \"", model, "\": all ", ready.size(), " ready instance(s) are at ",
-          options_.max_concurrent_per_instance, " requests in flight and ", waiting_,
-          " requests are already waiting (client.max_concurrent_requests and the queue are full; "
-          "retry after the Retry-After header's seconds)"));
-    }
-    if (absl::Now() >= deadline) {
+    if (!options_.autoload) {
       *http_status = 503;
-      return absl::DeadlineExceededError(
-          absl::StrCat("model \"", model, "\": no instance had room within ",
-                       absl::FormatDuration(options_.queue_timeout), " (all ", ready.size(), " at ",
-                       options_.max_concurrent_per_instance, " requests in flight); retry later"));
+      return absl::UnavailableError(absl::StrCat(
+          "model \"", model,
+          "\" has no ready instance and autoload is off (load it with POST /api/models/", model,
+          "/load, or turn host.autoload on)"));
     }
-    // Re-read the ready set now and then: an instance that becomes ready frees no lease.
-    ++waiting_;
-    changed_.WaitWithDeadline(&mu_, std::min(deadline, absl::Now() + absl::Milliseconds(500)));
-    --waiting_;
+    absl::StatusOr<Backend> backend = AwaitLoad(model, deadline);
+    if (!backend.ok()) {
+      *http_status = absl::IsResourceExhausted(backend.status()) ? 429 : 503;
+      return backend.status();
+    }
+    loaded = *std::move(backend);
   }
+}
+
+std::shared_ptr<Router::Flight> Router::EnsureLoading(const std::string& model,
+                                                      std::vector<std::thread>* finished) {
+  std::shared_ptr<Flight>& slot = flights_[model];
+  if (slot == nullptr) {
+    slot = std::make_shared<Flight>();
+    for (auto it = loaders_.begin(); it != loaders_.end();) {
+      if (it->first->done) {
+        finished->push_back(std::move(it->second));
+        it = loaders_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    loaders_.emplace_back(slot, std::thread(&Router::RunLoad, this, model, slot));
+  }
+  return slot;
+}
+
+void Router::StartLoad(const std::string& model) {
+  std::vector<std::thread> finished;
+  {
+    absl::MutexLock lock(&mu_);
+    EnsureLoading(model, &finished);
+  }
+  for (std::thread& thread : finished) thread.join();  // done: they exit at once
 }
 
 absl::StatusOr<Router::Backend> Router::AwaitLoad(const std::string& model, absl::Time deadline) {
@@ -293,21 +379,10 @@ absl::StatusOr<Router::Backend> Router::AwaitLoad(const std::string& model, absl
   absl::StatusOr<Backend> result;
   {
     absl::MutexLock lock(&mu_);
-    std::shared_ptr<Flight>& slot = flights_[model];
-    if (slot == nullptr) {
-      slot = std::make_shared<Flight>();
-      for (auto it = loaders_.begin(); it != loaders_.end();) {
-        if (it->first->done) {
-          finished.push_back(std::move(it->second));
-          it = loaders_.erase(it);
-        } else {
-          ++it;
-        }
-      }
+    if (!flights_.contains(model)) {
       spdlog::info("router: loading model {} for a request (no ready instance)", model);
-      loaders_.emplace_back(slot, std::thread(&Router::RunLoad, this, model, slot));
     }
-    std::shared_ptr<Flight> flight = slot;
+    std::shared_ptr<Flight> flight = EnsureLoading(model, &finished);
     while (!flight->done) {
       if (changed_.WaitWithDeadline(&mu_, deadline)) break;
     }
@@ -342,6 +417,22 @@ void Router::RunLoad(const std::string& model, std::shared_ptr<Flight> flight) {
   auto it = flights_.find(model);
   if (it != flights_.end() && it->second == flight) flights_.erase(it);
   changed_.SignalAll();
+}
+
+bool Router::TryRetire(const std::string& instance_id, absl::Time idle_since) {
+  absl::MutexLock lock(&mu_);
+  if (in_flight_.contains(instance_id)) return false;
+  if (auto it = last_used_.find(instance_id); it != last_used_.end() && it->second > idle_since) {
+    return false;
+  }
+  retired_.insert(instance_id);
+  return true;
+}
+
+void Router::Forget(const std::string& instance_id) {
+  absl::MutexLock lock(&mu_);
+  last_used_.erase(instance_id);
+  retired_.erase(instance_id);
 }
 
 void Router::Release(const std::string& instance_id) {

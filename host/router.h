@@ -21,6 +21,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -59,6 +60,10 @@ class Router {
     // Entries for GET /v1/models: {"id", "object": "model", "owned_by": "gswarm", "size_mb",
     // "load_time_ms", ...}; the router adds "is_active".
     virtual std::vector<nlohmann::json> ModelEntries() = 0;
+    // A request's own "keep_alive" for the instance it was sent to (Ollama's): how long that
+    // instance may stay idle from now on; absl::InfiniteDuration(): for ever, zero: unload once
+    // idle.
+    virtual void KeepAlive(const std::string& instance_id, absl::Duration keep_alive) = 0;
   };
 
   struct Options {
@@ -96,10 +101,25 @@ class Router {
   absl::StatusOr<nlohmann::json> Switch(const std::string& model);
   std::string active_model() const;
 
+  // A lease on the least busy ready instance of `model`, loading one if none is ready, as an
+  // HTTP request takes it: the instance counts it in flight until the handle is destroyed. For
+  // front doors other than the HTTP one (and tests).
+  absl::StatusOr<std::shared_ptr<const Backend>> Reserve(const std::string& model,
+                                                         absl::Time deadline);
+
   // Leases for eviction: requests in flight on an instance (streams included), and when it was
   // last picked or released (absl::InfinitePast() if never).
   int InFlight(const std::string& instance_id) const;
   absl::Time LastUsed(const std::string& instance_id) const;
+  // Takes the instance out of rotation if no request holds a lease on it and none was sent to it
+  // after `idle_since`; true when it is out. Atomic with leasing: once this returns true no
+  // request is sent there again, so the instance can be stopped under nobody.
+  bool TryRetire(const std::string& instance_id, absl::Time idle_since);
+  // Drops what the router knows of an instance that is gone.
+  void Forget(const std::string& instance_id);
+  // Starts loading `model` unless a load of it is in flight (the single flight requests share),
+  // without waiting for it: host.preload.
+  void StartLoad(const std::string& model);
 
  private:
   class Lease;
@@ -115,6 +135,11 @@ class Router {
                                                  int* http_status);
   // Waits for the single load of `model` in flight, starting it if none is.
   absl::StatusOr<Backend> AwaitLoad(const std::string& model, absl::Time deadline);
+  // The load of `model` in flight, started if none is. Threads of finished loads are moved to
+  // `finished` for the caller to join outside the lock.
+  std::shared_ptr<Flight> EnsureLoading(const std::string& model,
+                                        std::vector<std::thread>* finished)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RunLoad(const std::string& model, std::shared_ptr<Flight> flight);
   void Release(const std::string& instance_id);
 
@@ -127,6 +152,7 @@ class Router {
   std::string active_model_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, int> in_flight_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, absl::Time> last_used_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_set<std::string> retired_ ABSL_GUARDED_BY(mu_);
   int waiting_ ABSL_GUARDED_BY(mu_) = 0;
   absl::flat_hash_map<std::string, std::shared_ptr<Flight>> flights_ ABSL_GUARDED_BY(mu_);
   std::vector<std::pair<std::shared_ptr<Flight>, std::thread>> loaders_ ABSL_GUARDED_BY(mu_);

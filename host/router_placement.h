@@ -3,8 +3,22 @@
 // The router's view of the cluster: ready instances from the instance table, the catalog from
 // the registry, and on-demand loads through the orchestrator (a serve job it waits for).
 //
+// Instances the router loads (on demand, or at start-up for host.preload) are its to manage; the
+// ones started explicitly (gswarm serve) are the operator's and are never stopped here:
+// - Idle unload: an instance unused for its keep-alive (host.keep_alive_s, or the last request's
+//   own "keep_alive") is stopped.
+// - max_loaded_models: when as many are loaded, the least recently used idle one makes room.
+// - GPU room: when the GPU a load is placed on is short, idle instances on it leave, least
+//   recently used first, until the model fits; then the load waits for the node to report the
+//   memory freed.
+// An instance with requests in flight holds a lease (Router::TryRetire) and is never stopped
+// under them; preloaded instances are kept loaded (neither unloaded when idle nor evicted). A
+// model whose instance leaves a GPU is demoted rather than forgotten: when it was served from
+// disk and the node's DRAM tier has room, it is copied there, so the next load starts fast.
+//
 // Thread safety: thread-safe (the parts are).
 
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -14,59 +28,98 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "host/instance_table.h"
+#include "host/node_registry.h"
 #include "host/orchestrator.h"
 #include "host/registry.h"
 #include "host/router.h"
 
 namespace gswarm::host {
 
-// Instances the router loads on demand are its to unload: after keep_alive_s idle, and, with
-// max_loaded_models, the least recently used idle one when another model must load. An instance
-// with requests in flight (the router's lease) is never stopped; one being stopped is no longer
-// offered to the router. Instances started explicitly (gswarm serve) are the operator's.
 class RouterPlacement final : public Router::Placement {
  public:
   struct Options {
+    // Idle time after which an instance the router loaded is stopped (negative: never).
     double keep_alive_s = 300;
+    // Instances the router loaded, at most (0: no limit).
     int max_loaded_models = 0;
+    // Models loaded at start-up (as soon as a node holding them is online) and kept loaded.
+    std::vector<std::string> preload;
+    // After an eviction, how long a load waits for the node to report the GPU memory freed.
+    absl::Duration release_wait = absl::Seconds(30);
+    // How often idle instances and preloads are checked.
+    absl::Duration tick = absl::Milliseconds(500);
   };
 
   // The parts must outlive the placement.
-  RouterPlacement(Options options, Registry* registry, InstanceTable* instances,
-                  Orchestrator* orchestrator);
+  RouterPlacement(Options options, Registry* registry, NodeRegistry* nodes,
+                  InstanceTable* instances, Orchestrator* orchestrator);
   ~RouterPlacement() override;
 
-  // The router whose leases decide what is idle. Starts the idle reaper.
+  // The router whose leases decide what is idle. Starts the reaper (idle unloads, preloads).
   void Start(Router* router);
-  // Stops the reaper (before the router goes).
+  // Stops the reaper (before the router goes) and makes loads waiting for room give up.
   void Stop();
 
   std::vector<Router::Backend> ReadyBackends(const std::string& model) override;
   bool IsKnownModel(const std::string& model) override;
   absl::StatusOr<Router::Backend> Load(const std::string& model, absl::Time deadline) override;
   std::vector<nlohmann::json> ModelEntries() override;
+  void KeepAlive(const std::string& instance_id, absl::Duration keep_alive) override;
 
  private:
   struct Loaded {
     std::string model;
     absl::Time loaded_at;
+    absl::Duration keep_alive;  // from host.keep_alive_s, or the last request's own
+    bool pinned = false;        // host.preload: kept loaded
   };
-  // Idle: no request in flight, unused for longer than `idle_for`. REQUIRES: mu_ held.
-  bool IsIdle(const std::string& id, const Loaded& loaded, absl::Duration idle_for) const
+  // An instance that can leave now, and what it frees.
+  struct Candidate {
+    v1::Instance instance;
+    absl::Time last_used;
+    uint64_t bytes = 0;
+  };
+
+  struct PreloadState {
+    absl::Time retry_at = absl::InfinitePast();
+    int attempts = 0;
+  };
+
+  absl::Duration DefaultKeepAlive() const;
+  bool IsPreloaded(const std::string& model) const;
+  // When the instance was last used (or loaded, if later). REQUIRES: mu_ held.
+  absl::Time LastUse(const std::string& id, const Loaded& loaded) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Takes an instance out of rotation and asks its node to stop it.
-  void Unload(const std::string& id, const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Retires (Router::TryRetire) and stops an instance idle since `idle_since`; false if a request
+  // got there first. Demotes its model to DRAM when there is room.
+  bool Unload(const std::string& id, absl::Time idle_since, const std::string& why,
+              v1::Job* stop_job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Demote(const v1::Instance& instance);
+  // max_loaded_models: unloads the least recently used idle instance until there is room for one
+  // more. RESOURCE_EXHAUSTED when every one is busy or pinned.
+  absl::Status MakeRoomInCount(const std::string& model);
+  // GPU room: stops idle instances on the plan's node, least recently used first, until
+  // `plan.needed_bytes` fit on one GPU (the plan's, or with `any_gpu` the one where the least
+  // has to leave); that GPU is returned, empty when no GPU can be freed enough. `stops`
+  // receives the stop jobs to wait for.
+  std::string MakeRoomOnGpu(const std::string& model, const Orchestrator::ServePlan& plan,
+                            bool any_gpu, std::vector<v1::Job>* stops);
   void ReapIdle();
+  void KeepPreloaded();
 
   const Options options_;
   Registry* const registry_;
+  NodeRegistry* const nodes_;
   InstanceTable* const instances_;
   Orchestrator* const orchestrator_;
   Router* router_ = nullptr;
 
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, Loaded> loaded_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_set<std::string> draining_ ABSL_GUARDED_BY(mu_);
+  int loading_ ABSL_GUARDED_BY(mu_) = 0;  // loads between MakeRoomInCount and their end
+  // Unloaded, not yet reported ended: the router forgets them then.
+  absl::flat_hash_set<std::string> leaving_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, PreloadState> preload_ ABSL_GUARDED_BY(mu_);
   absl::Notification stop_;
   std::thread reaper_;
 };

@@ -3,11 +3,11 @@ straight to the fake engine behind it, in one run, interleaved; then the time of
 "default" alias under load. Standard library only (Debian's /usr/bin/python3).
 
   measure.py --host http://127.0.0.1:PORT --a MODEL_A --b MODEL_B [--duration 5] [--rounds 2]
-             [--concurrency 1 32] [--json]
+             [--concurrency 1 32] [--max-tokens 4] [--json]
 
 The load generator: one thread per concurrent client, each with its own keep-alive
 http.client connection (reopened when the server closes it), sending POST /v1/completions
-{"model", "prompt": "hi", "max_tokens": 4} back to back for --duration seconds. Its own CPU time
+{"model", "prompt": "hi", "max_tokens": N (--max-tokens, 4)} back to back for --duration seconds. Its own CPU time
 is reported, to show whether it (rather than the router or the engine) was the limit.
 """
 
@@ -20,6 +20,9 @@ import threading
 import time
 import urllib.parse
 import urllib.request
+
+
+MAX_TOKENS = 4  # --max-tokens
 
 
 def pct(values, p):
@@ -50,7 +53,7 @@ class Client(threading.Thread):
         super().__init__(daemon=True)
         u = urllib.parse.urlsplit(base_url)
         self.addr = (u.hostname, u.port)
-        body = {"prompt": "hi", "max_tokens": 4}
+        body = {"prompt": "hi", "max_tokens": MAX_TOKENS}
         if model is not None:
             body["model"] = model
         self.payload = json.dumps(body).encode()
@@ -142,8 +145,12 @@ def main():
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
     ap.add_argument("--switch-concurrency", type=int, default=8)
     ap.add_argument("--switches", type=int, default=10)
+    ap.add_argument("--max-tokens", type=int, default=4,
+                    help="tokens per completion: with a paced engine, its time per request")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    global MAX_TOKENS
+    MAX_TOKENS = args.max_tokens
 
     insts = [i for i in get_json(f"{args.host}/serving/{args.a}").get("instances", [])
              if i.get("state") == "ready"]

@@ -14,6 +14,9 @@
 #   NINJA_JOBS    ninja -j (default: ninja's own)
 #   GSWARM_LOG    copy gswarm's log to this file at exit
 #   FAKE_ENGINE   the engine script (default: tests/support/fake_engine.py), for experiments
+#   TOKENS_PER_SECOND  the engine's pace (default 0: answers at once, so only HTTP and the router
+#                 are measured); with --max-tokens N each request takes the engine N / pace s,
+#                 like a real engine generating N tokens
 #
 # Everything it writes lives in a temporary directory on TMPDIR's filesystem (default /tmp) and
 # one under /dev/shm, both removed at exit, with every process it started.
@@ -38,7 +41,7 @@ bench_show_log "$tmp/gswarm.log"
 # shellcheck disable=SC2317  # reached through the EXIT trap
 bench_on_exit() { kill_groups_of "fake_engine.py --model ($tmp|$shm)/"; }
 
-# --- gswarm start, with the fake engine (no pacing) as its default engine ------------------------
+# --- gswarm start, with the fake engine (paced by TOKENS_PER_SECOND) as its default engine ------
 read -r http_port grpc_port data_port < <(free_ports 3)
 
 home=$tmp/home
@@ -50,7 +53,7 @@ write_config "$home/.gswarm.conf" --home "$home" --cleanup --http "$http_port" -
   default_engine: fake
   engines:
     fake:
-      command: \"$python $fake_engine --model {model_path} --served-model-name {model_name} --host {host} --port {port} --tokens-per-second 0 --disable-log-requests\"
+      command: \"$python $fake_engine --model {model_path} --served-model-name {model_name} --host {host} --port {port} --tokens-per-second ${TOKENS_PER_SECOND:-0} --disable-log-requests\"
       health_path: /health
       ready_timeout_s: 60"
 

@@ -127,6 +127,8 @@ def _yaml_scalar(value):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return repr(value)
+    if isinstance(value, (list, tuple)):
+        return json.dumps([str(v) for v in value])  # a JSON array is a YAML flow sequence
     # A JSON string is a valid YAML double-quoted scalar.
     return json.dumps(str(value))
 

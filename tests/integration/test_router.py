@@ -74,6 +74,16 @@ def sse_texts(events):
     return texts, bool(events) and events[-1][1] == "[DONE]"
 
 
+def hold_for(condition, seconds, what, describe=None):
+    """Asserts that `condition` stays true for `seconds` (polled every 0.1 s)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not condition():
+            extra = f": {describe()}" if describe is not None else ""
+            raise AssertionError(f"expected {what}, but it changed{extra}")
+        time.sleep(0.1)
+
+
 def run_threads(n, target):
     """Runs target(i) on n threads at once; returns [(result, exception)] in thread order."""
     results = [None] * n
@@ -205,6 +215,62 @@ class UnloadTest(RouterTestCase):
         wait_until(lambda: not self.active(MODEL_A), 20, "model A to make room for model B",
                    describe=lambda: self.serving(MODEL_A))
         self.assertEqual(len(self.active(MODEL_B)), 1, self.serving(MODEL_B))
+        # Demoted, not forgotten: A was served from disk and the DRAM tier has room, so it is
+        # copied there and its next load starts from DRAM.
+        wait_until(lambda: ("node-a", "dram") in self.replica_tiers(MODEL_A), 30,
+                   "model A to be copied to node-a's DRAM tier after leaving",
+                   describe=lambda: self.replica_tiers(MODEL_A))
+        status, body, _ = self.v1("/v1/chat/completions", chat_body(MODEL_A, "from dram"))
+        self.assertEqual(status, 200, body)
+        (inst,) = self.active(MODEL_A)
+        self.assertEqual(inst.get("source_tier"), "dram", inst)
+
+    def test_request_keep_alive_overrides_the_default(self):
+        self.start_router_cluster(host_extra={"keep_alive_s": -1})
+        # "keep_alive": 0 (Ollama's "unload when done"): gone once the answer is out.
+        status, body, _ = self.v1("/v1/chat/completions",
+                                  chat_body(MODEL_A, "one shot", keep_alive=0))
+        self.assertEqual(status, 200, body)
+        self.assertEqual(body["choices"][0]["message"]["content"], "one shot one shot", body)
+        wait_until(lambda: not self.active(MODEL_A), 20,
+                   "the instance to unload after a request with keep_alive 0",
+                   describe=lambda: self.serving(MODEL_A))
+        # A duration string keeps it; the default (-1) keeps it too.
+        status, body, _ = self.v1("/v1/chat/completions",
+                                  chat_body(MODEL_A, "stay", keep_alive="10m"))
+        self.assertEqual(status, 200, body)
+        hold_for(lambda: len(self.active(MODEL_A)) == 1, 2,
+                 "the instance to stay loaded with keep_alive 10m",
+                 describe=lambda: self.serving(MODEL_A))
+        # A keep_alive the router cannot read is the client's error.
+        status, body, _ = self.v1("/v1/chat/completions",
+                                  chat_body(MODEL_A, "bad", keep_alive="soon"))
+        self.assertEqual(status, 400, body)
+        self.assertIn("keep_alive", body["error"]["message"], body)
+
+
+class PreloadTest(RouterTestCase):
+
+    def test_preloaded_model_loads_at_start_and_stays(self):
+        # The model arrives after the host started: the preload keeps trying until it can.
+        self.start_router_cluster(host_extra={"preload": [MODEL_A], "keep_alive_s": 1})
+        wait_until(lambda: len(self.ready_instances(MODEL_A)) == 1, 60,
+                   "the preloaded model to be loaded without any request",
+                   describe=lambda: self.serving(MODEL_A))
+        # keep_alive_s is 1 s, but a preloaded model stays.
+        hold_for(lambda: len(self.ready_instances(MODEL_A)) == 1, 3,
+                 "the preloaded instance to stay loaded past keep_alive_s",
+                 describe=lambda: self.serving(MODEL_A))
+        status, body, _ = self.v1("/v1/chat/completions", chat_body(MODEL_A, "warm"))
+        self.assertEqual(status, 200, body)
+        self.assertEqual(len(self.serving(MODEL_A)), 1, self.serving(MODEL_A))
+
+    def test_autoload_off_answers_503(self):
+        self.start_router_cluster(host_extra={"autoload": False})
+        status, body, headers = self.v1("/v1/chat/completions", chat_body(MODEL_A, "no"))
+        self.assertEqual(status, 503, body)
+        self.assertIn("autoload is off", body["error"]["message"], body)
+        self.assertEqual(self.serving(MODEL_A), [])
 
 
 class RoutingTest(RouterTestCase):

@@ -574,6 +574,7 @@ class FakeEngine(ThreadedServer):
         self._streams = 0
         self._streams_completed = 0
         self._disconnects = 0
+        self._last_request_keys: List[str] = []
 
     def reset_stats(self) -> None:
         with self._lock:
@@ -593,7 +594,8 @@ class FakeEngine(ThreadedServer):
                  "waiting": self._in_flight - self._running,
                  "prompt_tokens": self._prompt_tokens,
                  "completion_tokens": self._completion_tokens, "streams": self._streams,
-                 "streams_completed": self._streams_completed, "disconnects": self._disconnects}
+                 "streams_completed": self._streams_completed, "disconnects": self._disconnects,
+                 "last_request_keys": list(self._last_request_keys)}
         s.update({"pid": os.getpid(), "pgid": os.getpgid(0), "ppid": os.getppid(),
                   "ready": self.ready, "uptime_s": round(time.monotonic() - self.started_at, 3),
                   "served_model_names": self.served_model_names,
@@ -783,6 +785,7 @@ class FakeEngine(ThreadedServer):
             self._in_flight += 1
             self._max_in_flight = max(self._max_in_flight, self._in_flight)
             self._prompt_tokens += prompt_tokens
+            self._last_request_keys = sorted(req.keys())
             if stream:
                 self._streams += 1
         try:

@@ -576,6 +576,131 @@ TEST_F(ConfigTest, SetConfigValueRejectsBadValues) {
   EXPECT_EQ(config, before);  // a rejected value changes nothing
 }
 
+TEST(ConfigDefaultsTest, RouterDefaults) {
+  HostConfig host;
+  EXPECT_TRUE(host.preload.empty());
+  EXPECT_TRUE(host.autoload);
+  EXPECT_EQ(host.router_queue_size, 64);
+  EXPECT_EQ(host.router_queue_timeout_s, 60);
+}
+
+TEST_F(ConfigTest, PreloadFromYamlLists) {
+  for (const char* text : {"host:\n  preload: [llama2-7b, \"qwen2.5_0.5b\"]\n",
+                           "host:\n  preload:\n    - llama2-7b\n    -\n    - qwen2.5_0.5b\n"}) {
+    SCOPED_TRACE(text);
+    absl::StatusOr<Config> config = ParseConfig(text, "f");
+    ASSERT_TRUE(config.ok()) << config.status();
+    EXPECT_EQ(config->host.preload, (std::vector<std::string>{"llama2-7b", "qwen2.5_0.5b"}));
+    EXPECT_TRUE(config->warnings.empty());
+  }
+}
+
+TEST_F(ConfigTest, PreloadFromACommaSeparatedString) {
+  absl::StatusOr<Config> config = ParseConfig("host:\n  preload: \" a ,, b2 , \"\n", "f");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->host.preload, (std::vector<std::string>{"a", "b2"}));
+
+  config = ParseConfig("host:\n  preload: only-one\n", "f");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->host.preload, std::vector<std::string>{"only-one"});
+
+  for (const char* empty :
+       {"host:\n  preload:\n", "host:\n  preload: \"\"\n", "host:\n  preload: []\n"}) {
+    config = ParseConfig(empty, "f");
+    ASSERT_TRUE(config.ok()) << config.status();
+    EXPECT_TRUE(config->host.preload.empty()) << empty;
+  }
+}
+
+TEST_F(ConfigTest, PreloadFromEnvironmentAndFlag) {
+  std::string path = WriteConfig("host:\n  preload: [from-file]\n");
+  absl::StatusOr<Config> config = Load(path, {{"GSWARM_HOST_PRELOAD", "a, b"}});
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->host.preload, (std::vector<std::string>{"a", "b"}));
+
+  config = Load(path, {{"GSWARM_HOST_PRELOAD", "a, b"}}, {{"host.preload", "c,d.e"}});
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->host.preload, (std::vector<std::string>{"c", "d.e"}));
+
+  config = Load(path, {}, {{"host.preload", ""}});  // a flag can empty the list
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_TRUE(config->host.preload.empty());
+}
+
+TEST_F(ConfigTest, PreloadRejectsBadModelNames) {
+  ExpectFileError("host:\n  preload:\n    - good\n    - ../etc\n", 4, "host.preload",
+                  "model name \"../etc\" is not valid");
+  ExpectFileError("host:\n  port: 8100\n  preload: \"ok, a/b\"\n", 3, "host.preload",
+                  "model name \"a/b\" is not valid");
+  ExpectFileError("host:\n  preload: [a..b]\n", 2, "host.preload", "\"a..b\"");
+  ExpectFileError("host:\n  preload: [-lead]\n", 2, "host.preload", "\"-lead\"");
+  ExpectFileError("host:\n  preload: [" + std::string(129, 'm') + "]\n", 2, "host.preload",
+                  "is not valid");
+  ExpectFileError("host:\n  preload:\n    name: x\n", 2, "host.preload",
+                  "expected a list of model names, got a map");
+  ExpectFileError("host:\n  preload:\n    - [a, b]\n", 3, "host.preload",
+                  "expected each entry to be a string, got a list");
+
+  Config config;
+  config.host.preload = {"kept"};
+  absl::Status status = SetConfigValue(config, "host.preload", "a, b c", "flag host.preload");
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(status.message().find("flag host.preload: model name \"b c\" is not valid"),
+            absl::string_view::npos)
+      << status;
+  EXPECT_EQ(config.host.preload, std::vector<std::string>{"kept"});  // unchanged
+
+  absl::StatusOr<Config> loaded = Load("", {{"GSWARM_HOST_PRELOAD", "a,.hidden"}});
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_NE(loaded.status().message().find("environment GSWARM_HOST_PRELOAD: model name "
+                                           "\".hidden\" is not valid"),
+            absl::string_view::npos)
+      << loaded.status();
+}
+
+TEST_F(ConfigTest, RouterQueueLimitsAreValidated) {
+  absl::StatusOr<Config> config = ParseConfig(
+      "host:\n  autoload: false\n  router_queue_size: 0\n  router_queue_timeout_s: 0.5\n", "f");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_FALSE(config->host.autoload);
+  EXPECT_EQ(config->host.router_queue_size, 0);
+  EXPECT_EQ(config->host.router_queue_timeout_s, 0.5);
+
+  ExpectFileError("host:\n  router_queue_size: -1\n", 2, "host.router_queue_size",
+                  "-1 must not be negative");
+  ExpectFileError("host:\n  router_queue_timeout_s: 0\n", 2, "host.router_queue_timeout_s",
+                  "0 must be greater than 0");
+  absl::StatusOr<Config> loaded = Load("", {}, {{"host.router_queue_timeout_s", "-3"}});
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_EQ(loaded.status().message(),
+            "flag host.router_queue_timeout_s: -3 must be greater than 0");
+}
+
+TEST_F(ConfigTest, PreloadInJsonAndYamlOutput) {
+  Config config;
+  EXPECT_EQ(ConfigToJson(config)["host"]["preload"], nlohmann::json::array());
+  EXPECT_NE(ConfigToYaml(config).find("  preload: []\n"), std::string::npos);
+
+  config.host.preload = {"llama2-7b", "123", "true"};  // entries YAML would read as non-strings
+  config.host.autoload = false;
+  config.host.router_queue_size = 5;
+  config.host.router_queue_timeout_s = 2.5;
+  nlohmann::json json = ConfigToJson(config);
+  ASSERT_TRUE(json["host"]["preload"].is_array());
+  EXPECT_EQ(json["host"]["preload"], nlohmann::json::array({"llama2-7b", "123", "true"}));
+  EXPECT_EQ(json["host"]["autoload"], false);
+  EXPECT_EQ(json["host"]["router_queue_size"], 5);
+  EXPECT_EQ(json["host"]["router_queue_timeout_s"], 2.5);
+
+  std::string yaml = ConfigToYaml(config);
+  EXPECT_NE(yaml.find("  preload: [\"llama2-7b\", \"123\", \"true\"]\n"), std::string::npos)
+      << yaml;
+  absl::StatusOr<Config> parsed = ParseConfig(yaml, "yaml");
+  ASSERT_TRUE(parsed.ok()) << parsed.status() << "\n" << yaml;
+  EXPECT_TRUE(parsed->warnings.empty()) << yaml;
+  EXPECT_EQ(*parsed, config) << yaml;
+}
+
 }  // namespace
 }  // namespace gswarm::common
 

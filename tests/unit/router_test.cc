@@ -11,10 +11,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -160,6 +162,16 @@ class TestPlacement : public Router::Placement {
     if (backend.ok()) AddReady(*backend);
     return backend;
   }
+  void KeepAlive(const std::string& instance_id, absl::Duration keep_alive) override {
+    absl::MutexLock lock(&mu_);
+    keep_alive_[instance_id] = keep_alive;
+  }
+  std::optional<absl::Duration> keep_alive(const std::string& instance_id) {
+    absl::MutexLock lock(&mu_);
+    auto it = keep_alive_.find(instance_id);
+    if (it == keep_alive_.end()) return std::nullopt;
+    return it->second;
+  }
   std::vector<json> ModelEntries() override {
     absl::MutexLock lock(&mu_);
     std::vector<json> entries;
@@ -178,6 +190,7 @@ class TestPlacement : public Router::Placement {
   absl::flat_hash_set<std::string> known_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, std::vector<Backend>> ready_ ABSL_GUARDED_BY(mu_);
   LoadFn load_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, absl::Duration> keep_alive_ ABSL_GUARDED_BY(mu_);
   std::atomic<int> load_calls_ = 0;
 };
 
@@ -591,6 +604,79 @@ TEST_F(RouterTest, WaitForALoadIsBoundedByTheQueueTimeout) {
   EXPECT_LT(absl::Now() - start, absl::Milliseconds(900));
   EXPECT_TRUE(absl::StrContains(reply.body["error"]["message"].get<std::string>(), "still loading"))
       << reply.body;
+}
+
+TEST_F(RouterTest, KeepAliveGoesToThePlacementNotToTheEngine) {
+  placement_.AddReady({"a", "m", a_->url()});
+  StartRouter();
+  const std::vector<std::pair<json, absl::Duration>> cases = {
+      {300, absl::Seconds(300)},      {"5m", absl::Minutes(5)},
+      {"1h30m", absl::Minutes(90)},   {"250ms", absl::Milliseconds(250)},
+      {"42", absl::Seconds(42)},      {0, absl::ZeroDuration()},
+      {-1, absl::InfiniteDuration()}, {"-1m", absl::InfiniteDuration()},
+  };
+  for (const auto& [value, expected] : cases) {
+    json body = Chat("m", 1);
+    body["keep_alive"] = value;
+    Reply reply = Post("/v1/chat/completions", body);
+    ASSERT_EQ(reply.status, 200) << value << ": " << reply.body;
+    EXPECT_EQ(placement_.keep_alive("a"), expected) << value;
+    const json keys = a_->Stats()["last_request_keys"];
+    EXPECT_EQ(std::count(keys.begin(), keys.end(), "keep_alive"), 0) << keys;
+    EXPECT_EQ(std::count(keys.begin(), keys.end(), "max_tokens"), 1) << keys;
+  }
+  for (const json& bad : {json("soon"), json(true), json::object(), json("1x")}) {
+    json body = Chat("m", 1);
+    body["keep_alive"] = bad;
+    Reply reply = Post("/v1/chat/completions", body);
+    EXPECT_EQ(reply.status, 400) << bad;
+    EXPECT_TRUE(absl::StrContains(reply.body["error"]["message"].get<std::string>(), "keep_alive"))
+        << reply.body;
+  }
+}
+
+TEST_F(RouterTest, RetiringIsRefusedUnderALeaseAndFinalOnceDone) {
+  placement_.AddReady({"a", "m", a_->url()});
+  placement_.AddReady({"b", "m", b_->url()});
+  StartRouter();
+  // A stream on each instance: neither can be retired under it.
+  std::thread first([&] { Stream(Chat("m", 20)); });  // 1 s
+  std::thread second([&] { Stream(Chat("m", 20)); });
+  ASSERT_TRUE(
+      testing::WaitFor([&] { return router_->InFlight("a") == 1 && router_->InFlight("b") == 1; },
+                       absl::Seconds(5)));
+  EXPECT_FALSE(router_->TryRetire("a", absl::Now()));
+  EXPECT_FALSE(router_->TryRetire("b", absl::Now()));
+  first.join();
+  second.join();
+  // Used just now: not idle since a minute ago, but idle since now.
+  EXPECT_FALSE(router_->TryRetire("a", absl::Now() - absl::Minutes(1)));
+  ASSERT_TRUE(router_->TryRetire("a", absl::Now()));
+  // Retired: every request goes to "b" from now on, even with "a" still listed ready.
+  a_->ResetStats();
+  b_->ResetStats();
+  for (int i = 0; i < 4; ++i) {
+    Reply reply = Post("/v1/chat/completions", Chat("m", 1));
+    EXPECT_EQ(reply.status, 200) << reply.body;
+  }
+  EXPECT_EQ(a_->Stats().value("requests", -1), 0);
+  EXPECT_EQ(b_->Stats().value("requests", -1), 4);
+  // Forgotten (the instance is gone): its id carries nothing over.
+  router_->Forget("a");
+  EXPECT_EQ(router_->LastUsed("a"), absl::InfinitePast());
+}
+
+TEST_F(RouterTest, AllInstancesRetiredMeansALoad) {
+  placement_.AddReady({"a", "m", a_->url()});
+  placement_.SetLoad([&](const std::string& model, absl::Time) -> absl::StatusOr<Backend> {
+    return Backend{"b", model, b_->url()};
+  });
+  StartRouter();
+  ASSERT_TRUE(router_->TryRetire("a", absl::Now()));
+  Reply reply = Post("/v1/chat/completions", Chat("m", 1));
+  EXPECT_EQ(reply.status, 200) << reply.body;
+  EXPECT_EQ(placement_.load_calls(), 1);
+  EXPECT_EQ(b_->Stats().value("requests", -1), 1);
 }
 
 TEST_F(RouterTest, UnreachableInstanceIs502) {
