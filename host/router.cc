@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/status.h"
+#include "host/request_body.h"
 #include "host/router_proxy.h"
 #include "spdlog/spdlog.h"
 
@@ -208,20 +209,13 @@ void Router::HandleSwitch(const httplib::Request& req, httplib::Response& res) {
 
 void Router::HandleInference(const httplib::Request& req, httplib::Response& res) {
   const absl::Time deadline = absl::Now() + options_.queue_timeout;
-  json body = json::parse(req.body, nullptr, /*allow_exceptions=*/false);
-  if (!body.is_object()) {
+  absl::StatusOr<RequestBody> body = RequestBody::Parse(req.body);
+  if (!body.ok()) {
     return ReplyError(res, 400,
-                      absl::InvalidArgumentError(
-                          absl::StrCat("the body of POST ", req.path, " must be a JSON object (",
-                                       req.body.size(), " bytes received are not one)")));
+                      absl::Status(body.status().code(),
+                                   absl::StrCat("POST ", req.path, ": ", body.status().message())));
   }
-  auto model_field = body.find("model");
-  if (model_field != body.end() && !model_field->is_string()) {
-    return ReplyError(res, 400,
-                      absl::InvalidArgumentError(
-                          "\"model\" must be a string: a registered model's name, or \"default\""));
-  }
-  std::string model = model_field == body.end() ? kAlias : model_field->get<std::string>();
+  std::string model = body->model().value_or(kAlias);
   const bool aliased = model == kAlias;
   if (aliased) {
     model = active_model();
@@ -232,27 +226,18 @@ void Router::HandleInference(const httplib::Request& req, httplib::Response& res
                             "the active model with POST /v1/models/switch (gswarm switch NAME)"));
     }
   }
-
   std::optional<absl::Duration> keep_alive;
-  if (auto field = body.find("keep_alive"); field != body.end()) {
-    absl::StatusOr<absl::Duration> parsed = ParseKeepAlive(*field);
+  if (body->keep_alive().has_value()) {
+    absl::StatusOr<absl::Duration> parsed = ParseKeepAlive(*body->keep_alive());
     if (!parsed.ok()) return ReplyError(res, 400, parsed.status());
     keep_alive = *parsed;
-    body.erase(field);  // ours, not the engine's
   }
-
-  // The engine knows the model by its own name, not by our alias; any other body goes upstream
-  // byte for byte.
-  std::string upstream_body;
-  if (aliased || keep_alive.has_value()) {
-    body["model"] = model;
-    upstream_body = body.dump();
-  } else {
-    upstream_body = req.body;
-  }
-  auto stream_field = body.find("stream");
-  const bool stream = req.path != "/v1/embeddings" && stream_field != body.end() &&
-                      stream_field->is_boolean() && stream_field->get<bool>();
+  // The engine knows the model by its own name, not by our alias, and "keep_alive" is ours; any
+  // other body goes upstream byte for byte.
+  std::string upstream_body = aliased || keep_alive.has_value()
+                                  ? body->Rewrite(req.body, model, keep_alive.has_value())
+                                  : req.body;
+  const bool stream = req.path != "/v1/embeddings" && body->stream();
 
   int http_status = 503;
   absl::StatusOr<std::unique_ptr<Lease>> lease = Acquire(model, deadline, &http_status);
