@@ -7,6 +7,17 @@
 #include "cli/job_follow.h"
 
 namespace gswarm::cli {
+namespace {
+
+// When the router unloads the instance: "in 4m 10s" unless used again, "never" (kept), or
+// "manual" for one started with `gswarm serve` (stopped only with `gswarm stop`).
+std::string Unloads(const v1::Instance& instance) {
+  if (instance.managed_by().empty()) return "manual";
+  if (instance.managed_by() == "preload") return "never (preload)";
+  return FromNow(instance.unload_at());
+}
+
+}  // namespace
 
 InstanceCommands::InstanceCommands(CLI::App& app) {
   serve_ = app.add_subcommand(
@@ -26,6 +37,10 @@ InstanceCommands::InstanceCommands(CLI::App& app) {
   serve_->add_flag("--detach", detach_, "Return once the start was requested");
 
   ps_ = app.add_subcommand("ps", "List inference instances");
+  ps_->footer(
+      "REQS: requests in flight through the host's router. UNLOADS: when the router stops the\n"
+      "instance if no request uses it before then (host.keep_alive_s, or a request's own\n"
+      "\"keep_alive\"); \"never\" for one it keeps, \"manual\" for one started with gswarm serve.");
   ps_->add_option("--node", node_, "Only this node");
   ps_->add_flag("-a,--all", all_, "Include stopped and failed instances");
 
@@ -103,7 +118,7 @@ int InstanceCommands::Ps(ApiClient& api, bool json) {
       api, &v1::GSwarm::Stub::ListInstances, request, json, &exit_code);
   if (!list.has_value()) return exit_code;
   Table table({"ID", "MODEL", "NODE", "ENGINE", "GPU", "STATE", "ENDPOINT", "PID", "UP", "RESTARTS",
-               "REASON"});
+               "REQS", "UNLOADS", "REASON"});
   int shown = 0;
   for (const v1::Instance& i : list->instances()) {
     const bool active = i.state() == "starting" || i.state() == "ready" || i.state() == "stopping";
@@ -111,7 +126,7 @@ int InstanceCommands::Ps(ApiClient& api, bool json) {
     ++shown;
     table.AddRow({i.id(), i.model_name(), i.node_id(), i.engine(), i.gpu_device(), i.state(),
                   i.endpoint(), std::to_string(i.pid()), Ago(i.started_at()),
-                  std::to_string(i.restarts()),
+                  std::to_string(i.restarts()), std::to_string(i.requests_in_flight()), Unloads(i),
                   i.state() == "ready" ? "" : i.state_reason().substr(0, 60)});
   }
   if (shown == 0) {

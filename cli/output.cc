@@ -37,6 +37,13 @@ std::string Ago(const google::protobuf::Timestamp& when) {
   return HumanDuration(std::max(0.0, now - then)) + " ago";
 }
 
+std::string FromNow(const google::protobuf::Timestamp& when) {
+  if (when.seconds() == 0 && when.nanos() == 0) return "never";
+  const double then = static_cast<double>(when.seconds()) + when.nanos() / 1e9;
+  const double now = absl::ToDoubleSeconds(absl::Now() - absl::UnixEpoch());
+  return then <= now ? "now" : "in " + HumanDuration(then - now);
+}
+
 Table::Table(std::vector<std::string> header) { rows_.push_back(std::move(header)); }
 
 void Table::AddRow(std::vector<std::string> row) { rows_.push_back(std::move(row)); }

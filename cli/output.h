@@ -20,6 +20,9 @@ std::string HumanDuration(double seconds);
 // "3s ago", or "never" for an unset timestamp.
 std::string Ago(const google::protobuf::Timestamp& when);
 
+// "in 4m 10s" (or "now" once past), or "never" for an unset timestamp.
+std::string FromNow(const google::protobuf::Timestamp& when);
+
 // Columns padded to the widest cell; the header row in capitals.
 class Table {
  public:

@@ -127,7 +127,9 @@ absl::StatusOr<v1::GetMemoryResponse> ApiHandler::GetMemory(
   for (const v1::Instance& instance : instances_->List("", request.node())) {
     if (!IsActiveInstanceState(instance.state())) continue;
     response.add_gpu_models(instance.id());
-    *response.add_gpu() = instance;
+    v1::Instance* listed = response.add_gpu();
+    *listed = instance;
+    Describe(listed);
   }
   response.mutable_memory_usage()->set_gpu_models(static_cast<uint32_t>(response.gpu_size()));
   response.mutable_memory_usage()->set_dram_models(static_cast<uint32_t>(in_dram.size()));
@@ -158,6 +160,7 @@ v1::Model ApiHandler::WithState(v1::Model model) const {
   bool loaded = false;
   for (v1::Instance& instance : instances_->Active(model.name())) {
     loaded |= instance.state() == "ready";
+    Describe(&instance);
     *model.add_instances() = std::move(instance);
   }
   model.set_available(available);
@@ -499,6 +502,7 @@ absl::StatusOr<v1::ListInstancesResponse> ApiHandler::ListInstances(
     const v1::ListInstancesRequest& request) const {
   v1::ListInstancesResponse response;
   for (v1::Instance& instance : instances_->List(request.model_name(), request.node())) {
+    Describe(&instance);
     *response.add_instances() = std::move(instance);
   }
   return response;

@@ -17,6 +17,7 @@
 #include "host/orchestrator.h"
 #include "host/registry.h"
 #include "host/router.h"
+#include "host/router_placement.h"
 
 namespace gswarm::host {
 
@@ -66,12 +67,21 @@ class ApiHandler {
   // The router's active-model alias (hot swap).
   absl::StatusOr<v1::SwitchModelResponse> SwitchModel(const v1::SwitchModelRequest&) const;
   // The router is built after the handler (it is installed on the REST server); set once.
-  void set_router(Router* router) { router_ = router; }
+  // The router (for SwitchModel) and its pool (what ListInstances and GetMemory tell of each
+  // instance's traffic and unloading). Before serving.
+  void set_router(Router* router, RouterPlacement* pool) {
+    router_ = router;
+    pool_ = pool;
+  }
 
  private:
   // The catalog entry with its live state: available / loaded / offline, from its replicas and
   // whether their nodes are online.
   v1::Model WithState(v1::Model model) const;
+  // What the router's pool knows of the instance (traffic, who unloads it and when).
+  void Describe(v1::Instance* instance) const {
+    if (pool_ != nullptr) pool_->Describe(instance);
+  }
   // Waits for a job started on behalf of this request; ABORTED with the job's message if it did
   // not succeed.
   absl::StatusOr<v1::Job> Await(const v1::Job& job, absl::Duration timeout) const;
@@ -82,6 +92,7 @@ class ApiHandler {
   Orchestrator* const orchestrator_;
   InstanceTable* const instances_;
   Router* router_ = nullptr;
+  RouterPlacement* pool_ = nullptr;
 };
 
 // UNIMPLEMENTED: "<rpc> is not available in this GSwarm build yet (<feature>)".

@@ -128,7 +128,7 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Create(const common::Con
   server->router_->Install(server->rest_->server());
   // Waiting requests hold a worker each; the rest serve connections and streams.
   server->rest_->set_worker_threads(128 + host.router_queue_size);
-  server->handler_->set_router(server->router_.get());
+  server->handler_->set_router(server->router_.get(), server->placement_.get());
   server->placement_->Start(server->router_.get());
   ASSIGN_OR_RETURN(server->http_port_, server->rest_->Bind(host.host, host.port));
   server->rest_->Start();

@@ -178,6 +178,27 @@ void RouterPlacement::KeepAlive(const std::string& instance_id, absl::Duration k
   if (it != loaded_.end() && !it->second.pinned) it->second.keep_alive = keep_alive;
 }
 
+void RouterPlacement::Describe(v1::Instance* instance) const {
+  auto timestamp = [](absl::Time time, google::protobuf::Timestamp* out) {
+    const int64_t nanos = absl::ToUnixNanos(time);
+    out->set_seconds(nanos / 1000000000);
+    out->set_nanos(static_cast<int32_t>(nanos % 1000000000));
+  };
+  if (router_ == nullptr) return;
+  instance->set_requests_in_flight(static_cast<uint32_t>(router_->InFlight(instance->id())));
+  if (const absl::Time used = router_->LastUsed(instance->id()); used != absl::InfinitePast()) {
+    timestamp(used, instance->mutable_last_used_at());
+  }
+  absl::MutexLock lock(&mu_);
+  auto it = loaded_.find(instance->id());
+  if (it == loaded_.end()) return;
+  const Loaded& loaded = it->second;
+  instance->set_managed_by(loaded.pinned ? "preload" : "router");
+  if (!loaded.pinned && loaded.keep_alive != absl::InfiniteDuration()) {
+    timestamp(LastUse(instance->id(), loaded) + loaded.keep_alive, instance->mutable_unload_at());
+  }
+}
+
 absl::Status RouterPlacement::MakeRoomInCount(const std::string& model) {
   absl::MutexLock lock(&mu_);
   if (options_.max_loaded_models > 0) {

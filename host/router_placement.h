@@ -66,6 +66,10 @@ class RouterPlacement final : public Router::Placement {
   std::vector<nlohmann::json> ModelEntries() override;
   void KeepAlive(const std::string& instance_id, absl::Duration keep_alive) override;
 
+  // Fills what the pool knows of `instance`: managed_by, unload_at, and from the router its
+  // requests in flight and last use.
+  void Describe(v1::Instance* instance) const;
+
  private:
   struct Loaded {
     std::string model;

@@ -242,6 +242,14 @@ class UnloadTest(RouterTestCase):
         hold_for(lambda: len(self.active(MODEL_A)) == 1, 2,
                  "the instance to stay loaded with keep_alive 10m",
                  describe=lambda: self.serving(MODEL_A))
+        # Listings say who unloads it and when: about ten minutes from its last use.
+        (inst,) = self.active(MODEL_A)
+        self.assertEqual(inst.get("managed_by"), "router", inst)
+        self.assertIn("unload_at", inst, inst)
+        ps = self.assert_cli_ok(self.cli("ps"))
+        row = [line for line in ps.stdout.splitlines() if inst["id"] in line]
+        self.assertEqual(len(row), 1, ps.stdout)
+        self.assertRegex(row[0], r"\bin (9m|10m) ", ps.stdout)
         # A keep_alive the router cannot read is the client's error.
         status, body, _ = self.v1("/v1/chat/completions",
                                   chat_body(MODEL_A, "bad", keep_alive="soon"))
@@ -264,6 +272,10 @@ class PreloadTest(RouterTestCase):
         status, body, _ = self.v1("/v1/chat/completions", chat_body(MODEL_A, "warm"))
         self.assertEqual(status, 200, body)
         self.assertEqual(len(self.serving(MODEL_A)), 1, self.serving(MODEL_A))
+        (inst,) = self.serving(MODEL_A)
+        self.assertEqual(inst.get("managed_by"), "preload", inst)
+        self.assertNotIn("unload_at", inst, inst)
+        self.assertIn("never (preload)", self.assert_cli_ok(self.cli("ps")).stdout)
 
     def test_autoload_off_answers_503(self):
         self.start_router_cluster(host_extra={"autoload": False})
@@ -301,6 +313,13 @@ class RoutingTest(RouterTestCase):
         self.assertEqual(counts, [2, 2], stats)
         for s in stats:
             self.assertEqual(s["max_in_flight"], 2, s)
+        # Started with gswarm serve: the operator's, never unloaded by the router; the router's
+        # traffic shows as their last use.
+        for inst in self.ready_instances(MODEL_A):
+            self.assertEqual(inst.get("managed_by", ""), "", inst)
+            self.assertNotIn("unload_at", inst, inst)
+            self.assertIn("last_used_at", inst, inst)
+        self.assertIn("manual", self.assert_cli_ok(self.cli("ps")).stdout)
 
     def test_stream_is_relayed_chunk_by_chunk(self):
         self.start_router_cluster()
