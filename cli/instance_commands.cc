@@ -12,6 +12,7 @@ namespace {
 // When the router unloads the instance: "in 4m 10s" unless used again, "never" (kept), or
 // "manual" for one started with `gswarm serve` (stopped only with `gswarm stop`).
 std::string Unloads(const v1::Instance& instance) {
+  if (instance.state() != "ready") return "-";
   if (instance.managed_by().empty()) return "manual";
   if (instance.managed_by() == "preload") return "never (preload)";
   return FromNow(instance.unload_at());

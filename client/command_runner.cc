@@ -466,6 +466,7 @@ absl::StatusOr<InstanceSpec> CommandRunner::PlanInstance(const v1::ServeCommand&
   spec.health_path = engine_spec.health_path;
   spec.ready_timeout = absl::Seconds(engine_spec.ready_timeout_s);
   spec.source_tier = *model_path == dram_->ModelDir(name) ? "dram" : "disk";
+  spec.managed_by = serve.managed_by();
   return spec;
 }
 

@@ -26,6 +26,7 @@ std::string InstanceRecordToJson(const InstanceRecord& r) {
       {"health_path", s.health_path},
       {"ready_timeout_ms", absl::ToInt64Milliseconds(s.ready_timeout)},
       {"source_tier", s.source_tier},
+      {"managed_by", s.managed_by},
   };
   return j.dump(2) + "\n";
 }
@@ -53,6 +54,7 @@ absl::StatusOr<InstanceRecord> ParseInstanceRecord(absl::string_view json) {
     s.health_path = j.value("health_path", "/health");
     s.ready_timeout = absl::Milliseconds(j.value("ready_timeout_ms", int64_t{600000}));
     s.source_tier = j.value("source_tier", "");
+    s.managed_by = j.value("managed_by", "");
     if (s.id.empty() || r.pid <= 0 || r.pgid <= 0 || s.argv.empty()) {
       return absl::InvalidArgumentError("instance record lacks an id, a pid, a pgid or argv");
     }

@@ -108,6 +108,7 @@ std::shared_ptr<InstanceSupervisor::Entry> InstanceSupervisor::NewEntry(const In
   info.set_port(static_cast<uint32_t>(spec.port));
   info.set_endpoint(absl::StrCat("http://", spec.host, ":", spec.port));
   info.set_source_tier(spec.source_tier);
+  info.set_managed_by(spec.managed_by);
   return e;
 }
 

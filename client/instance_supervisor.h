@@ -60,6 +60,8 @@ struct InstanceSpec {
   absl::Duration ready_timeout = absl::Minutes(10);
   // "dram" | "disk", for reports.
   std::string source_tier;
+  // Who stops it (Instance.managed_by), for reports.
+  std::string managed_by;
 };
 
 class InstanceSupervisor {

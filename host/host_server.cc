@@ -91,24 +91,7 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Create(const common::Con
                                 server->orchestrator_.get()},
       server->nodes_.get());
 
-  grpc::EnableDefaultHealthCheckService(true);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-  grpc::ServerBuilder builder;
-  // Without this, a second host on the same port would share it silently (SO_REUSEPORT).
-  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-  ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials,
-                   common::HostCredentials(host));
-  builder.AddListeningPort(JoinHostPort(host.host, host.grpc_port), credentials,
-                           &server->grpc_port_);
-  builder.RegisterService(server->api_service_.get());
-  builder.RegisterService(server->agent_link_.get());
-  server->grpc_server_ = builder.BuildAndStart();
-  if (server->grpc_server_ == nullptr || server->grpc_port_ == 0) {
-    return absl::UnavailableError(absl::StrCat(
-        "cannot listen for gRPC on ", JoinHostPort(host.host, host.grpc_port),
-        ": the address is in use or not available (set host.grpc_port or pass --grpc-port)"));
-  }
-
+  // The router and its pool exist before either server takes a request.
   ASSIGN_OR_RETURN(server->rest_,
                    RestGateway::Create(host.tls, server->auth_token_, server->handler_.get()));
   RouterPlacement::Options pool;
@@ -130,6 +113,32 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Create(const common::Con
   server->rest_->set_worker_threads(128 + host.router_queue_size);
   server->handler_->set_router(server->router_.get(), server->placement_.get());
   server->placement_->Start(server->router_.get());
+  if (host.max_loaded_models > 0 &&
+      static_cast<int>(host.preload.size()) >= host.max_loaded_models) {
+    spdlog::warn(
+        "host.preload names {} models and host.max_loaded_models is {}: no room is left "
+        "for models loaded on demand (they will be refused with 429)",
+        host.preload.size(), host.max_loaded_models);
+  }
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  // Without this, a second host on the same port would share it silently (SO_REUSEPORT).
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials,
+                   common::HostCredentials(host));
+  builder.AddListeningPort(JoinHostPort(host.host, host.grpc_port), credentials,
+                           &server->grpc_port_);
+  builder.RegisterService(server->api_service_.get());
+  builder.RegisterService(server->agent_link_.get());
+  server->grpc_server_ = builder.BuildAndStart();
+  if (server->grpc_server_ == nullptr || server->grpc_port_ == 0) {
+    return absl::UnavailableError(absl::StrCat(
+        "cannot listen for gRPC on ", JoinHostPort(host.host, host.grpc_port),
+        ": the address is in use or not available (set host.grpc_port or pass --grpc-port)"));
+  }
+
   ASSIGN_OR_RETURN(server->http_port_, server->rest_->Bind(host.host, host.port));
   server->rest_->Start();
 

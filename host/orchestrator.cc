@@ -265,6 +265,7 @@ std::vector<Orchestrator::GpuRoom> Orchestrator::GpuRooms(const v1::NodeInfo& no
   // What GSwarm's own instances on each GPU hold, or will once loaded: a heartbeat may predate
   // an instance that is starting, and two serves must not both count the same room.
   absl::flat_hash_map<std::string, uint64_t> reserved;
+  absl::flat_hash_map<std::string, uint64_t> attributed;  // our instances' share of "used"
   absl::flat_hash_set<std::string> reported;
   absl::flat_hash_map<std::string, uint64_t> model_bytes;
   auto model_size = [&](const std::string& name) {
@@ -280,6 +281,7 @@ std::vector<Orchestrator::GpuRoom> Orchestrator::GpuRooms(const v1::NodeInfo& no
     if (!IsActiveInstanceState(instance.state())) continue;
     reserved[instance.gpu_device()] +=
         std::max<uint64_t>(instance.gpu_memory_bytes(), model_size(instance.model_name()));
+    attributed[instance.gpu_device()] += instance.gpu_memory_bytes();
   }
   {
     absl::MutexLock lock(&mu_);
@@ -296,8 +298,10 @@ std::vector<Orchestrator::GpuRoom> Orchestrator::GpuRooms(const v1::NodeInfo& no
     GpuRoom room;
     room.device = absl::StrCat("gpu", info.index());
     room.budget_bytes = info.memory_budget_bytes();
-    room.used_bytes =
-        std::min(room.budget_bytes, std::max(info.memory_used_bytes(), reserved[room.device]));
+    // What others hold (the heartbeat's figure less our instances' share of it), plus ours.
+    const uint64_t others =
+        info.memory_used_bytes() - std::min(info.memory_used_bytes(), attributed[room.device]);
+    room.used_bytes = std::min(room.budget_bytes, others + reserved[room.device]);
     room.free_bytes = room.budget_bytes - room.used_bytes;
     rooms.push_back(std::move(room));
   }
@@ -349,7 +353,7 @@ absl::StatusOr<Orchestrator::ServePlan> Orchestrator::PlanOnNode(const v1::Model
   return plan;
 }
 
-absl::StatusOr<Orchestrator::ServePlan> Orchestrator::PlanServe(
+absl::StatusOr<std::vector<Orchestrator::ServePlan>> Orchestrator::PlanServeEverywhere(
     const v1::ServeRequest& request) const {
   ASSIGN_OR_RETURN(v1::Model model, registry_->GetModel(request.model_name()));
   if (!request.source_device().empty() && request.source_device() != "disk" &&
@@ -357,15 +361,16 @@ absl::StatusOr<Orchestrator::ServePlan> Orchestrator::PlanServe(
     return absl::InvalidArgumentError(
         absl::StrCat("source_device \"", request.source_device(), "\" is not disk or dram"));
   }
-  // Ready copies on online nodes, DRAM first (it starts fastest); the first that fits wins, else
-  // the first one seen.
-  std::optional<ServePlan> fallback;
+  // Ready copies on online nodes, DRAM first (it starts fastest); one plan per node.
+  std::vector<ServePlan> plans;
+  absl::flat_hash_set<std::string> planned;
   absl::Status refused = absl::OkStatus();
   for (const char* tier : {"dram", "disk"}) {
     if (!request.source_device().empty() && request.source_device() != tier) continue;
     for (const v1::Replica& replica : model.replicas()) {
       if (replica.tier() != tier || replica.state() != "ready") continue;
       if (!request.node().empty() && replica.node_id() != request.node()) continue;
+      if (planned.contains(replica.node_id())) continue;
       std::optional<v1::NodeInfo> node = nodes_->Get(replica.node_id());
       if (!node.has_value() || node->state() != "online") continue;
       absl::StatusOr<ServePlan> plan = PlanOnNode(model, replica, *node, request.gpu_device());
@@ -373,11 +378,11 @@ absl::StatusOr<Orchestrator::ServePlan> Orchestrator::PlanServe(
         if (refused.ok()) refused = plan.status();
         continue;
       }
-      if (plan->fits) return plan;
-      if (!fallback.has_value()) fallback = *std::move(plan);
+      planned.insert(replica.node_id());
+      plans.push_back(*std::move(plan));
     }
   }
-  if (fallback.has_value()) return *std::move(fallback);
+  if (!plans.empty()) return plans;
   if (!refused.ok()) return refused;
   return absl::NotFoundError(absl::StrCat(
       "no online node", request.node().empty() ? "" : absl::StrCat(" \"", request.node(), "\""),
@@ -386,7 +391,17 @@ absl::StatusOr<Orchestrator::ServePlan> Orchestrator::PlanServe(
       ": download or copy it there first"));
 }
 
-absl::StatusOr<v1::Job> Orchestrator::Serve(const v1::ServeRequest& request) {
+absl::StatusOr<Orchestrator::ServePlan> Orchestrator::PlanServe(
+    const v1::ServeRequest& request) const {
+  ASSIGN_OR_RETURN(std::vector<ServePlan> plans, PlanServeEverywhere(request));
+  for (ServePlan& plan : plans) {
+    if (plan.fits) return std::move(plan);
+  }
+  return std::move(plans.front());
+}
+
+absl::StatusOr<v1::Job> Orchestrator::Serve(const v1::ServeRequest& request,
+                                            const std::string& managed_by) {
   absl::MutexLock serve_lock(&serve_mu_);
   ASSIGN_OR_RETURN(ServePlan plan, PlanServe(request));
   if (!plan.fits) return absl::FailedPreconditionError(plan.shortage);
@@ -402,6 +417,7 @@ absl::StatusOr<v1::Job> Orchestrator::Serve(const v1::ServeRequest& request) {
                             ? "inst-" + common::GenerateToken().substr(0, 10)
                             : request.instance_id());
   *serve.mutable_extra_args() = request.extra_args();
+  serve.set_managed_by(managed_by);
   v1::Job job;
   job.set_kind("serve");
   job.set_model_name(request.model_name());

@@ -51,9 +51,10 @@ class Orchestrator final : public AgentListener {
   void OnInstancesChanged(const std::string& node_id,
                           const std::vector<v1::Instance>& instances) override;
 
-  // Room on one GPU of a node for instances: its budget (total x client.gpu_memory_fraction) less
-  // the larger of what its last heartbeat reports used and what GSwarm's own instances hold or
-  // are about to (each: its reported GPU memory, at least its model's size).
+  // Room on one GPU of a node for instances: its budget (total x client.gpu_memory_fraction)
+  // less what others hold (the last heartbeat's "used" less our instances' reported share) and
+  // what GSwarm's own instances hold or are about to (each: its reported GPU memory, at least its
+  // model's size).
   struct GpuRoom {
     std::string device;  // "gpu0", "gpu1", ...
     uint64_t budget_bytes = 0;
@@ -77,10 +78,14 @@ class Orchestrator final : public AgentListener {
   // for, else the one with most room, else the CPU. NOT_FOUND when no online node holds the
   // model; a plan that does not fit is not an error (the router makes room and plans again).
   absl::StatusOr<ServePlan> PlanServe(const v1::ServeRequest& request) const;
+  // Every node's plan, in that order of preference (one per node); never empty.
+  absl::StatusOr<std::vector<ServePlan>> PlanServeEverywhere(const v1::ServeRequest& request) const;
   // Starts an instance where PlanServe says. FAILED_PRECONDITION when the model does not fit the
   // GPU's budget (says needed vs free), NOT_FOUND when no online node holds it. Planning and
   // launching are one step, so concurrent serves never count the same room twice.
-  absl::StatusOr<v1::Job> Serve(const v1::ServeRequest& request);
+  // `managed_by` is recorded on the instance (v1::Instance.managed_by): "" for the operator's.
+  absl::StatusOr<v1::Job> Serve(const v1::ServeRequest& request,
+                                const std::string& managed_by = "");
   // Stops one instance; the job ends when its processes are gone.
   absl::StatusOr<v1::Job> StopInstance(const v1::Instance& instance, bool force);
 

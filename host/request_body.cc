@@ -204,35 +204,35 @@ std::string RequestBody::Rewrite(std::string_view body, const std::string& model
   const std::string model_json = json(model).dump();
   std::string out;
   out.reserve(body.size() + model_json.size() + 16);
-  size_t copied = 0;  // body[0, copied) is in `out` (or deliberately left out)
+  // '{', then each kept member after the separator that preceded it in the body (exactly one
+  // comma and the spacing around it), then what followed the last member ('}' and spacing).
+  out.append(body.substr(0, open_brace_ + 1));
+  bool first = true;
   if (!model_.has_value()) {
-    size_t kept = 0;
-    for (const Member& member : members_) kept += !drop_keep_alive || member.key != "keep_alive";
-    out.append(body.substr(0, open_brace_ + 1));
-    absl::StrAppend(&out, "\"model\":", model_json, kept == 0 ? "" : ",");
-    copied = open_brace_ + 1;
+    absl::StrAppend(&out, "\"model\":", model_json);
+    first = false;
   }
+  const size_t inside = open_brace_ + 1;
   for (size_t i = 0; i < members_.size(); ++i) {
     const Member& member = members_[i];
+    if (drop_keep_alive && member.key == "keep_alive") continue;
+    if (first) {
+      out.append(body.substr(inside, members_[0].begin - inside));  // leading spacing
+    } else if (i > 0) {
+      out.append(body.substr(members_[i - 1].end, member.begin - members_[i - 1].end));
+    } else {
+      out += ',';
+      out.append(body.substr(inside, member.begin - inside));
+    }
+    first = false;
     if (member.key == "model") {
-      out.append(body.substr(copied, member.value_begin - copied));
+      out.append(body.substr(member.begin, member.value_begin - member.begin));
       out.append(model_json);
-      copied = member.end;
-    } else if (drop_keep_alive && member.key == "keep_alive") {
-      // The member and one comma next to it: the following one, else the preceding one.
-      size_t from = member.begin;
-      size_t to = member.end;
-      if (i + 1 < members_.size()) {
-        to = members_[i + 1].begin;
-      } else if (i > 0) {
-        from = members_[i - 1].end;
-        if (from < copied) from = copied;  // the previous member was rewritten up to its end
-      }
-      out.append(body.substr(copied, from - copied));
-      copied = to;
+    } else {
+      out.append(body.substr(member.begin, member.end - member.begin));
     }
   }
-  out.append(body.substr(copied));
+  out.append(body.substr(members_.empty() ? inside : members_.back().end));
   return out;
 }
 

@@ -227,23 +227,23 @@ void Router::HandleInference(const httplib::Request& req, httplib::Response& res
     }
   }
   std::optional<absl::Duration> keep_alive;
-  if (body->keep_alive().has_value()) {
+  if (body->keep_alive().has_value() && !body->keep_alive()->is_null()) {
     absl::StatusOr<absl::Duration> parsed = ParseKeepAlive(*body->keep_alive());
     if (!parsed.ok()) return ReplyError(res, 400, parsed.status());
     keep_alive = *parsed;
   }
   // The engine knows the model by its own name, not by our alias, and "keep_alive" is ours; any
   // other body goes upstream byte for byte.
-  std::string upstream_body = aliased || keep_alive.has_value()
-                                  ? body->Rewrite(req.body, model, keep_alive.has_value())
-                                  : req.body;
+  const bool drop_keep_alive = body->keep_alive().has_value();
+  std::string upstream_body =
+      aliased || drop_keep_alive ? body->Rewrite(req.body, model, drop_keep_alive) : req.body;
   const bool stream = req.path != "/v1/embeddings" && body->stream();
 
   int http_status = 503;
   absl::StatusOr<std::unique_ptr<Lease>> lease = Acquire(model, deadline, &http_status);
   if (!lease.ok()) return ReplyError(res, http_status, lease.status());
   const Backend& backend = (*lease)->backend();
-  if (keep_alive.has_value()) placement_->KeepAlive(backend.instance_id, *keep_alive);
+  placement_->KeepAlive(backend.instance_id, keep_alive);
   std::string content_type = req.get_header_value("Content-Type");
   UpstreamCall call{
       .endpoint = backend.endpoint,
@@ -364,13 +364,22 @@ absl::StatusOr<Router::Backend> Router::AwaitLoad(const std::string& model, absl
   absl::StatusOr<Backend> result;
   {
     absl::MutexLock lock(&mu_);
+    // A request waiting for a load holds a server thread like one in the queue: the same bound.
+    if (waiting_ >= options_.max_queue) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "model \"", model, "\" is loading and ", waiting_,
+          " requests are already waiting (host.router_queue_size is full; retry after the "
+          "Retry-After header's seconds)"));
+    }
     if (!flights_.contains(model)) {
       spdlog::info("router: loading model {} for a request (no ready instance)", model);
     }
     std::shared_ptr<Flight> flight = EnsureLoading(model, &finished);
+    ++waiting_;
     while (!flight->done) {
       if (changed_.WaitWithDeadline(&mu_, deadline)) break;
     }
+    --waiting_;
     if (flight->done) {
       result = flight->result;
     } else {

@@ -15,6 +15,7 @@
 // send() flags 0, so a client that disconnects mid-stream would otherwise kill it.
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -60,10 +61,11 @@ class Router {
     // Entries for GET /v1/models: {"id", "object": "model", "owned_by": "gswarm", "size_mb",
     // "load_time_ms", ...}; the router adds "is_active".
     virtual std::vector<nlohmann::json> ModelEntries() = 0;
-    // A request's own "keep_alive" for the instance it was sent to (Ollama's): how long that
-    // instance may stay idle from now on; absl::InfiniteDuration(): for ever, zero: unload once
-    // idle.
-    virtual void KeepAlive(const std::string& instance_id, absl::Duration keep_alive) = 0;
+    // Every request's "keep_alive" for the instance it was sent to, as Ollama takes it: how long
+    // that instance may stay idle from now on (absl::InfiniteDuration(): for ever, zero: unload
+    // once idle); nullopt, for a request without one, restores the default.
+    virtual void KeepAlive(const std::string& instance_id,
+                           std::optional<absl::Duration> keep_alive) = 0;
   };
 
   struct Options {

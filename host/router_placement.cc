@@ -55,23 +55,39 @@ absl::Time RouterPlacement::LastUse(const std::string& id, const Loaded& loaded)
   return std::max(router_->LastUsed(id), loaded.loaded_at);
 }
 
-bool RouterPlacement::Unload(const std::string& id, absl::Time idle_since, const std::string& why,
-                             v1::Job* stop_job) {
+bool RouterPlacement::Evictable(const std::string& id, const Loaded& loaded, absl::Time now) const {
+  if (loaded.pinned || router_->InFlight(id) > 0) return false;
+  const bool never_used = router_->LastUsed(id) == absl::InfinitePast();
+  return !never_used || now - loaded.loaded_at >= options_.grace;
+}
+
+std::optional<RouterPlacement::Leaving> RouterPlacement::Retire(const std::string& id,
+                                                                absl::Time idle_since,
+                                                                const std::string& why) {
   auto it = loaded_.find(id);
-  if (it == loaded_.end() || !router_->TryRetire(id, idle_since)) return false;
+  if (it == loaded_.end() || !router_->TryRetire(id, idle_since)) return std::nullopt;
+  std::optional<v1::Instance> instance = instances_->Get(id);
   spdlog::info("instance={} model={}: unloading ({})", id, it->second.model, why);
+  Leaving leaving{instance.value_or(v1::Instance()), it->second};
+  leaving.instance.set_id(id);
   loaded_.erase(it);
   leaving_.insert(id);
-  std::optional<v1::Instance> instance = instances_->Get(id);
-  if (!instance.has_value()) return true;
-  absl::StatusOr<v1::Job> stop = orchestrator_->StopInstance(*instance, /*force=*/false);
+  return leaving;
+}
+
+std::optional<v1::Job> RouterPlacement::StopRetired(const Leaving& leaving) {
+  const std::string& id = leaving.instance.id();
+  absl::StatusOr<v1::Job> stop = orchestrator_->StopInstance(leaving.instance, /*force=*/false);
   if (!stop.ok()) {
-    spdlog::warn("instance={}: unload failed: {}", id, stop.status().message());
-  } else if (stop_job != nullptr) {
-    *stop_job = *std::move(stop);
+    spdlog::warn("instance={}: unload failed, it stays: {}", id, stop.status().message());
+    absl::MutexLock lock(&mu_);
+    leaving_.erase(id);
+    loaded_[id] = leaving.loaded;
+    router_->Forget(id);  // back in rotation
+    return std::nullopt;
   }
-  Demote(*instance);
-  return true;
+  Demote(leaving.instance);
+  return *std::move(stop);
 }
 
 void RouterPlacement::Demote(const v1::Instance& instance) {
@@ -81,16 +97,25 @@ void RouterPlacement::Demote(const v1::Instance& instance) {
   for (const v1::Replica& replica : model->replicas()) {
     if (replica.node_id() == instance.node_id() && replica.tier() == "dram") return;
   }
+  const std::string key = absl::StrCat(model->name(), "@", instance.node_id());
+  {
+    absl::MutexLock lock(&mu_);
+    if (auto it = demoting_.find(key); it != demoting_.end()) {
+      absl::StatusOr<v1::Job> job = orchestrator_->GetJob(it->second);
+      if (job.ok() && !IsTerminalJobState(job->state())) return;  // already on its way
+      demoting_.erase(it);
+    }
+  }
   std::optional<v1::NodeInfo> node = nodes_->Get(instance.node_id());
   if (!node.has_value() || node->state() != "online") return;
   const v1::MemoryUsage& memory = node->memory();
   const uint64_t budget = memory.dram_tier_budget_bytes();
-  const uint64_t used = std::min(budget, memory.dram_tier_used_bytes());
-  if (model->size_bytes() == 0 || model->size_bytes() > budget - used) {
+  const uint64_t free = budget - std::min(budget, memory.dram_tier_used_bytes());
+  if (model->size_bytes() == 0 || model->size_bytes() > free) {
     spdlog::info(
         "model={}: stays on disk only after leaving the GPU (needs {:.1f} GiB, the DRAM "
         "tier of node {} has {:.1f} GiB free)",
-        model->name(), GiB(model->size_bytes()), instance.node_id(), GiB(budget - used));
+        model->name(), GiB(model->size_bytes()), instance.node_id(), GiB(free));
     return;
   }
   v1::CopyRequest copy;
@@ -99,43 +124,61 @@ void RouterPlacement::Demote(const v1::Instance& instance) {
   copy.set_source_device("disk");
   copy.set_target_device("dram");
   absl::StatusOr<v1::Job> job = orchestrator_->Copy(copy);
-  if (job.ok()) {
-    spdlog::info("model={}: demoted to DRAM on node {} (job {}): its next load starts from there",
-                 model->name(), instance.node_id(), job->id());
-  } else {
+  if (!job.ok()) {
     spdlog::warn("model={}: demotion to DRAM failed: {}", model->name(), job.status().message());
+    return;
   }
+  spdlog::info("model={}: demoted to DRAM on node {} (job {}): its next load starts from there",
+               model->name(), instance.node_id(), job->id());
+  absl::MutexLock lock(&mu_);
+  demoting_[key] = job->id();
 }
 
 void RouterPlacement::ReapIdle() {
-  absl::MutexLock lock(&mu_);
-  const absl::Time now = absl::Now();
-  std::vector<std::string> gone, idle;
-  for (const auto& [id, loaded] : loaded_) {
-    std::optional<v1::Instance> instance = instances_->Get(id);
-    if (!instance.has_value() || !IsActiveInstanceState(instance->state())) {
-      gone.push_back(id);
-    } else if (!loaded.pinned && loaded.keep_alive != absl::InfiniteDuration() &&
-               LastUse(id, loaded) + loaded.keep_alive <= now) {
-      idle.push_back(id);
+  std::vector<Leaving> idle;
+  {
+    absl::MutexLock lock(&mu_);
+    const absl::Time now = absl::Now();
+    // Instances the router loaded before a host restart rejoin the pool.
+    for (const v1::Instance& instance : instances_->List()) {
+      if (instance.state() != "ready" || instance.managed_by().empty() ||
+          loaded_.contains(instance.id()) || leaving_.contains(instance.id())) {
+        continue;
+      }
+      const bool pinned = instance.managed_by() == "preload";
+      loaded_[instance.id()] =
+          Loaded{instance.model_name(), now, pinned ? absl::InfiniteDuration() : DefaultKeepAlive(),
+                 pinned};
     }
+    std::vector<std::string> gone;
+    std::vector<std::pair<std::string, absl::Duration>> expired;
+    for (const auto& [id, loaded] : loaded_) {
+      std::optional<v1::Instance> instance = instances_->Get(id);
+      if (!instance.has_value() || !IsActiveInstanceState(instance->state())) {
+        gone.push_back(id);
+      } else if (!loaded.pinned && loaded.keep_alive != absl::InfiniteDuration() &&
+                 LastUse(id, loaded) + loaded.keep_alive <= now) {
+        expired.emplace_back(id, loaded.keep_alive);
+      }
+    }
+    for (const std::string& id : gone) {
+      loaded_.erase(id);
+      router_->Forget(id);
+    }
+    for (const auto& [id, keep_alive] : expired) {
+      std::optional<Leaving> leaving =
+          Retire(id, now - keep_alive, absl::StrCat("idle for ", absl::FormatDuration(keep_alive)));
+      if (leaving.has_value()) idle.push_back(*std::move(leaving));
+    }
+    // Instances on their way out leave the router's books once the table shows them ended.
+    absl::erase_if(leaving_, [this](const std::string& id) {
+      std::optional<v1::Instance> instance = instances_->Get(id);
+      if (instance.has_value() && IsActiveInstanceState(instance->state())) return false;
+      router_->Forget(id);
+      return true;
+    });
   }
-  for (const std::string& id : gone) {
-    loaded_.erase(id);
-    router_->Forget(id);
-  }
-  for (const std::string& id : idle) {
-    const absl::Duration keep_alive = loaded_[id].keep_alive;
-    Unload(id, now - keep_alive, absl::StrCat("idle for ", absl::FormatDuration(keep_alive)),
-           nullptr);
-  }
-  // Instances on their way out leave the router's books once the table shows them ended.
-  absl::erase_if(leaving_, [this](const std::string& id) {
-    std::optional<v1::Instance> instance = instances_->Get(id);
-    if (instance.has_value() && IsActiveInstanceState(instance->state())) return false;
-    router_->Forget(id);
-    return true;
-  });
+  for (const Leaving& leaving : idle) StopRetired(leaving);
 }
 
 void RouterPlacement::KeepPreloaded() {
@@ -172,10 +215,13 @@ bool RouterPlacement::IsKnownModel(const std::string& model) {
   return registry_->GetModel(model).ok();
 }
 
-void RouterPlacement::KeepAlive(const std::string& instance_id, absl::Duration keep_alive) {
+void RouterPlacement::KeepAlive(const std::string& instance_id,
+                                std::optional<absl::Duration> keep_alive) {
   absl::MutexLock lock(&mu_);
   auto it = loaded_.find(instance_id);
-  if (it != loaded_.end() && !it->second.pinned) it->second.keep_alive = keep_alive;
+  if (it != loaded_.end() && !it->second.pinned) {
+    it->second.keep_alive = keep_alive.value_or(DefaultKeepAlive());
+  }
 }
 
 void RouterPlacement::Describe(v1::Instance* instance) const {
@@ -200,88 +246,112 @@ void RouterPlacement::Describe(v1::Instance* instance) const {
 }
 
 absl::Status RouterPlacement::MakeRoomInCount(const std::string& model) {
-  absl::MutexLock lock(&mu_);
-  if (options_.max_loaded_models > 0) {
-    absl::flat_hash_set<std::string> busy;  // a request got there between the look and the retire
-    while (static_cast<int>(loaded_.size()) + loading_ >= options_.max_loaded_models) {
-      std::string victim;
-      absl::Time oldest = absl::InfiniteFuture();
-      for (const auto& [id, loaded] : loaded_) {
-        if (loaded.pinned || busy.contains(id) || router_->InFlight(id) > 0) continue;
-        if (const absl::Time last = LastUse(id, loaded); last < oldest) {
-          oldest = last;
-          victim = id;
+  std::vector<Leaving> victims;
+  {
+    absl::MutexLock lock(&mu_);
+    if (options_.max_loaded_models > 0) {
+      const absl::Time now = absl::Now();
+      while (static_cast<int>(loaded_.size()) + loading_ >= options_.max_loaded_models) {
+        std::string victim;
+        absl::Time oldest = absl::InfiniteFuture();
+        for (const auto& [id, loaded] : loaded_) {
+          if (!Evictable(id, loaded, now)) continue;
+          if (const absl::Time last = LastUse(id, loaded); last < oldest) {
+            oldest = last;
+            victim = id;
+          }
         }
-      }
-      if (victim.empty()) {
-        return absl::ResourceExhaustedError(absl::StrCat(
-            "host.max_loaded_models (", options_.max_loaded_models,
-            ") are loaded and every one is serving requests or kept by host.preload: retry "
-            "shortly"));
-      }
-      if (!Unload(victim, absl::Now(),
-                  absl::StrCat("making room for ", model, " (max_loaded_models)"), nullptr)) {
-        busy.insert(victim);
+        std::optional<Leaving> leaving;
+        if (!victim.empty()) {
+          leaving = Retire(victim, now,
+                           absl::StrCat("making room for ", model, " (host.max_loaded_models)"));
+          if (!leaving.has_value()) continue;  // a request got there first: pick again
+        }
+        if (!leaving.has_value()) {
+          return absl::ResourceExhaustedError(absl::StrCat(
+              "host.max_loaded_models (", options_.max_loaded_models, ") are loaded or loading ",
+              "and none can leave now (serving requests, just loaded, or kept by host.preload): "
+              "retry shortly"));
+        }
+        victims.push_back(*std::move(leaving));
       }
     }
+    ++loading_;
   }
-  ++loading_;
+  for (const Leaving& leaving : victims) StopRetired(leaving);
   return absl::OkStatus();
 }
 
-std::string RouterPlacement::MakeRoomOnGpu(const std::string& model,
-                                           const Orchestrator::ServePlan& plan, bool any_gpu,
-                                           std::vector<v1::Job>* stops) {
-  absl::MutexLock lock(&mu_);
-  // What could leave, per GPU of the node: idle instances the router loaded, not kept.
-  absl::flat_hash_map<std::string, std::vector<Candidate>> by_gpu;
-  for (const v1::Instance& instance : instances_->List("", plan.node_id)) {
-    auto it = loaded_.find(instance.id());
-    if (instance.state() != "ready" || it == loaded_.end() || it->second.pinned ||
-        router_->InFlight(instance.id()) > 0) {
-      continue;
+RouterPlacement::Room RouterPlacement::MakeRoomOnGpu(
+    const std::string& model, const std::vector<Orchestrator::ServePlan>& plans, bool any_gpu) {
+  Room room;
+  std::vector<Leaving> victims;
+  {
+    absl::MutexLock lock(&mu_);
+    const absl::Time now = absl::Now();
+    for (const Orchestrator::ServePlan& plan : plans) {
+      // What could leave, per GPU of the node.
+      absl::flat_hash_map<std::string, std::vector<Candidate>> by_gpu;
+      for (const v1::Instance& instance : instances_->List("", plan.node_id)) {
+        auto it = loaded_.find(instance.id());
+        if (instance.state() != "ready" || it == loaded_.end() ||
+            !Evictable(instance.id(), it->second, now)) {
+          continue;
+        }
+        uint64_t bytes = instance.gpu_memory_bytes();
+        if (absl::StatusOr<v1::Model> served = registry_->GetModel(instance.model_name());
+            served.ok()) {
+          bytes = std::max<uint64_t>(bytes, served->size_bytes());
+        }
+        by_gpu[instance.gpu_device()].push_back(
+            {instance.id(), LastUse(instance.id(), it->second), bytes});
+      }
+      // The GPU where the least has to leave for the model to fit, least recently used first.
+      std::vector<Candidate> chosen;
+      uint64_t chosen_bytes = 0;
+      for (const Orchestrator::GpuRoom& gpu : plan.gpus) {
+        if (!any_gpu && gpu.device != plan.gpu) continue;
+        std::vector<Candidate>& candidates = by_gpu[gpu.device];
+        std::sort(candidates.begin(), candidates.end(),
+                  [](const Candidate& a, const Candidate& b) { return a.last_used < b.last_used; });
+        std::vector<Candidate> leaving;
+        uint64_t freed = 0;
+        for (const Candidate& candidate : candidates) {
+          if (gpu.free_bytes + freed >= plan.needed_bytes) break;
+          leaving.push_back(candidate);
+          freed += candidate.bytes;
+        }
+        if (gpu.free_bytes + freed < plan.needed_bytes) continue;
+        if (room.gpu.empty() || freed < chosen_bytes) {
+          room.gpu = gpu.device;
+          chosen = std::move(leaving);
+          chosen_bytes = freed;
+        }
+      }
+      if (room.gpu.empty()) continue;
+      room.node_id = plan.node_id;
+      const std::string why =
+          absl::StrFormat("making room for %s on node %s %s: %.1f GiB needed", model, plan.node_id,
+                          room.gpu, GiB(plan.needed_bytes));
+      for (const Candidate& candidate : chosen) {
+        std::optional<Leaving> leaving = Retire(candidate.id, now, why);
+        if (leaving.has_value()) {
+          victims.push_back(*std::move(leaving));
+        } else {
+          room.raced = true;
+        }
+      }
+      break;
     }
-    uint64_t bytes = instance.gpu_memory_bytes();
-    if (absl::StatusOr<v1::Model> served = registry_->GetModel(instance.model_name());
-        served.ok()) {
-      bytes = std::max<uint64_t>(bytes, served->size_bytes());
-    }
-    by_gpu[instance.gpu_device()].push_back({instance, LastUse(instance.id(), it->second), bytes});
   }
-  // The GPU where the least has to leave for the model to fit, least recently used first.
-  std::string best_gpu;
-  std::vector<Candidate> best_victims;
-  uint64_t best_freed = 0;
-  for (const Orchestrator::GpuRoom& room : plan.gpus) {
-    if (!any_gpu && room.device != plan.gpu) continue;
-    std::vector<Candidate>& candidates = by_gpu[room.device];
-    std::sort(candidates.begin(), candidates.end(),
-              [](const Candidate& a, const Candidate& b) { return a.last_used < b.last_used; });
-    std::vector<Candidate> victims;
-    uint64_t freed = 0;
-    for (const Candidate& candidate : candidates) {
-      if (room.free_bytes + freed >= plan.needed_bytes) break;
-      victims.push_back(candidate);
-      freed += candidate.bytes;
-    }
-    if (room.free_bytes + freed < plan.needed_bytes) continue;
-    if (best_gpu.empty() || freed < best_freed) {
-      best_gpu = room.device;
-      best_victims = std::move(victims);
-      best_freed = freed;
+  for (const Leaving& leaving : victims) {
+    if (std::optional<v1::Job> stop = StopRetired(leaving)) {
+      room.stops.push_back(*std::move(stop));
+    } else {
+      room.raced = true;  // it stays: plan again
     }
   }
-  if (best_gpu.empty()) return "";
-  const absl::Time now = absl::Now();
-  for (const Candidate& victim : best_victims) {
-    v1::Job stop;
-    const std::string why = absl::StrFormat("making room for %s on node %s %s: %.1f GiB needed",
-                                            model, plan.node_id, best_gpu, GiB(plan.needed_bytes));
-    if (Unload(victim.instance.id(), now, why, &stop) && !stop.id().empty()) {
-      stops->push_back(std::move(stop));
-    }
-  }
-  return best_gpu;
+  return room;
 }
 
 absl::StatusOr<Router::Backend> RouterPlacement::Load(const std::string& model,
@@ -292,39 +362,53 @@ absl::StatusOr<Router::Backend> RouterPlacement::Load(const std::string& model,
     --loading_;
   };
   // The orchestrator places it: a node holding the model in DRAM before disk, a GPU with room.
-  // When that GPU is short, idle instances leave it and the plan is made again once the node
-  // reports their memory free.
-  v1::ServeRequest request;
-  request.set_model_name(model);
+  // When the GPUs are short, idle instances leave one and the plan is made again there.
+  v1::ServeRequest pinned;  // where room was made, once it was
+  pinned.set_model_name(model);
   absl::Time settle_until = absl::InfinitePast();  // no more evictions before then
   absl::StatusOr<v1::Job> job;
   for (;;) {
-    ASSIGN_OR_RETURN(Orchestrator::ServePlan plan, orchestrator_->PlanServe(request));
+    ASSIGN_OR_RETURN(Orchestrator::ServePlan plan, orchestrator_->PlanServe(pinned));
     if (plan.fits) {
+      v1::ServeRequest request = pinned;
       request.set_node(plan.node_id);
       request.set_gpu_device(plan.gpu);
       request.set_source_device(plan.tier);
-      job = orchestrator_->Serve(request);
+      job = orchestrator_->Serve(request, IsPreloaded(model) ? "preload" : "router");
       // Another load may have taken the room between the plan and the serve: plan again.
       if (job.ok() || !absl::IsFailedPrecondition(job.status())) break;
     } else if (absl::Now() >= settle_until) {
-      std::vector<v1::Job> stops;
-      const std::string gpu =
-          MakeRoomOnGpu(model, plan, /*any_gpu=*/request.gpu_device().empty(), &stops);
-      if (gpu.empty()) {
+      ASSIGN_OR_RETURN(std::vector<Orchestrator::ServePlan> plans,
+                       orchestrator_->PlanServeEverywhere(pinned));
+      bool could_fit = false;
+      for (const Orchestrator::ServePlan& candidate : plans) {
+        for (const Orchestrator::GpuRoom& gpu : candidate.gpus) {
+          could_fit |= gpu.budget_bytes >= candidate.needed_bytes;
+        }
+      }
+      if (!could_fit) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            plan.shortage, "; it is larger than any GPU's whole budget, so no eviction helps"));
+      }
+      Room room = MakeRoomOnGpu(model, plans, /*any_gpu=*/pinned.gpu_device().empty());
+      if (room.node_id.empty() && !room.raced) {
         return absl::ResourceExhaustedError(absl::StrCat(
             plan.shortage,
-            "; no idle instance the router loaded there can make room (instances with requests "
-            "in flight, kept by host.preload or started with gswarm serve stay)"));
+            "; no idle instance the router loaded can make room there (instances with requests "
+            "in flight, just loaded, kept by host.preload or started with gswarm serve stay)"));
       }
-      request.set_node(plan.node_id);
-      request.set_gpu_device(gpu);
-      for (const v1::Job& stop : stops) {
+      if (!room.node_id.empty()) {
+        pinned.set_node(room.node_id);
+        pinned.set_gpu_device(room.gpu);
+      }
+      for (const v1::Job& stop : room.stops) {
         absl::StatusOr<v1::Job> stopped = orchestrator_->WaitJob(stop.id(), deadline);
         if (!stopped.ok()) return stopped.status();
       }
-      settle_until = absl::Now() + options_.release_wait;
-      continue;  // plan again at once: the stop reported the memory freed
+      if (!room.raced) {
+        settle_until = absl::Now() + options_.release_wait;
+        continue;  // plan again at once: the stops reported the memory freed
+      }
     }
     if (absl::Now() >= deadline) {
       return absl::DeadlineExceededError(

@@ -48,6 +48,9 @@ class RouterPlacement final : public Router::Placement {
     absl::Duration release_wait = absl::Seconds(30);
     // How often idle instances and preloads are checked.
     absl::Duration tick = absl::Milliseconds(500);
+    // A new instance no request has used yet is not evicted for this long: the requests that
+    // asked for it are on their way.
+    absl::Duration grace = absl::Seconds(30);
   };
 
   // The parts must outlive the placement.
@@ -64,7 +67,7 @@ class RouterPlacement final : public Router::Placement {
   bool IsKnownModel(const std::string& model) override;
   absl::StatusOr<Router::Backend> Load(const std::string& model, absl::Time deadline) override;
   std::vector<nlohmann::json> ModelEntries() override;
-  void KeepAlive(const std::string& instance_id, absl::Duration keep_alive) override;
+  void KeepAlive(const std::string& instance_id, std::optional<absl::Duration> keep_alive) override;
 
   // Fills what the pool knows of `instance`: managed_by, unload_at, and from the router its
   // requests in flight and last use.
@@ -77,37 +80,56 @@ class RouterPlacement final : public Router::Placement {
     absl::Duration keep_alive;  // from host.keep_alive_s, or the last request's own
     bool pinned = false;        // host.preload: kept loaded
   };
+  // An instance taken out of the pool, to be stopped outside the lock.
+  struct Leaving {
+    v1::Instance instance;
+    Loaded loaded;
+  };
   // An instance that can leave now, and what it frees.
   struct Candidate {
-    v1::Instance instance;
+    std::string id;
     absl::Time last_used;
     uint64_t bytes = 0;
   };
-
   struct PreloadState {
     absl::Time retry_at = absl::InfinitePast();
     int attempts = 0;
   };
+  // What MakeRoomOnGpu did.
+  struct Room {
+    std::string node_id;  // where room is being made; empty: nowhere can it be made
+    std::string gpu;
+    std::vector<v1::Job> stops;  // to wait for
+    bool raced = false;          // a request took a chosen instance first: plan again
+  };
 
   absl::Duration DefaultKeepAlive() const;
   bool IsPreloaded(const std::string& model) const;
-  // When the instance was last used (or loaded, if later). REQUIRES: mu_ held.
+  // When the instance was last used (or loaded, if later).
   absl::Time LastUse(const std::string& id, const Loaded& loaded) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Retires (Router::TryRetire) and stops an instance idle since `idle_since`; false if a request
-  // got there first. Demotes its model to DRAM when there is room.
-  bool Unload(const std::string& id, absl::Time idle_since, const std::string& why,
-              v1::Job* stop_job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void Demote(const v1::Instance& instance);
-  // max_loaded_models: unloads the least recently used idle instance until there is room for one
-  // more. RESOURCE_EXHAUSTED when every one is busy or pinned.
+  // Whether the instance may leave to make room now: no request in flight, not kept, and not a
+  // new one whose first requests have yet to reach it (options_.grace).
+  bool Evictable(const std::string& id, const Loaded& loaded, absl::Time now) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Takes the instance out of the pool if no request used it after `idle_since` (atomically
+  // with leasing: Router::TryRetire); nullopt if a request got there first.
+  std::optional<Leaving> Retire(const std::string& id, absl::Time idle_since,
+                                const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Asks the node to stop a retired instance and demotes its model to DRAM when there is room.
+  // If the stop cannot be sent, the instance goes back into the pool.
+  std::optional<v1::Job> StopRetired(const Leaving& leaving) ABSL_LOCKS_EXCLUDED(mu_);
+  void Demote(const v1::Instance& instance) ABSL_LOCKS_EXCLUDED(mu_);
+  // max_loaded_models: unloads the least recently used evictable instances until there is room
+  // for one more, and counts the load. RESOURCE_EXHAUSTED when none can go.
   absl::Status MakeRoomInCount(const std::string& model);
-  // GPU room: stops idle instances on the plan's node, least recently used first, until
-  // `plan.needed_bytes` fit on one GPU (the plan's, or with `any_gpu` the one where the least
-  // has to leave); that GPU is returned, empty when no GPU can be freed enough. `stops`
-  // receives the stop jobs to wait for.
-  std::string MakeRoomOnGpu(const std::string& model, const Orchestrator::ServePlan& plan,
-                            bool any_gpu, std::vector<v1::Job>* stops);
+  // GPU room on the first of `plans` (nodes in preference order) where idle instances can free
+  // enough: they leave least recently used first, only as many as `needed` requires, on the
+  // plan's GPU (or with `any_gpu`, the GPU where the least has to leave).
+  Room MakeRoomOnGpu(const std::string& model, const std::vector<Orchestrator::ServePlan>& plans,
+                     bool any_gpu);
+  // Instances the router loaded before a host restart (the agents report managed_by) rejoin the
+  // pool; ended ones leave it.
   void ReapIdle();
   void KeepPreloaded();
 
@@ -121,9 +143,11 @@ class RouterPlacement final : public Router::Placement {
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, Loaded> loaded_ ABSL_GUARDED_BY(mu_);
   int loading_ ABSL_GUARDED_BY(mu_) = 0;  // loads between MakeRoomInCount and their end
-  // Unloaded, not yet reported ended: the router forgets them then.
+  // Retired, not yet reported ended: the router forgets them then.
   absl::flat_hash_set<std::string> leaving_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, PreloadState> preload_ ABSL_GUARDED_BY(mu_);
+  // Demotions under way, "model@node" -> the copy job.
+  absl::flat_hash_map<std::string, std::string> demoting_ ABSL_GUARDED_BY(mu_);
   absl::Notification stop_;
   std::thread reaper_;
 };

@@ -225,6 +225,26 @@ class UnloadTest(RouterTestCase):
         (inst,) = self.active(MODEL_A)
         self.assertEqual(inst.get("source_tier"), "dram", inst)
 
+    def test_instances_the_router_loaded_stay_its_own_across_a_host_restart(self):
+        host, agent = self.start_router_cluster(host_extra={"keep_alive_s": 4})
+        status, body, _ = self.v1("/v1/chat/completions", chat_body(MODEL_A, "before"))
+        self.assertEqual(status, 200, body)
+        (inst,) = self.active(MODEL_A)
+        self.assertEqual(host.stop(), 0, "host exit code on SIGTERM")
+        self.assertIsNone(agent.poll(), "the agent (and its instance) outlive the host")
+        host2 = self.start_host()
+        self.wait_node("node-a", "online", procs=[host2, agent])
+        # The agent reports who loaded it; the new host's router takes it back into its pool:
+        # it serves, and it unloads when idle like any instance the router loaded.
+        (again,) = self.active(MODEL_A)
+        self.assertEqual((again["id"], again.get("managed_by")), (inst["id"], "router"), again)
+        status, body, _ = self.v1("/v1/chat/completions", chat_body(MODEL_A, "after"))
+        self.assertEqual(status, 200, body)
+        self.assertEqual([i["id"] for i in self.active(MODEL_A)], [inst["id"]])
+        wait_until(lambda: not self.active(MODEL_A), 30,
+                   "the adopted instance to unload after keep_alive_s",
+                   describe=lambda: self.serving(MODEL_A))
+
     def test_request_keep_alive_overrides_the_default(self):
         self.start_router_cluster(host_extra={"keep_alive_s": -1})
         # "keep_alive": 0 (Ollama's "unload when done"): gone once the answer is out.

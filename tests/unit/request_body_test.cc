@@ -98,6 +98,9 @@ TEST(RequestBodyTest, RewriteChangesOnlyTheModelAndKeepAlive) {
            {R"({"model": "x", "keep_alive": 1})", R"({"model": "m"})"},
            {R"({"keep_alive": 1, "model": "x"})", R"({"model": "m"})"},
            {R"({"keep_alive": 1, "keep_alive": 2})", R"({"model":"m"})"},
+           {R"({"a":1,"keep_alive":1,"keep_alive":2})", R"({"model":"m","a":1})"},
+           {R"({"keep_alive":1, "a":1, "keep_alive":2, "b":2})", R"({"model":"m", "a":1, "b":2})"},
+           {R"({"model":"x","keep_alive":1,"keep_alive":2})", R"({"model":"m"})"},
            {R"({"model": "x", "model": "y"})", R"({"model": "m", "model": "m"})"},
            {R"({"a": "quote\"s"})", R"({"model":"m","a": "quote\"s"})"},
        }) {
@@ -124,6 +127,7 @@ TEST(RequestBodyTest, AgreesWithAFullParserOnMutatedBodies) {
       R"({"model": "llama", "messages": [{"role": "user", "content": "hi \"there\" \\ \u00e9"}], "stream": true, "temperature": 0.7, "stop": ["\n", "}"], "logit_bias": {"50256": -100}, "keep_alive": -1})",
       R"({"prompt": ["a", "b"], "max_tokens": 16, "n": 1, "echo": false, "seed": null, "top_p": 1e-3})",
       R"( { "input" : [ [1, 2, 3], [-4.5E+2] ] , "model":"e" } )",
+      R"({"keep_alive": 1, "model": "a", "keep_alive": "5m", "x": {}, "keep_alive": null})",
   };
   const std::string alphabet = "{}[]:,\"\\ 0123456789.-+eEtrufalsn\n\tabc";
   std::mt19937 rng(1234);

@@ -94,9 +94,12 @@ class FakeAgent final : public NodeRegistry::Session {
     std::lock_guard<std::mutex> lock(mu_);
     return dram_copies_;
   }
-  // An instance started by the operator (gswarm serve), outside the router.
-  void AddForeignInstance(const std::string& id, const std::string& model, int gpu) {
+  // An instance started outside this placement: by the operator (gswarm serve), or with
+  // `managed_by` by the router of an earlier host process.
+  void AddForeignInstance(const std::string& id, const std::string& model, int gpu,
+                          const std::string& managed_by = "") {
     v1::Instance instance = NewInstance(id, model, absl::StrCat("gpu", gpu), "disk");
+    instance.set_managed_by(managed_by);
     {
       std::lock_guard<std::mutex> lock(mu_);
       used_[gpu] += instance.gpu_memory_bytes();
@@ -327,7 +330,7 @@ TEST_F(PlacementTest, AnInstanceWithARequestInFlightIsNeverEvicted) {
   AddModel("a", 12);
   AddModel("b", 12);
   AddModel("big", 30);
-  Start({.keep_alive_s = -1});
+  Start({.keep_alive_s = -1, .grace = absl::ZeroDuration()});
   ASSERT_TRUE(Load("a").ok());
   ASSERT_TRUE(Load("b").ok());
   {
@@ -354,7 +357,7 @@ TEST_F(PlacementTest, OperatorInstancesAndPreloadedModelsStay) {
   AddModel("kept", 12);
   AddModel("a", 12);
   AddModel("big", 20);
-  Start({.keep_alive_s = -1, .preload = {"kept"}});
+  Start({.keep_alive_s = -1, .preload = {"kept"}, .grace = absl::ZeroDuration()});
   // The preload comes up by itself.
   ASSERT_TRUE(testing::WaitFor([&] { return Ready("kept"); }, absl::Seconds(10)));
   agent_->AddForeignInstance("op-1", "mine", 0);
@@ -379,7 +382,8 @@ TEST_F(PlacementTest, EvictionDemotesADiskModelToDramWhenTheBudgetAllows) {
   AddModel("a", 12);
   AddModel("b", 12);
   AddModel("c", 12, "dram");
-  Start({.keep_alive_s = -1}, 1, 20 * kGiB, 30 * kGiB);  // room for one instance
+  Start({.keep_alive_s = -1, .grace = absl::ZeroDuration()}, 1, 20 * kGiB,
+        30 * kGiB);  // room for one instance
   ASSERT_TRUE(Load("a").ok());
   ASSERT_TRUE(Load("b").ok());  // "a" leaves the GPU and goes to DRAM
   EXPECT_EQ(agent_->stopped(), (std::vector<std::string>{"a"}));
@@ -398,7 +402,7 @@ TEST_F(PlacementTest, EvictionDemotesADiskModelToDramWhenTheBudgetAllows) {
 TEST_F(PlacementTest, NoDemotionWhenTheDramTierIsShort) {
   AddModel("a", 12);
   AddModel("b", 12);
-  Start({.keep_alive_s = -1}, 1, 20 * kGiB, 8 * kGiB);
+  Start({.keep_alive_s = -1, .grace = absl::ZeroDuration()}, 1, 20 * kGiB, 8 * kGiB);
   ASSERT_TRUE(Load("a").ok());
   ASSERT_TRUE(Load("b").ok());
   EXPECT_EQ(agent_->stopped(), (std::vector<std::string>{"a"}));
@@ -409,13 +413,16 @@ TEST_F(PlacementTest, IdleInstancesUnloadAfterTheirKeepAlive) {
   AddModel("a", 1);
   AddModel("b", 1);
   AddModel("c", 1);
-  Start({.keep_alive_s = 0.3});
-  ASSERT_TRUE(Load("a").ok());
+  Start({.keep_alive_s = 1});
   absl::StatusOr<Router::Backend> b = Load("b");
-  absl::StatusOr<Router::Backend> c = Load("c");
-  ASSERT_TRUE(b.ok() && c.ok());
+  ASSERT_TRUE(b.ok());
   placement_->KeepAlive(b->instance_id, absl::InfiniteDuration());  // "keep_alive": -1
-  placement_->KeepAlive(c->instance_id, absl::ZeroDuration());      // "keep_alive": 0
+  absl::StatusOr<Router::Backend> c = Load("c");
+  ASSERT_TRUE(c.ok());
+  placement_->KeepAlive(c->instance_id, absl::ZeroDuration());  // "keep_alive": 0
+  ASSERT_TRUE(testing::WaitFor([&] { return agent_->stopped().size() == 1; }, absl::Seconds(10)));
+  EXPECT_EQ(agent_->stopped(), (std::vector<std::string>{"c"}));  // at once, not after 1 s
+  ASSERT_TRUE(Load("a").ok());
   ASSERT_TRUE(testing::WaitFor([&] { return agent_->stopped().size() == 2; }, absl::Seconds(10)));
   EXPECT_EQ(agent_->stopped(), (std::vector<std::string>{"c", "a"}));
   EXPECT_FALSE(Ready("a"));
@@ -426,13 +433,50 @@ TEST_F(PlacementTest, IdleInstancesUnloadAfterTheirKeepAlive) {
 
 TEST_F(PlacementTest, MaxLoadedModelsMakesRoomFromTheLeastRecentlyUsed) {
   for (const char* name : {"a", "b", "c"}) AddModel(name, 1);
-  Start({.keep_alive_s = -1, .max_loaded_models = 2});
+  Start({.keep_alive_s = -1, .max_loaded_models = 2, .grace = absl::ZeroDuration()});
   ASSERT_TRUE(Load("a").ok());
   ASSERT_TRUE(Load("b").ok());
   USE("a");
   ASSERT_TRUE(Load("c").ok());
   EXPECT_EQ(agent_->stopped(), (std::vector<std::string>{"b"}));
   EXPECT_TRUE(Ready("a"));
+}
+
+TEST_F(PlacementTest, ANewInstanceIsNotEvictedBeforeItsFirstRequest) {
+  AddModel("a", 12);
+  AddModel("big", 30);
+  Start({.keep_alive_s = -1, .grace = absl::Seconds(60)});
+  ASSERT_TRUE(Load("a").ok());
+  // The requests that asked for "a" have not reached it yet: it stays.
+  absl::StatusOr<Router::Backend> big = Load("big");
+  ASSERT_TRUE(absl::IsResourceExhausted(big.status())) << big.status();
+  EXPECT_NE(big.status().message().find("just loaded"), absl::string_view::npos) << big.status();
+  EXPECT_TRUE(agent_->stopped().empty());
+  USE("a");  // served: now it may go when idle
+  ASSERT_TRUE(Load("big").ok());
+  EXPECT_EQ(agent_->stopped(), (std::vector<std::string>{"a"}));
+}
+
+TEST_F(PlacementTest, AModelLargerThanAnyGpuIsRefusedWithoutEvicting) {
+  AddModel("a", 12);
+  AddModel("huge", 50);
+  Start({.keep_alive_s = -1, .grace = absl::ZeroDuration()});
+  ASSERT_TRUE(Load("a").ok());
+  absl::StatusOr<Router::Backend> huge = Load("huge");
+  ASSERT_TRUE(absl::IsFailedPrecondition(huge.status())) << huge.status();
+  EXPECT_NE(huge.status().message().find("larger than any GPU's whole budget"),
+            absl::string_view::npos)
+      << huge.status();
+  EXPECT_TRUE(agent_->stopped().empty());
+}
+
+TEST_F(PlacementTest, InstancesLoadedBeforeAHostRestartRejoinThePool) {
+  AddModel("a", 1);
+  Start({.keep_alive_s = 0.5});
+  // An instance the router of an earlier host process loaded, as the agent reports it.
+  agent_->AddForeignInstance("inst-old", "a", 0, "router");
+  ASSERT_TRUE(testing::WaitFor([&] { return agent_->stopped().size() == 1; }, absl::Seconds(10)));
+  EXPECT_EQ(agent_->stopped(), (std::vector<std::string>{"a"}));
 }
 
 TEST_F(PlacementTest, ConcurrentLoadsNeverOverbookAGpu) {

@@ -162,15 +162,16 @@ class TestPlacement : public Router::Placement {
     if (backend.ok()) AddReady(*backend);
     return backend;
   }
-  void KeepAlive(const std::string& instance_id, absl::Duration keep_alive) override {
+  void KeepAlive(const std::string& instance_id,
+                 std::optional<absl::Duration> keep_alive) override {
     absl::MutexLock lock(&mu_);
     keep_alive_[instance_id] = keep_alive;
   }
+  // The last request's keep_alive for the instance (nullopt: it had none).
   std::optional<absl::Duration> keep_alive(const std::string& instance_id) {
     absl::MutexLock lock(&mu_);
     auto it = keep_alive_.find(instance_id);
-    if (it == keep_alive_.end()) return std::nullopt;
-    return it->second;
+    return it == keep_alive_.end() ? std::nullopt : it->second;
   }
   std::vector<json> ModelEntries() override {
     absl::MutexLock lock(&mu_);
@@ -190,7 +191,7 @@ class TestPlacement : public Router::Placement {
   absl::flat_hash_set<std::string> known_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, std::vector<Backend>> ready_ ABSL_GUARDED_BY(mu_);
   LoadFn load_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<std::string, absl::Duration> keep_alive_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, std::optional<absl::Duration>> keep_alive_ ABSL_GUARDED_BY(mu_);
   std::atomic<int> load_calls_ = 0;
 };
 
@@ -624,6 +625,17 @@ TEST_F(RouterTest, KeepAliveGoesToThePlacementNotToTheEngine) {
     const json keys = a_->Stats()["last_request_keys"];
     EXPECT_EQ(std::count(keys.begin(), keys.end(), "keep_alive"), 0) << keys;
     EXPECT_EQ(std::count(keys.begin(), keys.end(), "max_tokens"), 1) << keys;
+  }
+  // None, or null: the default again, as in Ollama.
+  json with_null = Chat("m", 1);
+  with_null["keep_alive"] = nullptr;
+  for (const json& body : {with_null, Chat("m", 1)}) {
+    ASSERT_TRUE(placement_.keep_alive("a").has_value());
+    Reply reply = Post("/v1/chat/completions", body);
+    ASSERT_EQ(reply.status, 200) << reply.body;
+    EXPECT_EQ(placement_.keep_alive("a"), std::nullopt) << body;
+    EXPECT_EQ(a_->Stats()["last_request_keys"].dump().find("keep_alive"), std::string::npos);
+    placement_.KeepAlive("a", absl::Seconds(1));
   }
   for (const json& bad : {json("soon"), json(true), json::object(), json("1x")}) {
     json body = Chat("m", 1);

@@ -104,6 +104,28 @@ TEST_F(ServePlacementTest, NoGpusMeansCpuAndANamedGpuIsRefused) {
   EXPECT_TRUE(absl::IsInvalidArgument(orchestrator_->Serve(Request("tpu3")).status()));
 }
 
+TEST_F(ServePlacementTest, InstancesStartingCountWithWhatOthersHold) {
+  // 10 GiB held by a process GSwarm did not start; a 12 GiB instance launched but not yet
+  // reported (nor in any heartbeat): 18 GiB are left, not 28, so "big" (20) must wait.
+  AddNode("gpu-node", {Gpu(0, 40 * kGiB, 10 * kGiB)});
+  v1::Model small;
+  small.set_name("small");
+  small.set_size_bytes(12 * kGiB);
+  ASSERT_TRUE(registry_->PutModel(small).ok());
+  v1::Replica replica;
+  replica.set_node_id("gpu-node");
+  replica.set_tier("disk");
+  replica.set_state("ready");
+  replica.set_size_bytes(12 * kGiB);
+  ASSERT_TRUE(registry_->PutReplica("small", replica).ok());
+  v1::ServeRequest first;
+  first.set_model_name("small");
+  ASSERT_TRUE(orchestrator_->Serve(first).ok());
+  absl::StatusOr<v1::Job> job = orchestrator_->Serve(Request("gpu0"));
+  ASSERT_TRUE(absl::IsFailedPrecondition(job.status())) << job.status();
+  EXPECT_NE(job.status().message().find("18.0 GiB free"), absl::string_view::npos) << job.status();
+}
+
 TEST_F(ServePlacementTest, NoCopyOnlineIsNotFound) {
   absl::StatusOr<v1::Job> job = orchestrator_->Serve(Request("cpu"));
   EXPECT_TRUE(absl::IsNotFound(job.status())) << job.status();
