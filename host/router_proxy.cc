@@ -211,17 +211,52 @@ void UpstreamPool::Give(const std::string& endpoint, std::unique_ptr<httplib::Cl
   if (idle.size() < kMaxIdlePerEndpoint) idle.push_back(std::move(client));
 }
 
-void ProxyRequest(UpstreamPool& pool, const UpstreamCall& call, httplib::Response& res) {
-  std::unique_ptr<httplib::Client> client = pool.Take(call.endpoint);
-  httplib::Result result =
-      client->Post(call.path, {{"Accept-Encoding", "identity"}}, call.body, call.content_type);
-  if (!result) {
-    return ReplyBadGateway(res, absl::StrCat("cannot get an answer from ", call.what, ": ",
-                                             httplib::to_string(result.error())));
+absl::StatusOr<std::unique_ptr<UpstreamConnection>> UpstreamPool::TakeConnection(
+    const std::string& endpoint, bool* reused) {
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = idle_connections_.find(endpoint);
+    if (it != idle_connections_.end() && !it->second.empty()) {
+      std::unique_ptr<UpstreamConnection> connection = std::move(it->second.back());
+      it->second.pop_back();
+      *reused = true;
+      return connection;
+    }
   }
-  res.status = result->status;
-  res.set_content(result->body, OrJson(result->get_header_value("Content-Type")));
-  pool.Give(call.endpoint, std::move(client));
+  *reused = false;
+  return UpstreamConnection::Connect(endpoint, connect_timeout_, read_timeout_);
+}
+
+void UpstreamPool::GiveConnection(const std::string& endpoint,
+                                  std::unique_ptr<UpstreamConnection> connection) {
+  absl::MutexLock lock(&mu_);
+  std::vector<std::unique_ptr<UpstreamConnection>>& idle = idle_connections_[endpoint];
+  if (idle.size() < kMaxIdlePerEndpoint) idle.push_back(std::move(connection));
+}
+
+void ProxyRequest(UpstreamPool& pool, const UpstreamCall& call, httplib::Response& res) {
+  for (;;) {
+    bool reused = false;
+    absl::StatusOr<std::unique_ptr<UpstreamConnection>> connection =
+        pool.TakeConnection(call.endpoint, &reused);
+    if (!connection.ok()) {
+      return ReplyBadGateway(res, absl::StrCat("cannot get an answer from ", call.what, ": ",
+                                               connection.status().message()));
+    }
+    bool sent_nothing_back = false;
+    absl::StatusOr<UpstreamConnection::Answer> answer =
+        (*connection)->Post(call.path, call.content_type, call.body, &sent_nothing_back);
+    if (!answer.ok()) {
+      // An idle connection the engine had closed meanwhile: it never saw the request.
+      if (reused && sent_nothing_back) continue;
+      return ReplyBadGateway(res, absl::StrCat("cannot get an answer from ", call.what, ": ",
+                                               answer.status().message()));
+    }
+    res.status = answer->status;
+    res.set_content(std::move(answer->body), OrJson(std::move(answer->content_type)));
+    if (answer->reusable) pool.GiveConnection(call.endpoint, *std::move(connection));
+    return;
+  }
 }
 
 void ProxyStream(UpstreamPool& pool, UpstreamCall call, std::shared_ptr<void> hold,

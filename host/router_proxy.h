@@ -13,8 +13,10 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "host/upstream_connection.h"
 
 namespace httplib {
 class Client;
@@ -23,7 +25,8 @@ struct Response;
 
 namespace gswarm::host {
 
-// Idle keep-alive connections, per endpoint. A connection that failed or was cut is dropped.
+// Idle keep-alive connections, per endpoint: httplib clients for streams, lean connections
+// (upstream_connection.h) for answers copied whole. One that failed or was cut is dropped.
 class UpstreamPool {
  public:
   UpstreamPool(absl::Duration connect_timeout, absl::Duration read_timeout);
@@ -34,6 +37,11 @@ class UpstreamPool {
   // Gives a client back after a clean exchange.
   void Give(const std::string& endpoint, std::unique_ptr<httplib::Client> client);
 
+  // An idle connection to `endpoint` (`*reused` true), or a new one.
+  absl::StatusOr<std::unique_ptr<UpstreamConnection>> TakeConnection(const std::string& endpoint,
+                                                                     bool* reused);
+  void GiveConnection(const std::string& endpoint, std::unique_ptr<UpstreamConnection> connection);
+
  private:
   static constexpr size_t kMaxIdlePerEndpoint = 64;
   const absl::Duration connect_timeout_;
@@ -41,6 +49,8 @@ class UpstreamPool {
   absl::Mutex mu_;
   absl::flat_hash_map<std::string, std::vector<std::unique_ptr<httplib::Client>>> idle_
       ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, std::vector<std::unique_ptr<UpstreamConnection>>>
+      idle_connections_ ABSL_GUARDED_BY(mu_);
 };
 
 // What goes upstream. `what` names the target in errors ("instance i-3 of model m at URL").
