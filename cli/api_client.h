@@ -53,9 +53,10 @@ class ApiClient {
 // finished: the error was printed (exit 1) or --json printed the response (exit 0).
 template <typename Response, typename Request, typename Method>
 std::optional<Response> Fetch(ApiClient& api, Method method, const Request& request, bool json,
-                              int* exit_code) {
+                              int* exit_code,
+                              std::chrono::seconds timeout = std::chrono::seconds(30)) {
   Response response;
-  if (absl::Status s = api.Call(method, request, &response); !s.ok()) {
+  if (absl::Status s = api.Call(method, request, &response, timeout); !s.ok()) {
     *exit_code = PrintError(s.message());
     return std::nullopt;
   }

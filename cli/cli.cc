@@ -13,12 +13,8 @@
 #include "cli/output.h"
 #include "cli/server_commands.h"
 #include "cli/tier_commands.h"
-#include "common/auth.h"
 #include "common/config.h"
-#include "common/grpc_util.h"
 #include "common/logging.h"
-#include "common/status.h"
-#include "grpcpp/create_channel.h"
 #include "gswarm/v1/api.grpc.pb.h"
 #include "spdlog/spdlog.h"
 
@@ -46,10 +42,10 @@ struct ServerFlags {
 
 // Loads the config with flags layered on top. Server commands create the default file.
 absl::StatusOr<common::Config> LoadWithFlags(const GlobalFlags& global, const ServerFlags& server,
-                                             bool is_server, bool create_if_missing) {
+                                             bool is_server) {
   common::LoadOptions options;
   options.path = global.config_path;
-  options.create_if_missing = create_if_missing;
+  options.create_if_missing = is_server;
   auto set = [&](const char* key, std::string value) {
     options.overrides.emplace_back(key, value);
   };
@@ -252,8 +248,7 @@ int RunCli(int argc, char** argv) {
   if (absl::Status s = common::InitLogging(is_server ? global.log_level : "warn"); !s.ok()) {
     return PrintError(s.message());
   }
-  absl::StatusOr<common::Config> loaded =
-      LoadWithFlags(global, server, is_server, /*create_if_missing=*/is_server);
+  absl::StatusOr<common::Config> loaded = LoadWithFlags(global, server, is_server);
   if (!loaded.ok()) return PrintError(loaded.status().message());
   for (const std::string& warning : loaded->warnings) spdlog::warn("{}", warning);
 

@@ -3,7 +3,6 @@
 #include <iostream>
 
 #include "absl/strings/match.h"
-#include "absl/strings/str_cat.h"
 #include "cli/job_follow.h"
 
 namespace gswarm::cli {
@@ -149,17 +148,12 @@ int InstanceCommands::Stop(ApiClient& api, bool json) {
     request.set_node(node_);
   }
   request.set_force(force_);
-  v1::StopInstanceResponse stopped;
-  if (absl::Status s =
-          api.Call(&v1::GSwarm::Stub::StopInstance, request, &stopped, std::chrono::seconds(180));
-      !s.ok()) {
-    return PrintError(s.message());
-  }
-  if (json) {
-    PrintJson(stopped);
-    return 0;
-  }
-  for (const v1::Instance& i : stopped.stopped()) {
+  int exit_code = 0;
+  // The host answers once each engine has exited, which can take minutes.
+  std::optional<v1::StopInstanceResponse> stopped = Fetch<v1::StopInstanceResponse>(
+      api, &v1::GSwarm::Stub::StopInstance, request, json, &exit_code, std::chrono::seconds(180));
+  if (!stopped.has_value()) return exit_code;
+  for (const v1::Instance& i : stopped->stopped()) {
     std::cout << "stopped " << i.id() << " (" << i.model_name() << " on " << i.node_id() << ")\n";
   }
   return 0;

@@ -39,8 +39,7 @@ class ProgressBar {
                         fraction * 100, HumanBytes(job.bytes_done()), HumanBytes(job.bytes_total()),
                         HumanBytes(static_cast<uint64_t>(job.rate_bytes_per_s())), eta,
                         job.files_done(), job.files_total());
-    std::cerr << (tty_ ? "\r\033[K" : "") << line << (tty_ ? "" : "\n") << std::flush;
-    drawn_ = true;
+    Show(line);
   }
 
   // Engines report no bytes while they load: a spinner and the time so far.
@@ -53,8 +52,7 @@ class ProgressBar {
     std::string line = absl::StrFormat(
         "%s %s %s %s", label_, job.kind() == "serve" ? "starting" : "stopping",
         kFrames[frame_++ % 4], HumanDuration(absl::ToDoubleSeconds(now - started_)));
-    std::cerr << (tty_ ? "\r\033[K" : "") << line << (tty_ ? "" : "\n") << std::flush;
-    drawn_ = true;
+    Show(line);
   }
 
   void Done() {
@@ -62,6 +60,12 @@ class ProgressBar {
   }
 
  private:
+  // On a terminal, overwrites the current line; on a pipe, appends one.
+  void Show(const std::string& line) {
+    std::cerr << (tty_ ? "\r\033[K" : "") << line << (tty_ ? "" : "\n") << std::flush;
+    drawn_ = true;
+  }
+
   const std::string label_;
   const bool tty_;
   bool drawn_ = false;

@@ -1,15 +1,11 @@
 #include "cli/model_commands.h"
 
-#include <unistd.h>
-
 #include <iostream>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
-#include "absl/time/clock.h"
 #include "cli/job_follow.h"
 
 namespace gswarm::cli {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <iostream>
+#include <optional>
 
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
@@ -30,18 +31,28 @@ std::string HumanDuration(double seconds) {
   return absl::StrFormat("%dd %dh", total / 86400, (total % 86400) / 3600);
 }
 
-std::string Ago(const google::protobuf::Timestamp& when) {
-  if (when.seconds() == 0 && when.nanos() == 0) return "never";
+namespace {
+
+// Seconds from now until `when` (negative once it has passed), or nullopt for an unset
+// Timestamp, which the API sends for "never".
+std::optional<double> SecondsFromNow(const google::protobuf::Timestamp& when) {
+  if (when.seconds() == 0 && when.nanos() == 0) return std::nullopt;
   const double then = static_cast<double>(when.seconds()) + when.nanos() / 1e9;
-  const double now = absl::ToDoubleSeconds(absl::Now() - absl::UnixEpoch());
-  return HumanDuration(std::max(0.0, now - then)) + " ago";
+  return then - absl::ToDoubleSeconds(absl::Now() - absl::UnixEpoch());
+}
+
+}  // namespace
+
+std::string Ago(const google::protobuf::Timestamp& when) {
+  const std::optional<double> until = SecondsFromNow(when);
+  if (!until.has_value()) return "never";
+  return HumanDuration(std::max(0.0, -*until)) + " ago";
 }
 
 std::string FromNow(const google::protobuf::Timestamp& when) {
-  if (when.seconds() == 0 && when.nanos() == 0) return "never";
-  const double then = static_cast<double>(when.seconds()) + when.nanos() / 1e9;
-  const double now = absl::ToDoubleSeconds(absl::Now() - absl::UnixEpoch());
-  return then <= now ? "now" : "in " + HumanDuration(then - now);
+  const std::optional<double> until = SecondsFromNow(when);
+  if (!until.has_value()) return "never";
+  return *until <= 0 ? "now" : "in " + HumanDuration(*until);
 }
 
 Table::Table(std::vector<std::string> header) { rows_.push_back(std::move(header)); }

@@ -2,7 +2,6 @@
 
 #include <iostream>
 
-#include "absl/strings/str_cat.h"
 #include "cli/job_follow.h"
 
 namespace gswarm::cli {

@@ -8,6 +8,7 @@
 #include "common/grpc_util.h"
 #include "common/paths.h"
 #include "common/status.h"
+#include "common/units.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "spdlog/spdlog.h"
@@ -37,7 +38,7 @@ absl::StatusOr<AgentOptions> Agent::OptionsFromConfig(const common::Config& full
   dram.set_tier("dram");
   dram.set_path(common::ExpandUser(config.dram_cache_dir));
   dram.set_enabled(true);
-  dram.set_capacity_bytes(static_cast<uint64_t>(config.dram_cache_size * (1ull << 30)));
+  dram.set_capacity_bytes(static_cast<uint64_t>(config.dram_cache_size * common::kGiB));
   options.tiers = {disk, dram};
   options.disk.model_cache_dir = disk.path();
   options.dram.root = dram.path();

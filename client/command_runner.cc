@@ -12,6 +12,7 @@
 #include "client/tier_copier.h"
 #include "common/model_metadata.h"
 #include "common/status.h"
+#include "common/units.h"
 #include "spdlog/spdlog.h"
 
 namespace gswarm::client {
@@ -314,7 +315,7 @@ v1::CommandUpdate CommandRunner::Copy(const v1::Command& command, const std::ato
       if (disk.ok() && disk->free_bytes < bytes) {
         return fail(absl::ResourceExhaustedError(absl::StrFormat(
             "model \"%s\": the disk tier has %.1f GiB free, the model needs %.1f GiB", name,
-            disk->free_bytes / double(1ull << 30), bytes / double(1ull << 30))));
+            common::GiB(disk->free_bytes), common::GiB(bytes))));
       }
     }
     auto report = Throttled(command.id());

@@ -17,6 +17,7 @@
 #include "client/instance_record.h"
 #include "common/paths.h"
 #include "common/status.h"
+#include "common/units.h"
 #include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
 
@@ -25,14 +26,6 @@ namespace gswarm::client {
 namespace {
 
 bool Ended(const std::string& state) { return state == "stopped" || state == "failed"; }
-
-google::protobuf::Timestamp ToProto(absl::Time t) {
-  google::protobuf::Timestamp ts;
-  const int64_t ns = absl::ToUnixNanos(t);
-  ts.set_seconds(ns / 1000000000);
-  ts.set_nanos(static_cast<int32_t>(ns % 1000000000));
-  return ts;
-}
 
 absl::Status Validate(const InstanceSpec& spec) {
   const std::string what = absl::StrCat("instance \"", spec.id, "\"");
@@ -354,7 +347,7 @@ void InstanceSupervisor::SetProcess(Entry& e, std::shared_ptr<ProcessGroup> proc
   e.proc = std::move(proc);
   e.attempt_start = start;
   e.ready_deadline = start + e.spec.ready_timeout;
-  *e.info.mutable_started_at() = ToProto(start);
+  *e.info.mutable_started_at() = common::ToTimestamp(start);
 }
 
 void InstanceSupervisor::WriteRecord(Entry& e) {

@@ -7,12 +7,14 @@
 #include "absl/strings/str_cat.h"
 #include "client/http_client.h"
 #include "client/instance_supervisor.h"
+#include "client/log_tail.h"
 #include "common/status.h"
 
 namespace gswarm::client {
 namespace {
 
 constexpr int kLogTailLines = 20;
+constexpr uint64_t kLogTailWindow = 256 << 10;  // bytes read from the end of the log
 
 // 0.0.0.0 and :: accept connections on loopback, where the agent polls.
 std::string PollHost(const std::string& host) {
@@ -24,8 +26,13 @@ std::string PollHost(const std::string& host) {
 // The engine's last words, less the access-log lines our own health polls caused (vLLM's and the
 // fake engine's logs fill with them while loading).
 std::string LastLines(const std::string& log, const InstanceSpec& spec) {
-  std::string tail = TailFile(log, kLogTailLines, absl::StrCat("GET ", spec.health_path, " "));
-  return absl::StrCat("; last log lines:\n", tail.empty() ? "(the log is empty)" : tail);
+  TailOptions options;
+  options.window_bytes = kLogTailWindow;
+  options.quote = true;
+  options.skip = absl::StrCat("GET ", spec.health_path, " ");
+  absl::StatusOr<LogTail> tail = TailFile(log, kLogTailLines, options);
+  const std::string text = tail.ok() ? tail->text : "";
+  return absl::StrCat("; last log lines:\n", text.empty() ? "(the log is empty)" : text);
 }
 
 }  // namespace

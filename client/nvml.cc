@@ -2,11 +2,10 @@
 
 #include <dlfcn.h>
 
-#include <fstream>
 #include <mutex>
-#include <sstream>
 #include <string>
 
+#include "client/process.h"
 #include "common/status.h"
 #include "spdlog/spdlog.h"
 
@@ -150,17 +149,8 @@ std::map<uint32_t, uint64_t> GpuMemoryByGroup(const std::vector<GpuProcess>& pro
 }
 
 uint32_t ProcessGroupOf(uint32_t pid) {
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string line;
-  if (!std::getline(stat, line)) return 0;
-  // "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses; skip past the last ')'.
-  const size_t close = line.rfind(')');
-  if (close == std::string::npos) return 0;
-  std::istringstream fields(line.substr(close + 1));
-  std::string state;
-  uint32_t ppid = 0, pgrp = 0;
-  if (!(fields >> state >> ppid >> pgrp)) return 0;
-  return pgrp;
+  absl::StatusOr<ProcStat> stat = ReadProcStat(static_cast<pid_t>(pid));
+  return stat.ok() ? static_cast<uint32_t>(stat->pgrp) : 0;
 }
 
 std::unique_ptr<GpuProbe> LoadNvmlProbe() {

@@ -344,28 +344,6 @@ absl::StatusOr<int> FreeTcpPort() {
   return static_cast<int>(ntohs(a.sin_port));
 }
 
-std::string TailFile(const std::string& path, int lines, absl::string_view skip) {
-  constexpr off_t kWindow = 256 << 10;
-  Fd fd{::open(path.c_str(), O_RDONLY | O_CLOEXEC)};
-  struct stat st;
-  if (fd.fd < 0 || ::fstat(fd.fd, &st) != 0) return "";
-  const off_t from = st.st_size > kWindow ? st.st_size - kWindow : 0;
-  std::string text(static_cast<size_t>(st.st_size - from), '\0');
-  ssize_t n = ::pread(fd.fd, text.data(), text.size(), from);
-  text.resize(n > 0 ? static_cast<size_t>(n) : 0);
-  std::vector<absl::string_view> all = absl::StrSplit(text, '\n');
-  // A window that starts mid-file starts mid-line: drop that partial line.
-  const size_t first = from > 0 ? 1 : 0;
-  std::vector<absl::string_view> kept;
-  for (size_t i = all.size(); i > first && static_cast<int>(kept.size()) < lines; --i) {
-    absl::string_view line = absl::StripTrailingAsciiWhitespace(all[i - 1]);
-    if (line.empty() || (!skip.empty() && absl::StrContains(line, skip))) continue;
-    kept.push_back(line);
-  }
-  std::reverse(kept.begin(), kept.end());
-  return absl::StrJoin(kept, "\n");
-}
-
 bool CapLogFile(const std::string& path, uint64_t max_bytes) {
   struct stat st;
   if (max_bytes == 0 || ::stat(path.c_str(), &st) != 0 ||

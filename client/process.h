@@ -116,10 +116,6 @@ bool TcpPortInUse(int port);
 // before the caller binds it, as with any such scheme.
 absl::StatusOr<int> FreeTcpPort();
 
-// The last `lines` non-empty lines of a text file (from at most its last 256 KiB), leaving out
-// lines that contain `skip` when it is not empty; "" when unreadable.
-std::string TailFile(const std::string& path, int lines, absl::string_view skip = "");
-
 // Keeps a log that its writer appends to (O_APPEND) under `max_bytes`: once larger, its last
 // `max_bytes` (plus what is written during the copy, up to `max_bytes` more) go to <path>.1,
 // replacing the previous one, and it is truncated to empty, as logrotate's copytruncate does;

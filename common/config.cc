@@ -12,7 +12,6 @@
 #include <variant>
 
 #include "absl/strings/ascii.h"
-#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -23,15 +22,12 @@
 #include "common/model_name.h"
 #include "common/paths.h"
 #include "common/status.h"
+#include "common/text.h"
 
 extern char** environ;
 
 namespace gswarm::common {
 namespace {
-
-// Debian builds Abseil with its own string_view, distinct from std::string_view; the public
-// functions take std::string_view and convert once.
-absl::string_view AV(std::string_view s) { return absl::string_view(s.data(), s.size()); }
 
 // Where a key's value lives in Config; its alternative is the key's type.
 using Field = std::variant<std::string*, int*, bool*, double*, std::vector<std::string>*>;
@@ -124,10 +120,6 @@ Field ReadField(const Key& key, const Config& config) {
 
 absl::Status Invalid(absl::string_view source, absl::string_view problem) {
   return absl::InvalidArgumentError(absl::StrCat(source, ": ", problem));
-}
-
-std::string Quote(absl::string_view text) {
-  return absl::StrCat("\"", absl::CHexEscape(text), "\"");
 }
 
 std::string TypeName(const Field& field) {

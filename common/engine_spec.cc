@@ -12,23 +12,16 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/cord.h"
-#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/status.h"
+#include "common/text.h"
 
 namespace gswarm::common {
 namespace {
 
-// Debian builds Abseil with its own string_view, distinct from std::string_view.
-absl::string_view AV(std::string_view s) { return absl::string_view(s.data(), s.size()); }
-
 constexpr char kFieldPayload[] = "gswarm/engine-spec-field";
-
-std::string Quote(absl::string_view text) {
-  return absl::StrCat("\"", absl::CHexEscape(text), "\"");
-}
 
 // An INVALID_ARGUMENT about `field` of engine `name`.
 absl::Status SpecError(absl::string_view name, absl::string_view field, absl::string_view problem) {

@@ -7,8 +7,8 @@
 #include "absl/strings/str_split.h"
 #include "common/proto_json.h"
 #include "common/status.h"
+#include "common/units.h"
 #include "google/protobuf/util/json_util.h"
-#include "google/protobuf/util/time_util.h"
 
 namespace gswarm::host {
 namespace {}  // namespace
@@ -220,8 +220,7 @@ absl::StatusOr<v1::RegisterModelResponse> ApiHandler::RegisterModel(
     model.set_source_url(source);
     model.set_revision(request.revision());
     model.set_size_bytes(static_cast<uint64_t>(request.estimated_size_mb() * (1 << 20)));
-    *model.mutable_created_at() =
-        google::protobuf::util::TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(absl::Now()));
+    *model.mutable_created_at() = common::ToTimestamp(absl::Now());
     RETURN_IF_ERROR(registry_->PutModel(model));
   }
 

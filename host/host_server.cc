@@ -5,6 +5,7 @@
 #include "common/grpc_util.h"
 #include "common/paths.h"
 #include "common/status.h"
+#include "common/units.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/security/server_credentials.h"
@@ -27,11 +28,11 @@ std::vector<v1::TierInfo> DefaultTiers(const common::HostConfig& config) {
   tiers[0].set_tier("disk");
   tiers[0].set_path(config.disk.path);
   tiers[0].set_enabled(config.disk.enabled);
-  tiers[0].set_capacity_bytes(static_cast<uint64_t>(config.disk.max_size_gb * (1ull << 30)));
+  tiers[0].set_capacity_bytes(static_cast<uint64_t>(config.disk.max_size_gb * common::kGiB));
   tiers[1].set_tier("dram");
   tiers[1].set_path(config.dram.path);
   tiers[1].set_enabled(config.dram.enabled);
-  tiers[1].set_capacity_bytes(static_cast<uint64_t>(config.dram.max_size_gb * (1ull << 30)));
+  tiers[1].set_capacity_bytes(static_cast<uint64_t>(config.dram.max_size_gb * common::kGiB));
   return tiers;
 }
 

@@ -8,15 +8,11 @@
 #include "absl/strings/str_format.h"
 #include "common/auth.h"
 #include "common/status.h"
-#include "google/protobuf/util/time_util.h"
+#include "common/units.h"
 #include "spdlog/spdlog.h"
 
 namespace gswarm::host {
 namespace {
-
-google::protobuf::Timestamp ToProto(absl::Time t) {
-  return google::protobuf::util::TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(t));
-}
 
 std::string NewSessionId() { return common::GenerateToken().substr(0, 16); }
 
@@ -83,8 +79,8 @@ absl::StatusOr<std::string> NodeRegistry::Connect(const v1::Hello& hello, std::s
     info.set_data_port(hello.data_port());
     info.set_session_id(session_id);
     info.set_peer_address(peer);
-    *info.mutable_connected_at() = ToProto(now);
-    *info.mutable_last_heartbeat_at() = ToProto(now);
+    *info.mutable_connected_at() = common::ToTimestamp(now);
+    *info.mutable_last_heartbeat_at() = common::ToTimestamp(now);
     node.session_id = session_id;
     node.session = std::move(session);
     node.last_heartbeat = now;
@@ -107,7 +103,7 @@ bool NodeRegistry::Heartbeat(const std::string& node_id, const std::string& sess
   const absl::Time now = options_.now();
   if (node.info.state() != "online") SetState(node, "online", "heartbeats resumed");
   node.last_heartbeat = now;
-  *node.info.mutable_last_heartbeat_at() = ToProto(now);
+  *node.info.mutable_last_heartbeat_at() = common::ToTimestamp(now);
   // A heartbeat sent early to report instance changes may carry no memory figures.
   if (heartbeat.has_memory()) {
     *node.info.mutable_memory() = heartbeat.memory();

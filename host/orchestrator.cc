@@ -12,17 +12,13 @@
 #include "common/auth.h"
 #include "common/proto_json.h"
 #include "common/status.h"
-#include "google/protobuf/util/time_util.h"
+#include "common/units.h"
 #include "spdlog/spdlog.h"
 
 namespace gswarm::host {
 namespace {
 
-using google::protobuf::util::TimeUtil;
-
-google::protobuf::Timestamp Now() {
-  return TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(absl::Now()));
-}
+google::protobuf::Timestamp Now() { return common::ToTimestamp(absl::Now()); }
 
 std::string NewJobId() { return "job-" + common::GenerateToken().substr(0, 12); }
 
@@ -266,6 +262,7 @@ std::vector<Orchestrator::GpuRoom> Orchestrator::GpuRooms(const v1::NodeInfo& no
   // an instance that is starting, and two serves must not both count the same room.
   absl::flat_hash_map<std::string, uint64_t> reserved;
   absl::flat_hash_map<std::string, uint64_t> attributed;  // our instances' share of "used"
+  absl::flat_hash_map<std::string, std::vector<GpuRoom::Holder>> holders;
   absl::flat_hash_set<std::string> reported;
   absl::flat_hash_map<std::string, uint64_t> model_bytes;
   auto model_size = [&](const std::string& name) {
@@ -279,9 +276,11 @@ std::vector<Orchestrator::GpuRoom> Orchestrator::GpuRooms(const v1::NodeInfo& no
   for (const v1::Instance& instance : instances_->List("", node.node_id())) {
     reported.insert(instance.id());
     if (!IsActiveInstanceState(instance.state())) continue;
-    reserved[instance.gpu_device()] +=
+    const uint64_t bytes =
         std::max<uint64_t>(instance.gpu_memory_bytes(), model_size(instance.model_name()));
+    reserved[instance.gpu_device()] += bytes;
     attributed[instance.gpu_device()] += instance.gpu_memory_bytes();
+    holders[instance.gpu_device()].push_back({instance.id(), instance.state() == "ready", bytes});
   }
   {
     absl::MutexLock lock(&mu_);
@@ -303,6 +302,7 @@ std::vector<Orchestrator::GpuRoom> Orchestrator::GpuRooms(const v1::NodeInfo& no
         info.memory_used_bytes() - std::min(info.memory_used_bytes(), attributed[room.device]);
     room.used_bytes = std::min(room.budget_bytes, others + reserved[room.device]);
     room.free_bytes = room.budget_bytes - room.used_bytes;
+    room.instances = std::move(holders[room.device]);
     rooms.push_back(std::move(room));
   }
   return rooms;
@@ -347,8 +347,8 @@ absl::StatusOr<Orchestrator::ServePlan> Orchestrator::PlanOnNode(const v1::Model
     plan.shortage = absl::StrFormat(
         "model \"%s\" needs %.1f GiB on node %s %s, which has %.1f GiB free of its %.1f GiB "
         "budget (stop an instance, pick another GPU, or raise client.gpu_memory_fraction)",
-        model.name(), plan.needed_bytes / double(1ull << 30), node.node_id(), plan.gpu,
-        room->free_bytes / double(1ull << 30), room->budget_bytes / double(1ull << 30));
+        model.name(), common::GiB(plan.needed_bytes), node.node_id(), plan.gpu,
+        common::GiB(room->free_bytes), common::GiB(room->budget_bytes));
   }
   return plan;
 }
@@ -391,13 +391,17 @@ absl::StatusOr<std::vector<Orchestrator::ServePlan>> Orchestrator::PlanServeEver
       ": download or copy it there first"));
 }
 
+const Orchestrator::ServePlan& Orchestrator::Preferred(const std::vector<ServePlan>& plans) {
+  for (const ServePlan& plan : plans) {
+    if (plan.fits) return plan;
+  }
+  return plans.front();
+}
+
 absl::StatusOr<Orchestrator::ServePlan> Orchestrator::PlanServe(
     const v1::ServeRequest& request) const {
   ASSIGN_OR_RETURN(std::vector<ServePlan> plans, PlanServeEverywhere(request));
-  for (ServePlan& plan : plans) {
-    if (plan.fits) return std::move(plan);
-  }
-  return std::move(plans.front());
+  return Preferred(plans);
 }
 
 absl::StatusOr<v1::Job> Orchestrator::Serve(const v1::ServeRequest& request,

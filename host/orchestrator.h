@@ -56,10 +56,17 @@ class Orchestrator final : public AgentListener {
   // what GSwarm's own instances hold or are about to (each: its reported GPU memory, at least its
   // model's size).
   struct GpuRoom {
+    // One of GSwarm's instances on the GPU (starting, ready or stopping) and what it holds.
+    struct Holder {
+      std::string instance_id;
+      bool ready = false;
+      uint64_t bytes = 0;
+    };
     std::string device;  // "gpu0", "gpu1", ...
     uint64_t budget_bytes = 0;
     uint64_t used_bytes = 0;
     uint64_t free_bytes = 0;
+    std::vector<Holder> instances;
   };
   // Where Serve would start `request` now.
   struct ServePlan {
@@ -80,6 +87,8 @@ class Orchestrator final : public AgentListener {
   absl::StatusOr<ServePlan> PlanServe(const v1::ServeRequest& request) const;
   // Every node's plan, in that order of preference (one per node); never empty.
   absl::StatusOr<std::vector<ServePlan>> PlanServeEverywhere(const v1::ServeRequest& request) const;
+  // The plan PlanServe picks from PlanServeEverywhere's: the first that fits, else the first.
+  static const ServePlan& Preferred(const std::vector<ServePlan>& plans);
   // Starts an instance where PlanServe says. FAILED_PRECONDITION when the model does not fit the
   // GPU's budget (says needed vs free), NOT_FOUND when no online node holds it. Planning and
   // launching are one step, so concurrent serves never count the same room twice.

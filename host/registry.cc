@@ -148,6 +148,16 @@ absl::StatusOr<v1::Model> Registry::GetModel(absl::string_view name) const {
   return model;
 }
 
+bool Registry::HasModel(absl::string_view name) const {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<bool> exists = rows::ModelExists(db_, name);
+  if (!exists.ok()) {
+    spdlog::error("registry: looking up model {}: {}", name, exists.status().message());
+    return false;
+  }
+  return *exists;
+}
+
 std::vector<v1::Model> Registry::ListModels() const {
   absl::MutexLock lock(&mu_);
   std::vector<v1::Model> models;

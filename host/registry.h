@@ -53,6 +53,9 @@ class Registry {
   absl::Status PutModel(const v1::Model& model);
   // NOT_FOUND when `name` is not registered. Replicas are filled in, sorted by node and tier.
   absl::StatusOr<v1::Model> GetModel(absl::string_view name) const;
+  // Whether `name` is registered, without reading the model (false on a database error, which
+  // is logged).
+  bool HasModel(absl::string_view name) const;
   // Every model, sorted by name, replicas filled in.
   std::vector<v1::Model> ListModels() const;
   // Removes the model and its replicas (jobs that name it stay, as history). NOT_FOUND if absent.

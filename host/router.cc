@@ -23,33 +23,24 @@ using json = nlohmann::json;
 
 constexpr char kAlias[] = "default";
 
-// OpenAI's error shape, which OpenAI clients parse: {"error": {"message", "type", "param",
-// "code"}}.
-void ReplyError(httplib::Response& res, int status, const std::string& message, const char* type,
-                const char* code) {
-  res.status = status;
-  json error = {{"message", message}, {"type", type}, {"param", nullptr}, {"code", nullptr}};
-  if (code != nullptr) error["code"] = code;
-  res.set_content(json{{"error", std::move(error)}}.dump() + "\n", "application/json");
-}
-
 void ReplyError(httplib::Response& res, int status, const absl::Status& why) {
   switch (status) {
     case 400:
-      return ReplyError(res, status, std::string(why.message()), "invalid_request_error", nullptr);
+      return ReplyOpenAiError(res, status, std::string(why.message()), "invalid_request_error",
+                              nullptr);
     case 404:
-      return ReplyError(res, status, std::string(why.message()), "invalid_request_error",
-                        "model_not_found");
+      return ReplyOpenAiError(res, status, std::string(why.message()), "invalid_request_error",
+                              "model_not_found");
     case 429:
       res.set_header("Retry-After", "1");
-      return ReplyError(res, status, std::string(why.message()), "rate_limit_error",
-                        "rate_limit_exceeded");
+      return ReplyOpenAiError(res, status, std::string(why.message()), "rate_limit_error",
+                              "rate_limit_exceeded");
     case 503:
       res.set_header("Retry-After", "1");
-      return ReplyError(res, status, std::string(why.message()), "server_error",
-                        "service_unavailable");
+      return ReplyOpenAiError(res, status, std::string(why.message()), "server_error",
+                              "service_unavailable");
     default:
-      return ReplyError(res, status, std::string(why.message()), "server_error", nullptr);
+      return ReplyOpenAiError(res, status, std::string(why.message()), "server_error", nullptr);
   }
 }
 
@@ -245,13 +236,12 @@ void Router::HandleInference(const httplib::Request& req, httplib::Response& res
   const Backend& backend = (*lease)->backend();
   placement_->KeepAlive(backend.instance_id, keep_alive);
   std::string content_type = req.get_header_value("Content-Type");
-  UpstreamCall call{
-      .endpoint = backend.endpoint,
-      .path = req.path,
-      .body = std::move(upstream_body),
-      .content_type = content_type.empty() ? "application/json" : std::move(content_type),
-      .what = absl::StrCat("instance ", backend.instance_id, " of model \"", model, "\" at ",
-                           backend.endpoint)};
+  UpstreamCall call{.endpoint = backend.endpoint,
+                    .path = req.path,
+                    .body = std::move(upstream_body),
+                    .content_type = OrJson(std::move(content_type)),
+                    .what = absl::StrCat("instance ", backend.instance_id, " of model \"", model,
+                                         "\" at ", backend.endpoint)};
   if (stream) {
     ProxyStream(*upstreams_, std::move(call), std::shared_ptr<Lease>(*std::move(lease)), res);
   } else {

@@ -7,14 +7,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/status.h"
+#include "common/units.h"
 #include "spdlog/spdlog.h"
 
 namespace gswarm::host {
-namespace {
-
-double GiB(uint64_t bytes) { return static_cast<double>(bytes) / double(1ull << 30); }
-
-}  // namespace
+using common::GiB;
 
 RouterPlacement::RouterPlacement(Options options, Registry* registry, NodeRegistry* nodes,
                                  InstanceTable* instances, Orchestrator* orchestrator)
@@ -211,9 +208,7 @@ std::vector<Router::Backend> RouterPlacement::ReadyBackends(const std::string& m
   return backends;
 }
 
-bool RouterPlacement::IsKnownModel(const std::string& model) {
-  return registry_->GetModel(model).ok();
-}
+bool RouterPlacement::IsKnownModel(const std::string& model) { return registry_->HasModel(model); }
 
 void RouterPlacement::KeepAlive(const std::string& instance_id,
                                 std::optional<absl::Duration> keep_alive) {
@@ -225,15 +220,10 @@ void RouterPlacement::KeepAlive(const std::string& instance_id,
 }
 
 void RouterPlacement::Describe(v1::Instance* instance) const {
-  auto timestamp = [](absl::Time time, google::protobuf::Timestamp* out) {
-    const int64_t nanos = absl::ToUnixNanos(time);
-    out->set_seconds(nanos / 1000000000);
-    out->set_nanos(static_cast<int32_t>(nanos % 1000000000));
-  };
   if (router_ == nullptr) return;
   instance->set_requests_in_flight(static_cast<uint32_t>(router_->InFlight(instance->id())));
   if (const absl::Time used = router_->LastUsed(instance->id()); used != absl::InfinitePast()) {
-    timestamp(used, instance->mutable_last_used_at());
+    *instance->mutable_last_used_at() = common::ToTimestamp(used);
   }
   absl::MutexLock lock(&mu_);
   auto it = loaded_.find(instance->id());
@@ -241,7 +231,8 @@ void RouterPlacement::Describe(v1::Instance* instance) const {
   const Loaded& loaded = it->second;
   instance->set_managed_by(loaded.pinned ? "preload" : "router");
   if (!loaded.pinned && loaded.keep_alive != absl::InfiniteDuration()) {
-    timestamp(LastUse(instance->id(), loaded) + loaded.keep_alive, instance->mutable_unload_at());
+    *instance->mutable_unload_at() =
+        common::ToTimestamp(LastUse(instance->id(), loaded) + loaded.keep_alive);
   }
 }
 
@@ -290,28 +281,21 @@ RouterPlacement::Room RouterPlacement::MakeRoomOnGpu(
     absl::MutexLock lock(&mu_);
     const absl::Time now = absl::Now();
     for (const Orchestrator::ServePlan& plan : plans) {
-      // What could leave, per GPU of the node.
-      absl::flat_hash_map<std::string, std::vector<Candidate>> by_gpu;
-      for (const v1::Instance& instance : instances_->List("", plan.node_id)) {
-        auto it = loaded_.find(instance.id());
-        if (instance.state() != "ready" || it == loaded_.end() ||
-            !Evictable(instance.id(), it->second, now)) {
-          continue;
-        }
-        uint64_t bytes = instance.gpu_memory_bytes();
-        if (absl::StatusOr<v1::Model> served = registry_->GetModel(instance.model_name());
-            served.ok()) {
-          bytes = std::max<uint64_t>(bytes, served->size_bytes());
-        }
-        by_gpu[instance.gpu_device()].push_back(
-            {instance.id(), LastUse(instance.id(), it->second), bytes});
-      }
       // The GPU where the least has to leave for the model to fit, least recently used first.
       std::vector<Candidate> chosen;
       uint64_t chosen_bytes = 0;
       for (const Orchestrator::GpuRoom& gpu : plan.gpus) {
         if (!any_gpu && gpu.device != plan.gpu) continue;
-        std::vector<Candidate>& candidates = by_gpu[gpu.device];
+        // What could leave: ready instances the router loaded that may go now.
+        std::vector<Candidate> candidates;
+        for (const Orchestrator::GpuRoom::Holder& holder : gpu.instances) {
+          auto it = loaded_.find(holder.instance_id);
+          if (holder.ready && it != loaded_.end() &&
+              Evictable(holder.instance_id, it->second, now)) {
+            candidates.push_back(
+                {holder.instance_id, LastUse(holder.instance_id, it->second), holder.bytes});
+          }
+        }
         std::sort(candidates.begin(), candidates.end(),
                   [](const Candidate& a, const Candidate& b) { return a.last_used < b.last_used; });
         std::vector<Candidate> leaving;
@@ -368,7 +352,9 @@ absl::StatusOr<Router::Backend> RouterPlacement::Load(const std::string& model,
   absl::Time settle_until = absl::InfinitePast();  // no more evictions before then
   absl::StatusOr<v1::Job> job;
   for (;;) {
-    ASSIGN_OR_RETURN(Orchestrator::ServePlan plan, orchestrator_->PlanServe(pinned));
+    ASSIGN_OR_RETURN(std::vector<Orchestrator::ServePlan> plans,
+                     orchestrator_->PlanServeEverywhere(pinned));
+    const Orchestrator::ServePlan& plan = Orchestrator::Preferred(plans);
     if (plan.fits) {
       v1::ServeRequest request = pinned;
       request.set_node(plan.node_id);
@@ -378,8 +364,6 @@ absl::StatusOr<Router::Backend> RouterPlacement::Load(const std::string& model,
       // Another load may have taken the room between the plan and the serve: plan again.
       if (job.ok() || !absl::IsFailedPrecondition(job.status())) break;
     } else if (absl::Now() >= settle_until) {
-      ASSIGN_OR_RETURN(std::vector<Orchestrator::ServePlan> plans,
-                       orchestrator_->PlanServeEverywhere(pinned));
       bool could_fit = false;
       for (const Orchestrator::ServePlan& candidate : plans) {
         for (const Orchestrator::GpuRoom& gpu : candidate.gpus) {

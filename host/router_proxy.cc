@@ -15,15 +15,7 @@ namespace gswarm::host {
 namespace {
 
 void ReplyBadGateway(httplib::Response& res, const std::string& message) {
-  res.status = 502;
-  nlohmann::json error = {
-      {"error",
-       {{"message", message}, {"type", "server_error"}, {"param", nullptr}, {"code", nullptr}}}};
-  res.set_content(error.dump() + "\n", "application/json");
-}
-
-std::string OrJson(std::string content_type) {
-  return content_type.empty() ? "application/json" : content_type;
+  ReplyOpenAiError(res, 502, message, "server_error", nullptr);
 }
 
 // One streamed exchange: the upstream request runs on `thread_`, its chunks queue up here until
@@ -176,6 +168,19 @@ class Relay {
 };
 
 }  // namespace
+
+void ReplyOpenAiError(httplib::Response& res, int status, const std::string& message,
+                      const char* type, const char* code) {
+  res.status = status;
+  nlohmann::json error = {
+      {"message", message}, {"type", type}, {"param", nullptr}, {"code", nullptr}};
+  if (code != nullptr) error["code"] = code;
+  res.set_content(nlohmann::json{{"error", std::move(error)}}.dump() + "\n", "application/json");
+}
+
+std::string OrJson(std::string content_type) {
+  return content_type.empty() ? "application/json" : content_type;
+}
 
 UpstreamPool::UpstreamPool(absl::Duration connect_timeout, absl::Duration read_timeout)
     : connect_timeout_(connect_timeout), read_timeout_(read_timeout) {}

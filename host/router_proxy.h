@@ -53,6 +53,14 @@ class UpstreamPool {
       idle_connections_ ABSL_GUARDED_BY(mu_);
 };
 
+// OpenAI's error shape, which OpenAI clients parse: {"error": {"message", "type", "param",
+// "code"}}, with `status`.
+void ReplyOpenAiError(httplib::Response& res, int status, const std::string& message,
+                      const char* type, const char* code);
+
+// `content_type`, or application/json when empty.
+std::string OrJson(std::string content_type);
+
 // What goes upstream. `what` names the target in errors ("instance i-3 of model m at URL").
 struct UpstreamCall {
   std::string endpoint;

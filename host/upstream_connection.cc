@@ -19,9 +19,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "common/status.h"
 
 namespace gswarm::host {
 namespace {
+
+constexpr char kChunkedCut[] = "the chunked answer was cut short";
 
 absl::Status Broken(absl::string_view what) {
   return absl::UnavailableError(absl::StrCat(what, ": ", std::strerror(errno)));
@@ -135,6 +138,24 @@ absl::StatusOr<size_t> UpstreamConnection::Fill() {
   }
 }
 
+absl::Status UpstreamConnection::FillTo(size_t size, const char* cut_short) {
+  while (buffer_.size() < size) {
+    ASSIGN_OR_RETURN(size_t got, Fill());
+    if (got == 0) return absl::UnavailableError(cut_short);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<size_t> UpstreamConnection::FindLine(size_t max, const char* too_long) {
+  size_t line_end;
+  while ((line_end = buffer_.find("\r\n")) == std::string::npos) {
+    if (buffer_.size() > max) return absl::UnavailableError(too_long);
+    ASSIGN_OR_RETURN(size_t got, Fill());
+    if (got == 0) return absl::UnavailableError(kChunkedCut);
+  }
+  return line_end;
+}
+
 absl::StatusOr<UpstreamConnection::Answer> UpstreamConnection::Post(const std::string& path,
                                                                     const std::string& content_type,
                                                                     const std::string& body,
@@ -233,11 +254,7 @@ absl::StatusOr<UpstreamConnection::Answer> UpstreamConnection::Post(const std::s
     answer.body = *std::move(whole);
   } else if (has_length || answer.status == 204 || answer.status == 304) {
     if (length > kMaxBody) return absl::UnavailableError("the engine's answer exceeds 256 MiB");
-    while (buffer_.size() < length) {
-      absl::StatusOr<size_t> got = Fill();
-      if (!got.ok()) return got.status();
-      if (*got == 0) return absl::UnavailableError("the answer was cut short");
-    }
+    if (absl::Status s = FillTo(length, "the answer was cut short"); !s.ok()) return s;
     answer.body = buffer_.substr(0, length);
     buffer_.erase(0, length);
   } else {
@@ -261,13 +278,7 @@ absl::StatusOr<UpstreamConnection::Answer> UpstreamConnection::Post(const std::s
 absl::StatusOr<std::string> UpstreamConnection::ReadChunked() {
   std::string body;
   for (;;) {
-    size_t line_end;
-    while ((line_end = buffer_.find("\r\n")) == std::string::npos) {
-      if (buffer_.size() > 1024) return absl::UnavailableError("a bad chunk size line");
-      absl::StatusOr<size_t> got = Fill();
-      if (!got.ok()) return got.status();
-      if (*got == 0) return absl::UnavailableError("the chunked answer was cut short");
-    }
+    ASSIGN_OR_RETURN(size_t line_end, FindLine(1024, "a bad chunk size line"));
     absl::string_view size_text(buffer_.data(), line_end);
     size_text = size_text.substr(0, size_text.find(';'));  // chunk extensions
     size_t size = 0;
@@ -278,12 +289,7 @@ absl::StatusOr<std::string> UpstreamConnection::ReadChunked() {
     if (size == 0) {
       // Trailers, if any, then the empty line.
       for (;;) {
-        while ((line_end = buffer_.find("\r\n")) == std::string::npos) {
-          if (buffer_.size() > kMaxHeaders) return absl::UnavailableError("trailers too large");
-          absl::StatusOr<size_t> got = Fill();
-          if (!got.ok()) return got.status();
-          if (*got == 0) return absl::UnavailableError("the chunked answer was cut short");
-        }
+        ASSIGN_OR_RETURN(line_end, FindLine(kMaxHeaders, "trailers too large"));
         buffer_.erase(0, line_end + 2);
         if (line_end == 0) return body;
       }
@@ -291,11 +297,7 @@ absl::StatusOr<std::string> UpstreamConnection::ReadChunked() {
     if (body.size() + size > kMaxBody) {
       return absl::UnavailableError("the engine's answer exceeds 256 MiB");
     }
-    while (buffer_.size() < size + 2) {
-      absl::StatusOr<size_t> got = Fill();
-      if (!got.ok()) return got.status();
-      if (*got == 0) return absl::UnavailableError("the chunked answer was cut short");
-    }
+    if (absl::Status s = FillTo(size + 2, kChunkedCut); !s.ok()) return s;
     if (buffer_.compare(size, 2, "\r\n") != 0) return absl::UnavailableError("a bad chunk");
     body.append(buffer_, 0, size);
     buffer_.erase(0, size + 2);

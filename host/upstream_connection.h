@@ -51,6 +51,11 @@ class UpstreamConnection {
   UpstreamConnection(int fd, std::string host_header);
   // Reads more into buffer_; 0 at the end of the stream.
   absl::StatusOr<size_t> Fill();
+  // Reads until buffer_ holds `size` bytes; UNAVAILABLE(`cut_short`) if the stream ends first.
+  absl::Status FillTo(size_t size, const char* cut_short);
+  // Reads until buffer_ holds a CRLF and returns where; UNAVAILABLE(`too_long`) past `max` bytes
+  // without one. Used inside chunked answers.
+  absl::StatusOr<size_t> FindLine(size_t max, const char* too_long);
   absl::StatusOr<std::string> ReadChunked();
 
   const int fd_;

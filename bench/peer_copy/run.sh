@@ -4,7 +4,7 @@
 # copy (REST POST /copy, wait), against curl fetching the same files from A's data port (the very
 # URLs B's downloader asks for), then sha256sum, then fsync, in one run. Warm (A's files in the
 # page cache) and, where /proc/sys/vm/drop_caches is writable, cold (caches dropped before each run).
-#   bash bench/peer_copy/run.sh            # builds build/, then ~2 min; table on stdout
+#   bash bench/peer_copy/run.sh            # builds build/, then a minute or two; table on stdout
 #   bash bench/peer_copy/run.sh --json     # JSON on stdout, table and progress on stderr
 #   bash bench/peer_copy/run.sh --repeat 5 --modes warm
 #

@@ -68,29 +68,30 @@ class Client(threading.Thread):
         conn = http.client.HTTPConnection(*self.addr, timeout=30)
         hdrs = {"Content-Type": "application/json"}
         self.barrier.wait()
+
+        def send(conn):
+            conn.request("POST", "/v1/completions", body=self.payload, headers=hdrs)
+            r = conn.getresponse()
+            return r.read(), r.status
+
         while not self.stop.is_set():
-            t0 = time.perf_counter()
-            try:
-                conn.request("POST", "/v1/completions", body=self.payload, headers=hdrs)
-                r = conn.getresponse()
-                raw = r.read()
-                status = r.status
-            except (OSError, http.client.HTTPException) as e:
-                conn.close()  # a keep-alive connection the server had closed: retry on a new one
-                conn = http.client.HTTPConnection(*self.addr, timeout=30)
-                t0 = time.perf_counter()
+            first_error = None
+            for attempt in (0, 1):
+                t0 = time.perf_counter()  # a retry is timed on its own
                 try:
-                    conn.request("POST", "/v1/completions", body=self.payload, headers=hdrs)
-                    r = conn.getresponse()
-                    raw = r.read()
-                    status = r.status
-                except (OSError, http.client.HTTPException) as e2:
-                    self.errors += 1
-                    if len(self.error_samples) < 3:
-                        self.error_samples.append(f"{e!r} then {e2!r}")
+                    raw, status = send(conn)
+                    break
+                except (OSError, http.client.HTTPException) as e:
                     conn.close()
                     conn = http.client.HTTPConnection(*self.addr, timeout=30)
-                    continue
+                    if attempt == 0:
+                        first_error = e  # a keep-alive connection the server had closed: retry
+                        continue
+                    self.errors += 1
+                    if len(self.error_samples) < 3:
+                        self.error_samples.append(f"{first_error!r} then {e!r}")
+            else:
+                continue  # both attempts failed
             t1 = time.perf_counter()
             if status != 200:
                 self.errors += 1

@@ -3,7 +3,7 @@
 # (tests/support/fake_engine.py --load-weights) on a model of MODEL_MB MiB, from disk and from
 # DRAM, through gswarm (`gswarm serve` end to end, and REST POST /serve with wait) against
 # starting the same engine command by hand and polling its /health the same way, in one run.
-#   bash bench/serve_latency/run.sh            # builds build/, then ~2 min; table on stdout
+#   bash bench/serve_latency/run.sh            # builds build/, then a minute or two; table on stdout
 #   bash bench/serve_latency/run.sh --json     # JSON on stdout, table and progress on stderr
 #   bash bench/serve_latency/run.sh --repeat 20 --poll-ms 100
 #

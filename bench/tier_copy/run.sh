@@ -54,7 +54,7 @@ FILE_MB=$(( SIZE_MB / FILES ))
 MODEL=$DATA_DIR/model-${FILES}x${FILE_MB}M
 if [[ ! -f $MODEL/.gswarm/manifest.json ]]; then
   log "generating $MODEL ($FILES x $FILE_MB MiB)"
-  rm -rf "$DATA_DIR"
+  rm -rf "$MODEL"   # only this shape's (partial) model; other shapes and DATA_DIR itself stay
   mkdir -p "$MODEL/.gswarm"
   echo '{"architectures": ["LlamaForCausalLM"], "model_type": "llama"}' >"$MODEL/config.json"
   for i in $(seq 1 "$FILES"); do

@@ -19,7 +19,7 @@ import unittest
 
 from gswarm_harness import (
     JOB_TIMEOUT_S, RECONNECT_TIMEOUT_S, STOP_TIMEOUT_S, HubTestCase, error_message, grpc_channel,
-    import_stubs, sha256_file, u64, wait_until)
+    import_stubs, model_files, sha256_file, u64, wait_until)
 
 MiB = 1024 * 1024
 TINY_LLAMA = "test-org/tiny-llama"
@@ -33,19 +33,9 @@ SHARD2 = "model-00002-of-00002.safetensors"
 class DownloadTestCase(HubTestCase):
     """Helpers to compare what landed on an agent's disk with what the fake hub serves."""
 
-    def files_on_disk(self, model_dir):
-        """{relative path: absolute path} of the model's files, GSwarm's own .gswarm/ aside."""
-        out = {}
-        for dirpath, dirnames, names in os.walk(model_dir):
-            dirnames[:] = [d for d in dirnames if d != ".gswarm"]
-            for n in names:
-                full = os.path.join(dirpath, n)
-                out[os.path.relpath(full, model_dir)] = full
-        return out
-
     def assert_files_match_repo(self, model_dir, repo_id, revision="main"):
         expected = self.repo(repo_id).files(revision)
-        on_disk = self.files_on_disk(model_dir)
+        on_disk = model_files(model_dir)
         self.assertEqual(sorted(on_disk), sorted(expected),
                          f"files in {model_dir} should be exactly {repo_id}@{revision}'s")
         for path, entry in expected.items():

@@ -45,7 +45,10 @@ MODEL_B = "rb"
 LOAD_TIMEOUT_S = 40.0
 # The fake engine paces at its default 200 tokens/s: max_tokens/200 s per answer.
 SLOW_TOKENS = 120  # 0.6 s
-SWITCH_LOAD_S = 3.0
+# The switch test wants more than this many answered requests on each side of the switch, and
+# waits at most SWITCH_SIDE_TIMEOUT_S for them on each side.
+SWITCH_MIN_PER_SIDE = 10
+SWITCH_SIDE_TIMEOUT_S = 30.0
 SWITCH_THREADS = 4
 
 
@@ -399,16 +402,29 @@ class SwitchTest(RouterTestCase):
                     records.append(rec)
             conn.close()
         threads = [threading.Thread(target=load, daemon=True) for _ in range(SWITCH_THREADS)]
+
+        def answered(since=None):
+            """Requests answered so far (sent after `since`, when given)."""
+            with lock:
+                return sum(1 for rec in records if since is None or rec[0] > since)
+
         for t in threads:
             t.start()
-        time.sleep(SWITCH_LOAD_S / 2)
-        sw_start = time.monotonic()
-        r = self.rest("POST", "/v1/models/switch", body={"model": MODEL_B})
-        sw_end = time.monotonic()
-        time.sleep(SWITCH_LOAD_S / 2)
-        stop.set()
-        for t in threads:
-            t.join(30)
+        try:
+            # Everything answered now was answered before the switch starts.
+            wait_until(lambda: answered() > SWITCH_MIN_PER_SIDE, SWITCH_SIDE_TIMEOUT_S,
+                       f"more than {SWITCH_MIN_PER_SIDE} requests before the switch",
+                       procs=self.cluster, describe=answered)
+            sw_start = time.monotonic()
+            r = self.rest("POST", "/v1/models/switch", body={"model": MODEL_B})
+            sw_end = time.monotonic()
+            wait_until(lambda: answered(sw_end) > SWITCH_MIN_PER_SIDE, SWITCH_SIDE_TIMEOUT_S,
+                       f"more than {SWITCH_MIN_PER_SIDE} requests after the switch",
+                       procs=self.cluster, describe=lambda: answered(sw_end))
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(30)
         self.assertEqual(r.status, 200, r)
         self.assertEqual((r.json["success"], r.json["active_model"], r.json["previous_model"]),
                          (True, MODEL_B, MODEL_A), r.json)
@@ -418,8 +434,10 @@ class SwitchTest(RouterTestCase):
         self.assertEqual(failed, [], f"{len(failed)} of {len(records)} requests failed")
         before = [rec for rec in records if rec[1] < sw_start]
         after = [rec for rec in records if rec[0] > sw_end]
-        self.assertGreater(len(before), 10, f"too few requests before the switch: {len(records)}")
-        self.assertGreater(len(after), 10, f"too few requests after the switch: {len(records)}")
+        self.assertGreater(len(before), SWITCH_MIN_PER_SIDE,
+                           f"too few requests before the switch: {len(records)}")
+        self.assertGreater(len(after), SWITCH_MIN_PER_SIDE,
+                           f"too few requests after the switch: {len(records)}")
         self.assertEqual({rec[3] for rec in before}, {MODEL_A})
         self.assertEqual({rec[3] for rec in after}, {MODEL_B})
 

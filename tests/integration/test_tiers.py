@@ -329,6 +329,10 @@ class CrashAndRestartTest(TierTestCase):
         self.assertEqual(self.visible_dram_models("node-a"), ["big"])
         self.assertEqual(self.dram_names(), ["big"])
         self.assertEqual(self.replica_tiers("big"), {("node-a", "disk"), ("node-a", "dram")})
+        if not caught_mid_copy:
+            # Everything after the kill was checked, but not the point of the test.
+            self.skipTest("the copy was over before any byte showed in staging, so the kill did not "
+                          "land mid-copy: 'nothing in place after a mid-copy kill' went unchecked")
 
     def test_restart_keeps_dram_without_cleanup(self):
         host, agents = self.start_tier_cluster(agent_host={"cleanup_on_shutdown": False})
