@@ -460,7 +460,7 @@ absl::StatusOr<InstanceSpec> CommandRunner::PlanInstance(const v1::ServeCommand&
   spec.id = serve.instance_id();
   spec.model_name = name;
   spec.engine = engine;
-  spec.env = engine_spec.env;
+  ASSIGN_OR_RETURN(spec.env, common::RenderEnv(engine_spec, vars));
   spec.gpu_device = serve.gpu_device();
   spec.host = vars.host;
   spec.port = port;

@@ -46,7 +46,9 @@ def engine_command(*flags):
 
 # client.engines of every agent in this suite.
 ENGINES = {
-    "fake": {"command": engine_command(), "ready_timeout_s": 15, "health_path": "/health"},
+    # env values are templates too (shown back by the engine's stats).
+    "fake": {"command": engine_command(), "ready_timeout_s": 15, "health_path": "/health",
+             "env": {"FAKE_ENGINE_PORT": "{port}", "FAKE_ENGINE_MODEL": "{model_name}"}},
     "fake-never": {"command": engine_command("--never-ready"), "ready_timeout_s": 2},
     "fake-crash": {"command": engine_command("--crash-after", "0.5"), "ready_timeout_s": 5},
     "fake-workers": {"command": engine_command("--workers", "2"), "ready_timeout_s": 15},
@@ -277,6 +279,8 @@ class ServeTest(ServingTestCase):
         self.assertEqual(self.chat(inst["endpoint"], MODEL), "hello swarm hello swarm")
         stats = fake_stats(inst["endpoint"])
         self.assertEqual(os.path.realpath(stats["model"]["path"]), disk_dir, stats)
+        self.assertEqual(stats["env"], {"FAKE_ENGINE_PORT": str(port), "FAKE_ENGINE_MODEL": MODEL},
+                         stats)
 
         # The same model copied to DRAM, then served from there.
         self.copy_ok(MODEL)

@@ -605,6 +605,7 @@ class FakeEngine(ThreadedServer):
                                "max_model_len": self.max_model_len,
                                "gpu_memory_utilization": self.gpu_memory_utilization},
                   "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                  "env": {k: v for k, v in os.environ.items() if k.startswith("FAKE_ENGINE_")},
                   "children": list(self.children), "model": self.model.summary()})
         return s
 
