@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "cli/api_client.h"
+#include "cli/event_commands.h"
 #include "cli/instance_commands.h"
 #include "cli/model_commands.h"
 #include "cli/output.h"
@@ -224,6 +225,7 @@ int RunCli(int argc, char** argv) {
   ModelCommands models(app);
   TierCommands tiers(app);
   InstanceCommands instances(app);
+  EventCommands events(app);
 
   try {
     app.parse(argc, argv);
@@ -265,6 +267,7 @@ int RunCli(int argc, char** argv) {
   if (models.Parsed()) return models.Run(**api, global.json);
   if (tiers.Parsed()) return tiers.Run(**api, global.json);
   if (instances.Parsed()) return instances.Run(**api, global.json);
+  if (events.Parsed()) return events.Run(**api, global.json);
   return PrintError("no command given; see gswarm --help");
 }
 

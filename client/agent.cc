@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "client/memory_probe.h"
 #include "common/auth.h"
@@ -94,7 +96,8 @@ Agent::Agent(AgentOptions options, std::unique_ptr<MemoryProbe> probe)
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS,
               static_cast<int>(absl::ToInt64Milliseconds(options_.backoff.initial)));
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
-              static_cast<int>(absl::ToInt64Milliseconds(options_.backoff.max)));
+              static_cast<int>(absl::ToInt64Milliseconds(
+                  std::min(options_.backoff.max, options_.unavailable_max_delay))));
   channel_ = grpc::CreateCustomChannel(
       options_.host_target,
       options_.credentials ? options_.credentials : grpc::InsecureChannelCredentials(), args);
@@ -202,7 +205,12 @@ void Agent::Run() {
     } else {
       spdlog::warn("link to host {} down: {}", options_.host_target, ended.message());
     }
-    const absl::Duration delay = backoff.Next();
+    absl::Duration delay = backoff.Next();
+    // A host that is down costs a refused connection per try: retry it often, so that a host
+    // restart is noticed within about a second of it answering.
+    if (absl::IsUnavailable(ended) || absl::IsDeadlineExceeded(ended)) {
+      delay = std::min(delay, options_.unavailable_max_delay);
+    }
     spdlog::info("reconnecting in {:.1f} s", absl::ToDoubleSeconds(delay));
     absl::MutexLock lock(&mu_);
     // Wakes early on Stop().

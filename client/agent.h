@@ -43,6 +43,10 @@ struct AgentOptions {
   // (covers a frozen host, which keeps the TCP connection open).
   absl::Duration host_silence_limit = absl::Seconds(10);
   common::Backoff::Options backoff;
+  // Ceiling of the delay while the host is unreachable (UNAVAILABLE): a restarted host has every
+  // agent back within about this long of answering. Refusals (a wrong token, a replaced
+  // session) back off up to backoff.max.
+  absl::Duration unavailable_max_delay = absl::Seconds(1);
   std::vector<v1::TierInfo> tiers;
   // The disk tier, and whether Hello reports the Hugging Face cache's models too
   // (host.auto_discover_models).

@@ -392,8 +392,15 @@ v1::CommandUpdate CommandRunner::Discover(const v1::Command& command) {
 
 v1::CommandUpdate CommandRunner::Validate(const v1::Command& command) {
   const std::string& name = command.validate().model_name();
+  const std::string& tier = command.validate().tier();
+  if (!tier.empty() && tier != "disk" && tier != "dram") {
+    return Outcome(command.id(), absl::InvalidArgumentError(
+                                     absl::StrCat("tier \"", tier, "\" is not disk or dram")));
+  }
   uint32_t checked = 0;
-  absl::StatusOr<std::vector<std::string>> problems = disk_->Validate(name, &checked);
+  absl::StatusOr<std::vector<std::string>> problems =
+      tier == "dram" ? ValidateModelDir(dram_->ModelDir(name), name, "dram", &checked)
+                     : disk_->Validate(name, &checked);
   if (!problems.ok()) return Outcome(command.id(), problems.status());
   v1::CommandUpdate update = Outcome(
       command.id(),

@@ -184,11 +184,18 @@ absl::Status DiskTier::Remove(const std::string& name) const {
 
 absl::StatusOr<std::vector<std::string>> DiskTier::Validate(const std::string& name,
                                                             uint32_t* files_checked) const {
+  return ValidateModelDir(ModelDir(name), name, "disk", files_checked);
+}
+
+absl::StatusOr<std::vector<std::string>> ValidateModelDir(const std::string& dir,
+                                                          const std::string& name,
+                                                          const std::string& tier,
+                                                          uint32_t* files_checked) {
   *files_checked = 0;
-  const std::string dir = ModelDir(name);
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) {
-    return absl::NotFoundError(absl::StrCat("model \"", name, "\" is not on this node's disk"));
+    return absl::NotFoundError(
+        absl::StrCat("model \"", name, "\" is not on this node's ", tier, " tier"));
   }
   absl::StatusOr<ModelManifest> manifest = ReadManifest(dir);
   if (!manifest.ok()) {

@@ -57,4 +57,12 @@ uint64_t ModelBytes(const std::string& dir);
 // <HF_HUB_CACHE>, else <HF_HOME>/hub, else <configured huggingface_cache_dir>/hub.
 std::string HfHubDir(const std::string& configured_cache_dir);
 
+// Checks the files of the model in `dir` (on `tier`, for messages) against its manifest: sizes,
+// and SHA-256 where recorded. Returns "path: problem" lines, empty when intact; NOT_FOUND when the
+// directory is missing, FAILED_PRECONDITION without a manifest.
+absl::StatusOr<std::vector<std::string>> ValidateModelDir(const std::string& dir,
+                                                          const std::string& name,
+                                                          const std::string& tier,
+                                                          uint32_t* files_checked);
+
 }  // namespace gswarm::client

@@ -378,6 +378,8 @@ void InstanceSupervisor::Transition(Entry& e, const std::string& state, const st
   const std::string from = e.info.state();
   e.info.set_state(state);
   e.info.set_state_reason(reason);
+  generation_ = std::max<uint64_t>(generation_ + 1, absl::ToUnixMicros(absl::Now()));
+  e.info.set_generation(generation_);
   e.done = Ended(state);
   // The log line keeps the reason's first line; the engine's log lines that follow it are in
   // the reason reported, and in the log named here.

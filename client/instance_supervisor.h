@@ -193,6 +193,9 @@ class InstanceSupervisor {
   absl::flat_hash_map<std::string, std::shared_ptr<Entry>> entries_ ABSL_GUARDED_BY(mu_);
   std::deque<v1::Instance> events_ ABSL_GUARDED_BY(mu_);
   bool delivering_ ABSL_GUARDED_BY(mu_) = false;
+  // The last generation stamped on a change (v1::Instance.generation): microseconds since the
+  // epoch or one more than the last, so it keeps growing across agent restarts.
+  uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;
   // Watchers of replaced entries, and one that asked to stop itself: joined by the destructor.
   std::vector<std::thread> finished_ ABSL_GUARDED_BY(mu_);
 };

@@ -19,7 +19,7 @@ absl::Status NotYetImplemented(absl::string_view rpc, absl::string_view feature)
 }
 
 ApiHandler::ApiHandler(Options options, NodeRegistry* nodes, Registry* registry,
-                       Orchestrator* orchestrator, InstanceTable* instances)
+                       Orchestrator* orchestrator, InstanceManager* instances)
     : options_(std::move(options)),
       nodes_(nodes),
       registry_(registry),
@@ -35,7 +35,7 @@ absl::StatusOr<v1::HealthResponse> ApiHandler::Health(const v1::HealthRequest&) 
   response.set_models(static_cast<uint32_t>(registry_->ListModels().size()));
   uint32_t running = 0;
   for (const v1::Instance& instance : instances_->List()) {
-    running += IsActiveInstanceState(instance.state()) ? 1 : 0;
+    running += IsActive(StateOf(instance)) ? 1 : 0;
   }
   response.set_instances(running);
   v1::ClusterMemory& memory = *response.mutable_memory();
@@ -115,8 +115,7 @@ absl::StatusOr<v1::GetMemoryResponse> ApiHandler::GetMemory(
     for (v1::Replica replica : model.replicas()) {
       if (replica.tier() != "dram") continue;
       if (!request.node().empty() && replica.node_id() != request.node()) continue;
-      std::optional<v1::NodeInfo> node = nodes_->Get(replica.node_id());
-      if (replica.state() == "ready" && node.has_value() && node->state() == "online") {
+      if (replica.state() == "ready" && nodes_->GetOnline(replica.node_id()).has_value()) {
         in_dram.insert(model.name());
       }
       replica.set_model_name(model.name());
@@ -125,7 +124,7 @@ absl::StatusOr<v1::GetMemoryResponse> ApiHandler::GetMemory(
   }
   for (const std::string& name : in_dram) response.add_dram_models(name);
   for (const v1::Instance& instance : instances_->List("", request.node())) {
-    if (!IsActiveInstanceState(instance.state())) continue;
+    if (!IsActive(StateOf(instance))) continue;
     response.add_gpu_models(instance.id());
     v1::Instance* listed = response.add_gpu();
     *listed = instance;
@@ -154,8 +153,7 @@ v1::Model ApiHandler::WithState(v1::Model model) const {
   bool available = false;
   for (v1::Replica& replica : *model.mutable_replicas()) {
     replica.set_model_name(model.name());
-    std::optional<v1::NodeInfo> node = nodes_->Get(replica.node_id());
-    available |= replica.state() == "ready" && node.has_value() && node->state() == "online";
+    available |= replica.state() == "ready" && nodes_->GetOnline(replica.node_id()).has_value();
   }
   bool loaded = false;
   for (v1::Instance& instance : instances_->Active(model.name())) {
@@ -300,8 +298,8 @@ absl::StatusOr<v1::DeleteModelResponse> ApiHandler::DeleteModel(
       continue;
     }
     if (!replica.in_place()) {
-      std::optional<v1::NodeInfo> node = nodes_->Get(replica.node_id());
-      if (!node.has_value() || node->state() != "online") {
+      std::optional<v1::NodeInfo> node = nodes_->GetOnline(replica.node_id());
+      if (!node.has_value()) {
         if (!request.force()) {
           return absl::FailedPreconditionError(
               absl::StrCat("node ", replica.node_id(), " holds a copy of \"", request.model_name(),
@@ -373,8 +371,8 @@ absl::StatusOr<v1::ValidateModelResponse> ApiHandler::ValidateModel(
       p.set_problem(text);
       response.set_valid(false);
     };
-    std::optional<v1::NodeInfo> node = nodes_->Get(replica.node_id());
-    if (!node.has_value() || node->state() != "online") {
+    std::optional<v1::NodeInfo> node = nodes_->GetOnline(replica.node_id());
+    if (!node.has_value()) {
       problem("", "node is offline: cannot check");
       continue;
     }
@@ -533,8 +531,8 @@ absl::StatusOr<std::pair<std::string, std::string>> ApiHandler::LogSource(
     return absl::NotFoundError(
         absl::StrCat("instance ", request.instance_id(), " is unknown (see `gswarm ps -a`)"));
   }
-  std::optional<v1::NodeInfo> node = nodes_->Get(instance->node_id());
-  if (!node.has_value() || node->state() != "online") {
+  std::optional<v1::NodeInfo> node = nodes_->GetOnline(instance->node_id());
+  if (!node.has_value()) {
     return absl::UnavailableError(
         absl::StrCat("node ", instance->node_id(), " holding the log is offline"));
   }

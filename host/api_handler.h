@@ -12,7 +12,7 @@
 #include "absl/time/time.h"
 #include "common/config.h"
 #include "gswarm/v1/api.pb.h"
-#include "host/instance_table.h"
+#include "host/instance_manager.h"
 #include "host/node_registry.h"
 #include "host/orchestrator.h"
 #include "host/registry.h"
@@ -31,7 +31,7 @@ class ApiHandler {
 
   // The parts must outlive the handler.
   ApiHandler(Options options, NodeRegistry* nodes, Registry* registry, Orchestrator* orchestrator,
-             InstanceTable* instances);
+             InstanceManager* instances);
 
   absl::StatusOr<v1::HealthResponse> Health(const v1::HealthRequest& request) const;
   absl::StatusOr<v1::ListNodesResponse> ListNodes(const v1::ListNodesRequest& request) const;
@@ -90,7 +90,7 @@ class ApiHandler {
   NodeRegistry* const nodes_;
   Registry* const registry_;
   Orchestrator* const orchestrator_;
-  InstanceTable* const instances_;
+  InstanceManager* const instances_;
   Router* router_ = nullptr;
   RouterPlacement* pool_ = nullptr;
 };

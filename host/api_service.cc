@@ -33,24 +33,111 @@ grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* context,
   return reactor;
 }
 
-// A server stream that ends at once with `status` (refused or not built yet).
-template <typename Message>
-class FinishedWriter final : public grpc::ServerWriteReactor<Message> {
+// WatchEvents: the events that match, as the bus delivers them. One write in flight; the rest
+// wait in the subscription's bounded backlog, so a client that reads too slowly is dropped by
+// the bus (RESOURCE_EXHAUSTED) instead of holding memory or slowing the host.
+class EventWatchStream final : public grpc::ServerWriteReactor<v1::Event>,
+                               public std::enable_shared_from_this<EventWatchStream> {
  public:
-  explicit FinishedWriter(const absl::Status& status) {
-    this->Finish(common::ToGrpcStatus(status));
+  static EventWatchStream* Start(grpc::CallbackServerContext* context,
+                                 const std::string& auth_token, EventBus* bus,
+                                 const v1::WatchEventsRequest& request) {
+    auto stream = std::make_shared<EventWatchStream>();
+    stream->self_ = stream;
+    absl::Status status = common::CheckGrpcAuthorization(auth_token, *context);
+    if (!status.ok()) {
+      stream->FinishOnce(common::ToGrpcStatus(status));
+      return stream.get();
+    }
+    EventFilter filter{
+        {request.kinds().begin(), request.kinds().end()}, request.model_name(), request.node()};
+    EventBus::Start start;
+    if (request.since_seq() > 0) start.after = request.since_seq();
+    start.last = request.last();
+    start.follow = !request.no_follow();
+    std::weak_ptr<EventWatchStream> weak = stream;
+    absl::StatusOr<std::shared_ptr<EventSubscription>> subscription =
+        bus->Subscribe(std::move(filter), start, [weak] {
+          if (std::shared_ptr<EventWatchStream> alive = weak.lock()) alive->Pump();
+        });
+    if (!subscription.ok()) {
+      stream->FinishOnce(common::ToGrpcStatus(subscription.status()));
+      return stream.get();
+    }
+    {
+      absl::MutexLock lock(&stream->mu_);
+      stream->subscription_ = *std::move(subscription);
+    }
+    stream->Pump();
+    return stream.get();
   }
-  void OnDone() override { delete this; }
-};
 
-template <typename Message>
-grpc::ServerWriteReactor<Message>* RefuseStream(grpc::CallbackServerContext* context,
-                                                const std::string& auth_token,
-                                                absl::string_view rpc, absl::string_view feature) {
-  absl::Status status = common::CheckGrpcAuthorization(auth_token, *context);
-  if (status.ok()) status = NotYetImplemented(rpc, feature);
-  return new FinishedWriter<Message>(status);
-}
+  // Writes the next event if none is in flight; finishes once the subscription has ended and
+  // everything it delivered is written.
+  void Pump() {
+    std::shared_ptr<EventSubscription> subscription;
+    bool start_write = false;
+    {
+      absl::MutexLock lock(&mu_);
+      if (writing_ || finished_ || subscription_ == nullptr) return;
+      subscription = subscription_;
+      std::optional<v1::Event> next = subscription->Next(absl::ZeroDuration());
+      if (next.has_value()) {
+        writing_ = start_write = true;
+        current_ = *std::move(next);
+      }
+    }
+    if (start_write) {
+      StartWrite(&current_);
+    } else if (subscription->ended()) {
+      FinishOnce(common::ToGrpcStatus(subscription->end()));
+    }
+  }
+
+  void OnWriteDone(bool ok) override {
+    {
+      absl::MutexLock lock(&mu_);
+      writing_ = false;
+    }
+    if (!ok) return FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "watcher went away"));
+    Pump();
+  }
+
+  void OnCancel() override {
+    bool idle;
+    {
+      absl::MutexLock lock(&mu_);
+      idle = !writing_;
+      if (subscription_ != nullptr) subscription_->Cancel();
+    }
+    if (idle) FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "watch cancelled"));
+  }
+
+  void OnDone() override {
+    {
+      absl::MutexLock lock(&mu_);
+      if (subscription_ != nullptr) subscription_->Cancel();
+    }
+    std::shared_ptr<EventWatchStream> keep = std::move(self_);
+  }
+
+ private:
+  void FinishOnce(const grpc::Status& status) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (finished_) return;
+      finished_ = true;
+    }
+    Finish(status);
+  }
+
+  absl::Mutex mu_;
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  std::shared_ptr<EventSubscription> subscription_ ABSL_GUARDED_BY(mu_);
+  v1::Event current_;  // the message being written; touched only by the writer
+  std::shared_ptr<EventWatchStream> self_;
+};
 
 // WatchJob: every new state of one job until it ends. The orchestrator holds only a weak
 // reference; the stream keeps itself alive until gRPC calls OnDone. One write in flight; states
@@ -292,10 +379,11 @@ class LogStream final : public grpc::ServerWriteReactor<v1::LogChunk>,
 }  // namespace
 
 ApiService::ApiService(std::string auth_token, const ApiHandler* handler,
-                       Orchestrator* orchestrator, common::WorkerPool* pool)
+                       Orchestrator* orchestrator, EventBus* events, common::WorkerPool* pool)
     : auth_token_(std::move(auth_token)),
       handler_(handler),
       orchestrator_(orchestrator),
+      events_(events),
       pool_(pool) {}
 
 #define GSWARM_DEFINE_UNARY_RPC(Method, Request, Response)                                        \
@@ -312,9 +400,9 @@ grpc::ServerWriteReactor<v1::Job>* ApiService::WatchJob(grpc::CallbackServerCont
   return JobWatchStream::Start(context, auth_token_, orchestrator_, request->job_id());
 }
 
-grpc::ServerWriteReactor<v1::Event>* ApiService::WatchEvents(grpc::CallbackServerContext* context,
-                                                             const v1::WatchEventsRequest*) {
-  return RefuseStream<v1::Event>(context, auth_token_, "WatchEvents", "cluster events");
+grpc::ServerWriteReactor<v1::Event>* ApiService::WatchEvents(
+    grpc::CallbackServerContext* context, const v1::WatchEventsRequest* request) {
+  return EventWatchStream::Start(context, auth_token_, events_, *request);
 }
 
 grpc::ServerWriteReactor<v1::LogChunk>* ApiService::GetInstanceLogs(

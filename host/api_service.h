@@ -8,6 +8,7 @@
 #include "common/worker_pool.h"
 #include "gswarm/v1/api.grpc.pb.h"
 #include "host/api_handler.h"
+#include "host/event_bus.h"
 #include "host/orchestrator.h"
 
 // Every unary RPC of gswarm.v1.GSwarm as X(Method, Request, Response): one list for the
@@ -42,7 +43,7 @@ class ApiService final : public v1::GSwarm::CallbackService {
  public:
   // The parts must outlive the service; unary handlers run on `pool`.
   ApiService(std::string auth_token, const ApiHandler* handler, Orchestrator* orchestrator,
-             common::WorkerPool* pool);
+             EventBus* events, common::WorkerPool* pool);
 
 #define GSWARM_DECLARE_UNARY_RPC(Method, Request, Response)              \
   grpc::ServerUnaryReactor* Method(grpc::CallbackServerContext* context, \
@@ -61,6 +62,7 @@ class ApiService final : public v1::GSwarm::CallbackService {
   const std::string auth_token_;
   const ApiHandler* const handler_;
   Orchestrator* const orchestrator_;
+  EventBus* const events_;
   common::WorkerPool* const pool_;
   // Log streams relay an agent's HTTP answer for as long as the reader follows it: their own
   // threads, so that followers never starve the API's.

@@ -71,22 +71,25 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Create(const common::Con
   std::unique_ptr<HostServer> server(new HostServer());
   ASSIGN_OR_RETURN(server->auth_token_, ResolveHostToken(host));
 
-  server->nodes_ = std::make_unique<NodeRegistry>(NodeRegistry::Options{});
+  server->events_ = std::make_unique<EventBus>(EventBus::Options{});
+  NodeRegistry::Options node_options;
+  node_options.events = server->events_.get();
+  server->nodes_ = std::make_unique<NodeRegistry>(std::move(node_options));
   const std::string db_path = common::StateDir() + "/host.db";
   ASSIGN_OR_RETURN(server->registry_, Registry::Open(db_path));
-  server->instances_ = std::make_unique<InstanceTable>();
+  server->instances_ = std::make_unique<InstanceManager>(server->events_.get());
   server->orchestrator_ = std::make_unique<Orchestrator>(
       Orchestrator::Options{config.host.prefer_peers}, server->registry_.get(),
-      server->nodes_.get(), server->instances_.get());
+      server->nodes_.get(), server->instances_.get(), server->events_.get());
   RETURN_IF_ERROR(server->orchestrator_->Recover());
   server->handler_ = std::make_unique<ApiHandler>(
       ApiHandler::Options{config, !server->auth_token_.empty(), absl::Now()}, server->nodes_.get(),
       server->registry_.get(), server->orchestrator_.get(), server->instances_.get());
   // API calls that wait (on SQLite, on agents) run here, not on gRPC's callback threads.
   server->api_pool_ = std::make_unique<common::WorkerPool>("API worker pool", 8, 1024);
-  server->api_service_ =
-      std::make_unique<ApiService>(server->auth_token_, server->handler_.get(),
-                                   server->orchestrator_.get(), server->api_pool_.get());
+  server->api_service_ = std::make_unique<ApiService>(
+      server->auth_token_, server->handler_.get(), server->orchestrator_.get(),
+      server->events_.get(), server->api_pool_.get());
   server->agent_link_ = std::make_unique<AgentLinkService>(
       AgentLinkService::Options{server->auth_token_, GSWARM_VERSION, DefaultTiers(host),
                                 server->orchestrator_.get()},
@@ -101,15 +104,18 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Create(const common::Con
   pool.preload = host.preload;
   server->placement_ = std::make_unique<RouterPlacement>(
       std::move(pool), server->registry_.get(), server->nodes_.get(), server->instances_.get(),
-      server->orchestrator_.get());
+      server->orchestrator_.get(), server->events_.get());
   Router::Options routing;
   routing.max_concurrent_per_instance = config.client.max_concurrent_requests;
   // Waiting requests hold an HTTP worker each (RestGateway's pool).
   routing.max_queue = host.router_queue_size;
   routing.queue_timeout = absl::Seconds(host.router_queue_timeout_s);
   routing.autoload = host.autoload;
+  routing.events = server->events_.get();
+  routing.active_model_file = common::StateDir() + "/active_model";
   server->router_ = std::make_unique<Router>(routing, server->placement_.get());
   server->router_->Install(server->rest_->server());
+  server->rest_->InstallEvents(server->events_.get());
   // Waiting requests hold a worker each; the rest serve connections and streams.
   server->rest_->set_worker_threads(128 + host.router_queue_size);
   server->handler_->set_router(server->router_.get(), server->placement_.get());
@@ -166,6 +172,7 @@ void HostServer::Shutdown() {
   // Requests waiting on jobs (wait: true) would keep rest_->Stop() and grpc_server_->Shutdown()
   // from returning: end them first.
   if (orchestrator_) orchestrator_->Shutdown();
+  if (events_) events_->Close();  // event streams end now, not at their next keep-alive
   if (placement_) placement_->Stop();
   if (sweeper_.joinable()) {
     stop_sweeper_.Notify();

@@ -18,7 +18,8 @@
 #include "host/agent_link_service.h"
 #include "host/api_handler.h"
 #include "host/api_service.h"
-#include "host/instance_table.h"
+#include "host/event_bus.h"
+#include "host/instance_manager.h"
 #include "host/node_registry.h"
 #include "host/orchestrator.h"
 #include "host/registry.h"
@@ -48,9 +49,11 @@ class HostServer {
   std::string auth_token_;
   int http_port_ = 0;
   int grpc_port_ = 0;
+  // First in, last out: every part below publishes to it.
+  std::unique_ptr<EventBus> events_;
   std::unique_ptr<NodeRegistry> nodes_;
   std::unique_ptr<Registry> registry_;
-  std::unique_ptr<InstanceTable> instances_;
+  std::unique_ptr<InstanceManager> instances_;
   std::unique_ptr<Orchestrator> orchestrator_;
   std::unique_ptr<ApiHandler> handler_;
   std::unique_ptr<common::WorkerPool> api_pool_;

@@ -9,6 +9,7 @@
 #include "common/auth.h"
 #include "common/status.h"
 #include "common/units.h"
+#include "host/event_bus.h"
 #include "spdlog/spdlog.h"
 
 namespace gswarm::host {
@@ -49,6 +50,17 @@ void NodeRegistry::SetState(Node& node, absl::string_view state, absl::string_vi
   } else {
     spdlog::info("node={}: {} -> {} ({})", node.info.node_id(),
                  old_state.empty() ? "new" : old_state, state, reason);
+  }
+  if (options_.events != nullptr) {
+    v1::Event event = MakeEvent(
+        "node", std::string(state),
+        absl::StrCat("node ", node.info.node_id(), ": ", old_state.empty() ? "new" : old_state,
+                     " -> ", state, " (", reason, ")"));
+    event.set_node_id(node.info.node_id());
+    event.set_from_state(old_state.empty() ? "new" : old_state);
+    event.set_to_state(std::string(state));
+    event.set_reason(std::string(reason));
+    options_.events->Publish(std::move(event));
   }
 }
 
@@ -163,6 +175,13 @@ std::optional<v1::NodeInfo> NodeRegistry::Get(const std::string& node_id) const 
   absl::MutexLock lock(&mu_);
   auto it = nodes_.find(node_id);
   if (it == nodes_.end()) return std::nullopt;
+  return it->second.info;
+}
+
+std::optional<v1::NodeInfo> NodeRegistry::GetOnline(const std::string& node_id) const {
+  absl::MutexLock lock(&mu_);
+  auto it = nodes_.find(node_id);
+  if (it == nodes_.end() || it->second.info.state() != "online") return std::nullopt;
   return it->second.info;
 }
 

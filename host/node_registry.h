@@ -29,6 +29,8 @@
 
 namespace gswarm::host {
 
+class EventBus;
+
 class NodeRegistry {
  public:
   // A connected agent's stream, as the registry sees it.
@@ -48,6 +50,8 @@ class NodeRegistry {
     absl::Duration min_timeout = absl::Milliseconds(500);
     // The clock; tests pass a fake one.
     std::function<absl::Time()> now = [] { return absl::Now(); };
+    // Where "node" events go (online, offline); may be null. Must outlive the registry.
+    EventBus* events = nullptr;
   };
 
   explicit NodeRegistry(Options options);
@@ -74,6 +78,8 @@ class NodeRegistry {
 
   std::vector<v1::NodeInfo> List() const;
   std::optional<v1::NodeInfo> Get(const std::string& node_id) const;
+  // The node if it is online now; nullopt when unknown or offline.
+  std::optional<v1::NodeInfo> GetOnline(const std::string& node_id) const;
 
   // Closes every session (host shutdown).
   void CloseAll(const absl::Status& reason);

@@ -19,7 +19,8 @@
 #include "common/worker_pool.h"
 #include "gswarm/v1/api.pb.h"
 #include "host/agent_listener.h"
-#include "host/instance_table.h"
+#include "host/event_bus.h"
+#include "host/instance_manager.h"
 #include "host/node_registry.h"
 #include "host/registry.h"
 
@@ -39,8 +40,9 @@ class Orchestrator final : public AgentListener {
     bool prefer_peers = true;
   };
 
-  // The parts must outlive the orchestrator.
-  Orchestrator(Options options, Registry* registry, NodeRegistry* nodes, InstanceTable* instances);
+  // The parts must outlive the orchestrator; `events` may be null.
+  Orchestrator(Options options, Registry* registry, NodeRegistry* nodes, InstanceManager* instances,
+               EventBus* events);
   ~Orchestrator() override;
 
   // Loads the jobs a previous run left unfinished.
@@ -133,8 +135,6 @@ class Orchestrator final : public AgentListener {
     absl::Time last_rate_at;
     uint64_t last_rate_bytes = 0;
     std::vector<std::weak_ptr<JobSink>> sinks;
-    // A serve job's GPU memory, counted until its instance is reported.
-    uint64_t reserved_bytes = 0;
   };
 
   // The plan for `model` on one node from `replica`. FAILED_PRECONDITION for a GPU the node
@@ -144,22 +144,29 @@ class Orchestrator final : public AgentListener {
   std::vector<GpuRoom> GpuRooms(const v1::NodeInfo& node) const;
 
   absl::StatusOr<std::string> PickNode(const std::string& requested) const;
-  absl::StatusOr<v1::Job> Launch(v1::Job job, v1::Command command, uint64_t reserved_bytes = 0);
+  absl::StatusOr<v1::Job> Launch(v1::Job job, v1::Command command);
   void Dispatch(const std::string& node_id, const v1::Command& command);
   void ApplyUpdate(const std::string& node_id, const v1::CommandUpdate& update);
+  // The job's fields from the update, and its smoothed rate. REQUIRES: mu_ held.
+  void UpdateJob(ActiveJob& active, const v1::CommandUpdate& update)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Reconcile(const v1::Hello& hello);
   void RecordResult(const v1::Job& job, const v1::Command& command,
                     const v1::CommandUpdate& update);
   // The data port URL of an online node that holds `commit` of hf://`repo` ("" if none).
   std::string PeerHolding(const std::string& repo, const std::string& commit,
                           const std::string& except_node) const;
-  // Persists and notifies. REQUIRES: mu_ held.
-  void Changed(ActiveJob& active, bool force_persist) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Publishes a job's state change.
+  void PublishJob(const v1::Job& job, const std::string& from) const;
+  void PublishReplica(const std::string& action, const std::string& node_id,
+                      const std::string& model, const std::string& tier,
+                      const std::string& why) const;
 
   const Options options_;
   Registry* const registry_;
   NodeRegistry* const nodes_;
-  InstanceTable* const instances_;
+  InstanceManager* const instances_;
+  EventBus* const events_bus_;
   // Held across a serve's plan and launch. Taken before mu_.
   absl::Mutex serve_mu_;
   mutable absl::Mutex mu_;

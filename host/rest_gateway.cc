@@ -4,7 +4,9 @@
 
 #include <functional>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "common/auth.h"
 #include "common/grpc_util.h"
@@ -16,6 +18,8 @@
 
 namespace gswarm::host {
 namespace {
+
+constexpr absl::Duration kSseKeepAlive = absl::Seconds(15);
 
 void Reply(httplib::Response& res, const absl::Status& status) {
   res.status = common::HttpStatusFor(status.code());
@@ -59,7 +63,95 @@ absl::Status ParseRequest(const httplib::Request& req, const std::vector<std::st
   return absl::OkStatus();
 }
 
+// GET /events' query: kind (repeated, or comma-separated), model, node, since (a sequence
+// number; or the Last-Event-ID header of a reconnecting EventSource), last (the newest N held),
+// follow (default true).
+absl::StatusOr<std::pair<EventFilter, EventBus::Start>> ParseEventQuery(
+    const httplib::Request& req) {
+  EventFilter filter;
+  EventBus::Start start;
+  for (const char* key : {"kind", "kinds"}) {
+    for (auto [it, end] = req.params.equal_range(key); it != end; ++it) {
+      for (absl::string_view kind : absl::StrSplit(it->second, ',', absl::SkipEmpty())) {
+        filter.kinds.emplace_back(kind);
+      }
+    }
+  }
+  filter.model_name = req.get_param_value("model");
+  filter.node_id = req.get_param_value("node");
+  RETURN_IF_ERROR(filter.Validate());
+  auto number = [&](const std::string& text, const char* what) -> absl::StatusOr<uint64_t> {
+    uint64_t value = 0;
+    if (!absl::SimpleAtoi(text, &value)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, " must be a non-negative integer, not \"", text, "\""));
+    }
+    return value;
+  };
+  std::string since = req.get_param_value("since");
+  if (since.empty()) since = req.get_header_value("Last-Event-ID");
+  if (!since.empty()) {
+    ASSIGN_OR_RETURN(uint64_t after, number(since, "since"));
+    if (after > 0) start.after = after;
+  }
+  if (req.has_param("last")) {
+    ASSIGN_OR_RETURN(start.last, number(req.get_param_value("last"), "last"));
+  }
+  const std::string follow = req.get_param_value("follow");
+  if (!follow.empty() && follow != "true" && follow != "false") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("follow must be true or false, not \"", follow, "\""));
+  }
+  start.follow = follow != "false";
+  return std::make_pair(std::move(filter), start);
+}
+
+// One Server-Sent Event: the sequence number as its id (a reconnecting EventSource resumes
+// from it), the kind as its type, the event in protobuf's JSON mapping as its data.
+std::string SseFrame(const v1::Event& event) {
+  absl::StatusOr<std::string> json = common::ToJson(event);
+  return absl::StrCat("id: ", event.seq(), "\nevent: ", event.kind(),
+                      "\ndata: ", json.ok() ? *json : "{}", "\n\n");
+}
+
 }  // namespace
+
+void RestGateway::InstallEvents(EventBus* events) {
+  server_->Get("/events", [events](const httplib::Request& req, httplib::Response& res) {
+    absl::StatusOr<std::pair<EventFilter, EventBus::Start>> query = ParseEventQuery(req);
+    if (!query.ok()) return Reply(res, query.status());
+    absl::StatusOr<std::shared_ptr<EventSubscription>> subscription =
+        events->Subscribe(std::move(query->first), query->second);
+    if (!subscription.ok()) return Reply(res, subscription.status());
+    res.set_header("Cache-Control", "no-cache");
+    res.set_header("X-Accel-Buffering", "no");
+    res.set_chunked_content_provider(
+        "text/event-stream",
+        [subscription = *subscription](size_t, httplib::DataSink& sink) {
+          // A comment line now and then: a client that went away is noticed when it fails.
+          std::optional<v1::Event> event = subscription->Next(kSseKeepAlive);
+          std::string frame;
+          if (event.has_value()) {
+            frame = SseFrame(*event);
+          } else if (subscription->ended()) {
+            const absl::Status end = subscription->end();
+            frame = absl::StrCat("event: end\ndata: ", common::ErrorJson(end), "\n\n");
+            if (end.ok()) frame = "event: end\ndata: {}\n\n";
+            sink.write(frame.data(), frame.size());
+            sink.done();
+            return true;
+          } else {
+            frame = ": keep-alive\n\n";
+          }
+          if (!sink.write(frame.data(), frame.size())) {
+            subscription->Cancel();
+            return false;
+          }
+          return true;
+        },
+        [subscription = *subscription](bool) { subscription->Cancel(); });
+  });
+}
 
 absl::StatusOr<std::unique_ptr<RestGateway>> RestGateway::Create(const common::TlsConfig& tls,
                                                                  std::string auth_token,

@@ -21,6 +21,8 @@ class Server;
 
 namespace gswarm::host {
 
+class EventBus;
+
 class RestGateway {
  public:
   // `handler` must outlive the gateway. An empty `auth_token` turns auth off. Serves HTTPS when
@@ -32,6 +34,10 @@ class RestGateway {
 
   // The HTTP server, to add routes (the router's) before Start.
   httplib::Server& server() { return *server_; }
+
+  // Adds GET /events (Server-Sent Events from `events`, which must outlive the gateway). Each
+  // open stream holds a worker thread.
+  void InstallEvents(EventBus* events);
 
   // Threads serving connections (128 unless set): each keep-alive connection, router stream and
   // request waiting in the router's queue holds one. Before Start.

@@ -8,10 +8,14 @@
 #include <optional>
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/model_name.h"
+#include "common/paths.h"
 #include "common/status.h"
+#include "host/event_bus.h"
 #include "host/request_body.h"
 #include "host/router_proxy.h"
 #include "spdlog/spdlog.h"
@@ -105,7 +109,19 @@ Router::Router(Options options, Placement* placement)
     : options_(std::move(options)),
       placement_(placement),
       upstreams_(std::make_unique<UpstreamPool>(options_.connect_timeout,
-                                                options_.upstream_read_timeout)) {}
+                                                options_.upstream_read_timeout)) {
+  if (options_.active_model_file.empty()) return;
+  absl::StatusOr<std::string> kept = common::ReadFile(options_.active_model_file);
+  if (kept.ok()) {
+    const std::string model(absl::StripAsciiWhitespace(*kept));
+    if (common::ValidateModelName(model).ok()) {
+      active_model_ = model;
+      spdlog::info("router: active model {} (kept in {})", model, options_.active_model_file);
+    }
+  } else if (!absl::IsNotFound(kept.status())) {
+    spdlog::warn("router: the active model is not restored: {}", kept.status().message());
+  }
+}
 
 Router::~Router() {
   std::vector<std::pair<std::shared_ptr<Flight>, std::thread>> loaders;
@@ -139,8 +155,18 @@ absl::StatusOr<nlohmann::json> Router::Switch(const std::string& model) {
   }
   const double micros =
       std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count();
+  if (!options_.active_model_file.empty()) {
+    // Kept for the next host; the switch itself has happened either way. Whatever is active
+    // when the write starts is written, so concurrent switches leave the last one on disk.
+    absl::MutexLock persist(&persist_mu_);
+    absl::Status kept =
+        common::WriteFileAtomically(options_.active_model_file, active_model() + "\n");
+    if (!kept.ok()) spdlog::warn("router: the active model is not kept: {}", kept.message());
+  }
   spdlog::info("router: active model {} -> {} in {:.1f} us", previous.empty() ? "(none)" : previous,
                model, micros);
+  Publish("switched", model,
+          absl::StrCat("active model ", previous.empty() ? "(none)" : previous, " -> ", model));
   json answer = {{"success", true},
                  {"active_model", model},
                  {"switch_time_us", micros},
@@ -280,6 +306,7 @@ absl::StatusOr<std::unique_ptr<Router::Lease>> Router::Acquire(const std::string
         }
         if (waiting_ >= options_.max_queue) {
           *http_status = 429;
+          QueueFull(model);
           return absl::ResourceExhaustedError(absl::StrCat(
               "model \"", model, "\": all ", ready.size(), " ready instance(s) are at ",
               options_.max_concurrent_per_instance, " requests in flight and ", waiting_,
@@ -327,6 +354,7 @@ std::shared_ptr<Router::Flight> Router::EnsureLoading(const std::string& model,
   std::shared_ptr<Flight>& slot = flights_[model];
   if (slot == nullptr) {
     slot = std::make_shared<Flight>();
+    Publish("load_requested", model, absl::StrCat("loading model ", model));
     for (auto it = loaders_.begin(); it != loaders_.end();) {
       if (it->first->done) {
         finished->push_back(std::move(it->second));
@@ -356,6 +384,7 @@ absl::StatusOr<Router::Backend> Router::AwaitLoad(const std::string& model, absl
     absl::MutexLock lock(&mu_);
     // A request waiting for a load holds a server thread like one in the queue: the same bound.
     if (waiting_ >= options_.max_queue) {
+      QueueFull(model);
       return absl::ResourceExhaustedError(absl::StrCat(
           "model \"", model, "\" is loading and ", waiting_,
           " requests are already waiting (host.router_queue_size is full; retry after the "
@@ -391,6 +420,8 @@ void Router::RunLoad(const std::string& model, std::shared_ptr<Flight> flight) {
                  result->endpoint, absl::FormatDuration(absl::Now() - start));
   } else {
     spdlog::warn("router: loading model {} failed: {}", model, result.status().ToString());
+    Publish("load_failed", model,
+            absl::StrCat("loading model ", model, " failed: ", result.status().message()));
     result = absl::Status(
         result.status().code(),
         absl::StrCat("loading model \"", model, "\" failed: ", result.status().message()));
@@ -417,6 +448,24 @@ void Router::Forget(const std::string& instance_id) {
   absl::MutexLock lock(&mu_);
   last_used_.erase(instance_id);
   retired_.erase(instance_id);
+}
+
+void Router::Publish(const std::string& action, const std::string& model,
+                     const std::string& message) const {
+  if (options_.events == nullptr) return;
+  v1::Event event = MakeEvent("router", action, message);
+  event.set_model_name(model);
+  options_.events->Publish(std::move(event));
+}
+
+void Router::QueueFull(const std::string& model) {
+  // Once a second at most: an overloaded router refuses thousands of requests a second.
+  const absl::Time now = absl::Now();
+  if (now - last_queue_full_event_ < absl::Seconds(1)) return;
+  last_queue_full_event_ = now;
+  Publish("queue_full", model,
+          absl::StrCat("queue full: requests for ", model, " refused with 429 (", waiting_,
+                       " waiting)"));
 }
 
 void Router::Release(const std::string& instance_id) {

@@ -36,6 +36,7 @@ struct Response;
 
 namespace gswarm::host {
 
+class EventBus;
 class UpstreamPool;
 
 class Router {
@@ -85,6 +86,11 @@ class Router {
     // Silence from an instance mid-answer (between two chunks of a stream, or before a
     // non-streaming answer); past it: 502 (or a cut stream).
     absl::Duration upstream_read_timeout = absl::Minutes(10);
+    // Where "router" events go (load requested, load failed, switched, queue full); may be null.
+    EventBus* events = nullptr;
+    // Where the active model (the "default" alias) is kept across host restarts: read at
+    // construction, rewritten atomically by every Switch. Empty: not kept.
+    std::string active_model_file;
   };
 
   // `placement` is not owned.
@@ -144,11 +150,16 @@ class Router {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RunLoad(const std::string& model, std::shared_ptr<Flight> flight);
   void Release(const std::string& instance_id);
+  void Publish(const std::string& action, const std::string& model,
+               const std::string& message) const;
+  // A "queue_full" event, at most once a second.
+  void QueueFull(const std::string& model) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const Options options_;
   Placement* const placement_;
   std::unique_ptr<UpstreamPool> upstreams_;
 
+  absl::Mutex persist_mu_;  // one write of options_.active_model_file at a time
   mutable absl::Mutex mu_;
   absl::CondVar changed_;  // an instance freed up or a load finished
   std::string active_model_ ABSL_GUARDED_BY(mu_);
@@ -156,6 +167,7 @@ class Router {
   absl::flat_hash_map<std::string, absl::Time> last_used_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_set<std::string> retired_ ABSL_GUARDED_BY(mu_);
   int waiting_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Time last_queue_full_event_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   absl::flat_hash_map<std::string, std::shared_ptr<Flight>> flights_ ABSL_GUARDED_BY(mu_);
   std::vector<std::pair<std::shared_ptr<Flight>, std::thread>> loaders_ ABSL_GUARDED_BY(mu_);
 };

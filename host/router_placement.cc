@@ -14,28 +14,81 @@ namespace gswarm::host {
 using common::GiB;
 
 RouterPlacement::RouterPlacement(Options options, Registry* registry, NodeRegistry* nodes,
-                                 InstanceTable* instances, Orchestrator* orchestrator)
+                                 InstanceManager* instances, Orchestrator* orchestrator,
+                                 EventBus* events)
     : options_(std::move(options)),
       registry_(registry),
       nodes_(nodes),
       instances_(instances),
-      orchestrator_(orchestrator) {}
-
-RouterPlacement::~RouterPlacement() { Stop(); }
-
-void RouterPlacement::Start(Router* router) {
-  router_ = router;
-  reaper_ = std::thread([this] {
-    while (!stop_.WaitForNotificationWithTimeout(options_.tick)) {
-      ReapIdle();
-      KeepPreloaded();
-    }
+      orchestrator_(orchestrator),
+      events_(events) {
+  instances_->AddListener([this](const v1::Instance& instance, InstanceState, InstanceState to) {
+    OnInstance(instance, to);
   });
 }
 
+void RouterPlacement::Start(Router* router) {
+  {
+    absl::MutexLock lock(&mu_);
+    router_ = router;
+  }
+  reaper_ = std::thread([this] { RunPolicy(); });
+}
+
+RouterPlacement::~RouterPlacement() { Stop(); }
+
 void RouterPlacement::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return;
+    stopping_ = true;
+  }
   if (!stop_.HasBeenNotified()) stop_.Notify();
   if (reaper_.joinable()) reaper_.join();
+}
+
+void RouterPlacement::OnInstance(const v1::Instance& instance, InstanceState to) {
+  // Only these two matter here. The others (planned, draining) come from the pool's own steps,
+  // which may run under mu_.
+  if (IsActive(to) && to != InstanceState::kReady) return;
+  absl::MutexLock lock(&mu_);
+  if (router_ == nullptr) return;  // not started: nothing to keep in step yet
+  if (!IsActive(to)) {
+    // Ended: it leaves the pool and the router's books.
+    loaded_.erase(instance.id());
+    router_->Forget(instance.id());
+  } else if (to == InstanceState::kReady && !instance.managed_by().empty() &&
+             !loaded_.contains(instance.id())) {
+    // One the router (or preload) loaded, reported ready: after a load, or by an agent after a
+    // host restart (managed_by travels with the serve command and the agent keeps it).
+    const bool pinned = instance.managed_by() == "preload";
+    loaded_[instance.id()] = Loaded{instance.model_name(), absl::Now(),
+                                    pinned ? absl::InfiniteDuration() : DefaultKeepAlive(), pinned};
+  }
+  dirty_ = true;  // the policy looks again: keep-alive deadlines, preloads
+}
+
+void RouterPlacement::RunPolicy() {
+  for (;;) {
+    const absl::Time next = std::min(ReapIdle(), KeepPreloaded());
+    absl::MutexLock lock(&mu_);
+    auto woken = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return dirty_ || stopping_; };
+    mu_.AwaitWithDeadline(absl::Condition(&woken), next);
+    if (stopping_) return;
+    dirty_ = false;
+  }
+}
+
+void RouterPlacement::Publish(const std::string& action, const std::string& model,
+                              const v1::Instance* instance, const std::string& message) const {
+  if (events_ == nullptr) return;
+  v1::Event event = MakeEvent("router", action, message);
+  event.set_model_name(model);
+  if (instance != nullptr) {
+    event.set_instance_id(instance->id());
+    event.set_node_id(instance->node_id());
+  }
+  events_->Publish(std::move(event));
 }
 
 absl::Duration RouterPlacement::DefaultKeepAlive() const {
@@ -63,12 +116,17 @@ std::optional<RouterPlacement::Leaving> RouterPlacement::Retire(const std::strin
                                                                 const std::string& why) {
   auto it = loaded_.find(id);
   if (it == loaded_.end() || !router_->TryRetire(id, idle_since)) return std::nullopt;
+  if (absl::Status drained = instances_->Drain(id, why); !drained.ok()) {
+    router_->Forget(id);  // not ready (any more): it stays where it is
+    return std::nullopt;
+  }
   std::optional<v1::Instance> instance = instances_->Get(id);
   spdlog::info("instance={} model={}: unloading ({})", id, it->second.model, why);
   Leaving leaving{instance.value_or(v1::Instance()), it->second};
   leaving.instance.set_id(id);
+  Publish("evicted", it->second.model, &leaving.instance,
+          absl::StrCat("instance ", id, " of ", it->second.model, " unloads: ", why));
   loaded_.erase(it);
-  leaving_.insert(id);
   return leaving;
 }
 
@@ -77,9 +135,10 @@ std::optional<v1::Job> RouterPlacement::StopRetired(const Leaving& leaving) {
   absl::StatusOr<v1::Job> stop = orchestrator_->StopInstance(leaving.instance, /*force=*/false);
   if (!stop.ok()) {
     spdlog::warn("instance={}: unload failed, it stays: {}", id, stop.status().message());
+    absl::Status back = instances_->Undrain(
+        id, absl::StrCat("the stop could not be sent: ", stop.status().message()));
     absl::MutexLock lock(&mu_);
-    leaving_.erase(id);
-    loaded_[id] = leaving.loaded;
+    if (back.ok()) loaded_[id] = leaving.loaded;
     router_->Forget(id);  // back in rotation
     return std::nullopt;
   }
@@ -103,8 +162,8 @@ void RouterPlacement::Demote(const v1::Instance& instance) {
       demoting_.erase(it);
     }
   }
-  std::optional<v1::NodeInfo> node = nodes_->Get(instance.node_id());
-  if (!node.has_value() || node->state() != "online") return;
+  std::optional<v1::NodeInfo> node = nodes_->GetOnline(instance.node_id());
+  if (!node.has_value()) return;
   const v1::MemoryUsage& memory = node->memory();
   const uint64_t budget = memory.dram_tier_budget_bytes();
   const uint64_t free = budget - std::min(budget, memory.dram_tier_used_bytes());
@@ -127,59 +186,46 @@ void RouterPlacement::Demote(const v1::Instance& instance) {
   }
   spdlog::info("model={}: demoted to DRAM on node {} (job {}): its next load starts from there",
                model->name(), instance.node_id(), job->id());
+  Publish("demoted", model->name(), &instance,
+          absl::StrCat("model ", model->name(), " demoted to DRAM on ", instance.node_id(),
+                       " (job ", job->id(), ")"));
   absl::MutexLock lock(&mu_);
   demoting_[key] = job->id();
 }
 
-void RouterPlacement::ReapIdle() {
+absl::Time RouterPlacement::ReapIdle() {
   std::vector<Leaving> idle;
+  absl::Time next = absl::InfiniteFuture();
   {
     absl::MutexLock lock(&mu_);
     const absl::Time now = absl::Now();
-    // Instances the router loaded before a host restart rejoin the pool.
-    for (const v1::Instance& instance : instances_->List()) {
-      if (instance.state() != "ready" || instance.managed_by().empty() ||
-          loaded_.contains(instance.id()) || leaving_.contains(instance.id())) {
-        continue;
-      }
-      const bool pinned = instance.managed_by() == "preload";
-      loaded_[instance.id()] =
-          Loaded{instance.model_name(), now, pinned ? absl::InfiniteDuration() : DefaultKeepAlive(),
-                 pinned};
-    }
-    std::vector<std::string> gone;
     std::vector<std::pair<std::string, absl::Duration>> expired;
     for (const auto& [id, loaded] : loaded_) {
-      std::optional<v1::Instance> instance = instances_->Get(id);
-      if (!instance.has_value() || !IsActiveInstanceState(instance->state())) {
-        gone.push_back(id);
-      } else if (!loaded.pinned && loaded.keep_alive != absl::InfiniteDuration() &&
-                 LastUse(id, loaded) + loaded.keep_alive <= now) {
+      if (loaded.pinned || loaded.keep_alive == absl::InfiniteDuration()) continue;
+      const absl::Time due = LastUse(id, loaded) + loaded.keep_alive;
+      if (due <= now) {
         expired.emplace_back(id, loaded.keep_alive);
+      } else {
+        next = std::min(next, due);
       }
-    }
-    for (const std::string& id : gone) {
-      loaded_.erase(id);
-      router_->Forget(id);
     }
     for (const auto& [id, keep_alive] : expired) {
       std::optional<Leaving> leaving =
           Retire(id, now - keep_alive, absl::StrCat("idle for ", absl::FormatDuration(keep_alive)));
-      if (leaving.has_value()) idle.push_back(*std::move(leaving));
+      if (leaving.has_value()) {
+        idle.push_back(*std::move(leaving));
+      } else {
+        next = std::min(next, now + options_.tick);  // a request got there first: look again
+      }
     }
-    // Instances on their way out leave the router's books once the table shows them ended.
-    absl::erase_if(leaving_, [this](const std::string& id) {
-      std::optional<v1::Instance> instance = instances_->Get(id);
-      if (instance.has_value() && IsActiveInstanceState(instance->state())) return false;
-      router_->Forget(id);
-      return true;
-    });
   }
   for (const Leaving& leaving : idle) StopRetired(leaving);
+  return next;
 }
 
-void RouterPlacement::KeepPreloaded() {
+absl::Time RouterPlacement::KeepPreloaded() {
   std::vector<std::string> due;
+  absl::Time next = absl::InfiniteFuture();
   {
     absl::MutexLock lock(&mu_);
     const absl::Time now = absl::Now();
@@ -189,20 +235,23 @@ void RouterPlacement::KeepPreloaded() {
         continue;
       }
       PreloadState& state = preload_[model];
-      if (now < state.retry_at) continue;
-      // Soon at first (nodes connect, downloads finish), then less often, at most every 30 s.
-      state.retry_at = now + std::min(absl::Seconds(30), absl::Seconds(state.attempts + 1));
-      ++state.attempts;
-      due.push_back(model);
+      if (now >= state.retry_at) {
+        // Soon at first (nodes connect, downloads finish), then less often, at most every 30 s.
+        state.retry_at = now + std::min(absl::Seconds(30), absl::Seconds(state.attempts + 1));
+        ++state.attempts;
+        due.push_back(model);
+      }
+      next = std::min(next, state.retry_at);
     }
   }
   for (const std::string& model : due) router_->StartLoad(model);
+  return next;
 }
 
 std::vector<Router::Backend> RouterPlacement::ReadyBackends(const std::string& model) {
   std::vector<Router::Backend> backends;
   for (const v1::Instance& instance : instances_->Active(model)) {
-    if (instance.state() != "ready") continue;
+    if (StateOf(instance) != InstanceState::kReady) continue;
     backends.push_back({instance.id(), instance.model_name(), instance.endpoint()});
   }
   return backends;
@@ -215,7 +264,10 @@ void RouterPlacement::KeepAlive(const std::string& instance_id,
   absl::MutexLock lock(&mu_);
   auto it = loaded_.find(instance_id);
   if (it != loaded_.end() && !it->second.pinned) {
-    it->second.keep_alive = keep_alive.value_or(DefaultKeepAlive());
+    const absl::Duration wanted = keep_alive.value_or(DefaultKeepAlive());
+    // A shorter keep-alive may be due before the policy's next look.
+    if (wanted < it->second.keep_alive) dirty_ = true;
+    it->second.keep_alive = wanted;
   }
 }
 
@@ -411,10 +463,19 @@ absl::StatusOr<Router::Backend> RouterPlacement::Load(const std::string& model,
                                                finished.message()));
   }
   {
+    // The instance's "ready" normally put it in the pool already (OnInstance); one that has
+    // ended since is not added back.
     absl::MutexLock lock(&mu_);
-    loaded_[finished.instance().id()] =
-        Loaded{model, absl::Now(), DefaultKeepAlive(), IsPreloaded(model)};
+    std::optional<v1::Instance> now = instances_->Get(finished.instance().id());
+    if (!loaded_.contains(finished.instance().id()) && now.has_value() && IsActive(StateOf(*now))) {
+      loaded_[finished.instance().id()] =
+          Loaded{model, absl::Now(), DefaultKeepAlive(), IsPreloaded(model)};
+      dirty_ = true;  // its keep-alive deadline is new to the policy
+    }
   }
+  Publish("loaded", model, &finished.instance(),
+          absl::StrCat("model ", model, " loaded: instance ", finished.instance().id(), " on ",
+                       finished.node_id()));
   return Router::Backend{finished.instance().id(), model, finished.instance().endpoint()};
 }
 
@@ -423,7 +484,7 @@ std::vector<nlohmann::json> RouterPlacement::ModelEntries() {
   for (const v1::Model& model : registry_->ListModels()) {
     uint64_t load_time_ms = model.load_time_ms();
     for (const v1::Instance& instance : instances_->Active(model.name())) {
-      if (instance.state() == "ready") load_time_ms = instance.load_time_ms();
+      if (StateOf(instance) == InstanceState::kReady) load_time_ms = instance.load_time_ms();
     }
     entries.push_back({{"id", model.name()},
                        {"object", "model"},

@@ -27,7 +27,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
-#include "host/instance_table.h"
+#include "host/instance_manager.h"
 #include "host/node_registry.h"
 #include "host/orchestrator.h"
 #include "host/registry.h"
@@ -46,19 +46,20 @@ class RouterPlacement final : public Router::Placement {
     std::vector<std::string> preload;
     // After an eviction, how long a load waits for the node to report the GPU memory freed.
     absl::Duration release_wait = absl::Seconds(30);
-    // How often idle instances and preloads are checked.
+    // How soon the policy looks again at an instance whose unload a request raced.
     absl::Duration tick = absl::Milliseconds(500);
     // A new instance no request has used yet is not evicted for this long: the requests that
     // asked for it are on their way.
     absl::Duration grace = absl::Seconds(30);
   };
 
-  // The parts must outlive the placement.
+  // The parts must outlive the placement; `events` may be null.
   RouterPlacement(Options options, Registry* registry, NodeRegistry* nodes,
-                  InstanceTable* instances, Orchestrator* orchestrator);
+                  InstanceManager* instances, Orchestrator* orchestrator, EventBus* events);
   ~RouterPlacement() override;
 
-  // The router whose leases decide what is idle. Starts the reaper (idle unloads, preloads).
+  // The router whose leases decide what is idle. Starts the policy thread, which sleeps until
+  // the next keep-alive deadline or preload retry, or until an instance changes state.
   void Start(Router* router);
   // Stops the reaper (before the router goes) and makes loads waiting for room give up.
   void Stop();
@@ -128,23 +129,35 @@ class RouterPlacement final : public Router::Placement {
   // plan's GPU (or with `any_gpu`, the GPU where the least has to leave).
   Room MakeRoomOnGpu(const std::string& model, const std::vector<Orchestrator::ServePlan>& plans,
                      bool any_gpu);
-  // Instances the router loaded before a host restart (the agents report managed_by) rejoin the
-  // pool; ended ones leave it.
-  void ReapIdle();
-  void KeepPreloaded();
+  // An instance changed state (InstanceManager's listener): ended ones leave the pool, and ready
+  // ones the router or preload loaded join it, also after a host restart (the agents report
+  // managed_by).
+  // Called without mu_ for ready and ended instances; for the rest (which the pool's own
+  // Drain under mu_ causes) it returns at once.
+  void OnInstance(const v1::Instance& instance, InstanceState to);
+  void RunPolicy();
+  // Unloads instances idle past their keep-alive; returns when the next one is due.
+  absl::Time ReapIdle();
+  // Starts loads of preloaded models that have no instance; returns when the next retry is due.
+  absl::Time KeepPreloaded();
+  // A "router" event.
+  void Publish(const std::string& action, const std::string& model, const v1::Instance* instance,
+               const std::string& message) const;
 
   const Options options_;
   Registry* const registry_;
   NodeRegistry* const nodes_;
-  InstanceTable* const instances_;
+  InstanceManager* const instances_;
   Orchestrator* const orchestrator_;
-  Router* router_ = nullptr;
+  EventBus* const events_;
+  Router* router_ = nullptr;  // set once by Start, before the policy thread and any input
 
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, Loaded> loaded_ ABSL_GUARDED_BY(mu_);
   int loading_ ABSL_GUARDED_BY(mu_) = 0;  // loads between MakeRoomInCount and their end
-  // Retired, not yet reported ended: the router forgets them then.
-  absl::flat_hash_set<std::string> leaving_ ABSL_GUARDED_BY(mu_);
+  // Something changed that the policy should look at before its next deadline.
+  bool dirty_ ABSL_GUARDED_BY(mu_) = false;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   absl::flat_hash_map<std::string, PreloadState> preload_ ABSL_GUARDED_BY(mu_);
   // Demotions under way, "model@node" -> the copy job.
   absl::flat_hash_map<std::string, std::string> demoting_ ABSL_GUARDED_BY(mu_);

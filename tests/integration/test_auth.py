@@ -75,6 +75,44 @@ class ConfiguredTokenTest(GSwarmTestCase):
                                    metadata=[("authorization", f"Bearer {TOKEN}")], timeout=5)
             self.assertEqual(list(reply.nodes), [])
 
+    def test_every_rpc_requires_token(self):
+        """Walks every method of both services as the descriptors list them, so that an RPC
+        added without the check fails here: no token and a wrong one are UNAUTHENTICATED."""
+        grpc, api_pb2, _ = import_stubs()
+        from gswarm.v1 import agent_pb2  # noqa: E402 (generated at build time)
+        services = [api_pb2.DESCRIPTOR.services_by_name["GSwarm"],
+                    agent_pb2.DESCRIPTOR.services_by_name["AgentLink"]]
+        walked = []
+        with grpc_channel(self.grpc_target) as channel:
+            for service in services:
+                for method in service.methods:
+                    path = f"/{service.full_name}/{method.name}"
+                    shape = {(False, False): channel.unary_unary,
+                             (False, True): channel.unary_stream,
+                             (True, False): channel.stream_unary,
+                             (True, True): channel.stream_stream}[
+                                 (method.client_streaming, method.server_streaming)]
+                    call = shape(path, request_serializer=lambda m: m,
+                                 response_deserializer=lambda b: b)
+                    for label, metadata in (("no token", None),
+                                            ("wrong token",
+                                             [("authorization", f"Bearer {WRONG}")])):
+                        with self.subTest(method=path, token=label):
+                            request = b""  # every request message parses from no bytes
+                            arg = iter([request]) if method.client_streaming else request
+                            with self.assertRaises(grpc.RpcError) as ctx:
+                                answer = call(arg, metadata=metadata, timeout=5)
+                                if method.server_streaming:
+                                    list(answer)
+                            self.assertEqual(ctx.exception.code(),
+                                             grpc.StatusCode.UNAUTHENTICATED,
+                                             f"{path} with {label}: {ctx.exception}")
+                    walked.append(path)
+        # Both services were really walked (a descriptor lookup that found nothing would pass).
+        self.assertIn("/gswarm.v1.GSwarm/WatchEvents", walked)
+        self.assertIn("/gswarm.v1.AgentLink/Connect", walked)
+        self.assertGreaterEqual(len(walked), 26, walked)
+
     def test_agent_with_wrong_token_is_refused(self):
         bad = self.start_agent(home=self.make_agent_home("node-bad", token=WRONG))
         # The right token given as a flag (the agent's file has none).

@@ -247,7 +247,7 @@ class PlacementTest : public ::testing::Test {
   void SetUp() override {
     registry_ = *Registry::Open(":memory:");
     orchestrator_ = std::make_unique<Orchestrator>(Orchestrator::Options{}, registry_.get(),
-                                                   &nodes_, &instances_);
+                                                   &nodes_, &instances_, nullptr);
   }
 
   void TearDown() override {
@@ -278,7 +278,7 @@ class PlacementTest : public ::testing::Test {
     options.tick = absl::Milliseconds(20);
     options.release_wait = absl::Seconds(2);
     placement_ = std::make_unique<RouterPlacement>(std::move(options), registry_.get(), &nodes_,
-                                                   &instances_, orchestrator_.get());
+                                                   &instances_, orchestrator_.get(), nullptr);
     router_ = std::make_unique<Router>(Router::Options{}, placement_.get());
     placement_->Start(router_.get());
   }
@@ -291,7 +291,7 @@ class PlacementTest : public ::testing::Test {
   bool Ready(const std::string& model) { return !placement_->ReadyBackends(model).empty(); }
 
   NodeRegistry nodes_{NodeRegistry::Options{}};
-  InstanceTable instances_;
+  InstanceManager instances_{nullptr};
   std::unique_ptr<Registry> registry_;
   std::unique_ptr<Orchestrator> orchestrator_;
   std::shared_ptr<FakeAgent> agent_;

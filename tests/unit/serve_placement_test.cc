@@ -32,7 +32,7 @@ class ServePlacementTest : public ::testing::Test {
   void SetUp() override {
     registry_ = *Registry::Open(":memory:");
     orchestrator_ = std::make_unique<Orchestrator>(Orchestrator::Options{}, registry_.get(),
-                                                   &nodes_, &instances_);
+                                                   &nodes_, &instances_, nullptr);
     v1::Model model;
     model.set_name("big");
     model.set_size_bytes(20 * kGiB);
@@ -63,7 +63,7 @@ class ServePlacementTest : public ::testing::Test {
 
   std::shared_ptr<RecordingSession> session_ = std::make_shared<RecordingSession>();
   NodeRegistry nodes_{NodeRegistry::Options{}};
-  InstanceTable instances_;
+  InstanceManager instances_{nullptr};
   std::unique_ptr<Registry> registry_;
   std::unique_ptr<Orchestrator> orchestrator_;
 };
