@@ -170,15 +170,19 @@ v1::Model ApiHandler::WithState(v1::Model model) const {
 
 absl::StatusOr<v1::Job> ApiHandler::Await(const v1::Job& job, absl::Duration timeout) const {
   ASSIGN_OR_RETURN(v1::Job done, orchestrator_->WaitJob(job.id(), absl::Now() + timeout));
-  if (done.state() == "succeeded") return done;
   if (!IsTerminalJobState(done.state())) {
     return absl::DeadlineExceededError(absl::StrCat(
         job.kind(), " job ", job.id(), " on node ", job.node_id(), " is still running after ",
         absl::FormatDuration(timeout), "; follow it with `gswarm jobs` or GET /jobs/", job.id()));
   }
-  return absl::AbortedError(absl::StrCat(job.kind(), " of \"", job.model_name(), "\" on node ",
-                                         job.node_id(), " ", done.state(), ": ", done.message(),
-                                         " (job ", job.id(), ")"));
+  return EndedJob(done);
+}
+
+absl::StatusOr<v1::Job> EndedJob(const v1::Job& done) {
+  if (done.state() == "succeeded") return done;
+  return absl::AbortedError(absl::StrCat(done.kind(), " of \"", done.model_name(), "\" on node ",
+                                         done.node_id(), " ", done.state(), ": ", done.message(),
+                                         " (job ", done.id(), ")"));
 }
 
 absl::StatusOr<v1::RegisterModelResponse> ApiHandler::RegisterModel(

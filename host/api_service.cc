@@ -33,6 +33,79 @@ grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* context,
   return reactor;
 }
 
+// A call that started a job with `wait` set: answered when the job ends, from the
+// orchestrator's watch on it (which holds this only weakly), so no thread waits. The reactor
+// lives until gRPC is done with the call; a client that goes away cancels it.
+class JobWaitReactor final : public grpc::ServerUnaryReactor,
+                             public Orchestrator::JobSink,
+                             public std::enable_shared_from_this<JobWaitReactor> {
+ public:
+  // Starts `start` (which returns the job begun, without waiting) on `pool`, then watches it.
+  static JobWaitReactor* Start(grpc::CallbackServerContext* context, const std::string& token,
+                               common::WorkerPool* pool, Orchestrator* orchestrator,
+                               v1::JobResponse* response, bool wait,
+                               std::function<absl::StatusOr<v1::JobResponse>()> start) {
+    auto reactor = std::make_shared<JobWaitReactor>(response);
+    reactor->self_ = reactor;
+    if (absl::Status auth = common::CheckGrpcAuthorization(token, *context); !auth.ok()) {
+      reactor->FinishOnce(common::ToGrpcStatus(auth));
+      return reactor.get();
+    }
+    std::weak_ptr<JobWaitReactor> weak = reactor;
+    absl::Status queued = pool->Submit([weak, orchestrator, wait, start = std::move(start)] {
+      std::shared_ptr<JobWaitReactor> alive = weak.lock();
+      if (alive == nullptr) return;
+      absl::StatusOr<v1::JobResponse> started = start();
+      if (!started.ok()) return alive->FinishOnce(common::ToGrpcStatus(started.status()));
+      if (!wait) {
+        *alive->response_ = *std::move(started);
+        return alive->FinishOnce(grpc::Status::OK);
+      }
+      absl::Status watched = orchestrator->Watch(started->job().id(), alive);
+      if (!watched.ok()) alive->FinishOnce(common::ToGrpcStatus(watched));
+    });
+    if (!queued.ok()) reactor->FinishOnce(common::ToGrpcStatus(queued));
+    return reactor.get();
+  }
+
+  explicit JobWaitReactor(v1::JobResponse* response) : response_(response) {}
+
+  void OnJob(const v1::Job& job) override {
+    if (!IsTerminalJobState(job.state())) return;
+    absl::StatusOr<v1::Job> ended = EndedJob(job);
+    if (!ended.ok()) return FinishOnce(common::ToGrpcStatus(ended.status()));
+    *response_->mutable_job() = *std::move(ended);
+    FinishOnce(grpc::Status::OK);
+  }
+
+  void OnShutdown(const v1::Job& job) override {
+    FinishOnce(common::ToGrpcStatus(absl::UnavailableError(
+        absl::StrCat("host is shutting down; job ", job.id(),
+                     " goes on when it is back (GET /jobs/", job.id(), ")"))));
+  }
+
+  void OnCancel() override {
+    FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "the caller went away"));
+  }
+
+  void OnDone() override { std::shared_ptr<JobWaitReactor> keep = std::move(self_); }
+
+ private:
+  void FinishOnce(const grpc::Status& status) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (finished_) return;
+      finished_ = true;
+    }
+    Finish(status);
+  }
+
+  v1::JobResponse* const response_;
+  absl::Mutex mu_;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  std::shared_ptr<JobWaitReactor> self_;
+};
+
 // WatchEvents: the events that match, as the bus delivers them. One write in flight; the rest
 // wait in the subscription's bounded backlog, so a client that reads too slowly is dropped by
 // the bus (RESOURCE_EXHAUSTED) instead of holding memory or slowing the host.
@@ -394,6 +467,20 @@ ApiService::ApiService(std::string auth_token, const ApiHandler* handler,
   }
 GSWARM_FOR_EACH_UNARY_RPC(GSWARM_DEFINE_UNARY_RPC)
 #undef GSWARM_DEFINE_UNARY_RPC
+
+#define GSWARM_DEFINE_JOB_RPC(Method, Request)                                         \
+  grpc::ServerUnaryReactor* ApiService::Method(grpc::CallbackServerContext* context,   \
+                                               const v1::Request* request,             \
+                                               v1::JobResponse* response) {            \
+    return JobWaitReactor::Start(context, auth_token_, pool_, orchestrator_, response, \
+                                 request->wait(), [this, request] {                    \
+                                   v1::Request started = *request;                     \
+                                   started.set_wait(false);                            \
+                                   return handler_->Method(started);                   \
+                                 });                                                   \
+  }
+GSWARM_FOR_EACH_JOB_RPC(GSWARM_DEFINE_JOB_RPC)
+#undef GSWARM_DEFINE_JOB_RPC
 
 grpc::ServerWriteReactor<v1::Job>* ApiService::WatchJob(grpc::CallbackServerContext* context,
                                                         const v1::GetJobRequest* request) {

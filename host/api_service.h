@@ -22,20 +22,24 @@
   X(ListModels, ListModelsRequest, ListModelsResponse)          \
   X(GetModel, GetModelRequest, Model)                           \
   X(DeleteModel, DeleteModelRequest, DeleteModelResponse)       \
-  X(Download, DownloadRequest, JobResponse)                     \
   X(Discover, DiscoverRequest, DiscoverResponse)                \
   X(ValidateModel, ValidateModelRequest, ValidateModelResponse) \
-  X(Copy, CopyRequest, JobResponse)                             \
   X(EvictDram, EvictDramRequest, EvictDramResponse)             \
-  X(Serve, ServeRequest, JobResponse)                           \
   X(StopInstance, StopInstanceRequest, StopInstanceResponse)    \
   X(ListInstances, ListInstancesRequest, ListInstancesResponse) \
-  X(LoadModel, LoadModelRequest, JobResponse)                   \
   X(UnloadModel, UnloadModelRequest, StopInstanceResponse)      \
   X(SwitchModel, SwitchModelRequest, SwitchModelResponse)       \
   X(GetJob, GetJobRequest, Job)                                 \
   X(ListJobs, ListJobsRequest, ListJobsResponse)                \
   X(CancelJob, GetJobRequest, Job)
+
+// The RPCs that start a job and answer with it, as X(Method, Request): with `wait` set they are
+// answered from a watch on the job when it ends, so no thread waits for it.
+#define GSWARM_FOR_EACH_JOB_RPC(X) \
+  X(Download, DownloadRequest)     \
+  X(Copy, CopyRequest)             \
+  X(Serve, ServeRequest)           \
+  X(LoadModel, LoadModelRequest)
 
 namespace gswarm::host {
 
@@ -49,6 +53,10 @@ class ApiService final : public v1::GSwarm::CallbackService {
   grpc::ServerUnaryReactor* Method(grpc::CallbackServerContext* context, \
                                    const v1::Request* request, v1::Response* response) override;
   GSWARM_FOR_EACH_UNARY_RPC(GSWARM_DECLARE_UNARY_RPC)
+#define GSWARM_DECLARE_JOB_RPC(Method, Request) \
+  GSWARM_DECLARE_UNARY_RPC(Method, Request, JobResponse)
+  GSWARM_FOR_EACH_JOB_RPC(GSWARM_DECLARE_JOB_RPC)
+#undef GSWARM_DECLARE_JOB_RPC
 #undef GSWARM_DECLARE_UNARY_RPC
 
   grpc::ServerWriteReactor<v1::Job>* WatchJob(grpc::CallbackServerContext* context,

@@ -253,8 +253,18 @@ absl::StatusOr<v1::Job> Orchestrator::WaitJob(const std::string& id, absl::Time 
 }
 
 void Orchestrator::Shutdown() {
-  absl::MutexLock lock(&mu_);
-  shutting_down_ = true;  // waiters re-check their condition when mu_ is released
+  std::vector<std::pair<std::shared_ptr<JobSink>, v1::Job>> watching;
+  {
+    absl::MutexLock lock(&mu_);
+    shutting_down_ = true;  // waiters re-check their condition when mu_ is released
+    for (auto& [id, active] : active_) {
+      for (const std::weak_ptr<JobSink>& weak : active.sinks) {
+        if (std::shared_ptr<JobSink> sink = weak.lock()) watching.emplace_back(sink, active.job);
+      }
+      active.sinks.clear();
+    }
+  }
+  for (const auto& [sink, job] : watching) sink->OnShutdown(job);
 }
 
 absl::Status Orchestrator::Watch(const std::string& id, std::weak_ptr<JobSink> sink) {
@@ -265,6 +275,10 @@ absl::Status Orchestrator::Watch(const std::string& id, std::weak_ptr<JobSink> s
     ASSIGN_OR_RETURN(v1::Job job, registry_->GetJob(id));
     if (std::shared_ptr<JobSink> alive = sink.lock()) alive->OnJob(job);
     return absl::OkStatus();
+  }
+  if (shutting_down_) {
+    return absl::UnavailableError(absl::StrCat("host is shutting down; job ", id,
+                                               " goes on when it is back (GET /jobs/", id, ")"));
   }
   if (std::shared_ptr<JobSink> alive = sink.lock()) alive->OnJob(it->second.job);
   it->second.sinks.push_back(std::move(sink));

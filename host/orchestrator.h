@@ -33,6 +33,8 @@ class Orchestrator final : public AgentListener {
    public:
     virtual ~JobSink() = default;
     virtual void OnJob(const v1::Job& job) = 0;
+    // The host is shutting down with the job still running: no more states will come.
+    virtual void OnShutdown(const v1::Job& job) { (void)job; }
   };
 
   struct Options {
@@ -120,8 +122,9 @@ class Orchestrator final : public AgentListener {
   // Blocks until the job has ended or `deadline` passes; returns its state then. UNAVAILABLE
   // once Shutdown() was called while the job still runs.
   absl::StatusOr<v1::Job> WaitJob(const std::string& id, absl::Time deadline) const;
-  // Wakes every WaitJob now and makes later ones return at once: the host is going away, and the
-  // requests waiting on jobs must end before the REST and gRPC servers can stop.
+  // Wakes every WaitJob now and makes later ones return at once, and tells every watcher
+  // (JobSink::OnShutdown): the host is going away, and the requests waiting on jobs must end
+  // before the REST and gRPC servers can stop.
   void Shutdown();
   // Sends the job's current state to `sink` now and every change after; a sink that is gone
   // (expired) is dropped. NOT_FOUND for an unknown job.

@@ -161,7 +161,7 @@ bool Registry::HasModel(absl::string_view name) const {
 std::vector<v1::Model> Registry::ListModels() const {
   absl::MutexLock lock(&mu_);
   std::vector<v1::Model> models;
-  absl::Status status = [&]() -> absl::Status {
+  absl::Status status = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::Status {
     ASSIGN_OR_RETURN(sqlite::Transaction tx, Begin(Kind::kRead, "list models"));
     ASSIGN_OR_RETURN(Statement s, db_.Prepare(absl::StrCat("SELECT ", rows::kModelColumns,
                                                            " FROM models ORDER BY name")));
@@ -325,7 +325,7 @@ std::vector<std::pair<std::string, v1::Replica>> Registry::ReplicasOnNode(
     absl::string_view node_id) const {
   absl::MutexLock lock(&mu_);
   std::vector<std::pair<std::string, v1::Replica>> out;
-  absl::Status status = [&]() -> absl::Status {
+  absl::Status status = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::Status {
     ASSIGN_OR_RETURN(sqlite::Transaction tx,
                      Begin(Kind::kRead, absl::StrCat("list replicas on node ", node_id)));
     RETURN_IF_ERROR(rows::SelectReplicas(db_, "WHERE node_id = ?1 ORDER BY model_name, tier",
@@ -410,7 +410,8 @@ std::vector<v1::Job> Registry::ListJobs(const JobFilter& filter) const {
   absl::StrAppend(&sql, " ORDER BY created_at DESC, rowid DESC");
 
   absl::MutexLock lock(&mu_);
-  absl::StatusOr<std::vector<v1::Job>> jobs = [&]() -> absl::StatusOr<std::vector<v1::Job>> {
+  absl::StatusOr<std::vector<v1::Job>> jobs =
+      [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::StatusOr<std::vector<v1::Job>> {
     ASSIGN_OR_RETURN(sqlite::Transaction tx, Begin(Kind::kRead, "list jobs"));
     ASSIGN_OR_RETURN(std::vector<v1::Job> out,
                      QueryJobs(sql, params, filter.limit == 0 ? -1 : filter.limit));
@@ -426,7 +427,8 @@ std::vector<v1::Job> Registry::ListJobs(const JobFilter& filter) const {
 
 std::vector<v1::Job> Registry::UnfinishedJobs() const {
   absl::MutexLock lock(&mu_);
-  absl::StatusOr<std::vector<v1::Job>> jobs = [&]() -> absl::StatusOr<std::vector<v1::Job>> {
+  absl::StatusOr<std::vector<v1::Job>> jobs =
+      [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::StatusOr<std::vector<v1::Job>> {
     ASSIGN_OR_RETURN(sqlite::Transaction tx, Begin(Kind::kRead, "list unfinished jobs"));
     ASSIGN_OR_RETURN(std::vector<v1::Job> out,
                      QueryJobs(absl::StrCat("SELECT ", rows::kJobColumns,

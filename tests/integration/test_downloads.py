@@ -243,6 +243,30 @@ class DownloadTest(DownloadTestCase):
             self.assertIn("test-org/no-such-repo", result.stderr)
             self.assert_not_visible("node-a", "nope-cli")
 
+    def test_grpc_wait_answers_when_the_job_ends(self):
+        """gRPC Download with wait: the answer comes from a watch on the job (no thread waits),
+        the ended job when it succeeded, ABORTED saying why when it failed."""
+        self.start_hub_cluster()
+        grpc, api_pb2, api_pb2_grpc = import_stubs()
+        with grpc_channel(self.grpc_target) as channel:
+            stub = api_pb2_grpc.GSwarmStub(channel)
+            done = stub.Download(api_pb2.DownloadRequest(
+                model_name="waited", source_url="hf://test-org/tiny-llama", wait=True),
+                timeout=JOB_TIMEOUT_S)
+            self.assertEqual(done.job.state, "succeeded", done)
+            self.assertEqual(done.job.model_name, "waited", done)
+            self.assertTrue(os.path.isdir(self.model_dir("node-a", "waited")))
+            with self.assertRaises(grpc.RpcError) as ctx:
+                stub.Download(api_pb2.DownloadRequest(
+                    model_name="nope-grpc", source_url="hf://test-org/no-such-repo", wait=True),
+                    timeout=JOB_TIMEOUT_S)
+            self.assertEqual(ctx.exception.code(), grpc.StatusCode.ABORTED, ctx.exception)
+            self.assertIn("test-org/no-such-repo", ctx.exception.details())
+            # Without wait: the job at once, still running or just ended.
+            started = stub.Download(api_pb2.DownloadRequest(
+                model_name="waited", source_url="hf://test-org/tiny-llama"), timeout=10)
+            self.assertTrue(started.job.id, started)
+
     def test_offline_mode_with_nothing_cached(self):
         self.make_host_home()
         host = self.start_host()

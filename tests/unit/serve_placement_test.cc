@@ -133,3 +133,82 @@ TEST_F(ServePlacementTest, NoCopyOnlineIsNotFound) {
 
 }  // namespace
 }  // namespace gswarm::host
+
+namespace gswarm::host {
+namespace {
+
+// The agent sends an instance's states in order on one stream, but they reach the host by two
+// paths (heartbeats and command updates). Here the command update carrying an older "ready"
+// arrives after a heartbeat carrying a newer "stopped": the newer state wins.
+TEST_F(ServePlacementTest, AReorderedCommandUpdateCannotOverwriteANewerState) {
+  AddNode("gpu-node", {Gpu(0, 72 * kGiB, 0)});
+  absl::StatusOr<v1::Job> job = orchestrator_->Serve(Request("gpu0"));
+  ASSERT_TRUE(job.ok()) << job.status();
+  ASSERT_FALSE(session_->sent.empty());
+  const std::string id = session_->sent.back().command().serve().instance_id();
+  EXPECT_EQ(instances_.Get(id)->state(), "planned");
+
+  v1::Instance ready;
+  ready.set_id(id);
+  ready.set_model_name("big");
+  ready.set_gpu_device("gpu0");
+  ready.set_state("ready");
+  ready.set_generation(10);
+  v1::Instance stopped = ready;
+  stopped.set_state("stopped");
+  stopped.set_generation(11);
+
+  orchestrator_->OnInstancesChanged("gpu-node", {stopped});  // newer, first
+  v1::CommandUpdate update;
+  update.set_command_id(job->id());
+  update.set_state("succeeded");
+  *update.mutable_instance() = ready;  // older, later
+  orchestrator_->OnCommandUpdate("gpu-node", update);
+
+  absl::StatusOr<v1::Job> done = orchestrator_->WaitJob(job->id(), absl::Now() + absl::Seconds(10));
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_EQ(done->state(), "succeeded");
+  EXPECT_EQ(instances_.Get(id)->state(), "stopped");
+  EXPECT_EQ(instances_.stale_reports(), 1u);
+  // Nothing of it is counted on the GPU any more.
+  absl::StatusOr<Orchestrator::ServePlan> plan = orchestrator_->PlanServe(Request("gpu0"));
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->gpus[0].free_bytes, 72 * kGiB);
+}
+
+// In order, the same two reports end the same way, and nothing is dropped.
+TEST_F(ServePlacementTest, InOrderReportsEndTheSameWay) {
+  AddNode("gpu-node", {Gpu(0, 72 * kGiB, 0)});
+  absl::StatusOr<v1::Job> job = orchestrator_->Serve(Request("gpu0"));
+  ASSERT_TRUE(job.ok()) << job.status();
+  const std::string id = session_->sent.back().command().serve().instance_id();
+  v1::Instance ready;
+  ready.set_id(id);
+  ready.set_model_name("big");
+  ready.set_gpu_device("gpu0");
+  ready.set_state("ready");
+  ready.set_generation(10);
+  v1::CommandUpdate update;
+  update.set_command_id(job->id());
+  update.set_state("succeeded");
+  *update.mutable_instance() = ready;
+  orchestrator_->OnCommandUpdate("gpu-node", update);
+  v1::Instance stopped = ready;
+  stopped.set_state("stopped");
+  stopped.set_generation(11);
+  orchestrator_->OnInstancesChanged("gpu-node", {stopped});
+  ASSERT_TRUE(orchestrator_->WaitJob(job->id(), absl::Now() + absl::Seconds(10)).ok());
+  // The heartbeat is applied after the update on the same queue: wait for it by a second job.
+  absl::StatusOr<v1::Job> probe = orchestrator_->Serve(Request("gpu0"));
+  ASSERT_TRUE(probe.ok());
+  v1::CommandUpdate failed;
+  failed.set_command_id(probe->id());
+  failed.set_state("failed");
+  orchestrator_->OnCommandUpdate("gpu-node", failed);
+  ASSERT_TRUE(orchestrator_->WaitJob(probe->id(), absl::Now() + absl::Seconds(10)).ok());
+  EXPECT_EQ(instances_.Get(id)->state(), "stopped");
+  EXPECT_EQ(instances_.stale_reports(), 0u);
+}
+
+}  // namespace
+}  // namespace gswarm::host
