@@ -5,7 +5,7 @@
 set -euo pipefail
 
 packages=(
-  build-essential cmake ninja-build ccache pkg-config git clang-format
+  build-essential cmake ninja-build ccache pkg-config git clang-format clang
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
   libyaml-cpp-dev libspdlog-dev libfmt-dev libcurl4-openssl-dev libsqlite3-dev
   libcpp-httplib-dev libssl-dev libcli11-dev nlohmann-json3-dev

@@ -23,6 +23,7 @@
 #include "host/instance_manager.h"
 #include "host/node_registry.h"
 #include "host/registry.h"
+#include "host/serve_planner.h"
 
 namespace gswarm::host {
 
@@ -55,34 +56,8 @@ class Orchestrator final : public AgentListener {
   void OnInstancesChanged(const std::string& node_id,
                           const std::vector<v1::Instance>& instances) override;
 
-  // Room on one GPU of a node for instances: its budget (total x client.gpu_memory_fraction)
-  // less what others hold (the last heartbeat's "used" less our instances' reported share) and
-  // what GSwarm's own instances hold or are about to (each: its reported GPU memory, at least its
-  // model's size).
-  struct GpuRoom {
-    // One of GSwarm's instances on the GPU (starting, ready or stopping) and what it holds.
-    struct Holder {
-      std::string instance_id;
-      bool ready = false;
-      uint64_t bytes = 0;
-    };
-    std::string device;  // "gpu0", "gpu1", ...
-    uint64_t budget_bytes = 0;
-    uint64_t used_bytes = 0;
-    uint64_t free_bytes = 0;
-    std::vector<Holder> instances;
-  };
-  // Where Serve would start `request` now.
-  struct ServePlan {
-    std::string node_id;
-    std::string tier;  // the tier the engine reads the model from: "dram" | "disk"
-    std::string gpu;   // "gpu0", ... or "cpu"
-    uint64_t needed_bytes = 0;
-    // False when the chosen GPU lacks room; `shortage` then says needed vs free.
-    bool fits = true;
-    std::string shortage;
-    std::vector<GpuRoom> gpus;  // every GPU of the node
-  };
+  using GpuRoom = host::GpuRoom;
+  using ServePlan = host::ServePlan;
 
   // The node asked for, else one holding the model: DRAM before disk, and a node whose GPU has
   // room before one whose GPU has not; the tier asked for, else the fastest there; the GPU asked
@@ -91,8 +66,10 @@ class Orchestrator final : public AgentListener {
   absl::StatusOr<ServePlan> PlanServe(const v1::ServeRequest& request) const;
   // Every node's plan, in that order of preference (one per node); never empty.
   absl::StatusOr<std::vector<ServePlan>> PlanServeEverywhere(const v1::ServeRequest& request) const;
-  // The plan PlanServe picks from PlanServeEverywhere's: the first that fits, else the first.
-  static const ServePlan& Preferred(const std::vector<ServePlan>& plans);
+  // The plan PlanServe picks from PlanServeEverywhere's (serve_planner.h's PreferredPlan).
+  static const ServePlan& Preferred(const std::vector<ServePlan>& plans) {
+    return PreferredPlan(plans);
+  }
   // Starts an instance where PlanServe says. FAILED_PRECONDITION when the model does not fit the
   // GPU's budget (says needed vs free), NOT_FOUND when no online node holds it. Planning and
   // launching are one step, so concurrent serves never count the same room twice.
@@ -140,11 +117,8 @@ class Orchestrator final : public AgentListener {
     std::vector<std::weak_ptr<JobSink>> sinks;
   };
 
-  // The plan for `model` on one node from `replica`. FAILED_PRECONDITION for a GPU the node
-  // does not have.
-  absl::StatusOr<ServePlan> PlanOnNode(const v1::Model& model, const v1::Replica& replica,
-                                       const v1::NodeInfo& node, const std::string& gpu) const;
-  std::vector<GpuRoom> GpuRooms(const v1::NodeInfo& node) const;
+  // What serve planning looks at for `model`, now.
+  absl::StatusOr<ServeSnapshot> Snapshot(const std::string& model) const;
 
   absl::StatusOr<std::string> PickNode(const std::string& requested) const;
   absl::StatusOr<v1::Job> Launch(v1::Job job, v1::Command command);

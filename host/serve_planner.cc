@@ -1,5 +1,4 @@
-// Orchestrator's serve planning: where an instance goes (node, tier, GPU) and whether it fits,
-// counting what GSwarm's own instances hold or are about to (InstanceManager's planned ones).
+#include "host/serve_planner.h"
 
 #include <algorithm>
 
@@ -9,63 +8,23 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
-#include "common/auth.h"
 #include "common/status.h"
 #include "common/units.h"
-#include "host/orchestrator.h"
+#include "host/instance_state.h"
 
 namespace gswarm::host {
 
-std::vector<Orchestrator::GpuRoom> Orchestrator::GpuRooms(const v1::NodeInfo& node) const {
-  // What GSwarm's own instances on each GPU hold, or will once loaded: a heartbeat may predate
-  // an instance that is starting (or only planned), and two serves must not both count the same
-  // room.
-  absl::flat_hash_map<std::string, uint64_t> reserved;
-  absl::flat_hash_map<std::string, uint64_t> attributed;  // our instances' share of "used"
-  absl::flat_hash_map<std::string, std::vector<GpuRoom::Holder>> holders;
-  absl::flat_hash_map<std::string, uint64_t> model_bytes;
-  auto model_size = [&](const std::string& name) {
-    auto [it, inserted] = model_bytes.try_emplace(name, 0);
-    if (inserted) {
-      absl::StatusOr<v1::Model> model = registry_->GetModel(name);
-      if (model.ok()) it->second = model->size_bytes();
-    }
-    return it->second;
-  };
-  for (const v1::Instance& instance : instances_->Active("", node.node_id())) {
-    uint64_t footprint = instances_->ReservedBytes(instance.id());
-    if (footprint == 0) footprint = model_size(instance.model_name());
-    const uint64_t bytes = std::max<uint64_t>(instance.gpu_memory_bytes(), footprint);
-    reserved[instance.gpu_device()] += bytes;
-    attributed[instance.gpu_device()] += instance.gpu_memory_bytes();
-    holders[instance.gpu_device()].push_back(
-        {instance.id(), StateOf(instance) == InstanceState::kReady, bytes});
-  }
-  std::vector<GpuRoom> rooms;
-  for (const v1::GpuInfo& info : node.memory().gpus()) {
-    GpuRoom room;
-    room.device = absl::StrCat("gpu", info.index());
-    room.budget_bytes = info.memory_budget_bytes();
-    // What others hold (the heartbeat's figure less our instances' share of it), plus ours.
-    const uint64_t others =
-        info.memory_used_bytes() - std::min(info.memory_used_bytes(), attributed[room.device]);
-    room.used_bytes = std::min(room.budget_bytes, others + reserved[room.device]);
-    room.free_bytes = room.budget_bytes - room.used_bytes;
-    room.instances = std::move(holders[room.device]);
-    rooms.push_back(std::move(room));
-  }
-  return rooms;
-}
+namespace {
 
-absl::StatusOr<Orchestrator::ServePlan> Orchestrator::PlanOnNode(const v1::Model& model,
-                                                                 const v1::Replica& replica,
-                                                                 const v1::NodeInfo& node,
-                                                                 const std::string& gpu) const {
+// The plan for `model` on `node` from `replica`.
+absl::StatusOr<ServePlan> PlanOnNode(const v1::Model& model, const v1::Replica& replica,
+                                     const v1::NodeInfo& node, const std::string& gpu,
+                                     const std::vector<ServeSnapshot::Holding>& holdings) {
   ServePlan plan;
   plan.node_id = node.node_id();
   plan.tier = replica.tier();
   plan.needed_bytes = model.size_bytes() != 0 ? model.size_bytes() : replica.size_bytes();
-  plan.gpus = GpuRooms(node);
+  plan.gpus = GpuRooms(node, holdings);
   plan.gpu = gpu;
   const GpuRoom* room = nullptr;
   if (gpu.empty()) {
@@ -102,9 +61,44 @@ absl::StatusOr<Orchestrator::ServePlan> Orchestrator::PlanOnNode(const v1::Model
   return plan;
 }
 
-absl::StatusOr<std::vector<Orchestrator::ServePlan>> Orchestrator::PlanServeEverywhere(
-    const v1::ServeRequest& request) const {
-  ASSIGN_OR_RETURN(v1::Model model, registry_->GetModel(request.model_name()));
+}  // namespace
+
+std::vector<GpuRoom> GpuRooms(const v1::NodeInfo& node,
+                              const std::vector<ServeSnapshot::Holding>& holdings) {
+  // What GSwarm's own instances on each GPU hold, or will once loaded: a heartbeat may predate
+  // an instance that is starting (or only planned), and two serves must not both count the same
+  // room.
+  absl::flat_hash_map<std::string, uint64_t> reserved;
+  absl::flat_hash_map<std::string, uint64_t> attributed;  // our instances' share of "used"
+  absl::flat_hash_map<std::string, std::vector<GpuRoom::Holder>> holders;
+  for (const ServeSnapshot::Holding& holding : holdings) {
+    const v1::Instance& instance = holding.instance;
+    if (instance.node_id() != node.node_id()) continue;
+    const uint64_t bytes = std::max<uint64_t>(instance.gpu_memory_bytes(), holding.footprint_bytes);
+    reserved[instance.gpu_device()] += bytes;
+    attributed[instance.gpu_device()] += instance.gpu_memory_bytes();
+    holders[instance.gpu_device()].push_back(
+        {instance.id(), StateOf(instance) == InstanceState::kReady, bytes});
+  }
+  std::vector<GpuRoom> rooms;
+  for (const v1::GpuInfo& info : node.memory().gpus()) {
+    GpuRoom room;
+    room.device = absl::StrCat("gpu", info.index());
+    room.budget_bytes = info.memory_budget_bytes();
+    // What others hold (the heartbeat's figure less our instances' share of it), plus ours.
+    const uint64_t others =
+        info.memory_used_bytes() - std::min(info.memory_used_bytes(), attributed[room.device]);
+    room.used_bytes = std::min(room.budget_bytes, others + reserved[room.device]);
+    room.free_bytes = room.budget_bytes - room.used_bytes;
+    room.instances = std::move(holders[room.device]);
+    rooms.push_back(std::move(room));
+  }
+  return rooms;
+}
+
+absl::StatusOr<std::vector<ServePlan>> PlanServeEverywhere(const ServeSnapshot& snapshot,
+                                                           const v1::ServeRequest& request) {
+  const v1::Model& model = snapshot.model;
   if (!request.source_device().empty() && request.source_device() != "disk" &&
       request.source_device() != "dram") {
     return absl::InvalidArgumentError(
@@ -120,9 +114,12 @@ absl::StatusOr<std::vector<Orchestrator::ServePlan>> Orchestrator::PlanServeEver
       if (replica.tier() != tier || replica.state() != "ready") continue;
       if (!request.node().empty() && replica.node_id() != request.node()) continue;
       if (planned.contains(replica.node_id())) continue;
-      std::optional<v1::NodeInfo> node = nodes_->GetOnline(replica.node_id());
-      if (!node.has_value()) continue;
-      absl::StatusOr<ServePlan> plan = PlanOnNode(model, replica, *node, request.gpu_device());
+      auto node = std::find_if(
+          snapshot.nodes.begin(), snapshot.nodes.end(),
+          [&](const v1::NodeInfo& online) { return online.node_id() == replica.node_id(); });
+      if (node == snapshot.nodes.end()) continue;
+      absl::StatusOr<ServePlan> plan =
+          PlanOnNode(model, replica, *node, request.gpu_device(), snapshot.instances);
       if (!plan.ok()) {
         if (refused.ok()) refused = plan.status();
         continue;
@@ -140,57 +137,11 @@ absl::StatusOr<std::vector<Orchestrator::ServePlan>> Orchestrator::PlanServeEver
       ": download or copy it there first"));
 }
 
-const Orchestrator::ServePlan& Orchestrator::Preferred(const std::vector<ServePlan>& plans) {
+const ServePlan& PreferredPlan(const std::vector<ServePlan>& plans) {
   for (const ServePlan& plan : plans) {
     if (plan.fits) return plan;
   }
   return plans.front();
-}
-
-absl::StatusOr<Orchestrator::ServePlan> Orchestrator::PlanServe(
-    const v1::ServeRequest& request) const {
-  ASSIGN_OR_RETURN(std::vector<ServePlan> plans, PlanServeEverywhere(request));
-  return Preferred(plans);
-}
-
-absl::StatusOr<v1::Job> Orchestrator::Serve(const v1::ServeRequest& request,
-                                            const std::string& managed_by) {
-  absl::MutexLock serve_lock(&serve_mu_);
-  ASSIGN_OR_RETURN(ServePlan plan, PlanServe(request));
-  if (!plan.fits) return absl::FailedPreconditionError(plan.shortage);
-
-  v1::Command command;
-  v1::ServeCommand& serve = *command.mutable_serve();
-  serve.set_model_name(request.model_name());
-  serve.set_source_tier(plan.tier);
-  serve.set_gpu_device(plan.gpu);
-  serve.set_port(request.port());
-  serve.set_engine(request.engine());
-  serve.set_instance_id(request.instance_id().empty()
-                            ? "inst-" + common::GenerateToken().substr(0, 10)
-                            : request.instance_id());
-  *serve.mutable_extra_args() = request.extra_args();
-  serve.set_managed_by(managed_by);
-  v1::Job job;
-  job.set_kind("serve");
-  job.set_model_name(request.model_name());
-  job.set_node_id(plan.node_id);
-  // Its GPU room is held from now on: the next plan counts it, before any heartbeat does.
-  v1::Instance planned;
-  planned.set_id(serve.instance_id());
-  planned.set_model_name(serve.model_name());
-  planned.set_node_id(plan.node_id);
-  planned.set_engine(serve.engine());
-  planned.set_gpu_device(plan.gpu);
-  planned.set_source_tier(plan.tier);
-  planned.set_managed_by(managed_by);
-  instances_->Plan(planned, plan.gpu == "cpu" ? 0 : plan.needed_bytes);
-  absl::StatusOr<v1::Job> launched = Launch(std::move(job), std::move(command));
-  if (!launched.ok()) {
-    instances_->PlanEnded(serve.instance_id(),
-                          absl::StrCat("the serve was not sent: ", launched.status().message()));
-  }
-  return launched;
 }
 
 }  // namespace gswarm::host

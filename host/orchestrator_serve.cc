@@ -1,0 +1,87 @@
+// The orchestrator's side of serving: the snapshot serve planning looks at (serve_planner.h), and
+// Serve, which launches what the plan says and holds its GPU room from then on.
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "common/auth.h"
+#include "common/status.h"
+#include "host/orchestrator.h"
+
+namespace gswarm::host {
+
+absl::StatusOr<ServeSnapshot> Orchestrator::Snapshot(const std::string& model_name) const {
+  ServeSnapshot snapshot;
+  ASSIGN_OR_RETURN(snapshot.model, registry_->GetModel(model_name));
+  for (v1::NodeInfo& node : nodes_->List()) {
+    if (node.state() == "online") snapshot.nodes.push_back(std::move(node));
+  }
+  // An instance's footprint until NVML says more: what was reserved when it was planned, else
+  // its model's size (one catalog read per model).
+  absl::flat_hash_map<std::string, uint64_t> model_bytes;
+  for (v1::Instance& instance : instances_->Active()) {
+    uint64_t footprint = instances_->ReservedBytes(instance.id());
+    if (footprint == 0) {
+      auto [it, inserted] = model_bytes.try_emplace(instance.model_name(), 0);
+      if (inserted) {
+        absl::StatusOr<v1::Model> model = registry_->GetModel(instance.model_name());
+        if (model.ok()) it->second = model->size_bytes();
+      }
+      footprint = it->second;
+    }
+    snapshot.instances.push_back({std::move(instance), footprint});
+  }
+  return snapshot;
+}
+
+absl::StatusOr<std::vector<ServePlan>> Orchestrator::PlanServeEverywhere(
+    const v1::ServeRequest& request) const {
+  ASSIGN_OR_RETURN(ServeSnapshot snapshot, Snapshot(request.model_name()));
+  return host::PlanServeEverywhere(snapshot, request);
+}
+
+absl::StatusOr<ServePlan> Orchestrator::PlanServe(const v1::ServeRequest& request) const {
+  ASSIGN_OR_RETURN(std::vector<ServePlan> plans, PlanServeEverywhere(request));
+  return PreferredPlan(plans);
+}
+
+absl::StatusOr<v1::Job> Orchestrator::Serve(const v1::ServeRequest& request,
+                                            const std::string& managed_by) {
+  absl::MutexLock serve_lock(&serve_mu_);
+  ASSIGN_OR_RETURN(ServePlan plan, PlanServe(request));
+  if (!plan.fits) return absl::FailedPreconditionError(plan.shortage);
+
+  v1::Command command;
+  v1::ServeCommand& serve = *command.mutable_serve();
+  serve.set_model_name(request.model_name());
+  serve.set_source_tier(plan.tier);
+  serve.set_gpu_device(plan.gpu);
+  serve.set_port(request.port());
+  serve.set_engine(request.engine());
+  serve.set_instance_id(request.instance_id().empty()
+                            ? "inst-" + common::GenerateToken().substr(0, 10)
+                            : request.instance_id());
+  *serve.mutable_extra_args() = request.extra_args();
+  serve.set_managed_by(managed_by);
+  v1::Job job;
+  job.set_kind("serve");
+  job.set_model_name(request.model_name());
+  job.set_node_id(plan.node_id);
+  // Its GPU room is held from now on: the next plan counts it, before any heartbeat does.
+  v1::Instance planned;
+  planned.set_id(serve.instance_id());
+  planned.set_model_name(serve.model_name());
+  planned.set_node_id(plan.node_id);
+  planned.set_engine(serve.engine());
+  planned.set_gpu_device(plan.gpu);
+  planned.set_source_tier(plan.tier);
+  planned.set_managed_by(managed_by);
+  instances_->Plan(planned, plan.gpu == "cpu" ? 0 : plan.needed_bytes);
+  absl::StatusOr<v1::Job> launched = Launch(std::move(job), std::move(command));
+  if (!launched.ok()) {
+    instances_->PlanEnded(serve.instance_id(),
+                          absl::StrCat("the serve was not sent: ", launched.status().message()));
+  }
+  return launched;
+}
+
+}  // namespace gswarm::host
