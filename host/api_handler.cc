@@ -170,7 +170,7 @@ v1::Model ApiHandler::WithState(v1::Model model) const {
 
 absl::StatusOr<v1::Job> ApiHandler::Await(const v1::Job& job, absl::Duration timeout) const {
   ASSIGN_OR_RETURN(v1::Job done, orchestrator_->WaitJob(job.id(), absl::Now() + timeout));
-  if (!IsTerminalJobState(done.state())) {
+  if (!IsTerminal(JobStateOf(done))) {
     return absl::DeadlineExceededError(absl::StrCat(
         job.kind(), " job ", job.id(), " on node ", job.node_id(), " is still running after ",
         absl::FormatDuration(timeout), "; follow it with `gswarm jobs` or GET /jobs/", job.id()));
@@ -179,7 +179,7 @@ absl::StatusOr<v1::Job> ApiHandler::Await(const v1::Job& job, absl::Duration tim
 }
 
 absl::StatusOr<v1::Job> EndedJob(const v1::Job& done) {
-  if (done.state() == "succeeded") return done;
+  if (JobStateOf(done) == JobState::kSucceeded) return done;
   return absl::AbortedError(absl::StrCat(done.kind(), " of \"", done.model_name(), "\" on node ",
                                          done.node_id(), " ", done.state(), ": ", done.message(),
                                          " (job ", done.id(), ")"));
@@ -388,7 +388,7 @@ absl::StatusOr<v1::ValidateModelResponse> ApiHandler::ValidateModel(
     ASSIGN_OR_RETURN(v1::Job done, orchestrator_->WaitJob(job.id(), absl::Now() + absl::Hours(1)));
     ++checked_replicas;
     response.set_files_checked(response.files_checked() + done.files_done());
-    if (done.state() == "succeeded") continue;
+    if (JobStateOf(done) == JobState::kSucceeded) continue;
     // The agent reports one "path: problem" per line.
     for (absl::string_view line : absl::StrSplit(done.message(), '\n')) {
       const size_t colon = line.find(": ");

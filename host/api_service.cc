@@ -71,7 +71,7 @@ class JobWaitReactor final : public grpc::ServerUnaryReactor,
   explicit JobWaitReactor(v1::JobResponse* response) : response_(response) {}
 
   void OnJob(const v1::Job& job) override {
-    if (!IsTerminalJobState(job.state())) return;
+    if (!IsTerminal(JobStateOf(job))) return;
     absl::StatusOr<v1::Job> ended = EndedJob(job);
     if (!ended.ok()) return FinishOnce(common::ToGrpcStatus(ended.status()));
     *response_->mutable_job() = *std::move(ended);
@@ -248,7 +248,7 @@ class JobWatchStream final : public grpc::ServerWriteReactor<v1::Job>,
     bool finish = !ok;
     {
       absl::MutexLock lock(&mu_);
-      if (ok && IsTerminalJobState(current_.state())) {
+      if (ok && IsTerminal(JobStateOf(current_))) {
         finish = true;
       } else if (ok && pending_.has_value()) {
         current_ = *std::move(pending_);

@@ -2,6 +2,7 @@
 // in the catalog, cancel, and the reads and watches of the API.
 
 #include <algorithm>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
@@ -44,9 +45,15 @@ void Orchestrator::ApplyUpdate(const std::string& node_id, const v1::CommandUpda
       return;
     }
     from = active.job.state();
-    UpdateJob(active, update);
+    const std::optional<JobState> to = ParseJobState(update.state());
+    if (!to.has_value() || !IsAllowedJobTransition(JobStateOf(active.job), *to)) {
+      spdlog::warn("job={}: update from node={} to \"{}\" refused (the job is {})", active.job.id(),
+                   node_id, update.state(), from);
+      return;
+    }
+    UpdateJob(active, *to, update);
     const absl::Time now = absl::Now();
-    persist = from != update.state() || IsTerminalJobState(update.state()) ||
+    persist = from != update.state() || IsTerminal(*to) ||
               now - active.last_persisted >= absl::Seconds(1);
     if (persist) active.last_persisted = now;
     job = active.job;
@@ -54,7 +61,7 @@ void Orchestrator::ApplyUpdate(const std::string& node_id, const v1::CommandUpda
     std::erase_if(active.sinks, [](const std::weak_ptr<JobSink>& sink) { return sink.expired(); });
     sinks = active.sinks;
   }
-  const bool terminal = IsTerminalJobState(job.state());
+  const bool terminal = IsTerminal(JobStateOf(job));
   if (terminal) {
     if (job.has_instance()) {
       instances_->ApplyReport(node_id, job.instance());
@@ -62,7 +69,7 @@ void Orchestrator::ApplyUpdate(const std::string& node_id, const v1::CommandUpda
       instances_->PlanEnded(command.serve().instance_id(),
                             absl::StrCat("serve ", job.state(), ": ", job.message()));
     }
-    if (job.state() == "succeeded") RecordResult(job, command, update);
+    if (JobStateOf(job) == JobState::kSucceeded) RecordResult(job, command, update);
     spdlog::info("job={} {} {} on node={}: {}{}{}", job.id(), job.kind(), job.model_name(), node_id,
                  job.state(), job.message().empty() ? "" : ": ", job.message());
   }
@@ -81,9 +88,9 @@ void Orchestrator::ApplyUpdate(const std::string& node_id, const v1::CommandUpda
   }
 }
 
-void Orchestrator::UpdateJob(ActiveJob& active, const v1::CommandUpdate& update) {
+void Orchestrator::UpdateJob(ActiveJob& active, JobState to, const v1::CommandUpdate& update) {
   v1::Job& job = active.job;
-  job.set_state(update.state());
+  job.set_state(JobStateName(to));
   job.set_message(update.message());
   job.set_bytes_done(update.bytes_done());
   job.set_bytes_total(update.bytes_total());
@@ -106,7 +113,7 @@ void Orchestrator::UpdateJob(ActiveJob& active, const v1::CommandUpdate& update)
     active.last_rate_at = now;
     active.last_rate_bytes = update.bytes_done();
   }
-  if (IsTerminalJobState(update.state())) {
+  if (IsTerminal(to)) {
     *job.mutable_finished_at() = job.updated_at();
     if (update.has_replica()) {
       *job.mutable_replica() = update.replica();
@@ -197,7 +204,7 @@ absl::StatusOr<v1::Job> Orchestrator::CancelJob(const std::string& id) {
     // agent drops the command if it comes back.
     v1::CommandUpdate cancelled;
     cancelled.set_command_id(id);
-    cancelled.set_state("cancelled");
+    cancelled.set_state(JobStateName(JobState::kCancelled));
     cancelled.set_message("cancelled while its node was offline");
     absl::Notification applied;
     RETURN_IF_ERROR(events_.Submit([&] {

@@ -36,9 +36,6 @@ absl::Status ValidateSource(absl::string_view source) {
 
 }  // namespace
 
-bool IsTerminalJobState(absl::string_view state) {
-  return state == "succeeded" || state == "failed" || state == "cancelled";
-}
 
 Orchestrator::Orchestrator(Options options, Registry* registry, NodeRegistry* nodes,
                            InstanceManager* instances, EventBus* events)
@@ -118,7 +115,7 @@ absl::Status Orchestrator::Recover() {
     absl::StatusOr<std::string> request = registry_->GetJobRequest(job.id());
     v1::Command command;
     if (!request.ok() || !common::FromJson(*request, &command).ok() || command.id().empty()) {
-      job.set_state("failed");
+      job.set_state(JobStateName(JobState::kFailed));
       job.set_message("the host restarted and lost this job's command; start it again");
       *job.mutable_finished_at() = Now();
       RETURN_IF_ERROR(registry_->PutJob(job));
@@ -333,7 +330,7 @@ absl::StatusOr<v1::Job> Orchestrator::RunOnNode(const std::string& node, const s
 
 absl::StatusOr<v1::Job> Orchestrator::Launch(v1::Job job, v1::Command command) {
   job.set_id(NewJobId());
-  job.set_state("running");
+  job.set_state(JobStateName(JobState::kRunning));
   *job.mutable_created_at() = Now();
   *job.mutable_updated_at() = job.created_at();
   command.set_id(job.id());

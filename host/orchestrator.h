@@ -21,6 +21,7 @@
 #include "host/agent_listener.h"
 #include "host/event_bus.h"
 #include "host/instance_manager.h"
+#include "host/job_state.h"
 #include "host/node_registry.h"
 #include "host/registry.h"
 #include "host/serve_planner.h"
@@ -124,8 +125,9 @@ class Orchestrator final : public AgentListener {
   absl::StatusOr<v1::Job> Launch(v1::Job job, v1::Command command);
   void Dispatch(const std::string& node_id, const v1::Command& command);
   void ApplyUpdate(const std::string& node_id, const v1::CommandUpdate& update);
-  // The job's fields from the update, and its smoothed rate. REQUIRES: mu_ held.
-  void UpdateJob(ActiveJob& active, const v1::CommandUpdate& update)
+  // The job's state (`to`, an allowed edge) and fields from the update, and its smoothed rate.
+  // REQUIRES: mu_ held.
+  void UpdateJob(ActiveJob& active, JobState to, const v1::CommandUpdate& update)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Reconcile(const v1::Hello& hello);
   void RecordResult(const v1::Job& job, const v1::Command& command,
@@ -152,8 +154,6 @@ class Orchestrator final : public AgentListener {
   // Agent events in arrival order, off gRPC's threads.
   common::WorkerPool events_{"agent event queue", 1, 1 << 20};
 };
-
-bool IsTerminalJobState(absl::string_view state);
 
 // http://<address the node connected from>:<its data port>, or "" when it serves none.
 std::string NodeDataUrl(const v1::NodeInfo& node);

@@ -158,7 +158,7 @@ void RouterPlacement::Demote(const v1::Instance& instance) {
     absl::MutexLock lock(&mu_);
     if (auto it = demoting_.find(key); it != demoting_.end()) {
       absl::StatusOr<v1::Job> job = orchestrator_->GetJob(it->second);
-      if (job.ok() && !IsTerminalJobState(job->state())) return;  // already on its way
+      if (job.ok() && !IsTerminal(JobStateOf(*job))) return;  // already on its way
       demoting_.erase(it);
     }
   }
@@ -457,7 +457,7 @@ absl::StatusOr<Router::Backend> RouterPlacement::Load(const std::string& model,
   }
   RETURN_IF_ERROR(job.status());
   ASSIGN_OR_RETURN(v1::Job finished, orchestrator_->WaitJob(job->id(), deadline));
-  if (finished.state() != "succeeded") {
+  if (JobStateOf(finished) != JobState::kSucceeded) {
     return absl::UnavailableError(absl::StrCat("loading \"", model, "\" on node ",
                                                finished.node_id(), " ", finished.state(), ": ",
                                                finished.message()));

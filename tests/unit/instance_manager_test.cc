@@ -6,6 +6,7 @@
 
 #include "host/event_bus.h"
 #include "host/instance_state.h"
+#include "host/job_state.h"
 
 namespace gswarm::host {
 namespace {
@@ -58,6 +59,23 @@ TEST(InstanceStateTest, EveryEdgeOfTheMachine) {
           << InstanceStateName(from) << " -> " << InstanceStateName(to);
     }
   }
+}
+
+TEST(JobStateTest, NamesAndEdges) {
+  using J = JobState;
+  for (J state : {J::kPending, J::kRunning, J::kSucceeded, J::kFailed, J::kCancelled}) {
+    EXPECT_EQ(ParseJobState(JobStateName(state)), state);
+    // Nothing leaves a finished job; everything else may follow an unfinished one but a step back.
+    for (J to : {J::kPending, J::kRunning, J::kSucceeded, J::kFailed, J::kCancelled}) {
+      const bool expected = !IsTerminal(state) && !(state == J::kRunning && to == J::kPending);
+      EXPECT_EQ(IsAllowedJobTransition(state, to), expected)
+          << JobStateName(state) << " -> " << JobStateName(to);
+    }
+  }
+  EXPECT_FALSE(ParseJobState("done").has_value());
+  v1::Job job;
+  job.set_state("exploded");
+  EXPECT_EQ(JobStateOf(job), J::kFailed);
 }
 
 class InstanceManagerTest : public ::testing::Test {

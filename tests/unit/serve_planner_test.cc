@@ -32,8 +32,8 @@ void AddReplica(v1::Model* model, const std::string& node, const std::string& ti
 }
 
 ServeSnapshot::Holding Holding(const std::string& id, const std::string& node,
-                               const std::string& gpu, const std::string& state,
-                               uint64_t footprint, uint64_t reported = 0) {
+                               const std::string& gpu, const std::string& state, uint64_t footprint,
+                               uint64_t reported = 0) {
   ServeSnapshot::Holding holding;
   holding.instance.set_id(id);
   holding.instance.set_node_id(node);
