@@ -19,7 +19,8 @@ std::string HumanBytes(uint64_t bytes) {
     ++unit;
   }
   if (unit == 0) return absl::StrFormat("%d B", bytes);
-  return absl::StrFormat(value >= 100 ? "%.0f %s" : "%.1f %s", value, kUnits[unit]);
+  if (value >= 100) return absl::StrFormat("%.0f %s", value, kUnits[unit]);
+  return absl::StrFormat("%.1f %s", value, kUnits[unit]);
 }
 
 std::string HumanDuration(double seconds) {

@@ -10,6 +10,7 @@ build_dir="${1:-build-clang}"
 command -v clang++ >/dev/null || { echo "thread-safety check: clang++ is missing (bash deploy/install-deps.sh)" >&2; exit 1; }
 cmake -S . -B "$build_dir" -G Ninja \
   -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
+  -DGSWARM_BUILD_TESTS=ON -DGSWARM_BUILD_BENCH=ON \
   "-DCMAKE_CXX_FLAGS=-Wthread-safety -Werror=thread-safety" >/dev/null
 cmake --build "$build_dir" -j2
 echo "thread-safety check: clean (clang $(clang++ -dumpversion), -Wthread-safety -Werror=thread-safety)"
