@@ -237,6 +237,13 @@ std::vector<v1::Instance> InstanceManager::Active(const std::string& model_name,
   return active;
 }
 
+std::optional<InstanceState> InstanceManager::State(const std::string& id) const {
+  absl::MutexLock lock(&mu_);
+  auto it = records_.find(id);
+  if (it == records_.end()) return std::nullopt;
+  return it->second.state;
+}
+
 uint64_t InstanceManager::ReservedBytes(const std::string& id) const {
   absl::MutexLock lock(&mu_);
   auto it = records_.find(id);

@@ -63,6 +63,8 @@ class InstanceManager {
   std::vector<v1::Instance> List(const std::string& model_name = "",
                                  const std::string& node_id = "") const;
   std::optional<v1::Instance> Get(const std::string& id) const;
+  // The instance's state alone (no copy of the rest): the router asks it per request.
+  std::optional<InstanceState> State(const std::string& id) const;
   // Active instances (instance_state.h: planned up to stopping), sorted by id.
   std::vector<v1::Instance> Active(const std::string& model_name = "",
                                    const std::string& node_id = "") const;

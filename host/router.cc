@@ -285,7 +285,7 @@ absl::StatusOr<std::unique_ptr<Router::Lease>> Router::Acquire(const std::string
       absl::MutexLock lock(&mu_);
       if (ready.empty() && loaded.has_value()) ready.push_back(*loaded);  // not listed yet
       std::erase_if(ready, [this](const Backend& backend) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return retired_.contains(backend.instance_id);
+        return !placement_->Routable(backend.instance_id);
       });
       if (!ready.empty()) {
         const Backend* best = nullptr;
@@ -434,20 +434,19 @@ void Router::RunLoad(const std::string& model, std::shared_ptr<Flight> flight) {
   changed_.SignalAll();
 }
 
-bool Router::TryRetire(const std::string& instance_id, absl::Time idle_since) {
+bool Router::TryRetire(const std::string& instance_id, absl::Time idle_since,
+                       const std::function<bool()>& take_out) {
   absl::MutexLock lock(&mu_);
   if (in_flight_.contains(instance_id)) return false;
   if (auto it = last_used_.find(instance_id); it != last_used_.end() && it->second > idle_since) {
     return false;
   }
-  retired_.insert(instance_id);
-  return true;
+  return take_out();
 }
 
 void Router::Forget(const std::string& instance_id) {
   absl::MutexLock lock(&mu_);
   last_used_.erase(instance_id);
-  retired_.erase(instance_id);
 }
 
 void Router::Publish(const std::string& action, const std::string& model,

@@ -14,6 +14,7 @@
 // `placement` must outlive the Router. The process must ignore SIGPIPE: httplib 0.11 writes with
 // send() flags 0, so a client that disconnects mid-stream would otherwise kill it.
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -56,6 +57,10 @@ class Router {
     virtual std::vector<Backend> ReadyBackends(const std::string& model) = 0;
     // Whether `model` is registered in the catalog.
     virtual bool IsKnownModel(const std::string& model) = 0;
+    // Whether the instance may take a new request now (ready; not draining or gone). Called with
+    // the router's lock held: it must neither call the router nor wait for a lock that is held
+    // while calling it.
+    virtual bool Routable(const std::string& instance_id) = 0;
     // Starts an instance of `model` and returns it once ready, giving up at `deadline`. The
     // router calls it at most once at a time per model (single flight), on a thread of its own.
     virtual absl::StatusOr<Backend> Load(const std::string& model, absl::Time deadline) = 0;
@@ -120,9 +125,12 @@ class Router {
   int InFlight(const std::string& instance_id) const;
   absl::Time LastUsed(const std::string& instance_id) const;
   // Takes the instance out of rotation if no request holds a lease on it and none was sent to it
-  // after `idle_since`; true when it is out. Atomic with leasing: once this returns true no
-  // request is sent there again, so the instance can be stopped under nobody.
-  bool TryRetire(const std::string& instance_id, absl::Time idle_since);
+  // after `idle_since`: then `take_out` (the placement's drain, after which Routable is false)
+  // runs with the router's lock held, and its answer is returned; false without calling it when a
+  // request holds or used the instance. Atomic with leasing: once this returns true no request
+  // is sent there again, so the instance can be stopped under nobody.
+  bool TryRetire(const std::string& instance_id, absl::Time idle_since,
+                 const std::function<bool()>& take_out);
   // Drops what the router knows of an instance that is gone.
   void Forget(const std::string& instance_id);
   // Starts loading `model` unless a load of it is in flight (the single flight requests share),
@@ -165,7 +173,6 @@ class Router {
   std::string active_model_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, int> in_flight_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, absl::Time> last_used_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_set<std::string> retired_ ABSL_GUARDED_BY(mu_);
   int waiting_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Time last_queue_full_event_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   absl::flat_hash_map<std::string, std::shared_ptr<Flight>> flights_ ABSL_GUARDED_BY(mu_);

@@ -115,11 +115,10 @@ std::optional<RouterPlacement::Leaving> RouterPlacement::Retire(const std::strin
                                                                 absl::Time idle_since,
                                                                 const std::string& why) {
   auto it = loaded_.find(id);
-  if (it == loaded_.end() || !router_->TryRetire(id, idle_since)) return std::nullopt;
-  if (absl::Status drained = instances_->Drain(id, why); !drained.ok()) {
-    router_->Forget(id);  // not ready (any more): it stays where it is
-    return std::nullopt;
-  }
+  if (it == loaded_.end()) return std::nullopt;
+  const bool drained =
+      router_->TryRetire(id, idle_since, [&] { return instances_->Drain(id, why).ok(); });
+  if (!drained) return std::nullopt;  // in use, or not ready (any more): it stays
   std::optional<v1::Instance> instance = instances_->Get(id);
   spdlog::info("instance={} model={}: unloading ({})", id, it->second.model, why);
   Leaving leaving{instance.value_or(v1::Instance()), it->second};
@@ -138,8 +137,7 @@ std::optional<v1::Job> RouterPlacement::StopRetired(const Leaving& leaving) {
     absl::Status back = instances_->Undrain(
         id, absl::StrCat("the stop could not be sent: ", stop.status().message()));
     absl::MutexLock lock(&mu_);
-    if (back.ok()) loaded_[id] = leaving.loaded;
-    router_->Forget(id);  // back in rotation
+    if (back.ok()) loaded_[id] = leaving.loaded;  // ready again: back in rotation
     return std::nullopt;
   }
   Demote(leaving.instance);
@@ -258,6 +256,10 @@ std::vector<Router::Backend> RouterPlacement::ReadyBackends(const std::string& m
 }
 
 bool RouterPlacement::IsKnownModel(const std::string& model) { return registry_->HasModel(model); }
+
+bool RouterPlacement::Routable(const std::string& instance_id) {
+  return instances_->State(instance_id) == InstanceState::kReady;
+}
 
 void RouterPlacement::KeepAlive(const std::string& instance_id,
                                 std::optional<absl::Duration> keep_alive) {

@@ -66,6 +66,8 @@ class RouterPlacement final : public Router::Placement {
 
   std::vector<Router::Backend> ReadyBackends(const std::string& model) override;
   bool IsKnownModel(const std::string& model) override;
+  // Ready in the instance manager (draining ones are not); takes only the manager's lock.
+  bool Routable(const std::string& instance_id) override;
   absl::StatusOr<Router::Backend> Load(const std::string& model, absl::Time deadline) override;
   std::vector<nlohmann::json> ModelEntries() override;
   void KeepAlive(const std::string& instance_id, std::optional<absl::Duration> keep_alive) override;

@@ -150,6 +150,16 @@ class TestPlacement : public Router::Placement {
     absl::MutexLock lock(&mu_);
     return known_.contains(model);
   }
+  bool Routable(const std::string& instance_id) override {
+    absl::MutexLock lock(&mu_);
+    return !drained_.contains(instance_id);
+  }
+  // What the real placement's drain does: the instance takes no new request from now on.
+  bool Drain(const std::string& instance_id) {
+    absl::MutexLock lock(&mu_);
+    drained_.insert(instance_id);
+    return true;
+  }
   absl::StatusOr<Backend> Load(const std::string& model, absl::Time deadline) override {
     ++load_calls_;
     LoadFn load;
@@ -189,6 +199,7 @@ class TestPlacement : public Router::Placement {
  private:
   absl::Mutex mu_;
   absl::flat_hash_set<std::string> known_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_set<std::string> drained_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, std::vector<Backend>> ready_ ABSL_GUARDED_BY(mu_);
   LoadFn load_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, std::optional<absl::Duration>> keep_alive_ ABSL_GUARDED_BY(mu_);
@@ -657,13 +668,14 @@ TEST_F(RouterTest, RetiringIsRefusedUnderALeaseAndFinalOnceDone) {
   ASSERT_TRUE(
       testing::WaitFor([&] { return router_->InFlight("a") == 1 && router_->InFlight("b") == 1; },
                        absl::Seconds(5)));
-  EXPECT_FALSE(router_->TryRetire("a", absl::Now()));
-  EXPECT_FALSE(router_->TryRetire("b", absl::Now()));
+  auto drain = [&](const char* id) { return [&, id] { return placement_.Drain(id); }; };
+  EXPECT_FALSE(router_->TryRetire("a", absl::Now(), drain("a")));
+  EXPECT_FALSE(router_->TryRetire("b", absl::Now(), drain("b")));
   first.join();
   second.join();
   // Used just now: not idle since a minute ago, but idle since now.
-  EXPECT_FALSE(router_->TryRetire("a", absl::Now() - absl::Minutes(1)));
-  ASSERT_TRUE(router_->TryRetire("a", absl::Now()));
+  EXPECT_FALSE(router_->TryRetire("a", absl::Now() - absl::Minutes(1), drain("a")));
+  ASSERT_TRUE(router_->TryRetire("a", absl::Now(), drain("a")));
   // Retired: every request goes to "b" from now on, even with "a" still listed ready.
   a_->ResetStats();
   b_->ResetStats();
@@ -684,7 +696,7 @@ TEST_F(RouterTest, AllInstancesRetiredMeansALoad) {
     return Backend{"b", model, b_->url()};
   });
   StartRouter();
-  ASSERT_TRUE(router_->TryRetire("a", absl::Now()));
+  ASSERT_TRUE(router_->TryRetire("a", absl::Now(), [&] { return placement_.Drain("a"); }));
   Reply reply = Post("/v1/chat/completions", Chat("m", 1));
   EXPECT_EQ(reply.status, 200) << reply.body;
   EXPECT_EQ(placement_.load_calls(), 1);

@@ -74,7 +74,9 @@ class ScriptedServer {
     size_t length = 0;
     const size_t at = data.find("Content-Length: ");
     if (at != std::string::npos) {
-      absl::SimpleAtoi(data.substr(at + 16, data.find("\r\n", at) - at - 16), &length);
+      if (!absl::SimpleAtoi(data.substr(at + 16, data.find("\r\n", at) - at - 16), &length)) {
+        return false;
+      }
     }
     while (data.size() < end + 4 + length) {
       const ssize_t n = ::recv(fd, buf, sizeof(buf), 0);

@@ -1,0 +1,159 @@
+// ApiHandler's tiers and instances sections of api.proto: copies between tiers, DRAM eviction,
+// serving, stopping and listing instances, their logs, and the router's switch.
+
+#include <algorithm>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "common/proto_json.h"
+#include "common/status.h"
+#include "common/units.h"
+#include "google/protobuf/util/json_util.h"
+#include "host/api_handler.h"
+
+namespace gswarm::host {
+
+absl::StatusOr<v1::SwitchModelResponse> ApiHandler::SwitchModel(
+    const v1::SwitchModelRequest& request) const {
+  if (router_ == nullptr) return absl::UnavailableError("the router is not running");
+  ASSIGN_OR_RETURN(nlohmann::json switched, router_->Switch(request.model()));
+  v1::SwitchModelResponse response;
+  response.set_success(switched.value("success", false));
+  response.set_active_model(switched.value("active_model", ""));
+  response.set_switch_time_us(switched.value("switch_time_us", 0.0));
+  if (switched.contains("previous_model") && switched["previous_model"].is_string()) {
+    response.set_previous_model(switched["previous_model"].get<std::string>());
+  }
+  return response;
+}
+
+absl::StatusOr<v1::JobResponse> ApiHandler::Copy(const v1::CopyRequest& request) const {
+  v1::JobResponse response;
+  ASSIGN_OR_RETURN(*response.mutable_job(), orchestrator_->Copy(request));
+  if (request.wait()) {
+    ASSIGN_OR_RETURN(*response.mutable_job(), Await(response.job(), absl::Hours(24)));
+  }
+  return response;
+}
+
+absl::StatusOr<v1::EvictDramResponse> ApiHandler::EvictDram(
+    const v1::EvictDramRequest& request) const {
+  ASSIGN_OR_RETURN(v1::Model model, registry_->GetModel(request.model_name()));
+  v1::EvictDramResponse response;
+  for (v1::Replica replica : model.replicas()) {
+    if (replica.tier() != "dram") continue;
+    if (!request.node().empty() && replica.node_id() != request.node()) continue;
+    for (const v1::Instance& instance : instances_->Active(model.name(), replica.node_id())) {
+      if (instance.source_tier() == "dram" && !request.force()) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("model \"", model.name(), "\" in DRAM on node ", replica.node_id(),
+                         " serves instance ", instance.id(), ": stop it first, or pass force"));
+      }
+    }
+    v1::Command command;
+    command.mutable_delete_()->set_model_name(model.name());
+    command.mutable_delete_()->set_tier("dram");
+    ASSIGN_OR_RETURN(v1::Job job, orchestrator_->RunOnNode(replica.node_id(), model.name(),
+                                                           "delete", std::move(command)));
+    RETURN_IF_ERROR(Await(job, absl::Minutes(2)).status());
+    replica.set_model_name(model.name());
+    *response.add_evicted() = std::move(replica);
+  }
+  if (response.evicted().empty()) {
+    return absl::NotFoundError(absl::StrCat(
+        "model \"", model.name(), "\" is not in DRAM",
+        request.node().empty() ? " on any node" : absl::StrCat(" on node ", request.node())));
+  }
+  return response;
+}
+
+absl::StatusOr<v1::JobResponse> ApiHandler::Serve(const v1::ServeRequest& request) const {
+  v1::JobResponse response;
+  ASSIGN_OR_RETURN(*response.mutable_job(), orchestrator_->Serve(request));
+  if (request.wait()) {
+    ASSIGN_OR_RETURN(*response.mutable_job(), Await(response.job(), absl::Hours(1)));
+  }
+  return response;
+}
+
+absl::StatusOr<v1::StopInstanceResponse> ApiHandler::StopInstance(
+    const v1::StopInstanceRequest& request) const {
+  std::vector<v1::Instance> targets;
+  if (!request.instance_id().empty()) {
+    std::optional<v1::Instance> instance = instances_->Get(request.instance_id());
+    if (!instance.has_value()) {
+      return absl::NotFoundError(
+          absl::StrCat("instance ", request.instance_id(), " is unknown (see `gswarm ps`)"));
+    }
+    targets.push_back(*instance);
+  } else if (!request.model_name().empty()) {
+    targets = instances_->Active(request.model_name(), request.node());
+    if (targets.empty()) {
+      return absl::NotFoundError(
+          absl::StrCat("no instance serves \"", request.model_name(), "\" (see `gswarm ps`)"));
+    }
+  } else {
+    return absl::InvalidArgumentError("name an instance_id or a model_name to stop");
+  }
+  v1::StopInstanceResponse response;
+  for (const v1::Instance& instance : targets) {
+    ASSIGN_OR_RETURN(v1::Job job, orchestrator_->StopInstance(instance, request.force()));
+    ASSIGN_OR_RETURN(v1::Job done, Await(job, absl::Minutes(2)));
+    *response.add_stopped() = done.has_instance() ? done.instance() : instance;
+  }
+  return response;
+}
+
+absl::StatusOr<v1::ListInstancesResponse> ApiHandler::ListInstances(
+    const v1::ListInstancesRequest& request) const {
+  v1::ListInstancesResponse response;
+  for (v1::Instance& instance : instances_->List(request.model_name(), request.node())) {
+    Describe(&instance);
+    *response.add_instances() = std::move(instance);
+  }
+  return response;
+}
+
+absl::StatusOr<v1::JobResponse> ApiHandler::LoadModel(const v1::LoadModelRequest& request) const {
+  v1::ServeRequest serve;
+  serve.set_model_name(request.model_name());
+  serve.set_node(request.node());
+  serve.set_gpu_device(request.gpu_device());
+  serve.set_port(request.port());
+  serve.set_engine(request.engine());
+  serve.set_wait(request.wait());
+  return Serve(serve);
+}
+
+absl::StatusOr<v1::StopInstanceResponse> ApiHandler::UnloadModel(
+    const v1::UnloadModelRequest& request) const {
+  v1::StopInstanceRequest stop;
+  stop.set_model_name(request.model_name());
+  stop.set_node(request.node());
+  return StopInstance(stop);
+}
+
+absl::StatusOr<std::pair<std::string, std::string>> ApiHandler::LogSource(
+    const v1::GetInstanceLogsRequest& request) const {
+  std::optional<v1::Instance> instance = instances_->Get(request.instance_id());
+  if (!instance.has_value()) {
+    return absl::NotFoundError(
+        absl::StrCat("instance ", request.instance_id(), " is unknown (see `gswarm ps -a`)"));
+  }
+  std::optional<v1::NodeInfo> node = nodes_->GetOnline(instance->node_id());
+  if (!node.has_value()) {
+    return absl::UnavailableError(
+        absl::StrCat("node ", instance->node_id(), " holding the log is offline"));
+  }
+  const std::string url = NodeDataUrl(*node);
+  if (url.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "node ", instance->node_id(), " serves no data port, where logs are read from"));
+  }
+  return std::make_pair(url, absl::StrCat("/logs/", instance->id(), "?tail=",
+                                          request.tail_lines() == 0 ? 100 : request.tail_lines(),
+                                          request.follow() ? "&follow=true" : ""));
+}
+
+}  // namespace gswarm::host
