@@ -78,6 +78,13 @@ absl::StatusOr<Plan> LocalPlan(const SourceSpec& src) {
   Plan plan;
   std::error_code ec;
   const fs::path root(src.path);
+  if (!fs::exists(root, ec)) {
+    return absl::NotFoundError(absl::StrCat("local source ", src.path, " does not exist"));
+  }
+  if (!fs::is_directory(root, ec)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "local source ", src.path, " is not a directory: file:// imports a folder of model files"));
+  }
   fs::recursive_directory_iterator it(root, fs::directory_options::follow_directory_symlink, ec);
   for (; !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
     std::string rel = it->path().lexically_relative(root).string();

@@ -1,7 +1,7 @@
 #pragma once
 
-// Where a model comes from: parsing a source URL (hf://, https://, file://) and talking to the
-// Hugging Face Hub's HTTP API (or anything that speaks it: a peer agent, a mirror).
+// Talking to the Hugging Face Hub's HTTP API (or anything that speaks it: a peer agent, a
+// mirror).
 // Thread safety: every function may be called from any thread.
 
 #include <cstdint>
@@ -11,32 +11,15 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "common/model_source.h"
 #include "gswarm/v1/common.pb.h"
 
 namespace gswarm::client {
 
-struct SourceSpec {
-  enum Kind { kHub, kHttps, kLocalDir };
-  Kind kind = kHub;
-  std::string repo;      // kHub: "org/name"
-  std::string revision;  // kHub: branch, tag, ref or commit ("main" unless given)
-  std::string url;       // kHttps: the URL as given
-  // kHttps: the file's name, the last segment of the URL's path (decoded).
-  // kLocalDir: the absolute directory, without a trailing slash.
-  std::string path;
-};
-
-// Parses a model source:
-//   hf://org/name[@revision]  (`revision_override`, when not empty, replaces @revision)
-//   https://host/.../file     (one file; http:// is accepted too)
-//   file:///abs/dir           (an existing directory, imported by copying)
-// Anything else is INVALID_ARGUMENT with a sentence saying what is accepted.
-absl::StatusOr<SourceSpec> ParseSource(absl::string_view source_url,
-                                       absl::string_view revision_override = "");
-
-// OK when `path` is a relative path that stays inside the directory it is joined to: no empty,
-// "." or ".." components, no leading '/', no NUL or control characters, no backslashes.
-absl::Status CheckRelativePath(absl::string_view path);
+// Source URLs are parsed in common/model_source.h, shared with the host and the CLI.
+using common::CheckRelativePath;
+using common::ParseSource;
+using common::SourceSpec;
 
 // How to reach the Hub and how hard to try.
 struct HubOptions {

@@ -11,6 +11,7 @@
 #include "absl/strings/strip.h"
 #include "absl/synchronization/notification.h"
 #include "common/auth.h"
+#include "common/model_source.h"
 #include "common/proto_json.h"
 #include "common/status.h"
 #include "common/units.h"
@@ -23,19 +24,13 @@ google::protobuf::Timestamp Now() { return common::ToTimestamp(absl::Now()); }
 
 std::string NewJobId() { return "job-" + common::GenerateToken().substr(0, 12); }
 
-absl::Status ValidateSource(absl::string_view source) {
-  for (absl::string_view scheme : {"hf://", "https://", "http://", "file:///"}) {
-    if (absl::StartsWith(source, scheme) && source.size() > scheme.size()) {
-      return absl::OkStatus();
-    }
-  }
-  return absl::InvalidArgumentError(
-      absl::StrCat("unknown source \"", source,
-                   "\": use hf://org/repo[@revision], https://host/path/file or file:///abs/dir"));
+// The Hub repo of an hf:// source ("" for other sources).
+std::string HubRepo(absl::string_view source_url) {
+  absl::StatusOr<common::SourceSpec> spec = common::ParseSource(source_url);
+  return spec.ok() && spec->kind == common::SourceSpec::kHub ? spec->repo : "";
 }
 
 }  // namespace
-
 
 Orchestrator::Orchestrator(Options options, Registry* registry, NodeRegistry* nodes,
                            InstanceManager* instances, EventBus* events)
@@ -91,9 +86,7 @@ std::string NodeDataUrl(const v1::NodeInfo& node) {
 std::string Orchestrator::PeerHolding(const std::string& repo, const std::string& commit,
                                       const std::string& except_node) const {
   for (const v1::Model& model : registry_->ListModels()) {
-    absl::string_view source = model.source_url();
-    if (!absl::ConsumePrefix(&source, "hf://")) continue;
-    if (source.substr(0, source.find('@')) != repo) continue;
+    if (HubRepo(model.source_url()) != repo) continue;
     for (const v1::Replica& replica : model.replicas()) {
       if (replica.commit() != commit || replica.state() != "ready" ||
           replica.node_id() == except_node) {
@@ -164,7 +157,8 @@ absl::StatusOr<std::string> Orchestrator::PickNode(const std::string& requested)
 
 absl::StatusOr<v1::Job> Orchestrator::Download(const v1::DownloadRequest& request) {
   RETURN_IF_ERROR(ValidateModelName(request.model_name()));
-  RETURN_IF_ERROR(ValidateSource(request.source_url()));
+  ASSIGN_OR_RETURN(const common::SourceSpec source,
+                   common::ParseSource(request.source_url(), request.revision()));
   const std::string tier = request.target_device().empty() ? "disk" : request.target_device();
   if (tier != "disk") {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -199,20 +193,11 @@ absl::StatusOr<v1::Job> Orchestrator::Download(const v1::DownloadRequest& reques
   download.set_target_tier(tier);
   if (options_.prefer_peers) {
     // Only a named commit can be served by a peer without asking the Hub what a branch means.
-    absl::string_view source = request.source_url();
-    if (absl::ConsumePrefix(&source, "hf://")) {
-      const size_t at = source.find('@');
-      const std::string repo(source.substr(0, at));
-      const std::string revision = !request.revision().empty() ? request.revision()
-                                   : at == absl::string_view::npos
-                                       ? ""
-                                       : std::string(source.substr(at + 1));
-      if (revision.size() == 40) {
-        download.set_peer_url(PeerHolding(repo, revision, node_id));
-        if (!download.peer_url().empty()) {
-          spdlog::info("download {}: commit {} comes from peer {}", request.model_name(), revision,
-                       download.peer_url());
-        }
+    if (source.kind == common::SourceSpec::kHub && common::IsCommitHash(source.revision)) {
+      download.set_peer_url(PeerHolding(source.repo, source.revision, node_id));
+      if (!download.peer_url().empty()) {
+        spdlog::info("download {}: commit {} comes from peer {}", request.model_name(),
+                     source.revision, download.peer_url());
       }
     }
   }
@@ -278,11 +263,9 @@ absl::StatusOr<v1::Job> Orchestrator::Copy(const v1::CopyRequest& request) {
     }
     copy.set_peer_url(url);
     copy.set_source_node(source->node_id());
-    if (absl::StartsWith(model.source_url(), "hf://") && !source->commit().empty()) {
-      absl::string_view repo = model.source_url();
-      absl::ConsumePrefix(&repo, "hf://");
-      copy.set_source_url(
-          absl::StrCat("hf://", repo.substr(0, repo.find('@')), "@", source->commit()));
+    if (const std::string repo = HubRepo(model.source_url());
+        !repo.empty() && !source->commit().empty()) {
+      copy.set_source_url(absl::StrCat("hf://", repo, "@", source->commit()));
     }
     job.set_node_id(target);
   } else {
