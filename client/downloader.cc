@@ -21,6 +21,7 @@
 #include "client/sha256.h"
 #include "common/paths.h"
 #include "common/status.h"
+#include "common/units.h"
 #include "spdlog/spdlog.h"
 
 namespace gswarm::client {
@@ -46,17 +47,6 @@ absl::Status FsyncDir(const std::string& dir) {
   ::close(fd);
   if (rc != 0) return absl::ErrnoToStatus(err, absl::StrCat("cannot fsync directory ", dir));
   return absl::OkStatus();
-}
-
-std::string HumanBytes(uint64_t n) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
-  double v = static_cast<double>(n);
-  int u = 0;
-  while (v >= 1024 && u < 5) {
-    v /= 1024;
-    ++u;
-  }
-  return u == 0 ? absl::StrCat(n, " B") : absl::StrFormat("%.1f %s", v, units[u]);
 }
 
 absl::Status ExistsError(const DownloadRequest& req) {
@@ -264,9 +254,9 @@ absl::StatusOr<DownloadResult> Downloader::Run(
   initial.files_total = static_cast<uint32_t>(plan.files.size());
   ASSIGN_OR_RETURN(uint64_t free_bytes, options_.free_space(req.staging_dir));
   if (needed > free_bytes) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("not enough disk space for ", req.model_name, " in ", Parent(req.target_dir),
-                     ": needs ", HumanBytes(needed), ", ", HumanBytes(free_bytes), " free"));
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "not enough disk space for ", req.model_name, " in ", Parent(req.target_dir), ": needs ",
+        common::FormatBytes(needed), ", ", common::FormatBytes(free_bytes), " free"));
   }
 
   // Staging: start afresh unless it holds this very source and commit.
@@ -290,8 +280,8 @@ absl::StatusOr<DownloadResult> Downloader::Run(
   }
 
   spdlog::info("model={} downloading {} files ({}, {} already on disk) from {}", req.model_name,
-               plan.files.size(), HumanBytes(initial.bytes_total), HumanBytes(initial.bytes_done),
-               req.source_url);
+               plan.files.size(), common::FormatBytes(initial.bytes_total),
+               common::FormatBytes(initial.bytes_done), req.source_url);
   ProgressTracker progress(std::move(on_progress), initial);
   progress.Bytes(0, 0);
   std::atomic<bool> stop{false};
@@ -359,8 +349,9 @@ absl::StatusOr<DownloadResult> Downloader::Run(
   if (!error.ok()) {
     if (absl::IsCancelled(error)) {
       return absl::CancelledError(absl::StrCat("download of ", req.model_name, " cancelled; ",
-                                               HumanBytes(final_progress.bytes_done), " kept in ",
-                                               req.staging_dir, " for the next attempt"));
+                                               common::FormatBytes(final_progress.bytes_done),
+                                               " kept in ", req.staging_dir,
+                                               " for the next attempt"));
     }
     spdlog::warn("model={} download failed: {}", req.model_name, error.message());
     return error;
@@ -391,8 +382,8 @@ absl::StatusOr<DownloadResult> Downloader::Run(
   DownloadResult result = ResultFromManifest(manifest);
   result.bytes_fetched = final_progress.bytes_fetched_this_run;
   spdlog::info("model={} ready in {}: {} files, {} ({} fetched)", req.model_name, req.target_dir,
-               result.files.size(), HumanBytes(result.size_bytes),
-               HumanBytes(result.bytes_fetched));
+               result.files.size(), common::FormatBytes(result.size_bytes),
+               common::FormatBytes(result.bytes_fetched));
   return result;
 }
 

@@ -19,6 +19,7 @@
 #include "common/model_metadata.h"
 #include "common/paths.h"
 #include "common/status.h"
+#include "common/units.h"
 #include "spdlog/spdlog.h"
 
 namespace gswarm::client {
@@ -112,20 +113,6 @@ uint64_t FsFreeBytes(fs::path path) {
 
 }  // namespace
 
-std::string FormatBytes(uint64_t bytes) {
-  static constexpr const char* kUnits[] = {"KiB", "MiB", "GiB", "TiB"};
-  if (bytes < 1024) return absl::StrCat(bytes, " B");
-  double value = static_cast<double>(bytes) / 1024;
-  int unit = 0;
-  while (value >= 1024 && unit < 3) {
-    value /= 1024;
-    ++unit;
-  }
-  char buf[32];
-  std::snprintf(buf, sizeof(buf), "%.1f %s", value, kUnits[unit]);
-  return buf;
-}
-
 DramTier::DramTier(Options options) : options_(std::move(options)) {}
 
 std::vector<v1::Replica> DramTier::Scan() const { return ScanRoot(options_.root, true); }
@@ -212,13 +199,13 @@ absl::StatusOr<std::vector<std::string>> DramTier::PlanRoom(
     }
   }
   std::string head =
-      absl::StrCat("model \"", name, "\": DRAM budget ", FormatBytes(options_.budget_bytes),
-                   " has ", FormatBytes(free), " free");
+      absl::StrCat("model \"", name, "\": DRAM budget ", common::FormatBytes(options_.budget_bytes),
+                   " has ", common::FormatBytes(free), " free");
   if (fs_free < budget_free) {
-    absl::StrAppend(&head, " (the tmpfs under ", options_.root, " has only ", FormatBytes(fs_free),
-                    " free)");
+    absl::StrAppend(&head, " (the tmpfs under ", options_.root, " has only ",
+                    common::FormatBytes(fs_free), " free)");
   }
-  absl::StrAppend(&head, ", model needs ", FormatBytes(needed));
+  absl::StrAppend(&head, ", model needs ", common::FormatBytes(needed));
   if (needed > options_.budget_bytes) {
     return absl::ResourceExhaustedError(
         absl::StrCat(head, ", more than the whole budget (raise the agent's dram_cache_size)"));
@@ -229,7 +216,7 @@ absl::StatusOr<std::vector<std::string>> DramTier::PlanRoom(
     if (!busy.empty()) absl::StrAppend(&why, "; in use: ", absl::StrJoin(busy, ", "));
     return absl::ResourceExhaustedError(absl::StrCat(
         head, ", and evicting every model that is neither pinned nor in use would free only ",
-        FormatBytes(evictable), why.empty() ? "" : absl::StrCat(" (", why.substr(2), ")")));
+        common::FormatBytes(evictable), why.empty() ? "" : absl::StrCat(" (", why.substr(2), ")")));
   }
   if (!evict) {
     return absl::ResourceExhaustedError(

@@ -88,7 +88,4 @@ class DramTier {
   const Options options_;
 };
 
-// "12.6 GiB", "512.0 MiB", "3.0 KiB", "17 B".
-std::string FormatBytes(uint64_t bytes);
-
 }  // namespace gswarm::client

@@ -20,6 +20,7 @@
 #include "client/sha256.h"
 #include "client/tier_copier.h"
 #include "common/paths.h"
+#include "common/units.h"
 
 namespace gswarm::client {
 namespace {
@@ -475,10 +476,11 @@ TEST_F(DramTierTest, RemoveAndClear) {
 }
 
 TEST(FormatBytesTest, PicksAUnit) {
-  EXPECT_EQ(FormatBytes(17), "17 B");
-  EXPECT_EQ(FormatBytes(3 << 10), "3.0 KiB");
-  EXPECT_EQ(FormatBytes(512ull << 20), "512.0 MiB");
-  EXPECT_EQ(FormatBytes(static_cast<uint64_t>(12.6 * (1ull << 30))), "12.6 GiB");
+  EXPECT_EQ(common::FormatBytes(17), "17 B");
+  EXPECT_EQ(common::FormatBytes(3 << 10), "3.0 KiB");
+  EXPECT_EQ(common::FormatBytes(512ull << 20), "512.0 MiB");
+  EXPECT_EQ(common::FormatBytes(3ull << 50), "3.0 PiB");
+  EXPECT_EQ(common::FormatBytes(static_cast<uint64_t>(12.6 * (1ull << 30))), "12.6 GiB");
 }
 
 }  // namespace
