@@ -57,10 +57,7 @@ class JobWaitReactor final : public grpc::ServerUnaryReactor,
       if (alive == nullptr) return;
       absl::StatusOr<v1::JobResponse> started = start();
       if (!started.ok()) return alive->FinishOnce(common::ToGrpcStatus(started.status()));
-      if (!wait) {
-        *alive->response_ = *std::move(started);
-        return alive->FinishOnce(grpc::Status::OK);
-      }
+      if (!wait) return alive->FinishOnce(grpc::Status::OK, &started->job());
       absl::Status watched = orchestrator->Watch(started->job().id(), alive);
       if (!watched.ok()) alive->FinishOnce(common::ToGrpcStatus(watched));
     });
@@ -74,8 +71,7 @@ class JobWaitReactor final : public grpc::ServerUnaryReactor,
     if (!IsTerminal(JobStateOf(job))) return;
     absl::StatusOr<v1::Job> ended = EndedJob(job);
     if (!ended.ok()) return FinishOnce(common::ToGrpcStatus(ended.status()));
-    *response_->mutable_job() = *std::move(ended);
-    FinishOnce(grpc::Status::OK);
+    FinishOnce(grpc::Status::OK, &*ended);
   }
 
   void OnShutdown(const v1::Job& job) override {
@@ -91,11 +87,14 @@ class JobWaitReactor final : public grpc::ServerUnaryReactor,
   void OnDone() override { std::shared_ptr<JobWaitReactor> keep = std::move(self_); }
 
  private:
-  void FinishOnce(const grpc::Status& status) {
+  // The answer is written only here, once, and before Finish: gRPC frees the response once the
+  // call is done, which a cancelled call may be by the time a late job state arrives.
+  void FinishOnce(const grpc::Status& status, const v1::Job* job = nullptr) {
     {
       absl::MutexLock lock(&mu_);
       if (finished_) return;
       finished_ = true;
+      if (job != nullptr) *response_->mutable_job() = *job;
     }
     Finish(status);
   }
@@ -468,16 +467,16 @@ ApiService::ApiService(std::string auth_token, const ApiHandler* handler,
 GSWARM_FOR_EACH_UNARY_RPC(GSWARM_DEFINE_UNARY_RPC)
 #undef GSWARM_DEFINE_UNARY_RPC
 
-#define GSWARM_DEFINE_JOB_RPC(Method, Request)                                         \
-  grpc::ServerUnaryReactor* ApiService::Method(grpc::CallbackServerContext* context,   \
-                                               const v1::Request* request,             \
-                                               v1::JobResponse* response) {            \
-    return JobWaitReactor::Start(context, auth_token_, pool_, orchestrator_, response, \
-                                 request->wait(), [this, request] {                    \
-                                   v1::Request started = *request;                     \
-                                   started.set_wait(false);                            \
-                                   return handler_->Method(started);                   \
-                                 });                                                   \
+// The request is copied: the call's own may be gone by the time the pool gets to it.
+#define GSWARM_DEFINE_JOB_RPC(Method, Request)                                           \
+  grpc::ServerUnaryReactor* ApiService::Method(grpc::CallbackServerContext* context,     \
+                                               const v1::Request* request,               \
+                                               v1::JobResponse* response) {              \
+    return JobWaitReactor::Start(context, auth_token_, pool_, orchestrator_, response,   \
+                                 request->wait(), [this, started = *request]() mutable { \
+                                   started.set_wait(false);                              \
+                                   return handler_->Method(started);                     \
+                                 });                                                     \
   }
 GSWARM_FOR_EACH_JOB_RPC(GSWARM_DEFINE_JOB_RPC)
 #undef GSWARM_DEFINE_JOB_RPC

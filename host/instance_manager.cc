@@ -61,6 +61,7 @@ bool InstanceManager::Transition(Record& record, InstanceState to, const std::st
     events_->Publish(std::move(event));
   }
   changes->push_back({record.info, fresh ? to : from, to});
+  if (!IsActive(to)) ended_.push_back(record.info.id());
   return true;
 }
 
@@ -73,6 +74,14 @@ void InstanceManager::Notify(const std::vector<Change>& changes) {
   }
   for (const Change& change : changes) {
     for (const Listener& listener : listeners) listener(change.instance, change.from, change.to);
+  }
+}
+
+void InstanceManager::PruneEnded() {
+  while (ended_.size() > kKeepEnded) {
+    auto it = records_.find(ended_.front());
+    if (it != records_.end() && !IsActive(it->second.state)) records_.erase(it);
+    ended_.pop_front();
   }
 }
 
@@ -143,6 +152,7 @@ bool InstanceManager::ApplyReport(const std::string& node_id, v1::Instance repor
     } else if (to != InstanceState::kDraining) {
       record.info.set_state_reason(reason);
     }
+    PruneEnded();
   }
   Notify(changes);
   return true;
@@ -171,6 +181,7 @@ void InstanceManager::PlanEnded(const std::string& instance_id, const std::strin
     auto it = records_.find(instance_id);
     if (it == records_.end() || it->second.state != InstanceState::kPlanned) return;
     Transition(it->second, InstanceState::kFailed, why, /*forced=*/false, &changes);
+    PruneEnded();
   }
   Notify(changes);
 }

@@ -16,6 +16,7 @@
 //
 // Thread safety: thread-safe.
 
+#include <deque>
 #include <functional>
 #include <optional>
 #include <string>
@@ -33,6 +34,9 @@ namespace gswarm::host {
 
 class InstanceManager {
  public:
+  // Ended instances stay listed (gswarm ps, GET /serving) until this many more have ended.
+  static constexpr size_t kKeepEnded = 1000;
+
   // Called after every state change, with the instance as it is now.
   using Listener =
       std::function<void(const v1::Instance& instance, InstanceState from, InstanceState to)>;
@@ -91,6 +95,8 @@ class InstanceManager {
   bool Transition(Record& record, InstanceState to, const std::string& reason, bool forced,
                   std::vector<Change>* changes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Notify(const std::vector<Change>& changes) ABSL_LOCKS_EXCLUDED(mu_);
+  // Forgets the oldest ended instances beyond kKeepEnded (they are listed until then).
+  void PruneEnded() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   EventBus* const events_;
   absl::Mutex listeners_mu_;
@@ -98,6 +104,8 @@ class InstanceManager {
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, Record> records_ ABSL_GUARDED_BY(mu_);
   uint64_t stale_ ABSL_GUARDED_BY(mu_) = 0;
+  // Ids of instances as they ended, oldest first (an id may repeat if it ended twice).
+  std::deque<std::string> ended_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace gswarm::host

@@ -198,6 +198,19 @@ TEST_F(InstanceManagerTest, InventoryReplacesTheNodeButKeepsPlannedAndOtherNodes
   EXPECT_NE(std::find(heard_.begin(), heard_.end(), "gone:ready->stopped"), heard_.end());
 }
 
+TEST_F(InstanceManagerTest, EndedInstancesAreKeptAWhileThenForgotten) {
+  ASSERT_TRUE(manager_.ApplyReport("node-1", Report("live", "ready", 1)));
+  const size_t total = InstanceManager::kKeepEnded + 5;
+  for (size_t i = 0; i < total; ++i) {
+    ASSERT_TRUE(manager_.ApplyReport("node-1", Report("e" + std::to_string(i), "stopped", 1)));
+  }
+  EXPECT_EQ(State("e0"), "(none)");  // the oldest ended ones went
+  EXPECT_EQ(State("e4"), "(none)");
+  EXPECT_EQ(State("e5"), "stopped");
+  EXPECT_EQ(State("live"), "ready");  // an active one is never forgotten
+  EXPECT_EQ(manager_.List().size(), InstanceManager::kKeepEnded + 1);
+}
+
 TEST_F(InstanceManagerTest, UnknownStatesAreIgnored) {
   EXPECT_FALSE(manager_.ApplyReport("node-1", Report("i1", "exploded", 1)));
   EXPECT_EQ(State("i1"), "(none)");
