@@ -275,20 +275,24 @@ void Orchestrator::Shutdown() {
 }
 
 absl::Status Orchestrator::Watch(const std::string& id, std::weak_ptr<JobSink> sink) {
-  absl::MutexLock lock(&mu_);
-  auto it = active_.find(id);
-  if (it == active_.end()) {
-    // Already over: one final state, then the sink is done.
-    ASSIGN_OR_RETURN(v1::Job job, registry_->GetJob(id));
-    if (std::shared_ptr<JobSink> alive = sink.lock()) alive->OnJob(job);
-    return absl::OkStatus();
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = active_.find(id);
+    if (it != active_.end()) {
+      if (shutting_down_) {
+        return absl::UnavailableError(absl::StrCat(
+            "host is shutting down; job ", id, " goes on when it is back (GET /jobs/", id, ")"));
+      }
+      // The current state first, under mu_, so that no newer one can overtake it.
+      if (std::shared_ptr<JobSink> alive = sink.lock()) alive->OnJob(it->second.job);
+      it->second.sinks.push_back(std::move(sink));
+      return absl::OkStatus();
+    }
   }
-  if (shutting_down_) {
-    return absl::UnavailableError(absl::StrCat("host is shutting down; job ", id,
-                                               " goes on when it is back (GET /jobs/", id, ")"));
-  }
-  if (std::shared_ptr<JobSink> alive = sink.lock()) alive->OnJob(it->second.job);
-  it->second.sinks.push_back(std::move(sink));
+  // Already over (an ended job is in the database before it leaves the active set): one final
+  // state, read without mu_, then the sink is done.
+  ASSIGN_OR_RETURN(v1::Job job, registry_->GetJob(id));
+  if (std::shared_ptr<JobSink> alive = sink.lock()) alive->OnJob(job);
   return absl::OkStatus();
 }
 
