@@ -19,6 +19,7 @@
 #include "client/memory_probe.h"
 #include "client/model_manifest.h"
 #include "client/sha256.h"
+#include "common/fd.h"
 #include "common/paths.h"
 #include "common/status.h"
 #include "common/units.h"
@@ -37,16 +38,6 @@ std::string Parent(const std::string& path) {
 bool Exists(const std::string& path) {
   struct stat st;
   return ::lstat(path.c_str(), &st) == 0;
-}
-
-absl::Status FsyncDir(const std::string& dir) {
-  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return absl::ErrnoToStatus(errno, absl::StrCat("cannot open directory ", dir));
-  int rc = ::fsync(fd);
-  int err = errno;
-  ::close(fd);
-  if (rc != 0) return absl::ErrnoToStatus(err, absl::StrCat("cannot fsync directory ", dir));
-  return absl::OkStatus();
 }
 
 absl::Status ExistsError(const DownloadRequest& req) {
@@ -367,16 +358,16 @@ absl::StatusOr<DownloadResult> Downloader::Run(
   manifest.downloaded_at = absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::Now(), absl::UTCTimeZone());
   RETURN_IF_ERROR(WriteManifest(req.staging_dir, manifest));
   ::unlink(StagingStatePath(req.staging_dir).c_str());
-  for (const std::string& dir : dirs) RETURN_IF_ERROR(FsyncDir(dir));
+  for (const std::string& dir : dirs) RETURN_IF_ERROR(common::FsyncDir(dir));
   RETURN_IF_ERROR(common::MakeDirs(Parent(req.target_dir)));
   if (::rename(req.staging_dir.c_str(), req.target_dir.c_str()) != 0) {
     if (errno == EEXIST || errno == ENOTEMPTY) return ExistsError(req);
     return absl::ErrnoToStatus(
         errno, absl::StrCat("cannot rename ", req.staging_dir, " to ", req.target_dir));
   }
-  RETURN_IF_ERROR(FsyncDir(Parent(req.target_dir)));
+  RETURN_IF_ERROR(common::FsyncDir(Parent(req.target_dir)));
   if (Parent(req.staging_dir) != Parent(req.target_dir)) {
-    RETURN_IF_ERROR(FsyncDir(Parent(req.staging_dir)));
+    RETURN_IF_ERROR(common::FsyncDir(Parent(req.staging_dir)));
   }
 
   DownloadResult result = ResultFromManifest(manifest);

@@ -62,10 +62,6 @@ CatalogModel Index(const std::string& dir, ModelManifest manifest) {
 
 }  // namespace
 
-OwnedFd::~OwnedFd() {
-  if (fd_ >= 0) ::close(fd_);
-}
-
 CatalogLookup ModelCatalog::Find(const std::string& ns, const std::string& name,
                                  const std::string& revision) {
   return ns == kLocalNamespace ? FindByName(name, revision)

@@ -24,21 +24,12 @@
 
 #include "absl/synchronization/mutex.h"
 #include "client/model_manifest.h"
+#include "common/fd.h"
 
 namespace gswarm::client {
 
-// An open file descriptor, closed by its (last) owner.
-class OwnedFd {
- public:
-  explicit OwnedFd(int fd) : fd_(fd) {}
-  ~OwnedFd();
-  OwnedFd(const OwnedFd&) = delete;
-  OwnedFd& operator=(const OwnedFd&) = delete;
-  int get() const { return fd_; }  // negative when the open failed
-
- private:
-  const int fd_;
-};
+// An open file descriptor, closed by its (last) owner (it is held through a shared_ptr).
+using OwnedFd = common::UniqueFd;
 
 // What a model's manifest says, indexed for serving.
 struct CatalogModel {

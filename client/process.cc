@@ -25,6 +25,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
+#include "common/fd.h"
 #include "common/status.h"
 
 extern char** environ;
@@ -33,12 +34,6 @@ namespace gswarm::client {
 namespace {
 
 // Closes a file descriptor at scope exit.
-struct Fd {
-  int fd = -1;
-  ~Fd() {
-    if (fd >= 0) ::close(fd);
-  }
-};
 
 // Polls `done` every 10 ms until it holds (true) or `timeout` passes (false).
 template <typename F>
@@ -82,26 +77,26 @@ bool Running(pid_t pid, const ProcStat& stat) {
 
 // Whether binding the wildcard address of `family` on `port` fails with EADDRINUSE.
 bool BindFails(int family, int port) {
-  Fd s{::socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0)};
-  if (s.fd < 0) return false;
+  common::UniqueFd s(::socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (s.get() < 0) return false;
   int one = 1;
   // TIME_WAIT leftovers do not block a listener that sets SO_REUSEADDR (engines do).
-  ::setsockopt(s.fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  ::setsockopt(s.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
   int rc;
   if (family == AF_INET) {
     sockaddr_in a{};
     a.sin_family = AF_INET;
     a.sin_addr.s_addr = htonl(INADDR_ANY);
     a.sin_port = htons(static_cast<uint16_t>(port));
-    rc = ::bind(s.fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+    rc = ::bind(s.get(), reinterpret_cast<sockaddr*>(&a), sizeof(a));
   } else {
     // IPv4 listeners were checked with AF_INET; this one looks at IPv6 listeners only.
-    ::setsockopt(s.fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    ::setsockopt(s.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
     sockaddr_in6 a{};
     a.sin6_family = AF_INET6;
     a.sin6_addr = in6addr_any;
     a.sin6_port = htons(static_cast<uint16_t>(port));
-    rc = ::bind(s.fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+    rc = ::bind(s.get(), reinterpret_cast<sockaddr*>(&a), sizeof(a));
   }
   return rc != 0 && errno == EADDRINUSE;
 }
@@ -131,13 +126,13 @@ absl::StatusOr<std::unique_ptr<ProcessGroup>> ProcessGroup::Spawn(const SpawnOpt
   argv.push_back(nullptr);
 
   const std::string log = options.log_path.empty() ? "/dev/null" : options.log_path;
-  Fd log_fd{::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644)};
-  if (log_fd.fd < 0) return absl::ErrnoToStatus(errno, absl::StrCat("cannot open log ", log));
+  common::UniqueFd log_fd(::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
+  if (log_fd.get() < 0) return absl::ErrnoToStatus(errno, absl::StrCat("cannot open log ", log));
 
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, log_fd.fd, STDOUT_FILENO);
-  posix_spawn_file_actions_adddup2(&actions, log_fd.fd, STDERR_FILENO);
+  posix_spawn_file_actions_adddup2(&actions, log_fd.get(), STDOUT_FILENO);
+  posix_spawn_file_actions_adddup2(&actions, log_fd.get(), STDERR_FILENO);
   posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
   // Nothing of the agent's (sockets, the database, other engines' logs) leaks into the engine.
   posix_spawn_file_actions_addclosefrom_np(&actions, STDERR_FILENO + 1);
@@ -236,10 +231,10 @@ absl::Status ProcessGroup::Terminate(absl::Duration grace, bool force, absl::Dur
 
 absl::StatusOr<ProcStat> ReadProcStat(pid_t pid) {
   const std::string path = absl::StrCat("/proc/", pid, "/stat");
-  Fd fd{::open(path.c_str(), O_RDONLY | O_CLOEXEC)};
-  if (fd.fd < 0) return absl::NotFoundError(absl::StrCat("no process ", pid));
+  common::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (fd.get() < 0) return absl::NotFoundError(absl::StrCat("no process ", pid));
   char buf[1024];
-  ssize_t n = ::read(fd.fd, buf, sizeof(buf) - 1);
+  ssize_t n = ::read(fd.get(), buf, sizeof(buf) - 1);
   if (n <= 0) return absl::NotFoundError(absl::StrCat("no process ", pid));
   absl::string_view text(buf, static_cast<size_t>(n));
   // The command name (field 2) may hold spaces and parentheses: fields resume after the last ')'.
@@ -330,15 +325,15 @@ absl::StatusOr<std::string> CudaVisibleDevices(absl::string_view gpu_device) {
 bool TcpPortInUse(int port) { return BindFails(AF_INET, port) || BindFails(AF_INET6, port); }
 
 absl::StatusOr<int> FreeTcpPort() {
-  Fd s{::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)};
-  if (s.fd < 0) return absl::ErrnoToStatus(errno, "cannot create a socket to find a free port");
+  common::UniqueFd s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (s.get() < 0) return absl::ErrnoToStatus(errno, "cannot create a socket to find a free port");
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_addr.s_addr = htonl(INADDR_ANY);
   a.sin_port = 0;
   socklen_t len = sizeof(a);
-  if (::bind(s.fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 ||
-      ::getsockname(s.fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+  if (::bind(s.get(), reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 ||
+      ::getsockname(s.get(), reinterpret_cast<sockaddr*>(&a), &len) != 0) {
     return absl::ErrnoToStatus(errno, "cannot find a free port");
   }
   return static_cast<int>(ntohs(a.sin_port));
@@ -350,10 +345,10 @@ bool CapLogFile(const std::string& path, uint64_t max_bytes) {
       static_cast<uint64_t>(st.st_size) <= max_bytes) {
     return false;
   }
-  Fd in{::open(path.c_str(), O_RDONLY | O_CLOEXEC)};
+  common::UniqueFd in(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   const std::string old = path + ".1";
-  Fd out{::open(old.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)};
-  if (in.fd >= 0 && out.fd >= 0) {
+  common::UniqueFd out(::open(old.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+  if (in.get() >= 0 && out.get() >= 0) {
     std::string buf(1 << 20, '\0');
     const off_t limit = st.st_size + static_cast<off_t>(max_bytes);
     off_t at = st.st_size - static_cast<off_t>(max_bytes);
@@ -361,11 +356,11 @@ bool CapLogFile(const std::string& path, uint64_t max_bytes) {
     // that only the lines of the last moment before the truncate are lost.
     for (off_t end = st.st_size; at < end && at < limit;) {
       size_t want = std::min(buf.size(), static_cast<size_t>(std::min(end, limit) - at));
-      ssize_t n = ::pread(in.fd, buf.data(), want, at);
-      if (n <= 0 || ::write(out.fd, buf.data(), static_cast<size_t>(n)) != n) break;
+      ssize_t n = ::pread(in.get(), buf.data(), want, at);
+      if (n <= 0 || ::write(out.get(), buf.data(), static_cast<size_t>(n)) != n) break;
       at += n;
       struct stat now;
-      if (at == end && ::fstat(in.fd, &now) == 0) end = now.st_size;
+      if (at == end && ::fstat(in.get(), &now) == 0) end = now.st_size;
     }
   }
   // Truncate even when the copy failed: the cap matters more than the old lines.

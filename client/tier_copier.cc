@@ -28,6 +28,7 @@
 #include "absl/time/time.h"
 #include "client/model_manifest.h"
 #include "client/sha256.h"
+#include "common/fd.h"
 #include "common/paths.h"
 #include "common/status.h"
 #include "spdlog/spdlog.h"
@@ -54,20 +55,7 @@ struct FileJob {
   std::string sha256;  // expected digest; empty when not recorded or not verifying
 };
 
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-  int release() { return std::exchange(fd_, -1); }
-
- private:
-  int fd_;
-};
+using common::UniqueFd;
 
 // Methods the kernel refused, per (source device, target device): later files skip them.
 ABSL_CONST_INIT absl::Mutex g_refused_mu(absl::kConstInit);
@@ -122,7 +110,7 @@ absl::Status ListFiles(const fs::path& dir, const std::string& rel_dir, int dept
 }
 
 absl::Status FsyncPath(const std::string& path, int flags) {
-  Fd fd(::open(path.c_str(), flags | O_CLOEXEC));
+  UniqueFd fd(::open(path.c_str(), flags | O_CLOEXEC));
   if (fd.get() < 0) return absl::ErrnoToStatus(errno, absl::StrCat("cannot open ", path));
   if (::fsync(fd.get()) != 0)
     return absl::ErrnoToStatus(errno, absl::StrCat("cannot fsync ", path));
@@ -266,11 +254,11 @@ absl::Status ReadWriteCopy(Run& run, const FileJob& job, int in, int out, uint64
 
 absl::Status CopyOneFile(Run& run, const FileJob& job, std::unique_ptr<char, FreeDeleter>& buffer,
                          size_t buffer_size) {
-  Fd in(::open(job.src.c_str(), O_RDONLY | O_CLOEXEC));
+  UniqueFd in(::open(job.src.c_str(), O_RDONLY | O_CLOEXEC));
   if (in.get() < 0) return absl::ErrnoToStatus(errno, absl::StrCat("cannot open ", job.src));
   ::posix_fadvise(in.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
   const std::string dst = absl::StrCat(run.staging_dir, "/", job.rel);
-  Fd out(::open(dst.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+  UniqueFd out(::open(dst.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
   if (out.get() < 0) return run.WriteError(errno, job, "cannot create");
   struct stat in_st, out_st;
   if (::fstat(in.get(), &in_st) != 0 || ::fstat(out.get(), &out_st) != 0) {

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/fd.h"
 
 namespace gswarm::common {
 namespace {
@@ -29,20 +30,6 @@ std::string Join(absl::string_view dir, absl::string_view name) {
 }
 
 // Closes `fd` when it goes out of scope unless released.
-class FdCloser {
- public:
-  explicit FdCloser(int fd) : fd_(fd) {}
-  ~FdCloser() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  FdCloser(const FdCloser&) = delete;
-  FdCloser& operator=(const FdCloser&) = delete;
-  int Release() { return std::exchange(fd_, -1); }
-
- private:
-  int fd_;
-};
-
 // A name no other writer (thread or process) picks: pid, time and a process-wide counter.
 std::string TempSuffix() {
   static std::atomic<uint64_t> counter{0};
@@ -137,9 +124,9 @@ absl::Status WriteFileAtomically(const std::string& path, std::string_view conte
       return ErrnoStatus(errno, absl::StrCat("cannot write ", path, ": cannot create ", temp));
     }
   }
-  FdCloser closer(fd);
+  common::UniqueFd closer(fd);
   auto fail = [&](absl::Status status) {
-    ::close(closer.Release());
+    ::close(closer.release());
     ::unlink(temp.c_str());
     return status;
   };
@@ -149,7 +136,7 @@ absl::Status WriteFileAtomically(const std::string& path, std::string_view conte
   if (::fchmod(fd, static_cast<mode_t>(mode)) != 0) {
     return fail(ErrnoStatus(errno, absl::StrCat("cannot chmod ", temp)));
   }
-  if (::close(closer.Release()) != 0) {
+  if (::close(closer.release()) != 0) {
     int err = errno;
     ::unlink(temp.c_str());
     return ErrnoStatus(err, absl::StrCat("cannot write ", temp));
@@ -160,19 +147,13 @@ absl::Status WriteFileAtomically(const std::string& path, std::string_view conte
     return ErrnoStatus(err, absl::StrCat("cannot rename ", temp, " to ", path));
   }
   // Make the rename itself durable.
-  int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir_fd < 0) return ErrnoStatus(errno, absl::StrCat("cannot open directory ", dir));
-  FdCloser dir_closer(dir_fd);
-  if (::fsync(dir_fd) != 0) {
-    return ErrnoStatus(errno, absl::StrCat("cannot fsync directory ", dir));
-  }
-  return absl::OkStatus();
+  return FsyncDir(dir);
 }
 
 absl::StatusOr<std::string> ReadFile(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return ErrnoStatus(errno, absl::StrCat("cannot open ", path));
-  FdCloser closer(fd);
+  common::UniqueFd closer(fd);
   std::string data;
   char buf[65536];
   for (;;) {
