@@ -39,9 +39,10 @@ int Fail(const absl::Status& status) {
 std::unique_ptr<client::Agent> MakeAgent(client::AgentOptions options,
                                          const common::ClientConfig& config) {
   client::MemoryProbe::Options probe;
-  probe.model_cache_dir = common::ExpandUser(config.model_cache_dir);
-  probe.dram_tier_dir = common::ExpandUser(config.dram_cache_dir);
-  probe.dram_tier_budget_bytes = static_cast<uint64_t>(config.dram_cache_size * (1ull << 30));
+  // The tiers as the agent resolved them (its own keys, else the cluster default).
+  probe.model_cache_dir = options.disk.model_cache_dir;
+  probe.dram_tier_dir = options.dram.root;
+  probe.dram_tier_budget_bytes = options.dram.budget_bytes;
   probe.gpu_memory_fraction = config.gpu_memory_fraction;
   if (absl::Status made = common::MakeDirs(probe.model_cache_dir); !made.ok()) {
     spdlog::warn("model cache: {}", made.message());

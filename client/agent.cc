@@ -33,14 +33,31 @@ absl::StatusOr<AgentOptions> Agent::OptionsFromConfig(const common::Config& full
   options.data_port = static_cast<uint32_t>(config.data_port);
   options.heartbeat_interval = absl::Seconds(config.heartbeat_interval_s);
   options.host_silence_limit = std::max(absl::Seconds(10), options.heartbeat_interval * 5);
+  // The node's own keys win; under `gswarm start` the one file's host.storage_devices (the
+  // cluster default) comes next; then the built-in defaults, until the host says otherwise.
+  auto given = [&](const char* key) { return full.explicit_keys.contains(key); };
+  auto pick = [&](const char* own_key, const char* cluster_key, bool* own) {
+    *own = given(own_key) || given(cluster_key);
+    return given(own_key) || !given(cluster_key);  // true: the client key's value
+  };
   v1::TierInfo disk, dram;
   disk.set_tier("disk");
-  disk.set_path(common::ExpandUser(config.model_cache_dir));
+  disk.set_path(common::ExpandUser(
+      pick("client.model_cache_dir", "host.storage_devices.disk.path", &options.own_disk_path)
+          ? config.model_cache_dir
+          : full.host.disk.path));
   disk.set_enabled(true);
   dram.set_tier("dram");
-  dram.set_path(common::ExpandUser(config.dram_cache_dir));
+  dram.set_path(common::ExpandUser(
+      pick("client.dram_cache_dir", "host.storage_devices.dram.path", &options.own_dram_path)
+          ? config.dram_cache_dir
+          : full.host.dram.path));
   dram.set_enabled(true);
-  dram.set_capacity_bytes(static_cast<uint64_t>(config.dram_cache_size * common::kGiB));
+  const double dram_gib = pick("client.dram_cache_size", "host.storage_devices.dram.max_size_gb",
+                               &options.own_dram_budget)
+                              ? config.dram_cache_size
+                              : full.host.dram.max_size_gb;
+  dram.set_capacity_bytes(static_cast<uint64_t>(dram_gib * common::kGiB));
   options.tiers = {disk, dram};
   options.disk.model_cache_dir = disk.path();
   options.dram.root = dram.path();
@@ -73,7 +90,7 @@ Agent::Agent(AgentOptions options, std::unique_ptr<MemoryProbe> probe)
     v1::AgentMessage message;
     *message.mutable_heartbeat()->add_instances() = instance;
     if (instance.state() == "stopped" || instance.state() == "failed") {
-      *message.mutable_heartbeat()->mutable_memory() = probe_->Sample();
+      *message.mutable_heartbeat()->mutable_memory() = SampleMemory();
     }
     SendToHost(message);
   };
@@ -180,10 +197,52 @@ v1::Hello Agent::MakeHello() {
   }
   hello.set_data_port(data_server_ ? static_cast<uint32_t>(data_server_->port()) : 0);
   for (const v1::Instance& instance : supervisor_->List()) *hello.add_instances() = instance;
-  *hello.mutable_memory() = probe_->Sample();
+  *hello.mutable_memory() = SampleMemory();
   hello.set_dram_total_bytes(hello.memory().dram_total_bytes());
   *hello.mutable_gpus() = hello.memory().gpus();
   return hello;
+}
+
+v1::MemoryUsage Agent::SampleMemory() {
+  v1::MemoryUsage usage = probe_->Sample();
+  usage.set_dram_tier_budget_bytes(dram_.budget_bytes());  // it may follow the cluster default
+  return usage;
+}
+
+void Agent::ApplyClusterDefaults(const v1::Welcome& welcome) {
+  for (const v1::TierInfo& tier : welcome.default_tiers()) {
+    if (tier.tier() == "dram") {
+      const uint64_t budget = tier.capacity_bytes();
+      if (budget != 0 && budget != dram_.budget_bytes()) {
+        if (options_.own_dram_budget) {
+          spdlog::info(
+              "DRAM tier budget {} from this node's config (client.dram_cache_size); the "
+              "cluster default is {} (host.storage_devices.dram.max_size_gb)",
+              common::FormatBytes(dram_.budget_bytes()), common::FormatBytes(budget));
+        } else {
+          spdlog::info("DRAM tier budget {}: the cluster default (host.storage_devices.dram)",
+                       common::FormatBytes(budget));
+          dram_.set_budget_bytes(budget);
+        }
+      }
+    }
+    const bool disk = tier.tier() == "disk";
+    if (!disk && tier.tier() != "dram") continue;
+    const std::string& mine = disk ? options_.disk.model_cache_dir : dram_.root();
+    const std::string theirs = common::ExpandUser(tier.path());
+    if (tier.path().empty() || theirs == mine) continue;
+    const bool own = disk ? options_.own_disk_path : options_.own_dram_path;
+    const char* key = disk ? "client.model_cache_dir" : "client.dram_cache_dir";
+    // A tier's place is fixed while the agent runs: its models, copies and data port are there.
+    // The node's own key overriding the default is as designed; a built-in default that differs
+    // from the cluster's is worth a warning.
+    spdlog::log(
+        own ? spdlog::level::info : spdlog::level::warn,
+        "{} tier at {} ({}); the cluster default is {} (host.storage_devices.{}.path){}",
+        tier.tier(), mine, own ? absl::StrCat("from ", key) : "the built-in default", theirs,
+        tier.tier(),
+        own ? "" : absl::StrCat(": set ", key, " to follow it (the tier moves on restart)"));
+  }
 }
 
 void Agent::Run() {
@@ -254,6 +313,7 @@ absl::Status Agent::RunSession() {
           spdlog::info("connected to host {} as node={} (session {}, host version {})",
                        options_.host_target, options_.node_id, message.welcome().session_id(),
                        message.welcome().host_version());
+          ApplyClusterDefaults(message.welcome());
           break;
         case v1::HostMessage::kCommand:
           runner_->Handle(message.command());
@@ -318,7 +378,7 @@ void Agent::HeartbeatLoop(grpc::ClientContext* context) {
     }
     v1::AgentMessage message;
     message.mutable_heartbeat()->set_seq(++seq);
-    *message.mutable_heartbeat()->mutable_memory() = probe_->Sample();
+    *message.mutable_heartbeat()->mutable_memory() = SampleMemory();
     // GPU memory per instance: what its process group holds, from NVML's process list. Changed
     // figures ride along with the heartbeat.
     if (message.heartbeat().memory().gpus_size() > 0) {

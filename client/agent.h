@@ -48,6 +48,14 @@ struct AgentOptions {
   // session) back off up to backoff.max.
   absl::Duration unavailable_max_delay = absl::Seconds(1);
   std::vector<v1::TierInfo> tiers;
+  // Whether this node's own config sets its disk path, DRAM path and DRAM budget
+  // (client.model_cache_dir, dram_cache_dir, dram_cache_size, or host.storage_devices in the
+  // same file under `gswarm start`). What it does not set follows the cluster default the host
+  // sends on connect (host.storage_devices): the DRAM budget at once; a path, which the node has
+  // used since it started, is reported instead.
+  bool own_disk_path = true;
+  bool own_dram_path = true;
+  bool own_dram_budget = true;
   // The disk tier, and whether Hello reports the Hugging Face cache's models too
   // (host.auto_discover_models).
   DiskTier::Options disk;
@@ -85,6 +93,11 @@ class Agent {
 
  private:
   void Run();
+  // The host's cluster defaults (Welcome.default_tiers) for what this node's config leaves
+  // open: the DRAM budget follows them; a differing tier path is logged (see AgentOptions).
+  void ApplyClusterDefaults(const v1::Welcome& welcome);
+  // The memory probe's sample with the DRAM tier's live budget.
+  v1::MemoryUsage SampleMemory();
   // One stream from dial to end; returns why it ended.
   absl::Status RunSession();
   void HeartbeatLoop(grpc::ClientContext* context);

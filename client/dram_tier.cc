@@ -179,7 +179,8 @@ absl::StatusOr<std::vector<std::string>> DramTier::PlanRoom(
     const std::string& name, uint64_t needed, bool evict,
     const std::set<std::string>& in_use) const {
   const uint64_t used = UsedBytes();
-  const uint64_t budget_free = options_.budget_bytes > used ? options_.budget_bytes - used : 0;
+  const uint64_t budget = budget_bytes();
+  const uint64_t budget_free = budget > used ? budget - used : 0;
   const uint64_t fs_free = FsFreeBytes(options_.root);
   const uint64_t free = std::min(budget_free, fs_free);
   if (needed <= free) return std::vector<std::string>();
@@ -198,15 +199,14 @@ absl::StatusOr<std::vector<std::string>> DramTier::PlanRoom(
       candidates.push_back(std::move(replica));
     }
   }
-  std::string head =
-      absl::StrCat("model \"", name, "\": DRAM budget ", common::FormatBytes(options_.budget_bytes),
-                   " has ", common::FormatBytes(free), " free");
+  std::string head = absl::StrCat("model \"", name, "\": DRAM budget ", common::FormatBytes(budget),
+                                  " has ", common::FormatBytes(free), " free");
   if (fs_free < budget_free) {
     absl::StrAppend(&head, " (the tmpfs under ", options_.root, " has only ",
                     common::FormatBytes(fs_free), " free)");
   }
   absl::StrAppend(&head, ", model needs ", common::FormatBytes(needed));
-  if (needed > options_.budget_bytes) {
+  if (needed > budget) {
     return absl::ResourceExhaustedError(
         absl::StrCat(head, ", more than the whole budget (raise the agent's dram_cache_size)"));
   }

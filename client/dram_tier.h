@@ -14,6 +14,7 @@
 // removals rename the model out of sight before deleting it, so a concurrent Scan never sees a
 // half-removed model. Callers serialize copies into the tier with PlanRoom (see there).
 
+#include <atomic>
 #include <cstdint>
 #include <set>
 #include <string>
@@ -43,7 +44,10 @@ class DramTier {
 
   // Bytes of every file under root, models and copies in flight (staging) alike.
   uint64_t UsedBytes() const;
-  uint64_t budget_bytes() const { return options_.budget_bytes; }
+  uint64_t budget_bytes() const { return budget_bytes_.load(); }
+  // A new budget (the host's cluster default, for a node without its own): copies from now on
+  // are checked against it; models already in the tier stay.
+  void set_budget_bytes(uint64_t bytes) { budget_bytes_.store(bytes); }
   const std::string& root() const { return options_.root; }
 
   // <root>/<name>
@@ -86,6 +90,7 @@ class DramTier {
 
  private:
   const Options options_;
+  std::atomic<uint64_t> budget_bytes_{options_.budget_bytes};
 };
 
 }  // namespace gswarm::client

@@ -471,6 +471,7 @@ absl::Status ReadSection(const YAML::Node& node, const std::string& prefix, absl
     }
     if (const Key* key = FindKey(path)) {
       RETURN_IF_ERROR(ApplyNode(config, *key, name.Mark(), value, file));
+      config.explicit_keys.insert(path);
     } else if (path == kEnginesKey) {
       RETURN_IF_ERROR(ReadEngines(value, file, config));
     } else if (IsSection(path)) {
@@ -632,6 +633,7 @@ absl::Status SetConfigValue(Config& config, std::string_view key, std::string_vi
                                             IsSection(AV(key)) ? " (a section, not a key)" : ""));
   }
   RETURN_IF_ERROR(ParseInto(*known, known->field(config), AV(value), AV(source)));
+  config.explicit_keys.insert(known->path);
   if (absl::string_view(known->path) == "client.default_engine") {
     return CheckDefaultEngine(config.client, AV(source));
   }

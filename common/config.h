@@ -11,6 +11,7 @@
 // Thread safety: plain values, no shared state.
 
 #include <map>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -120,8 +121,14 @@ struct Config {
   std::string path;
   // Non-fatal findings (unknown keys), each naming file, line and key.
   std::vector<std::string> warnings;
+  // The keys given in the file, the environment or a flag ("client.dram_cache_size"): the rest
+  // hold their defaults.
+  std::set<std::string> explicit_keys;
 
-  friend bool operator==(const Config&, const Config&) = default;
+  // Two configs with the same values are equal, however the values were given.
+  friend bool operator==(const Config& a, const Config& b) {
+    return a.host == b.host && a.client == b.client && a.path == b.path && a.warnings == b.warnings;
+  }
 };
 
 struct LoadOptions {

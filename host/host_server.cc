@@ -23,16 +23,23 @@ std::string JoinHostPort(const std::string& host, int port) {
   return absl::StrCat(host, ":", port);
 }
 
-std::vector<v1::TierInfo> DefaultTiers(const common::HostConfig& config) {
-  std::vector<v1::TierInfo> tiers(2);
-  tiers[0].set_tier("disk");
-  tiers[0].set_path(config.disk.path);
-  tiers[0].set_enabled(config.disk.enabled);
-  tiers[0].set_capacity_bytes(static_cast<uint64_t>(config.disk.max_size_gb * common::kGiB));
-  tiers[1].set_tier("dram");
-  tiers[1].set_path(config.dram.path);
-  tiers[1].set_enabled(config.dram.enabled);
-  tiers[1].set_capacity_bytes(static_cast<uint64_t>(config.dram.max_size_gb * common::kGiB));
+// The cluster's default tier layout for the agents' Welcome: what host.storage_devices sets
+// explicitly (an unset path is empty and an unset size 0, so that an agent's own built-in
+// defaults stay when nobody configured either side).
+std::vector<v1::TierInfo> DefaultTiers(const common::Config& config) {
+  auto given = [&](const std::string& key) { return config.explicit_keys.contains(key); };
+  std::vector<v1::TierInfo> tiers;
+  for (const auto& [name, device] :
+       {std::pair{"disk", &config.host.disk}, std::pair{"dram", &config.host.dram}}) {
+    const std::string prefix = absl::StrCat("host.storage_devices.", name, ".");
+    v1::TierInfo& tier = tiers.emplace_back();
+    tier.set_tier(name);
+    tier.set_enabled(device->enabled);
+    if (given(prefix + "path")) tier.set_path(device->path);
+    if (given(prefix + "max_size_gb")) {
+      tier.set_capacity_bytes(static_cast<uint64_t>(device->max_size_gb * common::kGiB));
+    }
+  }
   return tiers;
 }
 
@@ -91,7 +98,7 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Create(const common::Con
       server->auth_token_, server->handler_.get(), server->orchestrator_.get(),
       server->events_.get(), server->api_pool_.get());
   server->agent_link_ = std::make_unique<AgentLinkService>(
-      AgentLinkService::Options{server->auth_token_, GSWARM_VERSION, DefaultTiers(host),
+      AgentLinkService::Options{server->auth_token_, GSWARM_VERSION, DefaultTiers(config),
                                 server->orchestrator_.get()},
       server->nodes_.get());
 

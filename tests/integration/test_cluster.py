@@ -217,6 +217,32 @@ class HostLifecycleTest(ClusterTestCase):
         self.assertEqual(start.stop(signal.SIGTERM), 0, "`gswarm start` exit code on SIGTERM")
 
 
+class ClusterDefaultsTest(ClusterTestCase):
+    """host.storage_devices is the cluster's default tier layout: an agent whose config leaves
+    its DRAM budget unset follows it; one that sets client.dram_cache_size keeps its own."""
+
+    def test_dram_budget_follows_the_cluster_default_unless_the_node_sets_its_own(self):
+        GiB = 1 << 30
+        self.make_host_home(host_extra={"storage_devices": {"dram": {"max_size_gb": 1}}})
+        host = self.start_host()
+        follows = self.start_agent("node-a")  # its client section has no dram_cache_size
+        own_home = self.make_agent_home("node-b", dram_cache_size=2)
+        keeps = self.start_agent(home=own_home)
+        for nid, agent in (("node-a", follows), ("node-b", keeps)):
+            self.wait_node(nid, "online", procs=[host, agent])
+
+        def budgets():
+            return {nid: u64((node.get("memory") or {}).get("dram_tier_budget_bytes"))
+                    for nid, node in self.nodes().items()}
+        wait_until(lambda: budgets() == {"node-a": 1 * GiB, "node-b": 2 * GiB},
+                   ONLINE_TIMEOUT_S, "node-a's DRAM budget at the cluster's 1 GiB and node-b's "
+                   "at its own 2 GiB", procs=[host, follows, keeps],
+                   describe=lambda: f"budgets {budgets()}")
+        # The node that keeps its own says so, naming both figures.
+        wait_until(lambda: "cluster default is 1.0 GiB" in keeps.log(), 10,
+                   "node-b's log to name the cluster default it overrides", procs=[keeps])
+
+
 class CliTest(ClusterTestCase):
 
     def test_version(self):

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -218,6 +219,10 @@ TEST_F(ConfigTest, PrecedenceFlagOverEnvOverFileOverDefault) {
   EXPECT_EQ(config->host.host, "10.0.0.1");  // file over default
   EXPECT_EQ(config->client.node_id, "from-file");
   EXPECT_EQ(config->client.data_port, 8102);  // default
+  // What was given, wherever from, is told apart from a default (the agent follows the cluster's
+  // tier layout only where its own config is silent).
+  EXPECT_EQ(config->explicit_keys,
+            (std::set<std::string>{"host.port", "host.grpc_port", "host.host", "client.node_id"}));
 }
 
 TEST_F(ConfigTest, EnvironmentNamesFollowKeyPaths) {
