@@ -11,10 +11,6 @@
 #include "google/protobuf/util/json_util.h"
 
 namespace gswarm::host {
-absl::Status NotYetImplemented(absl::string_view rpc, absl::string_view feature) {
-  return absl::UnimplementedError(
-      absl::StrCat(rpc, " is not available in this GSwarm build yet (", feature, ")"));
-}
 
 ApiHandler::ApiHandler(Options options, NodeRegistry* nodes, Registry* registry,
                        Orchestrator* orchestrator, InstanceManager* instances)

@@ -95,9 +95,6 @@ class ApiHandler {
   RouterPlacement* pool_ = nullptr;
 };
 
-// UNIMPLEMENTED: "<rpc> is not available in this GSwarm build yet (<feature>)".
-absl::Status NotYetImplemented(absl::string_view rpc, absl::string_view feature);
-
 // What a caller that waited for `done` (an ended job) gets: the job when it succeeded, else
 // ABORTED saying how it ended and why.
 absl::StatusOr<v1::Job> EndedJob(const v1::Job& done);

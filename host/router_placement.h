@@ -1,6 +1,6 @@
 #pragma once
 
-// The router's view of the cluster: ready instances from the instance table, the catalog from
+// The router's view of the cluster: ready instances from the instance manager, the catalog from
 // the registry, and on-demand loads through the orchestrator (a serve job it waits for).
 //
 // Instances the router loads (on demand, or at start-up for host.preload) are its to manage; the
