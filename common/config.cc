@@ -19,6 +19,7 @@
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "common/auth.h"
+#include "common/config_keys.h"
 #include "common/model_name.h"
 #include "common/paths.h"
 #include "common/status.h"
@@ -29,218 +30,16 @@ extern char** environ;
 namespace gswarm::common {
 namespace {
 
-// Where a key's value lives in Config; its alternative is the key's type.
-using Field = std::variant<std::string*, int*, bool*, double*, std::vector<std::string>*>;
+using config_internal::AddEntry;
+using config_internal::Check;
+using config_internal::ExpectedValue;
+using config_internal::Field;
+using config_internal::FindKey;
+using config_internal::Invalid;
+using config_internal::IsSection;
+using config_internal::Key;
+using config_internal::ParseInto;
 
-// kModelNames applies to each entry of a list.
-enum class Check { kNone, kPort, kNonNegative, kFraction, kPositive, kAtLeastOne, kModelNames };
-
-// One known key. This table drives the file, the environment, flags, JSON and YAML output, so a
-// key is declared once. Keys of one section stay together: ConfigToYaml relies on it.
-struct Key {
-  const char* path;
-  Field (*field)(Config&);
-  Check check = Check::kNone;
-  bool secret = false;
-};
-
-#define GSWARM_KEY(path, member, ...)                               \
-  Key {                                                             \
-    path, [](Config& c) -> Field { return &c.member; }, __VA_ARGS__ \
-  }
-
-constexpr Key kKeys[] = {
-    GSWARM_KEY("host.host", host.host),
-    GSWARM_KEY("host.port", host.port, Check::kPort),
-    GSWARM_KEY("host.grpc_port", host.grpc_port, Check::kPort),
-    GSWARM_KEY("host.model_cache_dir", host.model_cache_dir),
-    GSWARM_KEY("host.huggingface_cache_dir", host.huggingface_cache_dir),
-    GSWARM_KEY("host.auto_discover_models", host.auto_discover_models),
-    GSWARM_KEY("host.cleanup_on_shutdown", host.cleanup_on_shutdown),
-    GSWARM_KEY("host.prefer_peers", host.prefer_peers),
-    GSWARM_KEY("host.keep_alive_s", host.keep_alive_s),
-    GSWARM_KEY("host.max_loaded_models", host.max_loaded_models, Check::kNonNegative),
-    GSWARM_KEY("host.preload", host.preload, Check::kModelNames),
-    GSWARM_KEY("host.autoload", host.autoload),
-    GSWARM_KEY("host.router_queue_size", host.router_queue_size, Check::kNonNegative),
-    GSWARM_KEY("host.router_queue_timeout_s", host.router_queue_timeout_s, Check::kPositive),
-    GSWARM_KEY("host.auth_token", host.auth_token, Check::kNone, true),
-    GSWARM_KEY("host.insecure", host.insecure),
-    GSWARM_KEY("host.storage_devices.disk.enabled", host.disk.enabled),
-    GSWARM_KEY("host.storage_devices.disk.path", host.disk.path),
-    GSWARM_KEY("host.storage_devices.disk.max_size_gb", host.disk.max_size_gb, Check::kNonNegative),
-    GSWARM_KEY("host.storage_devices.dram.enabled", host.dram.enabled),
-    GSWARM_KEY("host.storage_devices.dram.path", host.dram.path),
-    GSWARM_KEY("host.storage_devices.dram.max_size_gb", host.dram.max_size_gb, Check::kNonNegative),
-    GSWARM_KEY("host.tls.cert_file", host.tls.cert_file),
-    GSWARM_KEY("host.tls.key_file", host.tls.key_file),
-    GSWARM_KEY("host.tls.ca_file", host.tls.ca_file),
-    GSWARM_KEY("client.host_url", client.host_url),
-    GSWARM_KEY("client.host_grpc", client.host_grpc),
-    GSWARM_KEY("client.node_id", client.node_id),
-    GSWARM_KEY("client.model_cache_dir", client.model_cache_dir),
-    GSWARM_KEY("client.dram_cache_dir", client.dram_cache_dir),
-    GSWARM_KEY("client.dram_cache_size", client.dram_cache_size, Check::kNonNegative),
-    GSWARM_KEY("client.gpu_memory_fraction", client.gpu_memory_fraction, Check::kFraction),
-    GSWARM_KEY("client.default_gpu_memory_utilization", client.default_gpu_memory_utilization,
-               Check::kFraction),
-    GSWARM_KEY("client.max_concurrent_requests", client.max_concurrent_requests,
-               Check::kAtLeastOne),
-    GSWARM_KEY("client.auth_token", client.auth_token, Check::kNone, true),
-    GSWARM_KEY("client.data_port", client.data_port, Check::kPort),
-    GSWARM_KEY("client.heartbeat_interval_s", client.heartbeat_interval_s, Check::kPositive),
-    GSWARM_KEY("client.default_engine", client.default_engine),
-};
-
-#undef GSWARM_KEY
-
-const Key* FindKey(absl::string_view path) {
-  for (const Key& key : kKeys) {
-    if (key.path == path) return &key;
-  }
-  return nullptr;
-}
-
-// "host", "host.storage_devices", ...: a prefix of some key.
-bool IsSection(absl::string_view path) {
-  for (const Key& key : kKeys) {
-    absl::string_view candidate = key.path;
-    if (candidate.size() > path.size() && absl::StartsWith(candidate, path) &&
-        candidate[path.size()] == '.') {
-      return true;
-    }
-  }
-  return false;
-}
-
-// Only reads through the pointer; the table's accessors take Config& to serve both directions.
-Field ReadField(const Key& key, const Config& config) {
-  return key.field(const_cast<Config&>(config));
-}
-
-absl::Status Invalid(absl::string_view source, absl::string_view problem) {
-  return absl::InvalidArgumentError(absl::StrCat(source, ": ", problem));
-}
-
-std::string TypeName(const Field& field) {
-  switch (field.index()) {
-    case 0:
-      return "a string";
-    case 1:
-      return "an integer";
-    case 2:
-      return "true or false";
-    case 3:
-      return "a number";
-    default:
-      return "a list of strings";
-  }
-}
-
-// What a key's value should be, for "expected ..., got ..." messages.
-std::string ExpectedValue(const Key& key, const Field& field) {
-  return key.check == Check::kModelNames ? "a list of model names" : TypeName(field);
-}
-
-// The problem with `value` for `check`, or "" when there is none.
-std::string Violation(Check check, double value) {
-  switch (check) {
-    case Check::kNone:
-      return "";
-    case Check::kPort:
-      return value >= 1 && value <= 65535 ? "" : "is out of range (1-65535)";
-    case Check::kNonNegative:
-      return value >= 0 ? "" : "must not be negative";
-    case Check::kFraction:
-      return value > 0 && value <= 1 ? "" : "is out of range (must be > 0 and <= 1)";
-    case Check::kPositive:
-      return value > 0 ? "" : "must be greater than 0";
-    case Check::kAtLeastOne:
-      return value >= 1 ? "" : "must be at least 1";
-    case Check::kModelNames:
-      return "";  // checked per entry by EntryViolation
-  }
-  return "";
-}
-
-// The problem with list entry `entry` for `check`, or "" when there is none. Model names follow
-// the registry's rule (host/registry.h): one safe path component.
-std::string EntryViolation(Check check, absl::string_view entry) {
-  if (check != Check::kModelNames) return "";
-  return std::string(ValidateModelName(entry).message());
-}
-
-// Appends `text`, trimmed, to `list` after checking it; an empty entry is dropped.
-absl::Status AddEntry(const Key& key, absl::string_view text, absl::string_view source,
-                      std::vector<std::string>& list) {
-  absl::string_view entry = absl::StripAsciiWhitespace(text);
-  if (entry.empty()) return absl::OkStatus();
-  if (std::string problem = EntryViolation(key.check, entry); !problem.empty()) {
-    return Invalid(source, problem);
-  }
-  list.emplace_back(entry);
-  return absl::OkStatus();
-}
-
-bool ParseBool(absl::string_view text, bool* out) {
-  std::string lower = absl::AsciiStrToLower(text);
-  if (lower == "true" || lower == "yes" || lower == "on" || lower == "1") {
-    *out = true;
-  } else if (lower == "false" || lower == "no" || lower == "off" || lower == "0") {
-    *out = false;
-  } else {
-    return false;
-  }
-  return true;
-}
-
-// Parses `text` by the key's type, validates it and stores it. Messages start with `source`.
-absl::Status ParseInto(const Key& key, Field field, absl::string_view text,
-                       absl::string_view source) {
-  if (auto* s = std::get_if<std::string*>(&field)) {
-    **s = std::string(text);
-    return absl::OkStatus();
-  }
-  if (auto* list = std::get_if<std::vector<std::string>*>(&field)) {
-    std::vector<std::string> entries;  // the old value stays if one entry is rejected
-    for (absl::string_view entry : absl::StrSplit(text, ',')) {
-      RETURN_IF_ERROR(AddEntry(key, entry, source, entries));
-    }
-    **list = std::move(entries);
-    return absl::OkStatus();
-  }
-  absl::string_view t = absl::StripAsciiWhitespace(text);
-  if (auto* b = std::get_if<bool*>(&field)) {
-    if (!ParseBool(t, *b)) {
-      return Invalid(source, absl::StrCat(Quote(text), " is not a boolean (use true or false)"));
-    }
-    return absl::OkStatus();
-  }
-  if (auto* i = std::get_if<int*>(&field)) {
-    int64_t v = 0;
-    if (!absl::SimpleAtoi(t, &v)) return Invalid(source, Quote(text) + " is not an integer");
-    if (std::string problem = Violation(key.check, static_cast<double>(v)); !problem.empty()) {
-      return Invalid(source, absl::StrCat(t, " ", problem));
-    }
-    if (v < std::numeric_limits<int>::min() || v > std::numeric_limits<int>::max()) {
-      return Invalid(source, absl::StrCat(t, " is out of range for an integer"));
-    }
-    **i = static_cast<int>(v);
-    return absl::OkStatus();
-  }
-  double* d = std::get<double*>(field);
-  double v = 0;
-  if (!absl::SimpleAtod(t, &v) || !std::isfinite(v)) {
-    return Invalid(source, Quote(text) + " is not a number");
-  }
-  if (std::string problem = Violation(key.check, v); !problem.empty()) {
-    return Invalid(source, absl::StrCat(t, " ", problem));
-  }
-  *d = v;
-  return absl::OkStatus();
-}
-
-// "file:line" (1-based), or just "file" when the node has no position.
 std::string Location(absl::string_view file, const YAML::Mark& mark) {
   if (mark.is_null() || mark.line < 0) return std::string(file);
   return absl::StrCat(file, ":", mark.line + 1);
@@ -510,84 +309,13 @@ absl::Status ApplyEnvironment(Config& config, const std::map<std::string, std::s
       RETURN_IF_ERROR(SetConfigValue(config, key, it->second, "environment GSWARM_TOKEN"));
     }
   }
-  for (const Key& key : kKeys) {
+  for (const Key& key : config_internal::AllKeys()) {
     std::string name = EnvName(key.path);
     if (auto it = env.find(name); it != env.end()) {
       RETURN_IF_ERROR(SetConfigValue(config, key.path, it->second, "environment " + name));
     }
   }
   return absl::OkStatus();
-}
-
-nlohmann::json ValueJson(const Key& key, const Config& config) {
-  Field field = ReadField(key, config);
-  if (auto* s = std::get_if<std::string*>(&field)) {
-    return key.secret && !(*s)->empty() ? std::string("***") : **s;
-  }
-  if (auto* i = std::get_if<int*>(&field)) return **i;
-  if (auto* b = std::get_if<bool*>(&field)) return **b;
-  if (auto* list = std::get_if<std::vector<std::string>*>(&field)) return **list;
-  return *std::get<double*>(field);
-}
-
-// `json` as YAML flow style: JSON is valid YAML; a list or map gets a space after each comma and
-// colon, as a person would write it (["a", "b"], {k: "v"}).
-std::string FlowYaml(const nlohmann::json& json) {
-  auto dump = [](const nlohmann::json& value) {
-    return value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-  };
-  std::vector<std::string> items;
-  if (json.is_array()) {
-    for (const nlohmann::json& item : json) items.push_back(dump(item));
-    return absl::StrCat("[", absl::StrJoin(items, ", "), "]");
-  }
-  if (json.is_object()) {
-    for (const auto& [key, value] : json.items()) {
-      items.push_back(absl::StrCat(dump(key), ": ", dump(value)));
-    }
-    return absl::StrCat("{", absl::StrJoin(items, ", "), "}");
-  }
-  return dump(json);
-}
-
-// Engine environment variables whose values are masked like the auth tokens.
-bool IsSecretVariable(absl::string_view name) {
-  const std::string upper = absl::AsciiStrToUpper(name);
-  for (const char* word : {"TOKEN", "SECRET", "PASSWORD", "KEY"}) {
-    if (absl::StrContains(upper, word)) return true;
-  }
-  return false;
-}
-
-nlohmann::json EngineJson(const EngineSpec& spec) {
-  nlohmann::json env = nlohmann::json::object();
-  for (const auto& [name, value] : spec.env) {
-    env[name] = IsSecretVariable(name) && !value.empty() ? std::string("***") : value;
-  }
-  return {{"command", spec.command},
-          {"health_path", spec.health_path},
-          {"ready_timeout_s", spec.ready_timeout_s},
-          {"env", std::move(env)}};
-}
-
-// client.engines as YAML lines under `client:`, in the order a reader wants them.
-std::string EnginesYaml(const ClientConfig& client) {
-  if (client.engines.empty()) return "  engines: {}\n";
-  std::string out = "  engines:\n";
-  for (const auto& [name, spec] : client.engines) {
-    const bool plain = !name.empty() && absl::ascii_isalpha(static_cast<unsigned char>(name[0])) &&
-                       std::all_of(name.begin(), name.end(), [](char c) {
-                         return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '-' ||
-                                c == '_' || c == '.';
-                       });
-    const nlohmann::json json = EngineJson(spec);
-    absl::StrAppend(&out, "    ", plain ? name : FlowYaml(name), ":\n",                  //
-                    "      command: ", FlowYaml(json["command"]), "\n",                  //
-                    "      health_path: ", FlowYaml(json["health_path"]), "\n",          //
-                    "      ready_timeout_s: ", FlowYaml(json["ready_timeout_s"]), "\n",  //
-                    "      env: ", FlowYaml(json["env"]), "\n");
-  }
-  return out;
 }
 
 }  // namespace
@@ -689,120 +417,6 @@ absl::StatusOr<Config> LoadConfig(const LoadOptions& options) {
     RETURN_IF_ERROR(SetConfigValue(config, key, value, absl::StrCat("flag ", key)));
   }
   return config;
-}
-
-std::string DefaultConfigYaml() {
-  return R"yaml(# GSwarm configuration.
-# Precedence: command-line flags > environment (GSWARM_HOST_PORT, GSWARM_CLIENT_NODE_ID, ...;
-# GSWARM_TOKEN sets both auth tokens) > this file > built-in defaults.
-
-host:
-  host: "0.0.0.0"            # address the HTTP and gRPC servers bind to
-  port: 8100                 # HTTP: REST API, OpenAI router, metrics, dashboard
-  grpc_port: 8101            # gRPC: public API and the agent link
-  model_cache_dir: "~/.cache/gswarm/models"
-  huggingface_cache_dir: "~/.cache/huggingface"
-  auto_discover_models: true # register models found on disk at start-up
-  cleanup_on_shutdown: true  # stop instances and empty the DRAM tier when an agent exits
-  prefer_peers: true         # fetch a commit another node holds from that node, not the Hub
-  keep_alive_s: 300          # router: stop an on-demand instance after this idle time (-1: never)
-  max_loaded_models: 0       # router: models loaded on demand at once (0: no limit)
-  preload: []                # router: models to load at start-up and keep loaded, e.g. [a, b]
-  autoload: true             # router: load a requested model that has no ready instance
-  router_queue_size: 64      # router: requests waiting for a busy instance; beyond it 429
-  router_queue_timeout_s: 60 # router: seconds a request waits (queue or load) before 503
-  # Bearer token for every call but /health. Empty: none on loopback; beyond loopback one is
-  # generated into ~/.cache/gswarm/token.
-  auth_token: ""
-
-  # The cluster's default tier layout, sent to every agent on connect.
-  storage_devices:
-    disk:
-      enabled: true
-      path: "~/.cache/gswarm/models"
-    dram:
-      enabled: true
-      path: "/dev/shm/gswarm_models"
-      max_size_gb: 64        # GiB; 0: bounded only by the device
-
-  # TLS for gRPC and HTTP:
-  # tls:
-  #   cert_file: "/etc/gswarm/host.pem"
-  #   key_file: "/etc/gswarm/host.key"
-
-client:
-  host_url: "http://localhost:8100"
-  host_grpc: ""              # host:port; empty: the host of host_url, port 8101
-  node_id: ""                # empty: this machine's hostname
-  model_cache_dir: "~/.cache/gswarm/models"
-  dram_cache_dir: "/dev/shm/gswarm_models"
-  dram_cache_size: 16        # DRAM tier budget, GiB
-  gpu_memory_fraction: 0.9   # share of each GPU's memory instances may use
-  default_gpu_memory_utilization: 0.90
-  max_concurrent_requests: 256
-  auth_token: ""             # token sent to the host; GSWARM_TOKEN also sets it
-  data_port: 8102            # serves this node's tiers to peers
-  heartbeat_interval_s: 2    # seconds between heartbeats to the host
-  default_engine: "vllm"     # the engine `serve` starts unless told: vllm, llama-server, sglang
-                             # or one under engines
-
-  # Inference engines by name: a command (a list, or one string split on spaces) with the
-  # placeholders {model_path} {model_file} {model_name} {host} {port} {gpu}
-  # {gpu_memory_utilization} {max_concurrent_requests} ({{ and }} are literal braces), the
-  # health path polled until ready, a ready timeout and extra environment. An entry named like a
-  # preset (vllm, llama-server, sglang) changes only the fields it gives.
-  # engines:
-  #   vllm:                    # the preset, with more time to load
-  #     ready_timeout_s: 1200
-  #   my-server:
-  #     command: "/opt/my-server --model {model_path} --name {model_name} --port {port}"
-  #     health_path: "/healthz"
-  #     ready_timeout_s: 120
-  #     env: {HF_HUB_OFFLINE: "1"}
-  #   my-other:
-  #     command: ["my-other", "--config", "{{\"port\": {port}}}"]
-)yaml";
-}
-
-nlohmann::json ConfigToJson(const Config& config) {
-  nlohmann::json out = nlohmann::json::object();
-  for (const Key& key : kKeys) {
-    nlohmann::json* node = &out;
-    for (absl::string_view part : absl::StrSplit(key.path, '.')) node = &(*node)[std::string(part)];
-    *node = ValueJson(key, config);
-  }
-  nlohmann::json& engines = out["client"]["engines"] = nlohmann::json::object();
-  for (const auto& [name, spec] : config.client.engines) engines[name] = EngineJson(spec);
-  return out;
-}
-
-std::string ConfigToYaml(const Config& config) {
-  std::string out;
-  std::vector<absl::string_view> open;   // the sections the previous key sat in
-  const Key* last_client_key = nullptr;  // client.engines follows it
-  for (const Key& key : kKeys) {
-    if (absl::StartsWith(key.path, "client.")) last_client_key = &key;
-  }
-  for (const Key& key : kKeys) {
-    std::vector<absl::string_view> parts = absl::StrSplit(key.path, '.');
-    absl::string_view name = parts.back();
-    parts.pop_back();
-    size_t common = 0;
-    while (common < open.size() && common < parts.size() && open[common] == parts[common]) {
-      ++common;
-    }
-    open.resize(common);
-    for (size_t i = common; i < parts.size(); ++i) {
-      if (i == 0 && !out.empty()) out += "\n";
-      absl::StrAppend(&out, std::string(2 * i, ' '), parts[i], ":\n");
-      open.push_back(parts[i]);
-    }
-    // Strings come out double-quoted and escaped, lists as ["a", "b"].
-    absl::StrAppend(&out, std::string(2 * parts.size(), ' '), name, ": ",
-                    FlowYaml(ValueJson(key, config)), "\n");
-    if (&key == last_client_key) out += EnginesYaml(config.client);
-  }
-  return out;
 }
 
 std::map<std::string, EngineSpec> EffectiveEngines(const ClientConfig& client) {
