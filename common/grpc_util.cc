@@ -4,6 +4,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/auth.h"
 #include "common/paths.h"
+#include "common/proto_json.h"
 #include "common/status.h"
 #include "nlohmann/json.hpp"
 
@@ -102,7 +103,7 @@ std::string ErrorJson(const absl::Status& status) {
                           {{"code", HttpStatusFor(status.code())},
                            {"status", absl::StatusCodeToString(status.code())},
                            {"message", std::string(status.message())}}}};
-  return body.dump();
+  return DumpJson(body);
 }
 
 }  // namespace gswarm::common

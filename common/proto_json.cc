@@ -34,4 +34,8 @@ absl::Status FromJson(absl::string_view json, google::protobuf::Message* message
   return absl::OkStatus();
 }
 
+std::string DumpJson(const nlohmann::json& json) {
+  return json.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
 }  // namespace gswarm::common

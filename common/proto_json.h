@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "google/protobuf/message.h"
+#include "nlohmann/json.hpp"
 
 namespace gswarm::common {
 
@@ -19,5 +20,9 @@ absl::StatusOr<std::string> ToJson(const google::protobuf::Message& message, boo
 // Accepts snake_case and lowerCamelCase names; unknown fields are ignored so that clients of the
 // original GSwarm that send extra keys keep working. An empty body is an empty message.
 absl::Status FromJson(absl::string_view json, google::protobuf::Message* message);
+
+// `json` as compact text. Never throws: a string that is not valid UTF-8 (from a request, echoed
+// in an error) comes out with U+FFFD in place of its bad bytes, where nlohmann's dump() throws.
+std::string DumpJson(const nlohmann::json& json);
 
 }  // namespace gswarm::common

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "common/proto_json.h"
 
 namespace gswarm::host {
 namespace {
@@ -201,7 +202,7 @@ absl::StatusOr<RequestBody> RequestBody::Parse(std::string_view body) {
 
 std::string RequestBody::Rewrite(std::string_view body, const std::string& model,
                                  bool drop_keep_alive) const {
-  const std::string model_json = json(model).dump();
+  const std::string model_json = common::DumpJson(json(model));
   std::string out;
   out.reserve(body.size() + model_json.size() + 16);
   // '{', then each kept member after the separator that preceded it in the body (exactly one

@@ -37,7 +37,7 @@ std::string QueryAsJson(const httplib::Request& req) {
       fields[key] = value;
     }
   }
-  return fields.dump();
+  return common::DumpJson(fields);
 }
 
 // Fills a request from the body (POST, DELETE) or the query string (GET), then sets the named

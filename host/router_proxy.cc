@@ -8,6 +8,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/proto_json.h"
 #include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
 
@@ -175,7 +176,8 @@ void ReplyOpenAiError(httplib::Response& res, int status, const std::string& mes
   nlohmann::json error = {
       {"message", message}, {"type", type}, {"param", nullptr}, {"code", nullptr}};
   if (code != nullptr) error["code"] = code;
-  res.set_content(nlohmann::json{{"error", std::move(error)}}.dump() + "\n", "application/json");
+  res.set_content(common::DumpJson(nlohmann::json{{"error", std::move(error)}}) + "\n",
+                  "application/json");
 }
 
 std::string OrJson(std::string content_type) {

@@ -248,10 +248,14 @@ _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def http(method, url, token=None, body=None, timeout=5.0):
-    """One HTTP request; returns a Response for every HTTP status, raises only on no answer."""
+    """One HTTP request; returns a Response for every HTTP status, raises only on no answer.
+    `body`: JSON-encoded, or bytes sent as they are."""
     data = None
     headers = {"Accept": "application/json"}
-    if body is not None:
+    if isinstance(body, bytes):  # sent as it is (malformed bodies)
+        data = body
+        headers["Content-Type"] = "application/json"
+    elif body is not None:
         data = json.dumps(body).encode()
         headers["Content-Type"] = "application/json"
     if token is not None:

@@ -243,6 +243,27 @@ class ClusterDefaultsTest(ClusterTestCase):
                    "node-b's log to name the cluster default it overrides", procs=[keeps])
 
 
+class BadInputTest(ClusterTestCase):
+
+    def test_bodies_and_queries_that_are_not_utf8_are_400_with_json(self):
+        """A body or query that is not valid UTF-8 is the client's error (it used to be a 500:
+        echoing the bad bytes in the error made the JSON encoder throw)."""
+        self.make_host_home()
+        self.start_host()
+        bad = b'{"model_name": "\xff\xfe", "model": "\xff"}'
+        for method, path in (("POST", "/discover"), ("POST", "/stop_serve"),
+                             ("POST", "/download"), ("POST", "/copy"), ("POST", "/serve"),
+                             ("POST", "/models"), ("POST", "/api/models"),
+                             ("POST", "/models/validate"), ("POST", "/v1/chat/completions"),
+                             ("POST", "/v1/models/switch"), ("GET", "/nodes?online_only=%FF"),
+                             ("GET", "/events?kind=%FF")):
+            with self.subTest(path=path):
+                r = self.rest(method, path, body=bad if method == "POST" else None)
+                self.assertEqual(r.status, 400, r)
+                self.assertIsInstance(r.json, dict, r)
+                self.assertIn("error", r.json, r)
+
+
 class CliTest(ClusterTestCase):
 
     def test_version(self):
