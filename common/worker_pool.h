@@ -29,6 +29,10 @@ class WorkerPool {
   // RESOURCE_EXHAUSTED when the queue is full or the pool is shutting down; the task is not run.
   absl::Status Submit(std::function<void()> task);
 
+  // Refuses new tasks, runs every task already queued, then joins. Idempotent; the destructor
+  // does the same.
+  void Stop();
+
  private:
   void Loop();
 

@@ -189,6 +189,9 @@ void HostServer::Shutdown() {
   if (nodes_) nodes_->CloseAll(absl::UnavailableError("host is shutting down"));
   if (grpc_server_)
     grpc_server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  // Agents' reports still queued are applied now, while the router's pool (their listener) is
+  // alive; nothing arrives after the gRPC server has stopped.
+  if (orchestrator_) orchestrator_->StopEvents();
 }
 
 }  // namespace gswarm::host

@@ -68,6 +68,12 @@ void Orchestrator::ApplyUpdate(const std::string& node_id, const v1::CommandUpda
     } else if (command.has_serve()) {
       instances_->PlanEnded(command.serve().instance_id(),
                             absl::StrCat("serve ", job.state(), ": ", job.message()));
+    } else if (command.has_stop() && JobStateOf(job) != JobState::kSucceeded) {
+      // The engine runs on: a drained instance goes back into rotation (no-op otherwise).
+      instances_
+          ->Undrain(command.stop().instance_id(),
+                    absl::StrCat("its stop ", job.state(), ": ", job.message()))
+          .IgnoreError();
     }
     if (JobStateOf(job) == JobState::kSucceeded) RecordResult(job, command, update);
     spdlog::info("job={} {} {} on node={}: {}{}{}", job.id(), job.kind(), job.model_name(), node_id,
@@ -258,6 +264,8 @@ absl::StatusOr<v1::Job> Orchestrator::WaitJob(const std::string& id, absl::Time 
   }
   return GetJob(id);
 }
+
+void Orchestrator::StopEvents() { events_.Stop(); }
 
 void Orchestrator::Shutdown() {
   std::vector<std::pair<std::shared_ptr<JobSink>, v1::Job>> watching;

@@ -275,10 +275,22 @@ absl::StatusOr<v1::Job> Orchestrator::Copy(const v1::CopyRequest& request) {
 }
 
 absl::StatusOr<v1::Job> Orchestrator::StopInstance(const v1::Instance& instance, bool force) {
+  // Out of rotation first, so that no new request is sent to an instance being stopped (the
+  // router's pool has drained its own already; a planned or starting one has nothing to drain).
+  const bool drained = instances_->State(instance.id()) == InstanceState::kReady &&
+                       instances_->Drain(instance.id(), "stopping").ok();
   v1::Command command;
   command.mutable_stop()->set_instance_id(instance.id());
   command.mutable_stop()->set_force(force);
-  return RunOnNode(instance.node_id(), instance.model_name(), "stop", std::move(command));
+  absl::StatusOr<v1::Job> job =
+      RunOnNode(instance.node_id(), instance.model_name(), "stop", std::move(command));
+  if (!job.ok() && drained) {
+    instances_
+        ->Undrain(instance.id(),
+                  absl::StrCat("the stop could not be sent: ", job.status().message()))
+        .IgnoreError();
+  }
+  return job;
 }
 
 absl::StatusOr<std::vector<v1::Job>> Orchestrator::Discover(const std::string& node) {

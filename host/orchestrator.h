@@ -104,6 +104,10 @@ class Orchestrator final : public AgentListener {
   // (JobSink::OnShutdown): the host is going away, and the requests waiting on jobs must end
   // before the REST and gRPC servers can stop.
   void Shutdown();
+  // Applies the agent events already queued and refuses later ones: after it, nothing the agents
+  // sent reaches the instance manager's listeners (the router's pool), which the host can then
+  // tear down. Call once the agent link is closed.
+  void StopEvents();
   // Sends the job's current state to `sink` now and every change after; a sink that is gone
   // (expired) is dropped. NOT_FOUND for an unknown job.
   absl::Status Watch(const std::string& id, std::weak_ptr<JobSink> sink);

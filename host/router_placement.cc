@@ -13,6 +13,13 @@
 namespace gswarm::host {
 using common::GiB;
 
+namespace {
+
+// After a stop that could not be sent, how long an instance stays before it is tried again.
+constexpr absl::Duration kRetryFailedStop = absl::Seconds(5);
+
+}  // namespace
+
 RouterPlacement::RouterPlacement(Options options, Registry* registry, NodeRegistry* nodes,
                                  InstanceManager* instances, Orchestrator* orchestrator,
                                  EventBus* events)
@@ -58,7 +65,10 @@ void RouterPlacement::OnInstance(const v1::Instance& instance, InstanceState to)
     loaded_.erase(instance.id());
     router_->Forget(instance.id());
   } else if (to == InstanceState::kReady && !instance.managed_by().empty() &&
-             !loaded_.contains(instance.id())) {
+             !loaded_.contains(instance.id()) &&
+             instances_->State(instance.id()) == InstanceState::kReady) {
+    // (Notifications come after the manager's lock: re-checked, so that a late "ready" does not
+    // bring back an instance that has ended since.)
     // One the router (or preload) loaded, reported ready: after a load, or by an agent after a
     // host restart (managed_by travels with the serve command and the agent keeps it).
     const bool pinned = instance.managed_by() == "preload";
@@ -106,7 +116,9 @@ absl::Time RouterPlacement::LastUse(const std::string& id, const Loaded& loaded)
 }
 
 bool RouterPlacement::Evictable(const std::string& id, const Loaded& loaded, absl::Time now) const {
-  if (loaded.pinned || router_->InFlight(id) > 0) return false;
+  if (loaded.pinned || now < loaded.not_before || router_->InFlight(id) > 0) return false;
+  // Starting (a crashed engine restarting) or already stopping: not something to unload now.
+  if (instances_->State(id) != InstanceState::kReady) return false;
   const bool never_used = router_->LastUsed(id) == absl::InfinitePast();
   return !never_used || now - loaded.loaded_at >= options_.grace;
 }
@@ -137,7 +149,12 @@ std::optional<v1::Job> RouterPlacement::StopRetired(const Leaving& leaving) {
     absl::Status back = instances_->Undrain(
         id, absl::StrCat("the stop could not be sent: ", stop.status().message()));
     absl::MutexLock lock(&mu_);
-    if (back.ok()) loaded_[id] = leaving.loaded;  // ready again: back in rotation
+    // Ready again (and not ended meanwhile): back in rotation, but not retired again before a
+    // while, or an idle instance on an unreachable node would be retried without pause.
+    if (back.ok() && instances_->State(id) == InstanceState::kReady) {
+      Loaded& loaded = loaded_[id] = leaving.loaded;
+      loaded.not_before = absl::Now() + kRetryFailedStop;
+    }
     return std::nullopt;
   }
   Demote(leaving.instance);
@@ -200,7 +217,9 @@ absl::Time RouterPlacement::ReapIdle() {
     std::vector<std::pair<std::string, absl::Duration>> expired;
     for (const auto& [id, loaded] : loaded_) {
       if (loaded.pinned || loaded.keep_alive == absl::InfiniteDuration()) continue;
-      const absl::Time due = LastUse(id, loaded) + loaded.keep_alive;
+      // Not ready (restarting, stopping): its next state change wakes the policy.
+      if (instances_->State(id) != InstanceState::kReady) continue;
+      const absl::Time due = std::max(LastUse(id, loaded) + loaded.keep_alive, loaded.not_before);
       if (due <= now) {
         expired.emplace_back(id, loaded.keep_alive);
       } else {
@@ -296,11 +315,12 @@ absl::Status RouterPlacement::MakeRoomInCount(const std::string& model) {
     absl::MutexLock lock(&mu_);
     if (options_.max_loaded_models > 0) {
       const absl::Time now = absl::Now();
+      absl::flat_hash_set<std::string> tried;  // each at most once: a refusal does not pass here
       while (static_cast<int>(loaded_.size()) + loading_ >= options_.max_loaded_models) {
         std::string victim;
         absl::Time oldest = absl::InfiniteFuture();
         for (const auto& [id, loaded] : loaded_) {
-          if (!Evictable(id, loaded, now)) continue;
+          if (tried.contains(id) || !Evictable(id, loaded, now)) continue;
           if (const absl::Time last = LastUse(id, loaded); last < oldest) {
             oldest = last;
             victim = id;
@@ -308,9 +328,10 @@ absl::Status RouterPlacement::MakeRoomInCount(const std::string& model) {
         }
         std::optional<Leaving> leaving;
         if (!victim.empty()) {
+          tried.insert(victim);
           leaving = Retire(victim, now,
                            absl::StrCat("making room for ", model, " (host.max_loaded_models)"));
-          if (!leaving.has_value()) continue;  // a request got there first: pick again
+          if (!leaving.has_value()) continue;  // a request got there first: pick another
         }
         if (!leaving.has_value()) {
           return absl::ResourceExhaustedError(absl::StrCat(

@@ -82,6 +82,8 @@ class RouterPlacement final : public Router::Placement {
     absl::Time loaded_at;
     absl::Duration keep_alive;  // from host.keep_alive_s, or the last request's own
     bool pinned = false;        // host.preload: kept loaded
+    // Not unloaded before this (a stop that could not be sent is retried later, not at once).
+    absl::Time not_before = absl::InfinitePast();
   };
   // An instance taken out of the pool, to be stopped outside the lock.
   struct Leaving {

@@ -108,6 +108,27 @@ class FakeAgent final : public NodeRegistry::Session {
     Report(instance);
   }
 
+  // The engine of `id` reports `state` (a crash restart reports "starting").
+  void SetState(const std::string& id, const std::string& state) {
+    v1::Instance instance;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      instance = instances_[id];
+      instance.set_state(state);
+      instances_[id] = instance;
+    }
+    Report(instance);
+  }
+  // Stops fail from now on (the engine's stop command errs): the instance keeps running.
+  void FailStops() {
+    std::lock_guard<std::mutex> lock(mu_);
+    fail_stops_ = true;
+  }
+  int failed_stops() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return failed_stops_;
+  }
+
  private:
   v1::MemoryUsage Memory() {
     v1::MemoryUsage memory;
@@ -186,6 +207,16 @@ class FakeAgent final : public NodeRegistry::Session {
         }
         Report(instance);
         Finish(command.id(), &instance);
+      } else if (command.has_stop() && FailingStops()) {
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          ++failed_stops_;
+        }
+        v1::CommandUpdate update;
+        update.set_command_id(command.id());
+        update.set_state("failed");
+        update.set_message("the engine's stop command failed");
+        orchestrator_->OnCommandUpdate(node_id_, update);
       } else if (command.has_stop()) {
         v1::Instance instance;
         {
@@ -238,6 +269,13 @@ class FakeAgent final : public NodeRegistry::Session {
   std::map<std::string, v1::Instance> instances_;
   std::vector<std::string> stopped_;
   std::vector<std::string> dram_copies_;
+  bool fail_stops_ = false;
+  int failed_stops_ = 0;
+
+  bool FailingStops() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return fail_stops_;
+  }
 };
 
 // Upstream traffic is not this test's subject: the router has no server here, and leases are
@@ -492,6 +530,38 @@ TEST_F(PlacementTest, ConcurrentLoadsNeverOverbookAGpu) {
 }
 
 #undef USE
+
+TEST_F(PlacementTest, AnInstanceThatIsNotReadyIsNeverEvictedAndTheLoadIsRefused) {
+  AddModel("a", 1);
+  AddModel("b", 1);
+  Start({.keep_alive_s = -1, .max_loaded_models = 1, .grace = absl::ZeroDuration()});
+  absl::StatusOr<Router::Backend> a = Load("a");
+  ASSERT_TRUE(a.ok()) << a.status();
+  // Its engine crashed and is restarting: it cannot be drained, and must not be picked forever.
+  agent_->SetState(a->instance_id, "starting");
+  ASSERT_TRUE(
+      testing::WaitFor([&] { return instances_.State(a->instance_id) == InstanceState::kStarting; },
+                       absl::Seconds(5)));
+  absl::StatusOr<Router::Backend> b = Load("b");
+  EXPECT_TRUE(absl::IsResourceExhausted(b.status())) << b.status();
+  EXPECT_TRUE(agent_->stopped().empty());
+}
+
+TEST_F(PlacementTest, AFailedStopPutsTheInstanceBackIntoRotation) {
+  AddModel("a", 1);
+  Start({.keep_alive_s = 0.2});
+  absl::StatusOr<Router::Backend> a = Load("a");
+  ASSERT_TRUE(a.ok()) << a.status();
+  agent_->FailStops();
+  // The keep-alive retires it (it drains, the stop goes out), the stop fails, and it is ready
+  // and routable again instead of staying out of rotation for ever.
+  ASSERT_TRUE(testing::WaitFor([&] { return agent_->failed_stops() >= 1; }, absl::Seconds(10)));
+  ASSERT_TRUE(
+      testing::WaitFor([&] { return instances_.State(a->instance_id) == InstanceState::kReady; },
+                       absl::Seconds(10)));
+  EXPECT_TRUE(Ready("a"));
+  EXPECT_TRUE(placement_->Routable(a->instance_id));
+}
 
 }  // namespace
 }  // namespace gswarm::host
