@@ -75,9 +75,7 @@ class JobWaitReactor final : public grpc::ServerUnaryReactor,
   }
 
   void OnShutdown(const v1::Job& job) override {
-    FinishOnce(common::ToGrpcStatus(absl::UnavailableError(
-        absl::StrCat("host is shutting down; job ", job.id(),
-                     " goes on when it is back (GET /jobs/", job.id(), ")"))));
+    FinishOnce(common::ToGrpcStatus(ShuttingDownError(job.id())));
   }
 
   void OnCancel() override {

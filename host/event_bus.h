@@ -61,7 +61,6 @@ class EventSubscription {
   // Adds `event` if it matches; false when the backlog overflowed (the subscription has ended).
   bool Offer(const v1::Event& event);
   void End(absl::Status why);
-  bool EndedLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return ended_; }
 
   const EventFilter filter_;
   const size_t max_backlog_;

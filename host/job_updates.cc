@@ -258,8 +258,7 @@ absl::StatusOr<v1::Job> Orchestrator::WaitJob(const std::string& id, absl::Time 
     };
     mu_.AwaitWithDeadline(absl::Condition(&ended), deadline);
     if (shutting_down_ && active_.contains(id)) {
-      return absl::UnavailableError(absl::StrCat("host is shutting down; job ", id,
-                                                 " goes on when it is back (GET /jobs/", id, ")"));
+      return ShuttingDownError(id);
     }
   }
   return GetJob(id);
@@ -282,14 +281,18 @@ void Orchestrator::Shutdown() {
   for (const auto& [sink, job] : watching) sink->OnShutdown(job);
 }
 
+absl::Status ShuttingDownError(const std::string& id) {
+  return absl::UnavailableError(absl::StrCat("host is shutting down; job ", id,
+                                             " goes on when it is back (GET /jobs/", id, ")"));
+}
+
 absl::Status Orchestrator::Watch(const std::string& id, std::weak_ptr<JobSink> sink) {
   {
     absl::MutexLock lock(&mu_);
     auto it = active_.find(id);
     if (it != active_.end()) {
       if (shutting_down_) {
-        return absl::UnavailableError(absl::StrCat(
-            "host is shutting down; job ", id, " goes on when it is back (GET /jobs/", id, ")"));
+        return ShuttingDownError(id);
       }
       // The current state first, under mu_, so that no newer one can overtake it.
       if (std::shared_ptr<JobSink> alive = sink.lock()) alive->OnJob(it->second.job);

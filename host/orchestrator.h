@@ -57,9 +57,6 @@ class Orchestrator final : public AgentListener {
   void OnInstancesChanged(const std::string& node_id,
                           const std::vector<v1::Instance>& instances) override;
 
-  using GpuRoom = host::GpuRoom;
-  using ServePlan = host::ServePlan;
-
   // The node asked for, else one holding the model: DRAM before disk, and a node whose GPU has
   // room before one whose GPU has not; the tier asked for, else the fastest there; the GPU asked
   // for, else the one with most room, else the CPU. NOT_FOUND when no online node holds the
@@ -67,10 +64,6 @@ class Orchestrator final : public AgentListener {
   absl::StatusOr<ServePlan> PlanServe(const v1::ServeRequest& request) const;
   // Every node's plan, in that order of preference (one per node); never empty.
   absl::StatusOr<std::vector<ServePlan>> PlanServeEverywhere(const v1::ServeRequest& request) const;
-  // The plan PlanServe picks from PlanServeEverywhere's (serve_planner.h's PreferredPlan).
-  static const ServePlan& Preferred(const std::vector<ServePlan>& plans) {
-    return PreferredPlan(plans);
-  }
   // Starts an instance where PlanServe says. FAILED_PRECONDITION when the model does not fit the
   // GPU's budget (says needed vs free), NOT_FOUND when no online node holds it. Planning and
   // launching are one step, so concurrent serves never count the same room twice.
@@ -161,5 +154,8 @@ class Orchestrator final : public AgentListener {
 
 // http://<address the node connected from>:<its data port>, or "" when it serves none.
 std::string NodeDataUrl(const v1::NodeInfo& node);
+
+// UNAVAILABLE for a caller waiting on job `id` while the host shuts down: the job goes on.
+absl::Status ShuttingDownError(const std::string& id);
 
 }  // namespace gswarm::host

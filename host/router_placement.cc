@@ -348,22 +348,23 @@ absl::Status RouterPlacement::MakeRoomInCount(const std::string& model) {
   return absl::OkStatus();
 }
 
-RouterPlacement::Room RouterPlacement::MakeRoomOnGpu(
-    const std::string& model, const std::vector<Orchestrator::ServePlan>& plans, bool any_gpu) {
+RouterPlacement::Room RouterPlacement::MakeRoomOnGpu(const std::string& model,
+                                                     const std::vector<ServePlan>& plans,
+                                                     bool any_gpu) {
   Room room;
   std::vector<Leaving> victims;
   {
     absl::MutexLock lock(&mu_);
     const absl::Time now = absl::Now();
-    for (const Orchestrator::ServePlan& plan : plans) {
+    for (const ServePlan& plan : plans) {
       // The GPU where the least has to leave for the model to fit, least recently used first.
       std::vector<Candidate> chosen;
       uint64_t chosen_bytes = 0;
-      for (const Orchestrator::GpuRoom& gpu : plan.gpus) {
+      for (const GpuRoom& gpu : plan.gpus) {
         if (!any_gpu && gpu.device != plan.gpu) continue;
         // What could leave: ready instances the router loaded that may go now.
         std::vector<Candidate> candidates;
-        for (const Orchestrator::GpuRoom::Holder& holder : gpu.instances) {
+        for (const GpuRoom::Holder& holder : gpu.instances) {
           auto it = loaded_.find(holder.instance_id);
           if (holder.ready && it != loaded_.end() &&
               Evictable(holder.instance_id, it->second, now)) {
@@ -427,9 +428,8 @@ absl::StatusOr<Router::Backend> RouterPlacement::Load(const std::string& model,
   absl::Time settle_until = absl::InfinitePast();  // no more evictions before then
   absl::StatusOr<v1::Job> job;
   for (;;) {
-    ASSIGN_OR_RETURN(std::vector<Orchestrator::ServePlan> plans,
-                     orchestrator_->PlanServeEverywhere(pinned));
-    const Orchestrator::ServePlan& plan = Orchestrator::Preferred(plans);
+    ASSIGN_OR_RETURN(std::vector<ServePlan> plans, orchestrator_->PlanServeEverywhere(pinned));
+    const ServePlan& plan = PreferredPlan(plans);
     if (plan.fits) {
       v1::ServeRequest request = pinned;
       request.set_node(plan.node_id);
@@ -440,8 +440,8 @@ absl::StatusOr<Router::Backend> RouterPlacement::Load(const std::string& model,
       if (job.ok() || !absl::IsFailedPrecondition(job.status())) break;
     } else if (absl::Now() >= settle_until) {
       bool could_fit = false;
-      for (const Orchestrator::ServePlan& candidate : plans) {
-        for (const Orchestrator::GpuRoom& gpu : candidate.gpus) {
+      for (const ServePlan& candidate : plans) {
+        for (const GpuRoom& gpu : candidate.gpus) {
           could_fit |= gpu.budget_bytes >= candidate.needed_bytes;
         }
       }

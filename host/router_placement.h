@@ -131,8 +131,7 @@ class RouterPlacement final : public Router::Placement {
   // GPU room on the first of `plans` (nodes in preference order) where idle instances can free
   // enough: they leave least recently used first, only as many as `needed` requires, on the
   // plan's GPU (or with `any_gpu`, the GPU where the least has to leave).
-  Room MakeRoomOnGpu(const std::string& model, const std::vector<Orchestrator::ServePlan>& plans,
-                     bool any_gpu);
+  Room MakeRoomOnGpu(const std::string& model, const std::vector<ServePlan>& plans, bool any_gpu);
   // An instance changed state (InstanceManager's listener): ended ones leave the pool, and ready
   // ones the router or preload loaded join it, also after a host restart (the agents report
   // managed_by).

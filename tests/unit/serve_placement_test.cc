@@ -137,6 +137,17 @@ TEST_F(ServePlacementTest, NoCopyOnlineIsNotFound) {
 namespace gswarm::host {
 namespace {
 
+// Instance `id` of "big" on gpu0 as the agent reports it at `generation`.
+v1::Instance Reported(const std::string& id, const std::string& state, uint64_t generation) {
+  v1::Instance instance;
+  instance.set_id(id);
+  instance.set_model_name("big");
+  instance.set_gpu_device("gpu0");
+  instance.set_state(state);
+  instance.set_generation(generation);
+  return instance;
+}
+
 // The agent sends an instance's states in order on one stream, but they reach the host by two
 // paths (heartbeats and command updates). Here the command update carrying an older "ready"
 // arrives after a heartbeat carrying a newer "stopped": the newer state wins.
@@ -148,15 +159,8 @@ TEST_F(ServePlacementTest, AReorderedCommandUpdateCannotOverwriteANewerState) {
   const std::string id = session_->sent.back().command().serve().instance_id();
   EXPECT_EQ(instances_.Get(id)->state(), "planned");
 
-  v1::Instance ready;
-  ready.set_id(id);
-  ready.set_model_name("big");
-  ready.set_gpu_device("gpu0");
-  ready.set_state("ready");
-  ready.set_generation(10);
-  v1::Instance stopped = ready;
-  stopped.set_state("stopped");
-  stopped.set_generation(11);
+  const v1::Instance ready = Reported(id, "ready", 10);
+  const v1::Instance stopped = Reported(id, "stopped", 11);
 
   orchestrator_->OnInstancesChanged("gpu-node", {stopped});  // newer, first
   v1::CommandUpdate update;
@@ -171,7 +175,7 @@ TEST_F(ServePlacementTest, AReorderedCommandUpdateCannotOverwriteANewerState) {
   EXPECT_EQ(instances_.Get(id)->state(), "stopped");
   EXPECT_EQ(instances_.stale_reports(), 1u);
   // Nothing of it is counted on the GPU any more.
-  absl::StatusOr<Orchestrator::ServePlan> plan = orchestrator_->PlanServe(Request("gpu0"));
+  absl::StatusOr<ServePlan> plan = orchestrator_->PlanServe(Request("gpu0"));
   ASSERT_TRUE(plan.ok()) << plan.status();
   EXPECT_EQ(plan->gpus[0].free_bytes, 72 * kGiB);
 }
@@ -182,20 +186,13 @@ TEST_F(ServePlacementTest, InOrderReportsEndTheSameWay) {
   absl::StatusOr<v1::Job> job = orchestrator_->Serve(Request("gpu0"));
   ASSERT_TRUE(job.ok()) << job.status();
   const std::string id = session_->sent.back().command().serve().instance_id();
-  v1::Instance ready;
-  ready.set_id(id);
-  ready.set_model_name("big");
-  ready.set_gpu_device("gpu0");
-  ready.set_state("ready");
-  ready.set_generation(10);
+  const v1::Instance ready = Reported(id, "ready", 10);
   v1::CommandUpdate update;
   update.set_command_id(job->id());
   update.set_state("succeeded");
   *update.mutable_instance() = ready;
   orchestrator_->OnCommandUpdate("gpu-node", update);
-  v1::Instance stopped = ready;
-  stopped.set_state("stopped");
-  stopped.set_generation(11);
+  const v1::Instance stopped = Reported(id, "stopped", 11);
   orchestrator_->OnInstancesChanged("gpu-node", {stopped});
   ASSERT_TRUE(orchestrator_->WaitJob(job->id(), absl::Now() + absl::Seconds(10)).ok());
   // The heartbeat is applied after the update on the same queue: wait for it by a second job.
