@@ -72,6 +72,15 @@ struct HostConfig {
   int router_queue_size = 64;
   // Router: how long a request waits in the queue or for a model to load before 503, seconds.
   double router_queue_timeout_s = 60;
+  // HTTP port: I/O threads serving every connection (0: one per core).
+  int http_io_threads = 0;
+  // HTTP port: the largest request body, MiB; more is refused with 413.
+  double http_max_body_mb = 32;
+  // HTTP port: a request's line and headers must arrive within this many seconds (slowloris);
+  // else 408.
+  double http_header_timeout_s = 30;
+  // HTTP port: an idle keep-alive connection is closed after this many seconds.
+  double http_keep_alive_timeout_s = 75;
   // The cluster's default tier layout, sent to every agent on connect.
   StorageDeviceConfig disk{true, "~/.cache/gswarm/models", 0};
   StorageDeviceConfig dram{true, "/dev/shm/gswarm_models", 64};

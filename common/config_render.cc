@@ -100,6 +100,10 @@ host:
   autoload: true             # router: load a requested model that has no ready instance
   router_queue_size: 64      # router: requests waiting for a busy instance; beyond it 429
   router_queue_timeout_s: 60 # router: seconds a request waits (queue or load) before 503
+  http_io_threads: 0         # HTTP port: I/O threads (0: one per core)
+  http_max_body_mb: 32       # HTTP port: largest request body; more is 413
+  http_header_timeout_s: 30  # HTTP port: a request's headers must arrive within it; else 408
+  http_keep_alive_timeout_s: 75  # HTTP port: idle keep-alive connections close after it
   # Bearer token for every call but /health. Empty: none on loopback; beyond loopback one is
   # generated into ~/.cache/gswarm/token.
   auth_token: ""

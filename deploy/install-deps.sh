@@ -8,10 +8,10 @@ packages=(
   build-essential cmake ninja-build ccache pkg-config git clang-format clang
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
   libyaml-cpp-dev libspdlog-dev libfmt-dev libcurl4-openssl-dev libsqlite3-dev
-  libcpp-httplib-dev libssl-dev libcli11-dev nlohmann-json3-dev
+  libcpp-httplib-dev libssl-dev libcli11-dev nlohmann-json3-dev libboost-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-grpcio python3-protobuf grpc-proto
-  curl procps openssl
+  curl procps openssl nginx-light wrk
 )
 
 sudo_cmd=()

@@ -1,5 +1,7 @@
 #include "host/host_server.h"
 
+#include <sys/resource.h>
+
 #include "absl/strings/str_cat.h"
 #include "common/auth.h"
 #include "common/grpc_util.h"
@@ -41,6 +43,27 @@ std::vector<v1::TierInfo> DefaultTiers(const common::Config& config) {
     }
   }
   return tiers;
+}
+
+// Each open stream through the router holds two descriptors (client and engine): lift the soft
+// limit to the hard one, as servers do.
+void RaiseFileLimit() {
+  struct rlimit limit;
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur >= limit.rlim_max) return;
+  const rlim_t before = limit.rlim_cur;
+  limit.rlim_cur = limit.rlim_max;
+  if (::setrlimit(RLIMIT_NOFILE, &limit) == 0) {
+    spdlog::debug("open files limit raised from {} to {}", before, limit.rlim_cur);
+  }
+}
+
+http::HttpServer::Options HttpOptions(const common::HostConfig& host) {
+  http::HttpServer::Options options;
+  options.max_body_bytes = static_cast<size_t>(host.http_max_body_mb * 1024 * 1024);
+  options.header_timeout = absl::Seconds(host.http_header_timeout_s);
+  options.keep_alive_timeout = absl::Seconds(host.http_keep_alive_timeout_s);
+  options.tls = host.tls;
+  return options;
 }
 
 }  // namespace
@@ -103,8 +126,13 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Create(const common::Con
       server->nodes_.get());
 
   // The router and its pool exist before either server takes a request.
-  ASSIGN_OR_RETURN(server->rest_,
-                   RestGateway::Create(host.tls, server->auth_token_, server->handler_.get()));
+  RaiseFileLimit();
+  server->io_ = std::make_unique<http::IoThreads>(host.http_io_threads);
+  ASSIGN_OR_RETURN(server->http_, http::HttpServer::Create(server->io_.get(), HttpOptions(host)));
+  server->http_pool_ = std::make_unique<common::WorkerPool>("HTTP worker pool", 16, 4096);
+  server->rest_ =
+      std::make_unique<RestGateway>(server->auth_token_, server->handler_.get(),
+                                    server->orchestrator_.get(), server->http_pool_.get());
   RouterPlacement::Options pool;
   pool.keep_alive_s = host.keep_alive_s;
   pool.max_loaded_models = host.max_loaded_models;
@@ -114,17 +142,17 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Create(const common::Con
       server->orchestrator_.get(), server->events_.get());
   Router::Options routing;
   routing.max_concurrent_per_instance = config.client.max_concurrent_requests;
-  // Waiting requests hold an HTTP worker each (RestGateway's pool).
   routing.max_queue = host.router_queue_size;
   routing.queue_timeout = absl::Seconds(host.router_queue_timeout_s);
   routing.autoload = host.autoload;
   routing.events = server->events_.get();
   routing.active_model_file = common::StateDir() + "/active_model";
-  server->router_ = std::make_unique<Router>(routing, server->placement_.get());
-  server->router_->Install(server->rest_->server());
-  server->rest_->InstallEvents(server->events_.get());
-  // Waiting requests hold a worker each; the rest serve connections and streams.
-  server->rest_->set_worker_threads(128 + host.router_queue_size);
+  routing.blocking = server->http_pool_.get();
+  server->router_ =
+      std::make_unique<Router>(routing, server->placement_.get(), server->io_->context());
+  server->rest_->Install(*server->http_);
+  server->router_->Install(*server->http_);
+  server->rest_->InstallEvents(*server->http_, server->events_.get(), server->io_->context());
   server->handler_->set_router(server->router_.get(), server->placement_.get());
   server->placement_->Start(server->router_.get());
   if (host.max_loaded_models > 0 &&
@@ -153,8 +181,7 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Create(const common::Con
         ": the address is in use or not available (set host.grpc_port or pass --grpc-port)"));
   }
 
-  ASSIGN_OR_RETURN(server->http_port_, server->rest_->Bind(host.host, host.port));
-  server->rest_->Start();
+  ASSIGN_OR_RETURN(server->http_port_, server->http_->Listen(host.host, host.port));
 
   // Offline detection runs on its own clock, not on any agent's stream.
   HostServer* raw = server.get();
@@ -185,7 +212,12 @@ void HostServer::Shutdown() {
     stop_sweeper_.Notify();
     sweeper_.join();
   }
-  if (rest_) rest_->Stop();
+  // Requests waiting in the router's queue are answered, then every connection closes; the pool
+  // finishes the calls it holds (their answers go nowhere), then the I/O threads stop.
+  if (router_) router_->Shutdown();
+  if (http_) http_->Stop();
+  if (http_pool_) http_pool_->Stop();
+  if (io_) io_->Stop();
   if (nodes_) nodes_->CloseAll(absl::UnavailableError("host is shutting down"));
   if (grpc_server_)
     grpc_server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));

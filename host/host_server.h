@@ -19,6 +19,7 @@
 #include "host/api_handler.h"
 #include "host/api_service.h"
 #include "host/event_bus.h"
+#include "host/http_server.h"
 #include "host/instance_manager.h"
 #include "host/node_registry.h"
 #include "host/orchestrator.h"
@@ -60,11 +61,14 @@ class HostServer {
   std::unique_ptr<ApiService> api_service_;
   std::unique_ptr<AgentLinkService> agent_link_;
   std::unique_ptr<grpc::Server> grpc_server_;
-  // The router before the REST gateway: the gateway's server (whose handlers use the router)
-  // stops and goes first.
+  // The HTTP port. Torn down from the bottom: the server, then the pool its handlers use, then
+  // the I/O threads (exchanges still held, with their leases, go with them), then the router.
   std::unique_ptr<RouterPlacement> placement_;
   std::unique_ptr<Router> router_;
+  std::unique_ptr<http::IoThreads> io_;
+  std::unique_ptr<common::WorkerPool> http_pool_;  // REST calls and catalog lookups (SQLite)
   std::unique_ptr<RestGateway> rest_;
+  std::unique_ptr<http::HttpServer> http_;
   absl::Notification stop_sweeper_;
   std::thread sweeper_;
   std::atomic<bool> shut_down_{false};

@@ -1,18 +1,23 @@
 #include "host/rest_gateway.h"
 
-#include <httplib.h>
-
 #include <functional>
+#include <type_traits>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "absl/time/clock.h"
+#include "absl/synchronization/mutex.h"
+#include "boost/asio/steady_timer.hpp"
+#include "boost/asio/strand.hpp"
 #include "common/auth.h"
 #include "common/grpc_util.h"
-#include "common/paths.h"
 #include "common/proto_json.h"
 #include "common/status.h"
+#include "host/event_bus.h"
+#include "host/http_upstream.h"
+#include "host/job_state.h"
+#include "host/orchestrator.h"
 #include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
 
@@ -21,14 +26,22 @@ namespace {
 
 constexpr absl::Duration kSseKeepAlive = absl::Seconds(15);
 
-void Reply(httplib::Response& res, const absl::Status& status) {
-  res.status = common::HttpStatusFor(status.code());
-  res.set_content(common::ErrorJson(status) + "\n", "application/json");
+http::Response JsonReply(std::string json) {
+  http::Response response;
+  response.body = std::move(json) + "\n";
+  return response;
+}
+
+http::Response StatusReply(const absl::Status& status) {
+  http::Response response;
+  response.status = common::HttpStatusFor(status.code());
+  response.body = common::ErrorJson(status) + "\n";
+  return response;
 }
 
 // Query parameters become JSON fields: "true"/"false" are booleans, everything else a string
 // (protobuf's JSON parser accepts numbers written as strings).
-std::string QueryAsJson(const httplib::Request& req) {
+std::string QueryAsJson(const http::Request& req) {
   nlohmann::json fields = nlohmann::json::object();
   for (const auto& [key, value] : req.params) {
     if (value == "true" || value == "false") {
@@ -43,10 +56,9 @@ std::string QueryAsJson(const httplib::Request& req) {
 // Fills a request from the body (POST, DELETE) or the query string (GET), then sets the named
 // path fields from the route's capture groups.
 template <typename Request>
-absl::Status ParseRequest(const httplib::Request& req, const std::vector<std::string>& path_fields,
+absl::Status ParseRequest(const http::Request& req, const std::vector<std::string>& path_fields,
                           Request* request) {
-  const bool has_body = !req.body.empty();
-  if (has_body) {
+  if (!req.body.empty()) {
     RETURN_IF_ERROR(common::FromJson(req.body, request));
   }
   if (!req.params.empty()) {
@@ -56,29 +68,73 @@ absl::Status ParseRequest(const httplib::Request& req, const std::vector<std::st
   }
   const google::protobuf::Descriptor* descriptor = request->GetDescriptor();
   const google::protobuf::Reflection* reflection = request->GetReflection();
-  for (size_t i = 0; i < path_fields.size() && i + 1 < req.matches.size(); ++i) {
+  for (size_t i = 0; i < path_fields.size() && i < req.matches.size(); ++i) {
     const google::protobuf::FieldDescriptor* field = descriptor->FindFieldByName(path_fields[i]);
-    if (field != nullptr) reflection->SetString(request, field, req.matches[i + 1].str());
+    if (field != nullptr) reflection->SetString(request, field, req.matches[i]);
   }
   return absl::OkStatus();
 }
 
+// Whether the request asks to wait for its job (`wait: true`); clears it, so that the call
+// only starts the job.
+bool TakeWait(google::protobuf::Message* request) {
+  const google::protobuf::FieldDescriptor* field =
+      request->GetDescriptor()->FindFieldByName("wait");
+  if (field == nullptr || field->type() != google::protobuf::FieldDescriptor::TYPE_BOOL ||
+      !request->GetReflection()->GetBool(*request, field)) {
+    return false;
+  }
+  request->GetReflection()->SetBool(request, field, false);
+  return true;
+}
+
+// A request with `wait: true`: answered when its job ends, holding no thread meanwhile. The
+// exchange keeps it alive until then (or until the client goes).
+class JobWait : public Orchestrator::JobSink {
+ public:
+  explicit JobWait(std::shared_ptr<http::Exchange> exchange) : exchange_(std::move(exchange)) {}
+
+  static void Start(Orchestrator* orchestrator, std::shared_ptr<http::Exchange> exchange,
+                    const std::string& job_id) {
+    auto wait = std::make_shared<JobWait>(exchange);
+    exchange->OnCancel([wait] {});
+    absl::Status watched = orchestrator->Watch(job_id, wait);
+    if (!watched.ok()) wait->exchange_->Reply(StatusReply(watched));
+  }
+
+  void OnJob(const v1::Job& job) override {
+    if (!IsTerminal(JobStateOf(job))) return;
+    absl::StatusOr<v1::Job> ended = EndedJob(job);
+    if (!ended.ok()) return exchange_->Reply(StatusReply(ended.status()));
+    v1::JobResponse response;
+    *response.mutable_job() = *std::move(ended);
+    absl::StatusOr<std::string> json = common::ToJson(response);
+    exchange_->Reply(json.ok() ? JsonReply(*std::move(json)) : StatusReply(json.status()));
+  }
+
+  void OnShutdown(const v1::Job& job) override {
+    exchange_->Reply(StatusReply(ShuttingDownError(job.id())));
+  }
+
+ private:
+  const std::shared_ptr<http::Exchange> exchange_;
+};
+
 // GET /events' query: kind (repeated, or comma-separated), model, node, since (a sequence
 // number; or the Last-Event-ID header of a reconnecting EventSource), last (the newest N held),
 // follow (default true).
-absl::StatusOr<std::pair<EventFilter, EventBus::Start>> ParseEventQuery(
-    const httplib::Request& req) {
+absl::StatusOr<std::pair<EventFilter, EventBus::Start>> ParseEventQuery(const http::Request& req) {
   EventFilter filter;
   EventBus::Start start;
   for (const char* key : {"kind", "kinds"}) {
-    for (auto [it, end] = req.params.equal_range(key); it != end; ++it) {
-      for (absl::string_view kind : absl::StrSplit(it->second, ',', absl::SkipEmpty())) {
+    for (const std::string& value : req.params_named(key)) {
+      for (absl::string_view kind : absl::StrSplit(value, ',', absl::SkipEmpty())) {
         filter.kinds.emplace_back(kind);
       }
     }
   }
-  filter.model_name = req.get_param_value("model");
-  filter.node_id = req.get_param_value("node");
+  filter.model_name = req.param("model");
+  filter.node_id = req.param("node");
   RETURN_IF_ERROR(filter.Validate());
   auto number = [&](const std::string& text, const char* what) -> absl::StatusOr<uint64_t> {
     uint64_t value = 0;
@@ -88,16 +144,16 @@ absl::StatusOr<std::pair<EventFilter, EventBus::Start>> ParseEventQuery(
     }
     return value;
   };
-  std::string since = req.get_param_value("since");
-  if (since.empty()) since = req.get_header_value("Last-Event-ID");
+  std::string since = req.param("since");
+  if (since.empty()) since = req.header("Last-Event-ID");
   if (!since.empty()) {
     ASSIGN_OR_RETURN(uint64_t after, number(since, "since"));
     if (after > 0) start.after = after;
   }
   if (req.has_param("last")) {
-    ASSIGN_OR_RETURN(start.last, number(req.get_param_value("last"), "last"));
+    ASSIGN_OR_RETURN(start.last, number(req.param("last"), "last"));
   }
-  const std::string follow = req.get_param_value("follow");
+  const std::string follow = req.param("follow");
   if (!follow.empty() && follow != "true" && follow != "false") {
     return absl::InvalidArgumentError(
         absl::StrCat("follow must be true or false, not \"", follow, "\""));
@@ -114,135 +170,250 @@ std::string SseFrame(const v1::Event& event) {
                       "\ndata: ", json.ok() ? *json : "{}", "\n\n");
 }
 
+// One open GET /events: events are written as they arrive, one write in flight at a time (what
+// arrives meanwhile waits in the subscription's bounded backlog); a comment line goes out when
+// nothing has for kSseKeepAlive, so a client that left is noticed.
+class EventStream : public std::enable_shared_from_this<EventStream> {
+ public:
+  EventStream(std::shared_ptr<http::Exchange> exchange, boost::asio::io_context& io)
+      : exchange_(std::move(exchange)), timer_(boost::asio::make_strand(io)) {}
+
+  void Run(std::shared_ptr<EventSubscription> subscription) {
+    {
+      absl::MutexLock lock(&mu_);
+      subscription_ = std::move(subscription);
+    }
+    // The exchange holds the stream until the client goes or the stream ends.
+    exchange_->OnCancel([self = shared_from_this()] { self->Stop(); });
+    http::Response head;
+    head.content_type = "text/event-stream";
+    head.headers = {{"Cache-Control", "no-cache"}, {"X-Accel-Buffering", "no"}};
+    exchange_->Start(std::move(head));
+    Pump();
+    ArmKeepAlive();
+  }
+
+  // More events, or the end (the subscription's wake).
+  void Pump() {
+    std::shared_ptr<EventSubscription> subscription;
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopped_ || subscription_ == nullptr) return;
+      if (writing_) {
+        again_ = true;
+        return;
+      }
+      writing_ = true;
+      subscription = subscription_;
+    }
+    std::string frames;
+    for (const v1::Event& event : subscription->TakeAll()) frames += SseFrame(event);
+    const bool ended = frames.empty() && subscription->ended();
+    if (ended) {
+      const absl::Status end = subscription->end();
+      frames = end.ok() ? "event: end\ndata: {}\n\n"
+                        : absl::StrCat("event: end\ndata: ", common::ErrorJson(end), "\n\n");
+    }
+    if (frames.empty()) return Written(true);
+    {
+      absl::MutexLock lock(&mu_);
+      sent_ = true;
+    }
+    exchange_->Write(std::move(frames), [self = shared_from_this(), ended](bool ok) {
+      if (ended) return self->Finish();
+      self->WrittenEvents(ok);
+    });
+  }
+
+ private:
+  // A write finished: whatever arrived meanwhile (or the end) goes next.
+  void Written(bool ok) {
+    if (!ok) return Stop();
+    bool again;
+    {
+      absl::MutexLock lock(&mu_);
+      writing_ = false;
+      again = std::exchange(again_, false);
+    }
+    if (again) Pump();
+  }
+
+  // After a write of events: more may be waiting, or the end.
+  void WrittenEvents(bool ok) {
+    {
+      absl::MutexLock lock(&mu_);
+      again_ = true;
+    }
+    Written(ok);
+  }
+
+  void ArmKeepAlive() {
+    timer_.expires_after(absl::ToChronoNanoseconds(kSseKeepAlive));
+    timer_.async_wait([weak = weak_from_this()](const boost::system::error_code& ec) {
+      std::shared_ptr<EventStream> self = weak.lock();
+      if (ec || self == nullptr) return;
+      bool write = false;
+      {
+        absl::MutexLock lock(&self->mu_);
+        if (self->stopped_) return;
+        write = !self->writing_ && !std::exchange(self->sent_, false);
+        if (write) self->writing_ = true;
+      }
+      if (write) {
+        self->exchange_->Write(": keep-alive\n\n", [self](bool ok) { self->Written(ok); });
+      }
+      self->ArmKeepAlive();
+    });
+  }
+
+  void Finish() {
+    Stop();
+    exchange_->End();
+  }
+
+  void Stop() {
+    std::shared_ptr<EventSubscription> subscription;
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopped_) return;
+      stopped_ = true;
+      subscription = std::move(subscription_);
+    }
+    if (subscription != nullptr) subscription->Cancel();
+    boost::asio::post(timer_.get_executor(),
+                      [self = shared_from_this()] { self->timer_.cancel(); });
+  }
+
+  const std::shared_ptr<http::Exchange> exchange_;
+  boost::asio::steady_timer timer_;
+  absl::Mutex mu_;
+  std::shared_ptr<EventSubscription> subscription_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool again_ ABSL_GUARDED_BY(mu_) = false;
+  bool stopped_ ABSL_GUARDED_BY(mu_) = false;
+  // Something was written since the last keep-alive check.
+  bool sent_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+// gswarm's REST error shape for an HTTP status the server answers itself.
+absl::StatusCode CodeFor(int status) {
+  switch (status) {
+    case 400:
+      return absl::StatusCode::kInvalidArgument;
+    case 401:
+      return absl::StatusCode::kUnauthenticated;
+    case 404:
+      return absl::StatusCode::kNotFound;
+    case 408:
+      return absl::StatusCode::kDeadlineExceeded;
+    case 413:
+    case 431:
+    case 429:
+      return absl::StatusCode::kResourceExhausted;
+    case 503:
+      return absl::StatusCode::kUnavailable;
+    default:
+      return absl::StatusCode::kInternal;
+  }
+}
+
 }  // namespace
 
-void RestGateway::InstallEvents(EventBus* events) {
-  server_->Get("/events", [events](const httplib::Request& req, httplib::Response& res) {
-    absl::StatusOr<std::pair<EventFilter, EventBus::Start>> query = ParseEventQuery(req);
-    if (!query.ok()) return Reply(res, query.status());
+http::Response ErrorFor(const http::Request& request, int status, const std::string& message) {
+  if (absl::StartsWith(request.path, "/v1/")) {
+    return OpenAiError(status, message, status >= 500 ? "server_error" : "invalid_request_error",
+                       nullptr);
+  }
+  http::Response response;
+  response.status = status;
+  const absl::StatusCode code = CodeFor(status);
+  response.body =
+      common::DumpJson(nlohmann::json{
+          {"error",
+           {{"code", status}, {"status", absl::StatusCodeToString(code)}, {"message", message}}}}) +
+      "\n";
+  return response;
+}
+
+RestGateway::RestGateway(std::string auth_token, const ApiHandler* handler,
+                         Orchestrator* orchestrator, common::WorkerPool* blocking)
+    : auth_token_(std::move(auth_token)),
+      handler_(handler),
+      orchestrator_(orchestrator),
+      blocking_(blocking) {}
+
+void RestGateway::InstallEvents(http::HttpServer& server, EventBus* events,
+                                boost::asio::io_context& io) {
+  server.Route("GET", "/events", [events, &io](std::shared_ptr<http::Exchange> exchange) {
+    absl::StatusOr<std::pair<EventFilter, EventBus::Start>> query =
+        ParseEventQuery(exchange->request());
+    if (!query.ok()) return exchange->Reply(StatusReply(query.status()));
+    auto stream = std::make_shared<EventStream>(exchange, io);
+    std::weak_ptr<EventStream> weak = stream;
     absl::StatusOr<std::shared_ptr<EventSubscription>> subscription =
-        events->Subscribe(std::move(query->first), query->second);
-    if (!subscription.ok()) return Reply(res, subscription.status());
-    res.set_header("Cache-Control", "no-cache");
-    res.set_header("X-Accel-Buffering", "no");
-    res.set_chunked_content_provider(
-        "text/event-stream",
-        [subscription = *subscription](size_t, httplib::DataSink& sink) {
-          // A comment line now and then: a client that went away is noticed when it fails.
-          std::optional<v1::Event> event = subscription->Next(kSseKeepAlive);
-          std::string frame;
-          if (event.has_value()) {
-            frame = SseFrame(*event);
-          } else if (subscription->ended()) {
-            const absl::Status end = subscription->end();
-            frame = absl::StrCat("event: end\ndata: ", common::ErrorJson(end), "\n\n");
-            if (end.ok()) frame = "event: end\ndata: {}\n\n";
-            sink.write(frame.data(), frame.size());
-            sink.done();
-            return true;
-          } else {
-            frame = ": keep-alive\n\n";
-          }
-          if (!sink.write(frame.data(), frame.size())) {
-            subscription->Cancel();
-            return false;
-          }
-          return true;
-        },
-        [subscription = *subscription](bool) { subscription->Cancel(); });
+        events->Subscribe(std::move(query->first), query->second, [weak] {
+          if (std::shared_ptr<EventStream> stream = weak.lock()) stream->Pump();
+        });
+    if (!subscription.ok()) return exchange->Reply(StatusReply(subscription.status()));
+    stream->Run(*std::move(subscription));
   });
 }
 
-absl::StatusOr<std::unique_ptr<RestGateway>> RestGateway::Create(const common::TlsConfig& tls,
-                                                                 std::string auth_token,
-                                                                 const ApiHandler* handler) {
-  std::unique_ptr<httplib::Server> server;
-  if (tls.cert_file.empty()) {
-    server = std::make_unique<httplib::Server>();
-  } else {
-    const std::string cert = common::ExpandUser(tls.cert_file);
-    const std::string key = common::ExpandUser(tls.key_file);
-    auto ssl = std::make_unique<httplib::SSLServer>(cert.c_str(), key.c_str());
-    if (!ssl->is_valid()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("cannot serve HTTPS with certificate ", cert, " and key ", key,
-                       ": unreadable, not PEM, or the key does not match (check host.tls)"));
-    }
-    server = std::move(ssl);
-  }
-  return std::unique_ptr<RestGateway>(
-      new RestGateway(std::move(server), std::move(auth_token), handler));
-}
-
-RestGateway::RestGateway(std::unique_ptr<httplib::Server> server, std::string auth_token,
-                         const ApiHandler* handler)
-    : auth_token_(std::move(auth_token)), handler_(handler), server_(std::move(server)) {
-  InstallRoutes();
-}
-
-RestGateway::~RestGateway() { Stop(); }
-
-void RestGateway::set_worker_threads(int threads) {
-  server_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
-}
-
-void RestGateway::InstallRoutes() {
-  httplib::Server& server = *server_;
-  const ApiHandler* handler = handler_;
-  set_worker_threads(128);
-  // Without TCP_NODELAY each small response waits on the peer's delayed ACK (~40 ms a hop);
-  // httplib's default of 5 requests per connection makes busy clients reconnect constantly.
-  server.set_tcp_nodelay(true);
-  server.set_keep_alive_max_count(100000);
-
+void RestGateway::Install(http::HttpServer& server) {
   // Every route but /health needs the token when one is configured.
-  server.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
-    if (req.path == "/health") return httplib::Server::HandlerResponse::Unhandled;
-    // get_header_value returns a copy: keep it alive while the view is read.
-    const std::string header = req.get_header_value("Authorization");
+  server.set_filter([this](const http::Request& req) -> std::optional<http::Response> {
+    if (req.path == "/health") return std::nullopt;
+    const std::string header = req.header("Authorization");
     std::optional<absl::string_view> authorization;
     if (req.has_header("Authorization")) authorization = header;
     absl::Status auth = common::CheckAuthorization(auth_token_, authorization);
-    if (auth.ok()) return httplib::Server::HandlerResponse::Unhandled;
-    Reply(res, auth);
-    return httplib::Server::HandlerResponse::Handled;
-  });
-  server.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
-    if (!res.body.empty()) return;
-    if (res.status == 404) {
-      Reply(res, absl::NotFoundError(absl::StrCat("no endpoint ", req.method, " ", req.path,
-                                                  " (see the API table in the README)")));
-    } else {
-      Reply(res, absl::UnknownError(absl::StrCat("HTTP ", res.status)));
+    if (auth.ok()) return std::nullopt;
+    if (absl::StartsWith(req.path, "/v1/")) {
+      return OpenAiError(401, std::string(auth.message()), "invalid_request_error",
+                         "invalid_api_key");
     }
+    return StatusReply(auth);
   });
-  server.set_exception_handler(
-      [](const httplib::Request& req, httplib::Response& res, std::exception_ptr error) {
-        const std::string what = common::ExceptionMessage(error);
-        spdlog::error("{} {}: {}", req.method, req.path, what);
-        Reply(res, absl::InternalError(absl::StrCat("internal error: ", what)));
-      });
+  server.set_error_renderer([](const http::Request& req, int status, std::string message) {
+    return ErrorFor(req, status, message);
+  });
 
+  const ApiHandler* handler = handler_;
+  Orchestrator* orchestrator = orchestrator_;
+  common::WorkerPool* blocking = blocking_;
   // Binds one endpoint to one handler method. `path_fields` name the request fields the
-  // pattern's capture groups fill, in order.
-  auto route = [&server]<typename Request, typename Response>(
+  // pattern's capture groups fill, in order. Parsing runs on the I/O thread, the call on the
+  // blocking pool; a job's wait on nothing.
+  auto route = [&server, orchestrator, blocking]<typename Request, typename Response>(
                    const std::string& method, const std::string& pattern,
                    std::function<absl::StatusOr<Response>(const Request&)> call,
                    std::vector<std::string> path_fields = {}) {
-    auto serve = [call = std::move(call), path_fields = std::move(path_fields)](
-                     const httplib::Request& req, httplib::Response& res) {
-      Request request;
-      absl::Status status = ParseRequest(req, path_fields, &request);
-      if (!status.ok()) return Reply(res, status);
-      absl::StatusOr<Response> response = call(request);
-      if (!response.ok()) return Reply(res, response.status());
-      absl::StatusOr<std::string> json = common::ToJson(*response);
-      if (!json.ok()) return Reply(res, json.status());
-      res.set_content(*json + "\n", "application/json");
+    auto serve = [call = std::move(call), path_fields = std::move(path_fields), orchestrator,
+                  blocking](std::shared_ptr<http::Exchange> exchange) {
+      auto request = std::make_shared<Request>();
+      absl::Status status = ParseRequest(exchange->request(), path_fields, request.get());
+      if (!status.ok()) return exchange->Reply(StatusReply(status));
+      constexpr bool kStartsAJob = std::is_same_v<Response, v1::JobResponse>;
+      const bool wait = kStartsAJob && TakeWait(request.get());
+      absl::Status submitted = blocking->Submit([call, exchange, request, orchestrator, wait] {
+        absl::StatusOr<Response> response = call(*request);
+        if (!response.ok()) return exchange->Reply(StatusReply(response.status()));
+        if constexpr (kStartsAJob) {
+          if (wait) return JobWait::Start(orchestrator, exchange, response->job().id());
+        } else {
+          (void)orchestrator;
+          (void)wait;
+        }
+        absl::StatusOr<std::string> json = common::ToJson(*response);
+        if (!json.ok()) return exchange->Reply(StatusReply(json.status()));
+        exchange->Reply(JsonReply(*std::move(json)));
+      });
+      if (!submitted.ok()) {
+        exchange->Reply(StatusReply(absl::UnavailableError(
+            absl::StrCat("the host is overloaded (", submitted.message(), "); retry later"))));
+      }
     };
-    if (method == "GET") server.Get(pattern, serve);
-    if (method == "POST") server.Post(pattern, serve);
-    if (method == "DELETE") server.Delete(pattern, serve);
+    server.Route(method, pattern, std::move(serve));
   };
 #define GSWARM_ROUTE(method, pattern, Method, Request, Response, ...)                          \
   route.template operator()<v1::Request, v1::Response>(method, pattern,                        \
@@ -293,34 +464,6 @@ void RestGateway::InstallRoutes() {
   GSWARM_ROUTE("GET", "/jobs/" + kName, GetJob, GetJobRequest, Job, {"job_id"});
   GSWARM_ROUTE("DELETE", "/jobs/" + kName, CancelJob, GetJobRequest, Job, {"job_id"});
 #undef GSWARM_ROUTE
-}
-
-absl::StatusOr<int> RestGateway::Bind(const std::string& host, int port) {
-  // httplib's default adds SO_REUSEPORT, which would let a second host share the port silently.
-  server_->set_socket_options([](socket_t sock) {
-    int yes = 1;
-    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, reinterpret_cast<const char*>(&yes), sizeof(yes));
-  });
-  int bound =
-      port == 0 ? server_->bind_to_any_port(host) : (server_->bind_to_port(host, port) ? port : -1);
-  if (bound <= 0) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot listen for HTTP on ", host, ":", port,
-                     ": the address is in use or not available (set host.port or pass --port)"));
-  }
-  return bound;
-}
-
-void RestGateway::Start() {
-  thread_ = std::thread([this] { server_->listen_after_bind(); });
-  // Stop() before the listen loop runs would be lost and leave it running: wait for it.
-  const absl::Time deadline = absl::Now() + absl::Seconds(5);
-  while (!server_->is_running() && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(1));
-}
-
-void RestGateway::Stop() {
-  if (server_) server_->stop();
-  if (thread_.joinable()) thread_.join();
 }
 
 }  // namespace gswarm::host

@@ -1,63 +1,52 @@
 #pragma once
 
-// The REST face of gswarm.v1.GSwarm on the host's HTTP port (cpp-httplib): every endpoint of the
-// original GSwarm and of DESIGN.md's API table. Bodies are the proto messages in protobuf's JSON
-// mapping; path segments and query parameters fill the request's fields of the same name.
-// Errors are {"error": {"code", "status", "message"}} with the matching HTTP status.
+// The REST face of gswarm.v1.GSwarm on the host's HTTP port (host/http_server.h): every endpoint
+// of the original GSwarm and of DESIGN.md's API table, and GET /events (Server-Sent Events).
+// Bodies are the proto messages in protobuf's JSON mapping; path segments and query parameters
+// fill the request's fields of the same name. Errors are {"error": {"code", "status",
+// "message"}} with the matching HTTP status; under /v1/ they take OpenAI's shape.
 //
-// Thread safety: Bind/Start/Stop from one thread; requests are served on httplib's pool.
+// Requests are parsed on the I/O thread and the calls run on the `blocking` pool (SQLite,
+// agents); a request that waits for its job (wait: true) starts it there and is answered when the
+// job ends, holding no thread meanwhile.
+//
+// Thread safety: Install* before the server listens; the gateway must outlive the server's
+// exchanges (stop the server, then the pools, first).
 
 #include <memory>
 #include <string>
-#include <thread>
 
-#include "absl/status/statusor.h"
-#include "common/config.h"
+#include "boost/asio/io_context.hpp"
+#include "common/worker_pool.h"
 #include "host/api_handler.h"
-
-namespace httplib {
-class Server;
-}
+#include "host/http_server.h"
 
 namespace gswarm::host {
 
 class EventBus;
+class Orchestrator;
 
 class RestGateway {
  public:
-  // `handler` must outlive the gateway. An empty `auth_token` turns auth off. Serves HTTPS when
-  // tls.cert_file is set.
-  static absl::StatusOr<std::unique_ptr<RestGateway>> Create(const common::TlsConfig& tls,
-                                                             std::string auth_token,
-                                                             const ApiHandler* handler);
-  ~RestGateway();
+  // Nothing is owned. An empty `auth_token` turns auth off.
+  RestGateway(std::string auth_token, const ApiHandler* handler, Orchestrator* orchestrator,
+              common::WorkerPool* blocking);
 
-  // The HTTP server, to add routes (the router's) before Start.
-  httplib::Server& server() { return *server_; }
-
-  // Adds GET /events (Server-Sent Events from `events`, which must outlive the gateway). Each
-  // open stream holds a worker thread.
-  void InstallEvents(EventBus* events);
-
-  // Threads serving connections (128 unless set): each keep-alive connection, router stream and
-  // request waiting in the router's queue holds one. Before Start.
-  void set_worker_threads(int threads);
-
-  // Binds host:port (port 0: any free port) and returns the port bound.
-  absl::StatusOr<int> Bind(const std::string& host, int port);
-  // Serves on a background thread until Stop().
-  void Start();
-  void Stop();
+  // Adds the REST routes, the auth filter (every path but /health) and the error shapes.
+  void Install(http::HttpServer& server);
+  // Adds GET /events (Server-Sent Events from `events`, which must outlive the streams); keep-
+  // alive comments run on `io`.
+  void InstallEvents(http::HttpServer& server, EventBus* events, boost::asio::io_context& io);
 
  private:
-  RestGateway(std::unique_ptr<httplib::Server> server, std::string auth_token,
-              const ApiHandler* handler);
-  void InstallRoutes();
-
   const std::string auth_token_;
   const ApiHandler* const handler_;
-  std::unique_ptr<httplib::Server> server_;
-  std::thread thread_;
+  Orchestrator* const orchestrator_;
+  common::WorkerPool* const blocking_;
 };
+
+// The answer for an error, in the shape of the path's API: OpenAI's under /v1/, gswarm's REST
+// shape elsewhere.
+http::Response ErrorFor(const http::Request& request, int status, const std::string& message);
 
 }  // namespace gswarm::host

@@ -1,7 +1,5 @@
 #include "host/router.h"
 
-#include <httplib.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -11,71 +9,25 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "common/model_name.h"
 #include "common/paths.h"
 #include "common/status.h"
+#include "common/worker_pool.h"
 #include "host/event_bus.h"
+#include "host/http_server.h"
+#include "host/http_upstream.h"
 #include "host/request_body.h"
-#include "host/router_proxy.h"
 #include "spdlog/spdlog.h"
 
 namespace gswarm::host {
 namespace {
 
 using json = nlohmann::json;
+constexpr const char* kAlias = Router::kAlias;
 
-constexpr char kAlias[] = "default";
-
-void ReplyError(httplib::Response& res, int status, const absl::Status& why) {
-  switch (status) {
-    case 400:
-      return ReplyOpenAiError(res, status, std::string(why.message()), "invalid_request_error",
-                              nullptr);
-    case 404:
-      return ReplyOpenAiError(res, status, std::string(why.message()), "invalid_request_error",
-                              "model_not_found");
-    case 429:
-      res.set_header("Retry-After", "1");
-      return ReplyOpenAiError(res, status, std::string(why.message()), "rate_limit_error",
-                              "rate_limit_exceeded");
-    case 503:
-      res.set_header("Retry-After", "1");
-      return ReplyOpenAiError(res, status, std::string(why.message()), "server_error",
-                              "service_unavailable");
-    default:
-      return ReplyOpenAiError(res, status, std::string(why.message()), "server_error", nullptr);
-  }
-}
-
-// Ollama's "keep_alive": seconds as a number, or a duration ("5m", "1h30m", "300ms"); negative
-// keeps the instance loaded for ever.
-absl::StatusOr<absl::Duration> ParseKeepAlive(const json& value) {
-  absl::Duration duration;
-  bool ok = false;
-  if (value.is_number()) {
-    const double seconds = value.get<double>();
-    ok = std::isfinite(seconds);
-    if (ok) duration = absl::Seconds(seconds);
-  } else if (value.is_string()) {
-    const std::string text = value.get<std::string>();
-    double seconds = 0;
-    if (absl::SimpleAtod(text, &seconds) && std::isfinite(seconds)) {
-      duration = absl::Seconds(seconds);
-      ok = true;
-    } else {
-      ok = absl::ParseDuration(text, &duration) && duration != absl::InfiniteDuration() &&
-           duration != -absl::InfiniteDuration();
-    }
-  }
-  if (!ok) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("\"keep_alive\" must be seconds (a number: 300; -1 keeps the model loaded) or "
-                     "a duration (\"5m\", \"1h\"), not ",
-                     value.dump()));
-  }
-  return duration < absl::ZeroDuration() ? absl::InfiniteDuration() : duration;
-}
+absl::Status ShuttingDown() { return absl::UnavailableError("the host is shutting down"); }
 
 absl::Status UnknownModel(const std::string& model) {
   return absl::NotFoundError(
@@ -86,30 +38,33 @@ absl::Status UnknownModel(const std::string& model) {
 
 }  // namespace
 
-// Counts one request in flight on an instance for as long as it lives.
-class Router::Lease {
- public:
-  Lease(Router* router, Backend backend) : router_(router), backend_(std::move(backend)) {}
-  ~Lease() { router_->Release(backend_.instance_id); }
-  Lease(const Lease&) = delete;
-  Lease& operator=(const Lease&) = delete;
-  const Backend& backend() const { return backend_; }
+Router::Lease::Lease(Router* router, Backend backend)
+    : router_(router), backend_(std::move(backend)) {}
 
- private:
-  Router* const router_;
-  const Backend backend_;
-};
+Router::Lease::~Lease() { router_->Release(backend_); }
 
 struct Router::Flight {
   bool done = false;
   absl::StatusOr<Backend> result = absl::UnknownError("load not finished");
+  // Requests waiting for it.
+  std::vector<std::shared_ptr<Waiter>> waiters;
 };
 
-Router::Router(Options options, Placement* placement)
+struct Router::Waiter {
+  std::string model;
+  absl::Time deadline;
+  Granted granted;
+  // The instance a load made for this request, before the placement lists it as ready.
+  std::optional<Backend> loaded;
+};
+
+Router::Router(Options options, Placement* placement, boost::asio::io_context& io)
     : options_(std::move(options)),
       placement_(placement),
-      upstreams_(std::make_unique<UpstreamPool>(options_.connect_timeout,
-                                                options_.upstream_read_timeout)) {
+      upstreams_(std::make_unique<UpstreamPool>(
+          io, UpstreamPool::Options{.connect_timeout = options_.connect_timeout,
+                                    .read_timeout = options_.upstream_read_timeout})) {
+  sweeper_ = std::thread([this] { Sweep(); });
   if (options_.active_model_file.empty()) return;
   absl::StatusOr<std::string> kept = common::ReadFile(options_.active_model_file);
   if (kept.ok()) {
@@ -124,6 +79,7 @@ Router::Router(Options options, Placement* placement)
 }
 
 Router::~Router() {
+  Shutdown();
   std::vector<std::pair<std::shared_ptr<Flight>, std::thread>> loaders;
   {
     absl::MutexLock lock(&mu_);
@@ -132,17 +88,27 @@ Router::~Router() {
   for (auto& [flight, thread] : loaders) thread.join();
 }
 
-void Router::Install(httplib::Server& server) {
-  server.Get("/v1/models",
-             [this](const httplib::Request&, httplib::Response& res) { HandleModels(res); });
-  server.Post("/v1/models/switch", [this](const httplib::Request& req, httplib::Response& res) {
-    HandleSwitch(req, res);
-  });
-  for (const char* path : {"/v1/chat/completions", "/v1/completions", "/v1/embeddings"}) {
-    server.Post(path, [this](const httplib::Request& req, httplib::Response& res) {
-      HandleInference(req, res);
-    });
+void Router::Shutdown() {
+  absl::flat_hash_map<std::string, std::deque<std::shared_ptr<Waiter>>> queued;
+  std::vector<std::shared_ptr<Waiter>> loading;
+  {
+    absl::MutexLock lock(&mu_);
+    if (shut_down_) return;
+    shut_down_ = true;
+    queued.swap(queued_);
+    for (auto& [model, flight] : flights_) {
+      for (std::shared_ptr<Waiter>& waiter : flight->waiters) loading.push_back(std::move(waiter));
+      flight->waiters.clear();
+    }
+    waiting_ = 0;
+    stop_sweeping_.SignalAll();
   }
+  if (sweeper_.joinable()) sweeper_.join();
+  upstreams_->Close();
+  for (auto& [model, waiters] : queued) {
+    for (const std::shared_ptr<Waiter>& waiter : waiters) waiter->granted(ShuttingDown(), 503);
+  }
+  for (const std::shared_ptr<Waiter>& waiter : loading) waiter->granted(ShuttingDown(), 503);
 }
 
 absl::StatusOr<nlohmann::json> Router::Switch(const std::string& model) {
@@ -182,8 +148,14 @@ std::string Router::active_model() const {
 
 absl::StatusOr<std::shared_ptr<const Router::Backend>> Router::Reserve(const std::string& model,
                                                                        absl::Time deadline) {
-  int http_status = 0;
-  ASSIGN_OR_RETURN(std::unique_ptr<Lease> lease, Acquire(model, deadline, &http_status));
+  absl::Notification done;
+  absl::StatusOr<std::unique_ptr<Lease>> result;
+  Acquire(model, deadline, [&](absl::StatusOr<std::unique_ptr<Lease>> lease, int) {
+    result = std::move(lease);
+    done.Notify();
+  });
+  done.WaitForNotification();
+  ASSIGN_OR_RETURN(std::unique_ptr<Lease> lease, std::move(result));
   Lease* held = lease.release();
   return std::shared_ptr<const Backend>(&held->backend(), [held](const Backend*) { delete held; });
 }
@@ -200,152 +172,191 @@ absl::Time Router::LastUsed(const std::string& instance_id) const {
   return it == last_used_.end() ? absl::InfinitePast() : it->second;
 }
 
-void Router::HandleModels(httplib::Response& res) {
-  std::vector<json> entries = placement_->ModelEntries();
-  const std::string active = active_model();
-  for (json& entry : entries) {
-    entry["is_active"] = !active.empty() && entry.is_object() && entry.contains("id") &&
-                         entry["id"].is_string() && entry["id"].get<std::string>() == active;
-  }
-  res.set_content(json{{"object", "list"}, {"data", std::move(entries)}}.dump() + "\n",
-                  "application/json");
+void Router::Acquire(const std::string& model, absl::Time deadline, Granted granted) {
+  auto waiter = std::make_shared<Waiter>();
+  waiter->model = model;
+  waiter->deadline = deadline;
+  waiter->granted = std::move(granted);
+  Attempt(std::move(waiter), /*queued=*/false);
 }
 
-void Router::HandleSwitch(const httplib::Request& req, httplib::Response& res) {
-  const json body = json::parse(req.body, nullptr, /*allow_exceptions=*/false);
-  if (!body.is_object() || !body.contains("model") || !body["model"].is_string()) {
-    return ReplyError(res, 400,
-                      absl::InvalidArgumentError(
-                          "the body must be a JSON object with a \"model\" string: the model to "
-                          "make active, e.g. {\"model\": \"llama2-7b\"}"));
-  }
-  absl::StatusOr<json> answer = Switch(body["model"].get<std::string>());
-  if (!answer.ok()) return ReplyError(res, 404, answer.status());
-  res.set_content(answer->dump() + "\n", "application/json");
-}
-
-void Router::HandleInference(const httplib::Request& req, httplib::Response& res) {
-  const absl::Time deadline = absl::Now() + options_.queue_timeout;
-  absl::StatusOr<RequestBody> body = RequestBody::Parse(req.body);
-  if (!body.ok()) {
-    return ReplyError(res, 400,
-                      absl::Status(body.status().code(),
-                                   absl::StrCat("POST ", req.path, ": ", body.status().message())));
-  }
-  std::string model = body->model().value_or(kAlias);
-  const bool aliased = model == kAlias;
-  if (aliased) {
-    model = active_model();
-    if (model.empty()) {
-      return ReplyError(res, 400,
-                        absl::InvalidArgumentError(
-                            "no model named and no active model: name one in \"model\", or set "
-                            "the active model with POST /v1/models/switch (gswarm switch NAME)"));
-    }
-  }
-  std::optional<absl::Duration> keep_alive;
-  if (body->keep_alive().has_value() && !body->keep_alive()->is_null()) {
-    absl::StatusOr<absl::Duration> parsed = ParseKeepAlive(*body->keep_alive());
-    if (!parsed.ok()) return ReplyError(res, 400, parsed.status());
-    keep_alive = *parsed;
-  }
-  // The engine knows the model by its own name, not by our alias, and "keep_alive" is ours; any
-  // other body goes upstream byte for byte.
-  const bool drop_keep_alive = body->keep_alive().has_value();
-  std::string upstream_body =
-      aliased || drop_keep_alive ? body->Rewrite(req.body, model, drop_keep_alive) : req.body;
-  const bool stream = req.path != "/v1/embeddings" && body->stream();
-
+void Router::Attempt(std::shared_ptr<Waiter> waiter, bool queued) {
+  const std::string& model = waiter->model;
+  std::vector<Backend> ready = placement_->ReadyBackends(model);
+  std::unique_ptr<Lease> lease;
+  absl::Status refused;
   int http_status = 503;
-  absl::StatusOr<std::unique_ptr<Lease>> lease = Acquire(model, deadline, &http_status);
-  if (!lease.ok()) return ReplyError(res, http_status, lease.status());
-  const Backend& backend = (*lease)->backend();
-  placement_->KeepAlive(backend.instance_id, keep_alive);
-  std::string content_type = req.get_header_value("Content-Type");
-  UpstreamCall call{.endpoint = backend.endpoint,
-                    .path = req.path,
-                    .body = std::move(upstream_body),
-                    .content_type = OrJson(std::move(content_type)),
-                    .what = absl::StrCat("instance ", backend.instance_id, " of model \"", model,
-                                         "\" at ", backend.endpoint)};
-  if (stream) {
-    ProxyStream(*upstreams_, std::move(call), std::shared_ptr<Lease>(*std::move(lease)), res);
-  } else {
-    ProxyRequest(*upstreams_, call, res);  // the lease ends with this scope
-  }
-}
-
-absl::StatusOr<std::unique_ptr<Router::Lease>> Router::Acquire(const std::string& model,
-                                                               absl::Time deadline,
-                                                               int* http_status) {
-  std::optional<Backend> loaded;
-  for (;;) {
-    std::vector<Backend> ready = placement_->ReadyBackends(model);
-    {
-      absl::MutexLock lock(&mu_);
-      if (ready.empty() && loaded.has_value()) ready.push_back(*loaded);  // not listed yet
+  {
+    absl::MutexLock lock(&mu_);
+    if (shut_down_) {
+      refused = ShuttingDown();
+    } else {
+      if (ready.empty() && waiter->loaded.has_value()) ready.push_back(*waiter->loaded);
       std::erase_if(ready, [this](const Backend& backend) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
         return !placement_->Routable(backend.instance_id);
       });
-      if (!ready.empty()) {
-        const Backend* best = nullptr;
-        int best_count = 0;
-        for (const Backend& backend : ready) {
-          auto it = in_flight_.find(backend.instance_id);
-          const int count = it == in_flight_.end() ? 0 : it->second;
-          if (count < options_.max_concurrent_per_instance &&
-              (best == nullptr || count < best_count)) {
-            best = &backend;
-            best_count = count;
-          }
-        }
-        if (best != nullptr) {
-          ++in_flight_[best->instance_id];
-          last_used_[best->instance_id] = absl::Now();
-          return std::make_unique<Lease>(this, *best);
-        }
-        if (waiting_ >= options_.max_queue) {
-          *http_status = 429;
-          QueueFull(model);
-          return absl::ResourceExhaustedError(absl::StrCat(
-              "model \"", model, "\": all ", ready.size(), " ready instance(s) are at ",
-              options_.max_concurrent_per_instance, " requests in flight and ", waiting_,
-              " requests are already waiting (client.max_concurrent_requests and "
-              "host.router_queue_size are full; retry after the Retry-After header's seconds)"));
-        }
-        if (absl::Now() >= deadline) {
-          *http_status = 503;
-          return absl::DeadlineExceededError(absl::StrCat(
-              "model \"", model, "\": no instance had room within ",
-              absl::FormatDuration(options_.queue_timeout), " (all ", ready.size(), " at ",
-              options_.max_concurrent_per_instance, " requests in flight); retry later"));
-        }
-        // Re-read the ready set now and then: an instance that becomes ready frees no lease.
-        ++waiting_;
-        changed_.WaitWithDeadline(&mu_, std::min(deadline, absl::Now() + absl::Milliseconds(500)));
-        --waiting_;
-        continue;
+      if (ready.empty()) {
+        // Off the path of a model with ready instances: the catalog (SQLite) and a load.
+      } else if (const Backend* best = LeastBusy(ready); best != nullptr) {
+        lease = Grant(*best);
+        if (queued) --waiting_;
+      } else if (absl::Now() >= waiter->deadline) {
+        if (queued) --waiting_;
+        refused = absl::DeadlineExceededError(absl::StrCat(
+            "model \"", model, "\": no instance had room within ",
+            absl::FormatDuration(options_.queue_timeout), " (all ", ready.size(), " at ",
+            options_.max_concurrent_per_instance, " requests in flight); retry later"));
+      } else if (!queued && waiting_ >= options_.max_queue) {
+        http_status = 429;
+        QueueFull(model);
+        refused = absl::ResourceExhaustedError(absl::StrCat(
+            "model \"", model, "\": all ", ready.size(), " ready instance(s) are at ",
+            options_.max_concurrent_per_instance, " requests in flight and ", waiting_,
+            " requests are already waiting (client.max_concurrent_requests and "
+            "host.router_queue_size are full; retry after the Retry-After header's seconds)"));
+      } else {
+        if (!queued) ++waiting_;
+        queued_[model].push_back(std::move(waiter));
+        return;  // Release or the sweep grants it
       }
     }
-    // Checked only here, off the path of a model with ready instances: the catalog refuses to
-    // delete a model while an instance serves it.
-    if (!loaded.has_value() && !placement_->IsKnownModel(model)) {
-      *http_status = 404;
-      return UnknownModel(model);
+  }
+  if (lease != nullptr) return waiter->granted(std::move(lease), 200);
+  if (!refused.ok()) return waiter->granted(refused, http_status);
+  OffThread(waiter, [this, waiter, queued] { AttemptLoad(waiter, queued); });
+}
+
+void Router::AttemptLoad(std::shared_ptr<Waiter> waiter, bool queued) {
+  const std::string& model = waiter->model;
+  auto refuse = [&](const absl::Status& why, int http_status) {
+    if (queued) {
+      absl::MutexLock lock(&mu_);
+      --waiting_;
     }
-    if (!options_.autoload) {
-      *http_status = 503;
-      return absl::UnavailableError(absl::StrCat(
-          "model \"", model,
-          "\" has no ready instance and autoload is off (load it with POST /api/models/", model,
-          "/load, or turn host.autoload on)"));
+    waiter->granted(why, http_status);
+  };
+  // The catalog refuses to delete a model while an instance serves it.
+  if (!waiter->loaded.has_value() && !placement_->IsKnownModel(model)) {
+    return refuse(UnknownModel(model), 404);
+  }
+  if (!options_.autoload) {
+    return refuse(absl::UnavailableError(absl::StrCat(
+                      "model \"", model,
+                      "\" has no ready instance and autoload is off (load it with POST "
+                      "/api/models/",
+                      model, "/load, or turn host.autoload on)")),
+                  503);
+  }
+  std::vector<std::thread> finished;
+  absl::Status refused;
+  {
+    absl::MutexLock lock(&mu_);
+    if (shut_down_) {
+      refused = ShuttingDown();
+    } else if (!queued && waiting_ >= options_.max_queue) {
+      // A request waiting for a load counts like one in the queue: the same bound.
+      QueueFull(model);
+      refused = absl::ResourceExhaustedError(absl::StrCat(
+          "model \"", model, "\" is loading and ", waiting_,
+          " requests are already waiting (host.router_queue_size is full; retry after the "
+          "Retry-After header's seconds)"));
+    } else {
+      if (!queued) ++waiting_;
+      if (!flights_.contains(model)) {
+        spdlog::info("router: loading model {} for a request (no ready instance)", model);
+      }
+      EnsureLoading(model, &finished)->waiters.push_back(waiter);
     }
-    absl::StatusOr<Backend> backend = AwaitLoad(model, deadline);
-    if (!backend.ok()) {
-      *http_status = absl::IsResourceExhausted(backend.status()) ? 429 : 503;
-      return backend.status();
+  }
+  for (std::thread& thread : finished) thread.join();  // done: they exit at once
+  if (!refused.ok()) {
+    waiter->granted(refused, absl::IsResourceExhausted(refused) ? 429 : 503);
+  }
+}
+
+void Router::OffThread(const std::shared_ptr<Waiter>& waiter, std::function<void()> work) {
+  if (options_.blocking == nullptr) return work();
+  absl::Status submitted = options_.blocking->Submit(std::move(work));
+  if (!submitted.ok()) {
+    waiter->granted(
+        absl::UnavailableError(absl::StrCat("the host is overloaded: ", submitted.message())), 503);
+  }
+}
+
+const Router::Backend* Router::LeastBusy(const std::vector<Backend>& ready) const {
+  const Backend* best = nullptr;
+  int best_count = 0;
+  for (const Backend& backend : ready) {
+    auto it = in_flight_.find(backend.instance_id);
+    const int count = it == in_flight_.end() ? 0 : it->second;
+    if (count < options_.max_concurrent_per_instance && (best == nullptr || count < best_count)) {
+      best = &backend;
+      best_count = count;
     }
-    loaded = *std::move(backend);
+  }
+  return best;
+}
+
+std::unique_ptr<Router::Lease> Router::Grant(const Backend& backend) {
+  ++in_flight_[backend.instance_id];
+  last_used_[backend.instance_id] = absl::Now();
+  return std::make_unique<Lease>(this, backend);
+}
+
+void Router::Release(const Backend& backend) {
+  std::shared_ptr<Waiter> next;
+  std::unique_ptr<Lease> lease;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = in_flight_.find(backend.instance_id);
+    if (it != in_flight_.end() && --it->second <= 0) in_flight_.erase(it);
+    last_used_[backend.instance_id] = absl::Now();
+    // The slot goes to the oldest request waiting for this model, if the instance still takes
+    // requests.
+    auto queue = queued_.find(backend.model);
+    if (queue != queued_.end() && !queue->second.empty() &&
+        placement_->Routable(backend.instance_id)) {
+      next = std::move(queue->second.front());
+      queue->second.pop_front();
+      if (queue->second.empty()) queued_.erase(queue);
+      --waiting_;
+      lease = Grant(backend);
+    }
+  }
+  if (next != nullptr) next->granted(std::move(lease), 200);
+}
+
+void Router::Sweep() {
+  for (;;) {
+    std::vector<std::shared_ptr<Waiter>> retry;
+    std::vector<std::shared_ptr<Waiter>> late;
+    {
+      absl::MutexLock lock(&mu_);
+      if (!shut_down_) stop_sweeping_.WaitWithTimeout(&mu_, absl::Milliseconds(500));
+      if (shut_down_) return;
+      const absl::Time now = absl::Now();
+      for (auto& [model, waiters] : queued_) {
+        for (std::shared_ptr<Waiter>& waiter : waiters) retry.push_back(std::move(waiter));
+      }
+      queued_.clear();
+      for (auto& [model, flight] : flights_) {
+        std::erase_if(flight->waiters, [&](std::shared_ptr<Waiter>& waiter) {
+          if (waiter->deadline > now) return false;
+          late.push_back(std::move(waiter));
+          return true;
+        });
+      }
+      waiting_ -= static_cast<int>(late.size());
+    }
+    // Still queued ones go back to the end of their queue, in their order.
+    for (std::shared_ptr<Waiter>& waiter : retry) Attempt(std::move(waiter), /*queued=*/true);
+    for (const std::shared_ptr<Waiter>& waiter : late) {
+      waiter->granted(absl::DeadlineExceededError(
+                          absl::StrCat("model \"", waiter->model, "\" is still loading after ",
+                                       absl::FormatDuration(options_.queue_timeout),
+                                       " (the load goes on in the background; retry later)")),
+                      503);
+    }
   }
 }
 
@@ -377,41 +388,6 @@ void Router::StartLoad(const std::string& model) {
   for (std::thread& thread : finished) thread.join();  // done: they exit at once
 }
 
-absl::StatusOr<Router::Backend> Router::AwaitLoad(const std::string& model, absl::Time deadline) {
-  std::vector<std::thread> finished;
-  absl::StatusOr<Backend> result;
-  {
-    absl::MutexLock lock(&mu_);
-    // A request waiting for a load holds a server thread like one in the queue: the same bound.
-    if (waiting_ >= options_.max_queue) {
-      QueueFull(model);
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "model \"", model, "\" is loading and ", waiting_,
-          " requests are already waiting (host.router_queue_size is full; retry after the "
-          "Retry-After header's seconds)"));
-    }
-    if (!flights_.contains(model)) {
-      spdlog::info("router: loading model {} for a request (no ready instance)", model);
-    }
-    std::shared_ptr<Flight> flight = EnsureLoading(model, &finished);
-    ++waiting_;
-    while (!flight->done) {
-      if (changed_.WaitWithDeadline(&mu_, deadline)) break;
-    }
-    --waiting_;
-    if (flight->done) {
-      result = flight->result;
-    } else {
-      result = absl::DeadlineExceededError(
-          absl::StrCat("model \"", model, "\" is still loading after ",
-                       absl::FormatDuration(options_.queue_timeout),
-                       " (the load goes on in the background; retry later)"));
-    }
-  }
-  for (std::thread& thread : finished) thread.join();  // done: they exit at once
-  return result;
-}
-
 void Router::RunLoad(const std::string& model, std::shared_ptr<Flight> flight) {
   const absl::Time start = absl::Now();
   absl::StatusOr<Backend> result = placement_->Load(model, start + options_.load_timeout);
@@ -426,12 +402,24 @@ void Router::RunLoad(const std::string& model, std::shared_ptr<Flight> flight) {
         result.status().code(),
         absl::StrCat("loading model \"", model, "\" failed: ", result.status().message()));
   }
-  absl::MutexLock lock(&mu_);
-  flight->result = std::move(result);
-  flight->done = true;
-  auto it = flights_.find(model);
-  if (it != flights_.end() && it->second == flight) flights_.erase(it);
-  changed_.SignalAll();
+  std::vector<std::shared_ptr<Waiter>> waiters;
+  {
+    absl::MutexLock lock(&mu_);
+    flight->result = result;
+    flight->done = true;
+    waiters.swap(flight->waiters);
+    auto it = flights_.find(model);
+    if (it != flights_.end() && it->second == flight) flights_.erase(it);
+    if (!result.ok()) waiting_ -= static_cast<int>(waiters.size());
+  }
+  for (std::shared_ptr<Waiter>& waiter : waiters) {
+    if (!result.ok()) {
+      waiter->granted(result.status(), absl::IsResourceExhausted(result.status()) ? 429 : 503);
+      continue;
+    }
+    waiter->loaded = *result;
+    Attempt(std::move(waiter), /*queued=*/true);
+  }
 }
 
 bool Router::TryRetire(const std::string& instance_id, absl::Time idle_since,
@@ -465,14 +453,6 @@ void Router::QueueFull(const std::string& model) {
   Publish("queue_full", model,
           absl::StrCat("queue full: requests for ", model, " refused with 429 (", waiting_,
                        " waiting)"));
-}
-
-void Router::Release(const std::string& instance_id) {
-  absl::MutexLock lock(&mu_);
-  auto it = in_flight_.find(instance_id);
-  if (it != in_flight_.end() && --it->second <= 0) in_flight_.erase(it);
-  last_used_[instance_id] = absl::Now();
-  changed_.SignalAll();
 }
 
 }  // namespace gswarm::host

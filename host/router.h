@@ -4,16 +4,16 @@
 // instance of it with the fewest requests in flight, an instance is loaded on demand when none is
 // ready, and the "default" alias (the active model) can be switched atomically.
 //
-// Thread safety: thread-safe. Handlers run on the server's pool: each waiting request (queue,
-// load) and each stream holds one server thread for its duration, so size the server's pool for
-// max_queue plus the streams expected. A stream also runs its upstream request on a thread of
-// its own, so that the engine's status (and a connection failure: 502) reaches the client before
-// our headers go out.
+// Thread safety: thread-safe. Handlers run on the HTTP server's I/O threads and never block
+// there: a request that must wait (for room on an instance, for a load) is queued and answered
+// when its lease is granted, from whichever thread grants it; catalog lookups (SQLite) run on the
+// `blocking` pool. Upstream exchanges run on the same I/O threads (host/http_upstream.h).
 //
-// Lifetime: the Router must outlive the server it is installed on (stop the server first), and
-// `placement` must outlive the Router. The process must ignore SIGPIPE: httplib 0.11 writes with
-// send() flags 0, so a client that disconnects mid-stream would otherwise kill it.
+// Lifetime: Shutdown() before the server stops; the Router outlives the I/O threads (a lease
+// held by an exchange in progress is released when that exchange goes), and `placement` outlives
+// the Router.
 
+#include <deque>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -29,16 +29,22 @@
 #include "absl/time/time.h"
 #include "nlohmann/json.hpp"
 
-namespace httplib {
-class Server;
-struct Request;
-struct Response;
-}  // namespace httplib
+namespace boost::asio {
+class io_context;
+}
+
+namespace gswarm::common {
+class WorkerPool;
+}
 
 namespace gswarm::host {
 
 class EventBus;
 class UpstreamPool;
+namespace http {
+class Exchange;
+class HttpServer;
+}  // namespace http
 
 class Router {
  public:
@@ -74,6 +80,9 @@ class Router {
                            std::optional<absl::Duration> keep_alive) = 0;
   };
 
+  // The model name that means the active model.
+  static constexpr char kAlias[] = "default";
+
   struct Options {
     // Requests in flight per instance (client.max_concurrent_requests); more wait in the queue.
     int max_concurrent_per_instance = 256;
@@ -96,17 +105,39 @@ class Router {
     // Where the active model (the "default" alias) is kept across host restarts: read at
     // construction, rewritten atomically by every Switch. Empty: not kept.
     std::string active_model_file;
+    // Where work that may block (the catalog's SQLite) runs; null: on the calling thread.
+    common::WorkerPool* blocking = nullptr;
   };
 
-  // `placement` is not owned.
-  Router(Options options, Placement* placement);
-  ~Router();  // waits for load threads (Placement::Load honours its deadline)
+  // One request in flight on an instance, counted for as long as it lives.
+  class Lease {
+   public:
+    Lease(Router* router, Backend backend);
+    ~Lease();
+    Lease(const Lease&) = delete;
+    Lease& operator=(const Lease&) = delete;
+    const Backend& backend() const { return backend_; }
+
+   private:
+    Router* const router_;
+    const Backend backend_;
+  };
+  // What a waiting request is told: a lease, or why not and the HTTP status to answer with.
+  using Granted =
+      std::function<void(absl::StatusOr<std::unique_ptr<Lease>> lease, int http_status)>;
+
+  // `placement` is not owned; upstream exchanges run on `io`.
+  Router(Options options, Placement* placement, boost::asio::io_context& io);
+  ~Router();  // Shutdown(), then waits for load threads (Placement::Load honours its deadline)
+
+  // Answers every waiting request 503 and refuses new ones. Idempotent.
+  void Shutdown();
   Router(const Router&) = delete;
   Router& operator=(const Router&) = delete;
 
   // Adds GET /v1/models, POST /v1/chat/completions, /v1/completions, /v1/embeddings and POST
-  // /v1/models/switch to `server`. Auth is the server's pre-routing concern.
-  void Install(httplib::Server& server);
+  // /v1/models/switch to `server`. Auth is the server's filter's concern.
+  void Install(http::HttpServer& server);
 
   // Hot swap: the alias "default" (and requests naming no model) go to `model` from now on;
   // requests in flight finish where they are. Returns {"success": true, "active_model",
@@ -138,26 +169,39 @@ class Router {
   void StartLoad(const std::string& model);
 
  private:
-  class Lease;
   struct Flight;
+  struct Waiter;
 
-  void HandleModels(httplib::Response& res);
-  void HandleSwitch(const httplib::Request& req, httplib::Response& res);
-  void HandleInference(const httplib::Request& req, httplib::Response& res);
+  void HandleModels(std::shared_ptr<http::Exchange> exchange);
+  void HandleSwitch(std::shared_ptr<http::Exchange> exchange);
+  void HandleInference(std::shared_ptr<http::Exchange> exchange);
 
-  // A lease on the least busy ready instance of `model`, waiting (queue, load) until `deadline`.
-  // Fills `http_status` with the answer's status on failure.
-  absl::StatusOr<std::unique_ptr<Lease>> Acquire(const std::string& model, absl::Time deadline,
-                                                 int* http_status);
-  // Waits for the single load of `model` in flight, starting it if none is.
-  absl::StatusOr<Backend> AwaitLoad(const std::string& model, absl::Time deadline);
+  // A lease on the least busy ready instance of `model`: `granted` runs at once when one has
+  // room, later when the request had to wait (queue, load), with an error at `deadline`.
+  void Acquire(const std::string& model, absl::Time deadline, Granted granted);
+  // One try for `waiter`: granted, refused, queued for room, or waiting for a load. `queued`:
+  // it already counts in waiting_ (it comes back from the queue or a load).
+  void Attempt(std::shared_ptr<Waiter> waiter, bool queued);
+  // No ready instance: the catalog check and the load, on the blocking pool.
+  void AttemptLoad(std::shared_ptr<Waiter> waiter, bool queued);
+  // Runs `work` on the blocking pool (inline without one); 503 for `waiter` (or `exchange`) when
+  // the pool is full.
+  void OffThread(const std::shared_ptr<Waiter>& waiter, std::function<void()> work);
+  void OffThread(const std::shared_ptr<http::Exchange>& exchange, std::function<void()> work);
   // The load of `model` in flight, started if none is. Threads of finished loads are moved to
   // `finished` for the caller to join outside the lock.
   std::shared_ptr<Flight> EnsureLoading(const std::string& model,
                                         std::vector<std::thread>* finished)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RunLoad(const std::string& model, std::shared_ptr<Flight> flight);
-  void Release(const std::string& instance_id);
+  // The ready instance with the fewest requests in flight, if one has room.
+  const Backend* LeastBusy(const std::vector<Backend>& ready) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::unique_ptr<Lease> Grant(const Backend& backend) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Release(const Backend& backend);
+  // Wakes every 500 ms: answers waiters past their deadline and retries the queued ones (an
+  // instance that became ready frees no lease).
+  void Sweep();
   void Publish(const std::string& action, const std::string& model,
                const std::string& message) const;
   // A "queue_full" event, at most once a second.
@@ -169,10 +213,16 @@ class Router {
 
   absl::Mutex persist_mu_;  // one write of options_.active_model_file at a time
   mutable absl::Mutex mu_;
-  absl::CondVar changed_;  // an instance freed up or a load finished
+  bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
+  absl::CondVar stop_sweeping_;
+  std::thread sweeper_;
+  // Requests waiting for room on a ready instance, per model, oldest first.
+  absl::flat_hash_map<std::string, std::deque<std::shared_ptr<Waiter>>> queued_
+      ABSL_GUARDED_BY(mu_);
   std::string active_model_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, int> in_flight_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, absl::Time> last_used_ ABSL_GUARDED_BY(mu_);
+  // Requests queued or waiting for a load.
   int waiting_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Time last_queue_full_event_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   absl::flat_hash_map<std::string, std::shared_ptr<Flight>> flights_ ABSL_GUARDED_BY(mu_);

@@ -21,7 +21,9 @@ Protocol served:
 * Errors use OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``. An unknown model
   gets ``404`` with code ``model_not_found``, and every ``/v1/*`` call before ready gets ``503``.
 * Test controls: ``GET /_fake/stats``, ``POST /_fake/stats/reset``, ``POST /_fake/health``
-  (``{"ready": true|false|null}``) and ``POST /_fake/crash`` (``{"exit_code": N}``, program only).
+  (``{"ready": true|false|null}``), ``POST /_fake/hold`` (``{"hold": true|false}``: streams wait
+  after their first event until released) and ``POST /_fake/crash`` (``{"exit_code": N}``,
+  program only).
 
 Program use (flags loosely follow vLLM's; llama-server's and SGLang's spellings are aliases)::
 
@@ -524,6 +526,10 @@ class FakeEngine(ThreadedServer):
         self.created = int(time.time())
         self.children: List[int] = []      # worker pids (program mode), shown in the stats
         self._health_override: Optional[bool] = None
+        # Open while set; streams that start while it is clear wait after their first event.
+        self._gate = threading.Event()
+        self._gate.set()
+        self._held = 0  # streams waiting at the gate now (a gauge: stats resets keep it)
         self._slots = threading.BoundedSemaphore(self.max_num_seqs)
         self._lock = threading.Lock()
         self._closed = threading.Event()
@@ -542,6 +548,7 @@ class FakeEngine(ThreadedServer):
 
     def stop(self) -> None:
         self._closed.set()  # paced streams and delays end at once
+        self._gate.set()    # and so do held ones
         super().stop()
 
     @property
@@ -553,6 +560,16 @@ class FakeEngine(ThreadedServer):
     def set_health(self, ready: Optional[bool]) -> None:
         """Force /health (True/False); None returns to the startup-delay rule."""
         self._health_override = ready
+
+    def hold_streams(self, hold: bool) -> None:
+        """True: streams send their headers and first event (the role delta of a chat stream),
+        then wait until released; the number waiting is ``held`` in the stats, so a test can
+        check that many streams are open at once. False releases them, and later streams
+        run straight through."""
+        if hold:
+            self._gate.clear()
+        else:
+            self._gate.set()
 
     def log(self, msg: str) -> None:
         out = self.out if self.out is not None else sys.stdout
@@ -595,6 +612,7 @@ class FakeEngine(ThreadedServer):
                  "prompt_tokens": self._prompt_tokens,
                  "completion_tokens": self._completion_tokens, "streams": self._streams,
                  "streams_completed": self._streams_completed, "disconnects": self._disconnects,
+                 "held": self._held, "hold": not self._gate.is_set(),
                  "last_request_keys": list(self._last_request_keys)}
         s.update({"pid": os.getpid(), "pgid": os.getpgid(0), "ppid": os.getppid(),
                   "ready": self.ready, "uptime_s": round(time.monotonic() - self.started_at, 3),
@@ -869,6 +887,7 @@ class FakeEngine(ThreadedServer):
             if kind == "chat":
                 for i in range(len(tokens)):
                     emit(chunk(i, None, None, role=True))
+            self._wait_gate()
             t0 = time.monotonic()
             n = len(tokens[0])
             for k in range(n):
@@ -893,6 +912,20 @@ class FakeEngine(ThreadedServer):
         finally:
             with self._lock:
                 self._completion_tokens += sent
+
+    def _wait_gate(self) -> None:
+        """While streams are held (hold_streams), wait until they are released."""
+        if self._gate.is_set():
+            return
+        with self._lock:
+            self._held += 1
+        try:
+            self._gate.wait()  # no polling: a thousand held streams must cost nothing
+        finally:
+            with self._lock:
+                self._held -= 1
+        if self._closed.is_set():
+            raise ConnectionAbortedError("engine stopping")
 
     def _embeddings(self, h: _Handler, req: Dict[str, Any], model: str) -> None:
         inp = req.get("input")
@@ -938,6 +971,15 @@ class FakeEngine(ThreadedServer):
                 return
             self.set_health(ready)
             self._send_json(h, 200, {"ok": True, "ready": self.ready})
+        elif route == "hold" and method == "POST":
+            hold = body.get("hold")
+            if not isinstance(hold, bool):
+                self._send_json(h, 400, {"error": "'hold' must be true or false"})
+                return
+            self.hold_streams(hold)
+            with self._lock:
+                held = self._held
+            self._send_json(h, 200, {"ok": True, "hold": hold, "held": held})
         elif route == "crash" and method == "POST":
             code = body.get("exit_code", 1)
             if self.crash_hook is None or not isinstance(code, int):

@@ -382,6 +382,42 @@ class TestProtocol(unittest.TestCase):
         self.assertEqual(api("GET", "/health")[0], 200)
         self.assertNotIn("Traceback", ENGINE.output())
 
+    def test_hold_streams_until_released(self):
+        self.assertEqual(api("POST", "/_fake/hold", {"hold": True}),
+                         (200, {"ok": True, "hold": True, "held": 0}))
+        results = [None] * 3
+
+        def one(i):
+            results[i] = fe.sse(ENGINE.url, "/v1/chat/completions", {
+                "messages": [{"role": "user", "content": "h%d" % i}], "max_tokens": 2})
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(3)]
+        for t in threads:
+            t.start()
+        try:
+            wait_for(lambda: api("GET", "/_fake/stats")[1]["held"] == 3, what="3 held streams")
+            self.assertEqual(results, [None] * 3)  # none finished while held
+            released = time.monotonic()
+        finally:
+            status, _ = api("POST", "/_fake/hold", {"hold": False})
+            for t in threads:
+                t.join(10)
+        self.assertEqual(status, 200)
+        for i, (status, events, _) in enumerate(results):
+            self.assertEqual(status, 200, events)
+            self.assertEqual(events[0][1]["choices"][0]["delta"]["role"], "assistant")
+            # The role delta came before the release, every token after it.
+            self.assertLess(events[0][0], released)
+            self.assertGreater(events[1][0], released)
+            self.assertEqual([e["choices"][0]["delta"].get("content") for _, e in events[1:3]],
+                             ["h%d" % i, " h%d" % i])
+            self.assertEqual(events[-1][1], "[DONE]")
+        stats = api("GET", "/_fake/stats")[1]
+        self.assertEqual((stats["held"], stats["hold"]), (0, False))
+        # Released: later streams run straight through.
+        self.assertEqual(fe.sse(ENGINE.url, "/v1/completions", {"prompt": "x", "max_tokens": 1})[0], 200)
+        self.assertEqual(api("POST", "/_fake/hold", {"hold": "yes"})[0], 400)
+
     def test_in_process_engine(self):
         with fe.FakeEngine(MODEL, ["a", "b"], tokens_per_second=0, startup_delay=30) as eng:
             self.assertFalse(eng.ready)

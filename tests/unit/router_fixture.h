@@ -28,6 +28,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "gtest/gtest.h"
+#include "host/http_server.h"
 #include "host/router.h"
 #include "nlohmann/json.hpp"
 #include "tests/support/process.h"
@@ -257,10 +258,14 @@ class RouterTest : public ::testing::Test {
   }
 
   void TearDown() override {
-    if (server_ != nullptr) server_->stop();
-    if (thread_.joinable()) thread_.join();
-    router_.reset();
+    // The host's order: waiting requests answered, connections closed, I/O threads stopped;
+    // leases still held by exchanges go with the io_context, before the router.
+    if (router_ != nullptr) router_->Shutdown();
+    if (server_ != nullptr) server_->Stop();
+    if (io_ != nullptr) io_->Stop();
     server_.reset();
+    io_.reset();
+    router_.reset();
   }
 
   void AddStandardBackends() {
@@ -270,15 +275,16 @@ class RouterTest : public ::testing::Test {
   }
 
   void StartRouter(Router::Options options = {}) {
-    router_ = std::make_unique<Router>(options, &placement_);
-    server_ = std::make_unique<httplib::Server>();
-    // Waiting requests and streams each hold a server thread.
-    server_->new_task_queue = [] { return new httplib::ThreadPool(64); };
+    io_ = std::make_unique<http::IoThreads>(2);
+    router_ = std::make_unique<Router>(options, &placement_, io_->context());
+    absl::StatusOr<std::unique_ptr<http::HttpServer>> server =
+        http::HttpServer::Create(io_.get(), http::HttpServer::Options{});
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
     router_->Install(*server_);
-    port_ = server_->bind_to_any_port("127.0.0.1");
-    ASSERT_GT(port_, 0);
-    thread_ = std::thread([this] { server_->listen_after_bind(); });
-    ASSERT_TRUE(testing::WaitFor([&] { return server_->is_running(); }, absl::Seconds(5)));
+    absl::StatusOr<int> port = server_->Listen("127.0.0.1", 0);
+    ASSERT_TRUE(port.ok()) << port.status();
+    port_ = *port;
   }
 
   Reply Post(const std::string& path, const json& body) const {
@@ -349,8 +355,8 @@ class RouterTest : public ::testing::Test {
 
   TestPlacement placement_;
   std::unique_ptr<Router> router_;
-  std::unique_ptr<httplib::Server> server_;
-  std::thread thread_;
+  std::unique_ptr<http::IoThreads> io_;
+  std::unique_ptr<http::HttpServer> server_;
   int port_ = 0;
 };
 
