@@ -11,6 +11,7 @@
 // heartbeat p99 exceeds --rtt-limit-ms. See bench/README.md.
 
 #include <grpcpp/grpcpp.h>
+#include <httplib.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -57,6 +58,9 @@ struct Flags {
   double rtt_limit_ms = 1000;
   std::string token;
   bool json = false;
+  // The host's HTTP address (http://host:port): after each window, GET /metrics `scrapes` times.
+  std::string metrics_url;
+  int scrapes = 5;
 };
 
 // ---- /proc readers ----------------------------------------------------------------------------
@@ -196,6 +200,11 @@ struct RoundResult {
   std::optional<int> health_online;
   std::optional<int> listed_online;
   std::optional<double> release_s;  // until the host reported 0 online after disconnect
+  // GET /metrics with N agents: wall time per scrape, the host's CPU per scrape (less its
+  // steady-state rate over the same time), the exposition's size.
+  std::optional<double> scrape_p50_ms;
+  std::optional<double> scrape_cpu_ms;
+  std::optional<double> scrape_kib;
   std::string verdict = "ok";
   std::string note;
 };
@@ -209,6 +218,43 @@ double Percentile(std::vector<double> values, double q) {
 
 void Log(const Flags& flags, const std::string& line) {
   (flags.json ? std::cerr : std::cout) << line << std::endl;
+}
+
+// GET /metrics `flags.scrapes` times, one after another.
+void MeasureScrapes(const Flags& flags, RoundResult* result) {
+  httplib::Client client(flags.metrics_url);
+  client.set_read_timeout(60);
+  httplib::Headers headers;
+  if (!flags.token.empty()) headers.emplace("Authorization", "Bearer " + flags.token);
+  std::optional<uint64_t> ticks_before;
+  if (flags.host_pid > 0) {
+    if (auto ticks = ReadCpuTicks(flags.host_pid); ticks.ok()) ticks_before = *ticks;
+  }
+  std::vector<double> wall_ms;
+  size_t bytes = 0;
+  const Clock::time_point start = Clock::now();
+  for (int i = 0; i < flags.scrapes; ++i) {
+    const Clock::time_point t0 = Clock::now();
+    httplib::Result r = client.Get("/metrics", headers);
+    if (!r || r->status != 200) {
+      result->note = absl::StrCat("GET /metrics failed: ", r ? absl::StrCat("HTTP ", r->status)
+                                                             : httplib::to_string(r.error()));
+      return;
+    }
+    wall_ms.push_back(MsBetween(t0, Clock::now()));
+    bytes = r->body.size();
+  }
+  const double elapsed_s = MsBetween(start, Clock::now()) / 1000;
+  result->scrape_p50_ms = Percentile(wall_ms, 0.50);
+  result->scrape_kib = bytes / 1024.0;
+  if (ticks_before && result->host_cpu_pct) {
+    absl::StatusOr<uint64_t> ticks = ReadCpuTicks(flags.host_pid);
+    if (ticks.ok()) {
+      const double cpu_s = static_cast<double>(*ticks - *ticks_before) / sysconf(_SC_CLK_TCK);
+      const double background_s = *result->host_cpu_pct / 100 * elapsed_s;
+      result->scrape_cpu_ms = std::max(0.0, cpu_s - background_s) / flags.scrapes * 1000;
+    }
+  }
 }
 
 // The steady-state window: host CPU and RSS around it, heartbeat RTT inside it, and the host's
@@ -248,6 +294,7 @@ void MeasureSteadyState(const Flags& flags, std::optional<uint64_t> baseline_rss
   }
   // Acks for heartbeats sent at the very end of the window get the full limit to arrive.
   absl::SleepFor(absl::Milliseconds(flags.rtt_limit_ms));
+  if (!flags.metrics_url.empty()) MeasureScrapes(flags, result);
 
   std::vector<double> rtt;
   for (auto& agent : agents) {
@@ -377,21 +424,22 @@ std::string Fixed(const std::optional<double>& value, int precision) {
 std::string Count(const std::optional<int>& value) { return value ? absl::StrCat(*value) : "-"; }
 
 void PrintTable(std::ostream& out, const std::vector<RoundResult>& results) {
-  out << absl::StrFormat("%7s %5s %9s %8s %8s %9s %10s %8s %8s %13s %7s %7s %s\n", "agents",
+  out << absl::StrFormat("%7s %5s %9s %8s %8s %9s %10s %8s %8s %13s %7s %7s %8s %8s %s\n", "agents",
                          "chans", "connect_s", "hello99", "host_cpu", "host_rss", "rss/agent",
-                         "rtt_p50", "rtt_p99", "acked/sent", "online", "bench", "result");
-  out << absl::StrFormat("%7s %5s %9s %8s %8s %9s %10s %8s %8s %13s %7s %7s\n", "", "", "s", "ms",
-                         "%core", "MiB", "KiB", "ms", "ms", "", "host", "%core");
+                         "rtt_p50", "rtt_p99", "acked/sent", "online", "bench", "scrape", "scr_cpu",
+                         "result");
+  out << absl::StrFormat("%7s %5s %9s %8s %8s %9s %10s %8s %8s %13s %7s %7s %8s %8s\n", "", "", "s",
+                         "ms", "%core", "MiB", "KiB", "ms", "ms", "", "host", "%core", "ms", "ms");
   for (const RoundResult& r : results) {
     bool measured = r.connected_all;
-    out << absl::StrFormat("%7d %5d %9.2f %8.1f %8s %9s %10s %8s %8s %13s %7s %7s %s%s\n", r.agents,
-                           r.channels, r.connect_s, r.hello_p99_ms, Fixed(r.host_cpu_pct, 1),
-                           Fixed(r.host_rss_mib, 1), Fixed(r.rss_per_agent_kib, 1),
-                           measured ? Fixed(r.rtt_p50_ms, 2) : "-",
-                           measured ? Fixed(r.rtt_p99_ms, 2) : "-",
-                           measured ? absl::StrCat(r.hb_acked, "/", r.hb_sent) : "-",
-                           Count(r.health_online), measured ? Fixed(r.bench_cpu_pct, 0) : "-",
-                           r.verdict, r.note.empty() ? "" : " (" + r.note + ")");
+    out << absl::StrFormat(
+        "%7d %5d %9.2f %8.1f %8s %9s %10s %8s %8s %13s %7s %7s %8s %8s %s%s\n", r.agents,
+        r.channels, r.connect_s, r.hello_p99_ms, Fixed(r.host_cpu_pct, 1), Fixed(r.host_rss_mib, 1),
+        Fixed(r.rss_per_agent_kib, 1), measured ? Fixed(r.rtt_p50_ms, 2) : "-",
+        measured ? Fixed(r.rtt_p99_ms, 2) : "-",
+        measured ? absl::StrCat(r.hb_acked, "/", r.hb_sent) : "-", Count(r.health_online),
+        measured ? Fixed(r.bench_cpu_pct, 0) : "-", Fixed(r.scrape_p50_ms, 1),
+        Fixed(r.scrape_cpu_ms, 1), r.verdict, r.note.empty() ? "" : " (" + r.note + ")");
   }
 }
 
@@ -427,6 +475,9 @@ nlohmann::json ToJson(const Flags& flags, std::optional<uint64_t> baseline_rss_k
                       {"nodes_online_health", opt(r.health_online)},
                       {"nodes_online_listed", opt(r.listed_online)},
                       {"release_s", opt(r.release_s)},
+                      {"scrape_p50_ms", opt(r.scrape_p50_ms)},
+                      {"scrape_cpu_ms", opt(r.scrape_cpu_ms)},
+                      {"scrape_kib", opt(r.scrape_kib)},
                       {"verdict", r.verdict},
                       {"note", r.note}});
   }
@@ -523,6 +574,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--token", flags.token, "cluster token, sent as authorization: Bearer");
   app.add_flag("--json", flags.json, "JSON on stdout; progress and the table go to stderr");
+  app.add_option("--metrics-url", flags.metrics_url,
+                 "the host's HTTP address (http://127.0.0.1:8100): measure GET /metrics after "
+                 "each window");
+  app.add_option("--scrapes", flags.scrapes, "GET /metrics per round")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
   absl::Status status = gswarm::bench::Run(flags);

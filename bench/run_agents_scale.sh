@@ -102,7 +102,8 @@ until curl -fsS --max-time 1 "http://127.0.0.1:$http_port/health" >/dev/null 2>&
 done
 log "host ready (pid $host_pid)"
 
-bench_args=(--target "127.0.0.1:$grpc_port" --host-pid "$host_pid")
+bench_args=(--target "127.0.0.1:$grpc_port" --host-pid "$host_pid"
+  --metrics-url "http://127.0.0.1:$http_port")
 [[ -z $token ]] || bench_args+=(--token "$token")
 rc=0
 timeout --foreground 600 "$bench_bin" "${bench_args[@]}" "$@" || rc=$?

@@ -14,6 +14,7 @@
 #include "cli/output.h"
 #include "cli/server_commands.h"
 #include "cli/tier_commands.h"
+#include "cli/top_command.h"
 #include "common/config.h"
 #include "common/logging.h"
 #include "gswarm/v1/api.grpc.pb.h"
@@ -226,6 +227,7 @@ int RunCli(int argc, char** argv) {
   TierCommands tiers(app);
   InstanceCommands instances(app);
   EventCommands events(app);
+  TopCommand top(app);
 
   try {
     app.parse(argc, argv);
@@ -268,6 +270,7 @@ int RunCli(int argc, char** argv) {
   if (tiers.Parsed()) return tiers.Run(**api, global.json);
   if (instances.Parsed()) return instances.Run(**api, global.json);
   if (events.Parsed()) return events.Run(**api, global.json);
+  if (top.Parsed()) return top.Run(**api, global.json);
   return PrintError("no command given; see gswarm --help");
 }
 

@@ -60,18 +60,29 @@ Table::Table(std::vector<std::string> header) { rows_.push_back(std::move(header
 
 void Table::AddRow(std::vector<std::string> row) { rows_.push_back(std::move(row)); }
 
+namespace {
+
+// Columns a cell takes on a terminal: its UTF-8 code points (bars are drawn with block characters).
+size_t DisplayWidth(const std::string& cell) {
+  size_t width = 0;
+  for (const char c : cell) width += (static_cast<unsigned char>(c) & 0xC0) != 0x80;
+  return width;
+}
+
+}  // namespace
+
 std::string Table::Render() const {
   std::vector<size_t> widths;
   for (const auto& row : rows_) {
     widths.resize(std::max(widths.size(), row.size()), 0);
-    for (size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
+    for (size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], DisplayWidth(row[i]));
   }
   std::string out;
   for (const auto& row : rows_) {
     std::string line;
     for (size_t i = 0; i < row.size(); ++i) {
       line += row[i];
-      if (i + 1 < row.size()) line += std::string(widths[i] - row[i].size() + 3, ' ');
+      if (i + 1 < row.size()) line += std::string(widths[i] - DisplayWidth(row[i]) + 3, ' ');
     }
     while (!line.empty() && line.back() == ' ') line.pop_back();
     out += line + "\n";

@@ -70,6 +70,7 @@ absl::StatusOr<AgentOptions> Agent::OptionsFromConfig(const common::Config& full
   options.default_engine = config.default_engine;
   options.gpu_memory_utilization = config.default_gpu_memory_utilization;
   options.max_concurrent_requests = config.max_concurrent_requests;
+  options.engine_host = config.engine_host;
   options.instance_state_dir = common::StateDir() + "/instances";
   options.instance_log_dir = common::StateDir() + "/logs";
   return options;
@@ -102,6 +103,7 @@ Agent::Agent(AgentOptions options, std::unique_ptr<MemoryProbe> probe)
   runner.default_engine = options_.default_engine;
   runner.gpu_memory_utilization = options_.gpu_memory_utilization;
   runner.max_concurrent_requests = options_.max_concurrent_requests;
+  runner.engine_host = options_.engine_host;
   runner_ =
       std::make_unique<CommandRunner>(runner, &disk_, &dram_, supervisor_.get(),
                                       [this](v1::AgentMessage message) { SendToHost(message); });

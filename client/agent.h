@@ -70,6 +70,7 @@ struct AgentOptions {
   std::string default_engine = "vllm";
   double gpu_memory_utilization = 0.9;
   int max_concurrent_requests = 256;
+  std::string engine_host = "127.0.0.1";  // client.engine_host
   // Instance records (for re-adoption) and logs: ~/.cache/gswarm/instances, .../logs.
   std::string instance_state_dir;
   std::string instance_log_dir;

@@ -41,6 +41,8 @@ class CommandRunner {
     std::string default_engine = "vllm";
     double gpu_memory_utilization = 0.9;
     int max_concurrent_requests = 256;
+    // Where engines listen (client.engine_host).
+    std::string engine_host = "127.0.0.1";
     int max_concurrent = 4;
     absl::Duration update_interval = absl::Milliseconds(250);
   };

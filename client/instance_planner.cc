@@ -55,7 +55,7 @@ absl::StatusOr<InstanceSpec> CommandRunner::PlanInstance(const v1::ServeCommand&
   vars.model_path = *model_path;
   vars.model_file = model_file;
   vars.model_name = name;
-  vars.host = "127.0.0.1";
+  vars.host = options_.engine_host;
   vars.port = port;
   vars.gpu = serve.gpu_device() == "cpu" ? "" : serve.gpu_device().substr(3);
   vars.gpu_memory_utilization = options_.gpu_memory_utilization;

@@ -72,6 +72,8 @@ struct HostConfig {
   int router_queue_size = 64;
   // Router: how long a request waits in the queue or for a model to load before 503, seconds.
   double router_queue_timeout_s = 60;
+  // GET /metrics without the token (for a Prometheus that scrapes without one).
+  bool metrics_public = false;
   // HTTP port: I/O threads serving every connection (0: one per core).
   int http_io_threads = 0;
   // HTTP port: the largest request body, MiB; more is refused with 413.
@@ -109,6 +111,10 @@ struct ClientConfig {
   double gpu_memory_fraction = 0.9;
   double default_gpu_memory_utilization = 0.90;
   int max_concurrent_requests = 256;
+  // Where engines listen: 127.0.0.1 keeps them to this node, so only a host on this node can
+  // route to them; 0.0.0.0 lets a host on another node reach them (at the address this agent
+  // connects from).
+  std::string engine_host = "127.0.0.1";
   std::string auth_token;
   // Port serving this node's tiers to peers.
   int data_port = 8102;

@@ -100,6 +100,7 @@ host:
   autoload: true             # router: load a requested model that has no ready instance
   router_queue_size: 64      # router: requests waiting for a busy instance; beyond it 429
   router_queue_timeout_s: 60 # router: seconds a request waits (queue or load) before 503
+  metrics_public: false      # GET /metrics without the token
   http_io_threads: 0         # HTTP port: I/O threads (0: one per core)
   http_max_body_mb: 32       # HTTP port: largest request body; more is 413
   http_header_timeout_s: 30  # HTTP port: a request's headers must arrive within it; else 408
@@ -133,6 +134,7 @@ client:
   gpu_memory_fraction: 0.9   # share of each GPU's memory instances may use
   default_gpu_memory_utilization: 0.90
   max_concurrent_requests: 256
+  engine_host: "127.0.0.1"   # where engines listen; 0.0.0.0 lets a host on another node route
   auth_token: ""             # token sent to the host; GSWARM_TOKEN also sets it
   data_port: 8102            # serves this node's tiers to peers
   heartbeat_interval_s: 2    # seconds between heartbeats to the host

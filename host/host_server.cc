@@ -12,6 +12,7 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_builder.h"
+#include "host/dashboard.h"
 #include "spdlog/spdlog.h"
 
 namespace gswarm::host {
@@ -102,6 +103,7 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Create(const common::Con
   ASSIGN_OR_RETURN(server->auth_token_, ResolveHostToken(host));
 
   server->events_ = std::make_unique<EventBus>(EventBus::Options{});
+  server->metrics_ = std::make_unique<HostMetrics>();
   NodeRegistry::Options node_options;
   node_options.events = server->events_.get();
   server->nodes_ = std::make_unique<NodeRegistry>(std::move(node_options));
@@ -109,8 +111,9 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Create(const common::Con
   ASSIGN_OR_RETURN(server->registry_, Registry::Open(db_path));
   server->instances_ = std::make_unique<InstanceManager>(server->events_.get());
   server->orchestrator_ = std::make_unique<Orchestrator>(
-      Orchestrator::Options{config.host.prefer_peers}, server->registry_.get(),
-      server->nodes_.get(), server->instances_.get(), server->events_.get());
+      Orchestrator::Options{config.host.prefer_peers, server->metrics_.get()},
+      server->registry_.get(), server->nodes_.get(), server->instances_.get(),
+      server->events_.get());
   RETURN_IF_ERROR(server->orchestrator_->Recover());
   server->handler_ = std::make_unique<ApiHandler>(
       ApiHandler::Options{config, !server->auth_token_.empty(), absl::Now()}, server->nodes_.get(),
@@ -137,6 +140,7 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Create(const common::Con
   pool.keep_alive_s = host.keep_alive_s;
   pool.max_loaded_models = host.max_loaded_models;
   pool.preload = host.preload;
+  pool.metrics = server->metrics_.get();
   server->placement_ = std::make_unique<RouterPlacement>(
       std::move(pool), server->registry_.get(), server->nodes_.get(), server->instances_.get(),
       server->orchestrator_.get(), server->events_.get());
@@ -148,9 +152,17 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Create(const common::Con
   routing.events = server->events_.get();
   routing.active_model_file = common::StateDir() + "/active_model";
   routing.blocking = server->http_pool_.get();
+  routing.metrics = server->metrics_.get();
   server->router_ =
       std::make_unique<Router>(routing, server->placement_.get(), server->io_->context());
+  server->rest_->set_metrics_public(host.metrics_public);
   server->rest_->Install(*server->http_);
+  InstallDashboard(*server->http_);
+  InstallMetrics(*server->http_, server->metrics_.get(),
+                 HostMetrics::Sources{server->nodes_.get(), server->instances_.get(),
+                                      server->orchestrator_.get(), server->handler_.get(),
+                                      server->router_.get()},
+                 server->http_pool_.get());
   server->router_->Install(*server->http_);
   server->rest_->InstallEvents(*server->http_, server->events_.get(), server->io_->context());
   server->handler_->set_router(server->router_.get(), server->placement_.get());

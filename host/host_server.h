@@ -19,6 +19,7 @@
 #include "host/api_handler.h"
 #include "host/api_service.h"
 #include "host/event_bus.h"
+#include "host/host_metrics.h"
 #include "host/http_server.h"
 #include "host/instance_manager.h"
 #include "host/node_registry.h"
@@ -52,6 +53,7 @@ class HostServer {
   int grpc_port_ = 0;
   // First in, last out: every part below publishes to it.
   std::unique_ptr<EventBus> events_;
+  std::unique_ptr<HostMetrics> metrics_;
   std::unique_ptr<NodeRegistry> nodes_;
   std::unique_ptr<Registry> registry_;
   std::unique_ptr<InstanceManager> instances_;

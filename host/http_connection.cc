@@ -232,6 +232,10 @@ void Connection::OnRequest() {
   chunked_ = false;
   cancelled_ = false;
   on_cancel_ = nullptr;
+  on_finish_ = nullptr;
+  arrived_ = absl::Now();
+  first_byte_.reset();
+  status_ = 0;
   if (buffer_.size() == 0) {
     buffer_.shrink_to_fit();  // a large request's buffer is not kept for the next one
     StartPoke();              // notices a client that hangs up before the answer
@@ -254,6 +258,25 @@ void Connection::Refuse(int status, std::string message) {
   started_ = false;
   method_ = request.method;
   DoReply(core_->Error(request, status, std::move(message)));
+}
+
+void Connection::OnFinish(std::function<void(const Finished&)> finished) {
+  asio::post(strand_, [self = shared_from_this(), finished = std::move(finished)]() mutable {
+    if (self->active_ && !self->closed_) self->on_finish_ = std::move(finished);
+  });
+}
+
+void Connection::Report(bool complete) {
+  std::function<void(const Finished&)> finished = std::move(on_finish_);
+  on_finish_ = nullptr;
+  if (!finished) return;
+  const absl::Time now = absl::Now();
+  Finished report;
+  report.status = status_ == 0 ? 499 : status_;
+  report.total = now - arrived_;
+  if (first_byte_.has_value()) report.first_byte = *first_byte_ - arrived_;
+  report.complete = complete;
+  finished(report);
 }
 
 void Connection::Unanswered(std::string path) {
@@ -357,6 +380,7 @@ std::string Connection::Head(const Response& response, std::optional<size_t> len
 void Connection::DoReply(Response response) {
   if (!active_ || finished_ || closed_ || started_) return;
   finished_ = true;
+  status_ = response.status;
   PendingWrite write;
   write.head = Head(response, response.body.size());
   if (method_ != "HEAD") write.body = std::move(response.body);
@@ -367,6 +391,7 @@ void Connection::DoReply(Response response) {
 void Connection::DoStart(Response head) {
   if (!active_ || finished_ || closed_ || started_) return;
   started_ = true;
+  status_ = head.status;
   // HTTP/1.0 has no chunks: the stream ends when the connection does.
   chunked_ = version_ >= 11;
   if (!chunked_) keep_alive_ = false;
@@ -405,6 +430,7 @@ void Connection::OnWritten(error_code ec) {
   write_timer_.cancel();
   PendingWrite done = std::move(writes_.front());
   writes_.pop_front();
+  if (!ec && !first_byte_.has_value()) first_byte_ = absl::Now();
   if (done.written) done.written(!ec);
   if (ec) return CloseSocket();
   if (done.last) return FinishExchange();
@@ -412,6 +438,7 @@ void Connection::OnWritten(error_code ec) {
 }
 
 void Connection::FinishExchange() {
+  Report(/*complete=*/true);
   active_ = false;
   on_cancel_ = nullptr;
   if (!keep_alive_) return GracefulClose();
@@ -445,6 +472,7 @@ void Connection::GracefulClose() {
 void Connection::CloseSocket() {
   if (closed_) return;
   Cancel();
+  if (active_) Report(/*complete=*/false);
   closed_ = true;
   error_code ignored;
   socket().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);

@@ -69,6 +69,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void End();
   void Abort();
   void OnCancel(std::function<void()> cancelled);
+  void OnFinish(std::function<void(const Finished&)> finished);
   // An exchange dropped without an answer: 500.
   void Unanswered(std::string path);
   bool cancelled() const { return cancelled_.load(); }
@@ -107,6 +108,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void DoWrite();
   void OnWritten(boost::system::error_code ec);
   void FinishExchange();
+  // Tells on_finish_ (once).
+  void Report(bool complete);
   void Cancel();
   void GracefulClose();
   void CloseSocket();
@@ -144,6 +147,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool chunked_ = false;
   std::string method_;
   std::function<void()> on_cancel_;
+  std::function<void(const Finished&)> on_finish_;
+  absl::Time arrived_;                    // the exchange's request was complete
+  std::optional<absl::Time> first_byte_;  // its answer's first write completed
+  int status_ = 0;
   std::atomic<bool> cancelled_{false};
 
   std::deque<PendingWrite> writes_;

@@ -154,6 +154,10 @@ void Exchange::OnCancel(std::function<void()> cancelled) {
 
 bool Exchange::cancelled() const { return connection_->cancelled(); }
 
+void Exchange::OnFinish(std::function<void(const Finished&)> finished) {
+  connection_->OnFinish(std::move(finished));
+}
+
 // --- ServerCore -----------------------------------------------------------------------------
 
 Response ServerCore::Error(const Request& request, int status, std::string message) const {

@@ -86,6 +86,14 @@ struct Response {
   Headers headers;  // more headers (Content-Length, Connection are the server's)
 };
 
+// How an exchange went, for metrics: told once its answer is complete or the client is gone.
+struct Finished {
+  int status = 0;        // the answer's status; 499 when the client left before one was sent
+  absl::Duration total;  // from the request's arrival to the end
+  std::optional<absl::Duration> first_byte;  // to the first byte of the answer written
+  bool complete = false;                     // false: cut off (client gone, stream aborted)
+};
+
 class Connection;
 struct ServerCore;
 
@@ -116,6 +124,8 @@ class Exchange {
   // the answer is complete; at once if that already happened. One at a time.
   void OnCancel(std::function<void()> cancelled);
   bool cancelled() const;
+  // `finished` runs once (on an I/O thread) when the exchange is over, either way.
+  void OnFinish(std::function<void(const Finished&)> finished);
 
  private:
   const std::shared_ptr<Connection> connection_;

@@ -8,6 +8,7 @@
 #include "absl/synchronization/notification.h"
 #include "common/status.h"
 #include "common/units.h"
+#include "host/host_metrics.h"
 #include "host/orchestrator.h"
 #include "spdlog/spdlog.h"
 
@@ -76,6 +77,7 @@ void Orchestrator::ApplyUpdate(const std::string& node_id, const v1::CommandUpda
           .IgnoreError();
     }
     if (JobStateOf(job) == JobState::kSucceeded) RecordResult(job, command, update);
+    if (options_.metrics != nullptr) options_.metrics->JobEnded(job, command);
     spdlog::info("job={} {} {} on node={}: {}{}{}", job.id(), job.kind(), job.model_name(), node_id,
                  job.state(), job.message().empty() ? "" : ": ", job.message());
   }
@@ -84,7 +86,11 @@ void Orchestrator::ApplyUpdate(const std::string& node_id, const v1::CommandUpda
       spdlog::error("job={}: persisting: {}", job.id(), s.message());
     }
   }
-  if (from != job.state()) PublishJob(job, from);
+  if (from != job.state()) {
+    PublishJob(job, from);
+  } else if (persist && !terminal && job.bytes_done() > 0) {
+    PublishProgress(job);  // the persist cadence: at most once a second
+  }
   if (terminal) {
     absl::MutexLock lock(&mu_);
     active_.erase(job.id());
@@ -233,6 +239,14 @@ absl::StatusOr<v1::Job> Orchestrator::GetJob(const std::string& id) const {
     if (it != active_.end()) return it->second.job;
   }
   return registry_->GetJob(id);
+}
+
+std::vector<v1::Job> Orchestrator::ActiveJobs() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<v1::Job> jobs;
+  jobs.reserve(active_.size());
+  for (const auto& [id, active] : active_) jobs.push_back(active.job);
+  return jobs;
 }
 
 std::vector<v1::Job> Orchestrator::ListJobs(const v1::ListJobsRequest& request) const {

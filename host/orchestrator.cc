@@ -40,6 +40,26 @@ Orchestrator::Orchestrator(Options options, Registry* registry, NodeRegistry* no
       instances_(instances),
       events_bus_(events) {}
 
+void Orchestrator::PublishProgress(const v1::Job& job) const {
+  if (events_bus_ == nullptr) return;
+  std::string progress = absl::StrCat(common::FormatBytes(job.bytes_done()));
+  if (job.bytes_total() > 0) {
+    progress = absl::StrFormat(
+        "%.0f%% (%s of %s)",
+        100.0 * static_cast<double>(job.bytes_done()) / static_cast<double>(job.bytes_total()),
+        common::FormatBytes(job.bytes_done()), common::FormatBytes(job.bytes_total()));
+  }
+  v1::Event event = MakeEvent("job", "progress",
+                              absl::StrCat("job ", job.id(), " ", job.kind(), " ", job.model_name(),
+                                           " on ", job.node_id(), ": ", progress));
+  event.set_node_id(job.node_id());
+  event.set_model_name(job.model_name());
+  event.set_job_id(job.id());
+  event.set_from_state(job.state());
+  event.set_to_state(job.state());
+  events_bus_->Publish(std::move(event));
+}
+
 void Orchestrator::PublishJob(const v1::Job& job, const std::string& from) const {
   if (events_bus_ == nullptr) return;
   v1::Event event = MakeEvent(
@@ -71,8 +91,7 @@ void Orchestrator::PublishReplica(const std::string& action, const std::string& 
   events_bus_->Publish(std::move(event));
 }
 
-std::string NodeDataUrl(const v1::NodeInfo& node) {
-  if (node.data_port() == 0) return "";
+std::string NodeAddress(const v1::NodeInfo& node) {
   // gRPC names peers "ipv4:10.0.0.5:51234" or "ipv6:[fd00::5]:51234".
   absl::string_view address = node.peer_address();
   if (!absl::ConsumePrefix(&address, "ipv4:") && !absl::ConsumePrefix(&address, "ipv6:")) {
@@ -80,7 +99,33 @@ std::string NodeDataUrl(const v1::NodeInfo& node) {
   }
   const size_t port = address.rfind(':');
   if (port == absl::string_view::npos) return "";
-  return absl::StrCat("http://", address.substr(0, port), ":", node.data_port());
+  return std::string(address.substr(0, port));
+}
+
+std::string NodeDataUrl(const v1::NodeInfo& node) {
+  const std::string address = NodeAddress(node);
+  if (node.data_port() == 0 || address.empty()) return "";
+  return absl::StrCat("http://", address, ":", node.data_port());
+}
+
+std::string NodeEndpoint(const v1::NodeInfo& node, const std::string& endpoint) {
+  absl::string_view rest = endpoint;
+  if (!absl::ConsumePrefix(&rest, "http://")) return endpoint;
+  const size_t colon = rest.rfind(':');
+  if (colon == absl::string_view::npos) return endpoint;
+  std::string host(rest.substr(0, colon));
+  if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
+  const bool wildcard = host == "0.0.0.0" || host == "::";
+  const std::string address = NodeAddress(node);
+  std::string bare = address;
+  if (bare.size() > 2 && bare.front() == '[') bare = bare.substr(1, bare.size() - 2);
+  // An engine on the host's own machine keeps its address; a loopback one on another machine
+  // is not this machine's (the agent warns that its engines are then unreachable).
+  if (address.empty() || (!wildcard && !common::IsLoopbackAddress(host)) ||
+      common::IsLoopbackAddress(bare)) {
+    return endpoint;
+  }
+  return absl::StrCat("http://", address, ":", rest.substr(colon + 1));
 }
 
 std::string Orchestrator::PeerHolding(const std::string& repo, const std::string& commit,

@@ -28,6 +28,8 @@
 
 namespace gswarm::host {
 
+class HostMetrics;
+
 class Orchestrator final : public AgentListener {
  public:
   // Receives every new state of a watched job, from the end of Watch() until the job ends.
@@ -42,6 +44,8 @@ class Orchestrator final : public AgentListener {
   struct Options {
     // Pull hf:// commits that an online node already holds from that node (host.prefer_peers).
     bool prefer_peers = true;
+    // Told of every job that ends (GET /metrics); may be null.
+    HostMetrics* metrics = nullptr;
   };
 
   // The parts must outlive the orchestrator; `events` may be null.
@@ -104,6 +108,8 @@ class Orchestrator final : public AgentListener {
   // Sends the job's current state to `sink` now and every change after; a sink that is gone
   // (expired) is dropped. NOT_FOUND for an unknown job.
   absl::Status Watch(const std::string& id, std::weak_ptr<JobSink> sink);
+  // The jobs not yet ended.
+  std::vector<v1::Job> ActiveJobs() const;
 
  private:
   struct ActiveJob {
@@ -134,6 +140,8 @@ class Orchestrator final : public AgentListener {
                           const std::string& except_node) const;
   // Publishes a job's state change.
   void PublishJob(const v1::Job& job, const std::string& from) const;
+  // A "job" event with action "progress": bytes and files so far (at most once a second a job).
+  void PublishProgress(const v1::Job& job) const;
   void PublishReplica(const std::string& action, const std::string& node_id,
                       const std::string& model, const std::string& tier,
                       const std::string& why) const;
@@ -154,6 +162,10 @@ class Orchestrator final : public AgentListener {
 
 // http://<address the node connected from>:<its data port>, or "" when it serves none.
 std::string NodeDataUrl(const v1::NodeInfo& node);
+// Where the host reaches an instance's `endpoint` on `node`: an engine listening on all addresses
+// (0.0.0.0, ::) or on loopback, on another machine, is reached at the address the node's agent
+// connected from; any other endpoint is used as it is.
+std::string NodeEndpoint(const v1::NodeInfo& node, const std::string& endpoint);
 
 // UNAVAILABLE for a caller waiting on job `id` while the host shuts down: the job goes on.
 absl::Status ShuttingDownError(const std::string& id);

@@ -14,6 +14,7 @@
 #include "common/grpc_util.h"
 #include "common/proto_json.h"
 #include "common/status.h"
+#include "host/dashboard.h"
 #include "host/event_bus.h"
 #include "host/http_upstream.h"
 #include "host/job_state.h"
@@ -360,9 +361,12 @@ void RestGateway::InstallEvents(http::HttpServer& server, EventBus* events,
 }
 
 void RestGateway::Install(http::HttpServer& server) {
-  // Every route but /health needs the token when one is configured.
+  // Every route but /health, the dashboard's files (and /metrics with host.metrics_public)
+  // needs the token when one is configured
+  // (the page asks for it, and sends it with every call it makes).
   server.set_filter([this](const http::Request& req) -> std::optional<http::Response> {
-    if (req.path == "/health") return std::nullopt;
+    if (req.path == "/health" || IsDashboardPath(req.path)) return std::nullopt;
+    if (metrics_public_ && req.path == "/metrics") return std::nullopt;
     const std::string header = req.header("Authorization");
     std::optional<absl::string_view> authorization;
     if (req.has_header("Authorization")) authorization = header;

@@ -32,6 +32,9 @@ class RestGateway {
   RestGateway(std::string auth_token, const ApiHandler* handler, Orchestrator* orchestrator,
               common::WorkerPool* blocking);
 
+  // GET /metrics without the token (host.metrics_public). Before Install.
+  void set_metrics_public(bool metrics_public) { metrics_public_ = metrics_public; }
+
   // Adds the REST routes, the auth filter (every path but /health) and the error shapes.
   void Install(http::HttpServer& server);
   // Adds GET /events (Server-Sent Events from `events`, which must outlive the streams); keep-
@@ -43,6 +46,7 @@ class RestGateway {
   const ApiHandler* const handler_;
   Orchestrator* const orchestrator_;
   common::WorkerPool* const blocking_;
+  bool metrics_public_ = false;
 };
 
 // The answer for an error, in the shape of the path's API: OpenAI's under /v1/, gswarm's REST

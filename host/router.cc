@@ -16,6 +16,7 @@
 #include "common/status.h"
 #include "common/worker_pool.h"
 #include "host/event_bus.h"
+#include "host/host_metrics.h"
 #include "host/http_server.h"
 #include "host/http_upstream.h"
 #include "host/request_body.h"
@@ -52,6 +53,7 @@ struct Router::Flight {
 
 struct Router::Waiter {
   std::string model;
+  absl::Time arrived;
   absl::Time deadline;
   Granted granted;
   // The instance a load made for this request, before the placement lists it as ready.
@@ -141,6 +143,16 @@ absl::StatusOr<nlohmann::json> Router::Switch(const std::string& model) {
   return answer;
 }
 
+int Router::waiting() const {
+  absl::MutexLock lock(&mu_);
+  return waiting_;
+}
+
+void Router::WaitedFor(const Waiter& waiter) const {
+  if (options_.metrics == nullptr) return;
+  options_.metrics->QueueWait(waiter.model, absl::ToDoubleSeconds(absl::Now() - waiter.arrived));
+}
+
 std::string Router::active_model() const {
   absl::MutexLock lock(&mu_);
   return active_model_;
@@ -175,6 +187,7 @@ absl::Time Router::LastUsed(const std::string& instance_id) const {
 void Router::Acquire(const std::string& model, absl::Time deadline, Granted granted) {
   auto waiter = std::make_shared<Waiter>();
   waiter->model = model;
+  waiter->arrived = absl::Now();
   waiter->deadline = deadline;
   waiter->granted = std::move(granted);
   Attempt(std::move(waiter), /*queued=*/false);
@@ -221,7 +234,10 @@ void Router::Attempt(std::shared_ptr<Waiter> waiter, bool queued) {
       }
     }
   }
-  if (lease != nullptr) return waiter->granted(std::move(lease), 200);
+  if (lease != nullptr) {
+    if (queued) WaitedFor(*waiter);
+    return waiter->granted(std::move(lease), 200);
+  }
   if (!refused.ok()) return waiter->granted(refused, http_status);
   OffThread(waiter, [this, waiter, queued] { AttemptLoad(waiter, queued); });
 }
@@ -323,7 +339,10 @@ void Router::Release(const Backend& backend) {
       lease = Grant(backend);
     }
   }
-  if (next != nullptr) next->granted(std::move(lease), 200);
+  if (next != nullptr) {
+    WaitedFor(*next);
+    next->granted(std::move(lease), 200);
+  }
 }
 
 void Router::Sweep() {

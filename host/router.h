@@ -40,6 +40,7 @@ class WorkerPool;
 namespace gswarm::host {
 
 class EventBus;
+class HostMetrics;
 class UpstreamPool;
 namespace http {
 class Exchange;
@@ -107,6 +108,8 @@ class Router {
     std::string active_model_file;
     // Where work that may block (the catalog's SQLite) runs; null: on the calling thread.
     common::WorkerPool* blocking = nullptr;
+    // Told of every request and queue wait (GET /metrics); may be null.
+    HostMetrics* metrics = nullptr;
   };
 
   // One request in flight on an instance, counted for as long as it lives.
@@ -144,6 +147,8 @@ class Router {
   // "switch_time_us", "previous_model"}; NOT_FOUND for a model not in the catalog.
   absl::StatusOr<nlohmann::json> Switch(const std::string& model);
   std::string active_model() const;
+  // Requests queued or waiting for a load now.
+  int waiting() const;
 
   // A lease on the least busy ready instance of `model`, loading one if none is ready, as an
   // HTTP request takes it: the instance counts it in flight until the handle is destroyed. For
@@ -199,6 +204,8 @@ class Router {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::unique_ptr<Lease> Grant(const Backend& backend) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Release(const Backend& backend);
+  // A queued request got its lease: how long it waited goes to the metrics.
+  void WaitedFor(const Waiter& waiter) const;
   // Wakes every 500 ms: answers waiters past their deadline and retries the queued ones (an
   // instance that became ready frees no lease).
   void Sweep();

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/worker_pool.h"
+#include "host/host_metrics.h"
 #include "host/http_server.h"
 #include "host/http_upstream.h"
 #include "host/request_body.h"
@@ -128,6 +129,18 @@ void Router::HandleSwitch(std::shared_ptr<http::Exchange> exchange) {
 
 void Router::HandleInference(std::shared_ptr<http::Exchange> exchange) {
   const http::Request& req = exchange->request();
+  // The model the request is counted under once it is known (requests refused before: "").
+  auto counted_as = std::make_shared<std::string>();
+  if (options_.metrics != nullptr) {
+    exchange->OnFinish([metrics = options_.metrics, counted_as](const http::Finished& finished) {
+      std::optional<double> first_byte;
+      if (finished.first_byte.has_value()) {
+        first_byte = absl::ToDoubleSeconds(*finished.first_byte);
+      }
+      metrics->RouterRequest(*counted_as, finished.status, absl::ToDoubleSeconds(finished.total),
+                             first_byte);
+    });
+  }
   const absl::Time deadline = absl::Now() + options_.queue_timeout;
   absl::StatusOr<RequestBody> body = RequestBody::Parse(req.body);
   if (!body.ok()) {
@@ -146,6 +159,7 @@ void Router::HandleInference(std::shared_ptr<http::Exchange> exchange) {
                    "active model with POST /v1/models/switch (gswarm switch NAME)")));
     }
   }
+  *counted_as = model;
   std::optional<absl::Duration> keep_alive;
   if (body->keep_alive().has_value() && !body->keep_alive()->is_null()) {
     absl::StatusOr<absl::Duration> parsed = ParseKeepAlive(*body->keep_alive());

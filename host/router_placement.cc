@@ -8,6 +8,7 @@
 #include "absl/strings/str_format.h"
 #include "common/status.h"
 #include "common/units.h"
+#include "host/host_metrics.h"
 #include "spdlog/spdlog.h"
 
 namespace gswarm::host {
@@ -125,7 +126,8 @@ bool RouterPlacement::Evictable(const std::string& id, const Loaded& loaded, abs
 
 std::optional<RouterPlacement::Leaving> RouterPlacement::Retire(const std::string& id,
                                                                 absl::Time idle_since,
-                                                                const std::string& why) {
+                                                                const std::string& why,
+                                                                const char* reason) {
   auto it = loaded_.find(id);
   if (it == loaded_.end()) return std::nullopt;
   const bool drained =
@@ -135,6 +137,7 @@ std::optional<RouterPlacement::Leaving> RouterPlacement::Retire(const std::strin
   spdlog::info("instance={} model={}: unloading ({})", id, it->second.model, why);
   Leaving leaving{instance.value_or(v1::Instance()), it->second};
   leaving.instance.set_id(id);
+  if (options_.metrics != nullptr) options_.metrics->Evicted(reason);
   Publish("evicted", it->second.model, &leaving.instance,
           absl::StrCat("instance ", id, " of ", it->second.model, " unloads: ", why));
   loaded_.erase(it);
@@ -201,6 +204,7 @@ void RouterPlacement::Demote(const v1::Instance& instance) {
   }
   spdlog::info("model={}: demoted to DRAM on node {} (job {}): its next load starts from there",
                model->name(), instance.node_id(), job->id());
+  if (options_.metrics != nullptr) options_.metrics->Demoted("evicted");
   Publish("demoted", model->name(), &instance,
           absl::StrCat("model ", model->name(), " demoted to DRAM on ", instance.node_id(),
                        " (job ", job->id(), ")"));
@@ -228,7 +232,8 @@ absl::Time RouterPlacement::ReapIdle() {
     }
     for (const auto& [id, keep_alive] : expired) {
       std::optional<Leaving> leaving =
-          Retire(id, now - keep_alive, absl::StrCat("idle for ", absl::FormatDuration(keep_alive)));
+          Retire(id, now - keep_alive, absl::StrCat("idle for ", absl::FormatDuration(keep_alive)),
+                 "keep_alive");
       if (leaving.has_value()) {
         idle.push_back(*std::move(leaving));
       } else {
@@ -269,9 +274,14 @@ std::vector<Router::Backend> RouterPlacement::ReadyBackends(const std::string& m
   std::vector<Router::Backend> backends;
   for (const v1::Instance& instance : instances_->Active(model)) {
     if (StateOf(instance) != InstanceState::kReady) continue;
-    backends.push_back({instance.id(), instance.model_name(), instance.endpoint()});
+    backends.push_back({instance.id(), instance.model_name(), Reachable(instance)});
   }
   return backends;
+}
+
+std::string RouterPlacement::Reachable(const v1::Instance& instance) const {
+  std::optional<v1::NodeInfo> node = nodes_->Get(instance.node_id());
+  return node.has_value() ? NodeEndpoint(*node, instance.endpoint()) : instance.endpoint();
 }
 
 bool RouterPlacement::IsKnownModel(const std::string& model) { return registry_->HasModel(model); }
@@ -330,7 +340,8 @@ absl::Status RouterPlacement::MakeRoomInCount(const std::string& model) {
         if (!victim.empty()) {
           tried.insert(victim);
           leaving = Retire(victim, now,
-                           absl::StrCat("making room for ", model, " (host.max_loaded_models)"));
+                           absl::StrCat("making room for ", model, " (host.max_loaded_models)"),
+                           "max_loaded_models");
           if (!leaving.has_value()) continue;  // a request got there first: pick another
         }
         if (!leaving.has_value()) {
@@ -394,7 +405,7 @@ RouterPlacement::Room RouterPlacement::MakeRoomOnGpu(const std::string& model,
           absl::StrFormat("making room for %s on node %s %s: %.1f GiB needed", model, plan.node_id,
                           room.gpu, GiB(plan.needed_bytes));
       for (const Candidate& candidate : chosen) {
-        std::optional<Leaving> leaving = Retire(candidate.id, now, why);
+        std::optional<Leaving> leaving = Retire(candidate.id, now, why, "gpu_room");
         if (leaving.has_value()) {
           victims.push_back(*std::move(leaving));
         } else {
@@ -417,6 +428,8 @@ RouterPlacement::Room RouterPlacement::MakeRoomOnGpu(const std::string& model,
 absl::StatusOr<Router::Backend> RouterPlacement::Load(const std::string& model,
                                                       absl::Time deadline) {
   RETURN_IF_ERROR(MakeRoomInCount(model));
+  const absl::Time start = absl::Now();
+  std::string tier;  // where the weights come from
   absl::Cleanup done = [this] {
     absl::MutexLock lock(&mu_);
     --loading_;
@@ -435,6 +448,7 @@ absl::StatusOr<Router::Backend> RouterPlacement::Load(const std::string& model,
       request.set_node(plan.node_id);
       request.set_gpu_device(plan.gpu);
       request.set_source_device(plan.tier);
+      tier = plan.tier;
       job = orchestrator_->Serve(request, IsPreloaded(model) ? "preload" : "router");
       // Another load may have taken the room between the plan and the serve: plan again.
       if (job.ok() || !absl::IsFailedPrecondition(job.status())) break;
@@ -496,10 +510,13 @@ absl::StatusOr<Router::Backend> RouterPlacement::Load(const std::string& model,
       dirty_ = true;  // its keep-alive deadline is new to the policy
     }
   }
+  if (options_.metrics != nullptr) {
+    options_.metrics->ModelLoaded(tier, absl::ToDoubleSeconds(absl::Now() - start));
+  }
   Publish("loaded", model, &finished.instance(),
           absl::StrCat("model ", model, " loaded: instance ", finished.instance().id(), " on ",
                        finished.node_id()));
-  return Router::Backend{finished.instance().id(), model, finished.instance().endpoint()};
+  return Router::Backend{finished.instance().id(), model, Reachable(finished.instance())};
 }
 
 std::vector<nlohmann::json> RouterPlacement::ModelEntries() {

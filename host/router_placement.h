@@ -35,6 +35,8 @@
 
 namespace gswarm::host {
 
+class HostMetrics;
+
 class RouterPlacement final : public Router::Placement {
  public:
   struct Options {
@@ -51,6 +53,8 @@ class RouterPlacement final : public Router::Placement {
     // A new instance no request has used yet is not evicted for this long: the requests that
     // asked for it are on their way.
     absl::Duration grace = absl::Seconds(30);
+    // Told of loads, evictions and demotions (GET /metrics); may be null.
+    HostMetrics* metrics = nullptr;
   };
 
   // The parts must outlive the placement; `events` may be null.
@@ -118,9 +122,13 @@ class RouterPlacement final : public Router::Placement {
   bool Evictable(const std::string& id, const Loaded& loaded, absl::Time now) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Takes the instance out of the pool if no request used it after `idle_since` (atomically
-  // with leasing: Router::TryRetire); nullopt if a request got there first.
+  // with leasing: Router::TryRetire); nullopt if a request got there first. `why` is for people,
+  // `reason` a metric label (keep_alive, max_loaded_models, gpu_room).
+  // Where the router reaches the instance from this host (NodeEndpoint).
+  std::string Reachable(const v1::Instance& instance) const;
   std::optional<Leaving> Retire(const std::string& id, absl::Time idle_since,
-                                const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+                                const std::string& why, const char* reason)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Asks the node to stop a retired instance and demotes its model to DRAM when there is room.
   // If the stop cannot be sent, the instance goes back into the pool.
   std::optional<v1::Job> StopRetired(const Leaving& leaving) ABSL_LOCKS_EXCLUDED(mu_);

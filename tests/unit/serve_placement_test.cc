@@ -209,3 +209,31 @@ TEST_F(ServePlacementTest, InOrderReportsEndTheSameWay) {
 
 }  // namespace
 }  // namespace gswarm::host
+
+namespace gswarm::host {
+namespace {
+
+TEST(NodeEndpointTest, AnEngineOnAnotherNodeIsReachedAtItsAgentsAddress) {
+  v1::NodeInfo remote;
+  remote.set_peer_address("ipv4:10.0.0.5:51234");
+  EXPECT_EQ(NodeEndpoint(remote, "http://0.0.0.0:8000"), "http://10.0.0.5:8000");
+  EXPECT_EQ(NodeEndpoint(remote, "http://[::]:8000"), "http://10.0.0.5:8000");
+  // Loopback on another machine is not ours: the router must not hit a local port.
+  EXPECT_EQ(NodeEndpoint(remote, "http://127.0.0.1:8000"), "http://10.0.0.5:8000");
+  // A routable address is used as given.
+  EXPECT_EQ(NodeEndpoint(remote, "http://10.0.0.9:8000"), "http://10.0.0.9:8000");
+
+  v1::NodeInfo local;
+  local.set_peer_address("ipv4:127.0.0.1:40000");
+  EXPECT_EQ(NodeEndpoint(local, "http://127.0.0.1:8000"), "http://127.0.0.1:8000");
+  EXPECT_EQ(NodeEndpoint(local, "http://0.0.0.0:8000"), "http://0.0.0.0:8000");
+
+  v1::NodeInfo six;
+  six.set_peer_address("ipv6:[fd00::5]:51234");
+  EXPECT_EQ(NodeEndpoint(six, "http://0.0.0.0:8000"), "http://[fd00::5]:8000");
+  // Unknown peer address: unchanged.
+  EXPECT_EQ(NodeEndpoint(v1::NodeInfo(), "http://0.0.0.0:8000"), "http://0.0.0.0:8000");
+}
+
+}  // namespace
+}  // namespace gswarm::host
