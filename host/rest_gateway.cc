@@ -1,5 +1,7 @@
 #include "host/rest_gateway.h"
 
+#include <httplib.h>
+
 #include <functional>
 #include <type_traits>
 
@@ -360,7 +362,49 @@ void RestGateway::InstallEvents(http::HttpServer& server, EventBus* events,
   });
 }
 
+void RestGateway::InstallLogs(http::HttpServer& server) {
+  // GET /instances/{id}/logs?tail=N: the engine's last lines, read from its node's data port on
+  // the blocking pool (`gswarm logs -f` streams them over gRPC).
+  server.Route("GET", "/instances/([^/]+)/logs", [this](std::shared_ptr<http::Exchange> exchange) {
+    v1::GetInstanceLogsRequest request;
+    request.set_instance_id(exchange->request().matches[0]);
+    const std::string tail = exchange->request().param("tail");
+    uint32_t lines = 100;
+    if (!tail.empty() && (!absl::SimpleAtoi(tail, &lines) || lines == 0 || lines > 10000)) {
+      return exchange->Reply(StatusReply(absl::InvalidArgumentError(
+          absl::StrCat("tail must be a number of lines from 1 to 10000, not \"", tail, "\""))));
+    }
+    request.set_tail_lines(lines);
+    absl::Status submitted = blocking_->Submit([this, exchange, request] {
+      absl::StatusOr<std::pair<std::string, std::string>> source = handler_->LogSource(request);
+      if (!source.ok()) return exchange->Reply(StatusReply(source.status()));
+      httplib::Client client(source->first);
+      client.set_connection_timeout(5, 0);
+      client.set_read_timeout(10, 0);
+      httplib::Headers headers;
+      if (!auth_token_.empty()) headers.emplace("Authorization", "Bearer " + auth_token_);
+      httplib::Result result = client.Get(source->second, headers);
+      if (!result) {
+        return exchange->Reply(StatusReply(absl::UnavailableError(absl::StrCat(
+            "reading the log from ", source->first, ": ", httplib::to_string(result.error())))));
+      }
+      if (result->status != 200) {
+        return exchange->Reply(StatusReply(absl::Status(
+            result->status == 404 ? absl::StatusCode::kNotFound : absl::StatusCode::kUnavailable,
+            absl::StrCat("the node answered HTTP ", result->status, ": ", result->body))));
+      }
+      http::Response response;
+      response.content_type = "text/plain; charset=utf-8";
+      response.body = std::move(result->body);
+      exchange->Reply(std::move(response));
+    });
+    if (!submitted.ok())
+      exchange->Reply(StatusReply(absl::UnavailableError("the host is overloaded")));
+  });
+}
+
 void RestGateway::Install(http::HttpServer& server) {
+  InstallLogs(server);
   // Every route but /health, the dashboard's files (and /metrics with host.metrics_public)
   // needs the token when one is configured
   // (the page asks for it, and sends it with every call it makes).

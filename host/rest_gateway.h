@@ -42,6 +42,9 @@ class RestGateway {
   void InstallEvents(http::HttpServer& server, EventBus* events, boost::asio::io_context& io);
 
  private:
+  // GET /instances/{id}/logs.
+  void InstallLogs(http::HttpServer& server);
+
   const std::string auth_token_;
   const ApiHandler* const handler_;
   Orchestrator* const orchestrator_;

@@ -41,6 +41,7 @@
     busy: new Map(), // model name -> "load" | "unload" while its request is in flight
     panelMessage: null, // {model, text, error, status}: a non-error one lasts while the status does
     loaded: false, // the first full refresh has come back
+    engineLog: null, // {instance, text, error}: the open panel's engine log tail
   };
 
   const $ = (id) => document.getElementById(id);
@@ -342,6 +343,9 @@
         break;
       case 'instance':
         want('instances', 'models', 'nodes');
+        if (state.engineLog && event.instance_id === state.engineLog.instance) {
+          state.engineLog = null; // read again with the panel's next render
+        }
         break;
       case 'router':
         want('router', 'instances');
@@ -1167,14 +1171,9 @@
       ),
       h('h3', {}, 'Where it is'),
       where.length ? h('ul', { class: 'where' }, where) : h('p', { class: 'empty' }, 'On no node.'),
+      live[0] ? h('h3', {}, `Engine log (${live[0].id}, last lines)`) : null,
+      live[0] ? engineLogView(live[0].id) : null,
       h('h3', {}, 'Recent events'),
-      h(
-        'p',
-        { class: 'hint' },
-        "The engine's own log is not served over REST: ",
-        h('code', {}, live[0] ? `gswarm logs ${live[0].id}` : 'gswarm logs INSTANCE'),
-        ' shows it.',
-      ),
       log.length
         ? h(
             'ol',
@@ -1192,6 +1191,49 @@
     );
     const logList = $('panel-log');
     if (logList) logList.scrollTop = logList.scrollHeight; // the newest lines, as a tail shows them
+  }
+
+  // The tail of the instance's engine log (GET /instances/ID/logs), fetched when the panel shows
+  // an instance and again when an instance event concerns its model.
+  function engineLogView(id) {
+    const log = state.engineLog;
+    if (!log || log.instance !== id) {
+      state.engineLog = { instance: id, text: null, error: '' };
+      fetchEngineLog(id);
+      return h('p', { class: 'empty' }, 'Reading the log…');
+    }
+    if (log.error) return h('p', { class: 'error' }, log.error);
+    if (log.text === null) return h('p', { class: 'empty' }, 'Reading the log…');
+    return h('pre', { class: 'log mono', id: 'engine-log' }, log.text || '(empty)');
+  }
+
+  async function fetchEngineLog(id) {
+    let text = null;
+    let error = '';
+    try {
+      const response = await fetch(`${BASE}instances/${encodeURIComponent(id)}/logs?tail=20`, {
+        headers: authHeaders({}),
+        cache: 'no-store',
+      });
+      const body = await response.text();
+      if (response.ok) {
+        text = body;
+      } else {
+        let json = null;
+        try {
+          json = JSON.parse(body);
+        } catch (e) {
+          json = null;
+        }
+        error = errorMessage(json) || `HTTP ${response.status}`;
+      }
+    } catch (e) {
+      error = e.message;
+    }
+    if (state.engineLog && state.engineLog.instance === id) {
+      state.engineLog = { instance: id, text, error };
+      render();
+    }
   }
 
   // ---- actions -----------------------------------------------------------------------------

@@ -361,6 +361,11 @@ try {
     await until("the panel's events to show the instance ready", async () =>
       /-> ready/.test(await page.locator('#panel-log').textContent({ timeout: 1000 })),
     );
+    // The engine's own log, read through GET /instances/ID/logs: the fake engine says where it
+    // listens.
+    await until("the panel to show the engine's log", async () =>
+      /listening on/.test(await page.locator('#engine-log').textContent({ timeout: 1000 })),
+    );
     return { statuses: log.join(' -> ') };
   });
 

@@ -124,9 +124,9 @@ class MetricsTest(RouterTestCase):
         self.assertEqual(http("GET", self.host_url + "/nodes").status, 401)
 
 
-class TopTest(RouterTestCase):
+class TopAndLogsTest(RouterTestCase):
 
-    def test_top_once_shows_nodes_instances_and_jobs(self):
+    def test_top_once_and_the_engine_log_over_rest(self):
         self.start_router_cluster()
         instance = self.serve_cli(MODEL_A)
         snapshot = self.cli_json("top", "--once")
@@ -135,6 +135,14 @@ class TopTest(RouterTestCase):
                       snapshot)
         kinds = {j["kind"] for j in snapshot["jobs"]["jobs"]}
         self.assertTrue({"download", "serve"} <= kinds, kinds)
+        # The engine's last lines over REST (what the dashboard's panel shows).
+        r = http("GET", f"{self.host_url}/instances/{instance['id']}/logs?tail=5")
+        self.assertEqual(r.status, 200, r)
+        self.assertIn("listening on", r.text)
+        self.assertLessEqual(len(r.text.strip().splitlines()), 5, r.text)
+        self.assertEqual(http("GET", f"{self.host_url}/instances/{instance['id']}/logs?tail=0")
+                         .status, 400)
+        self.assertEqual(http("GET", f"{self.host_url}/instances/nope/logs").status, 404)
         view = self.cli("top", "--once")
         self.assert_cli_ok(view)
         for text in ("node-a", MODEL_A, instance["id"], "ready", "download"):
