@@ -491,6 +491,9 @@ void RestGateway::Install(http::HttpServer& server) {
                ValidateModelResponse, {"model_name"});
   GSWARM_ROUTE("POST", "/api/models/" + kName + "/load", LoadModel, LoadModelRequest, JobResponse,
                {"model_name"});
+  // Seed 001's "unload a model": its instances stop (the router loads it again on demand).
+  GSWARM_ROUTE("DELETE", "/v1/models/" + kName, UnloadModel, UnloadModelRequest,
+               StopInstanceResponse, {"model_name"});
   GSWARM_ROUTE("POST", "/api/models/" + kName + "/unload", UnloadModel, UnloadModelRequest,
                StopInstanceResponse, {"model_name"});
 

@@ -58,6 +58,8 @@ struct Router::Waiter {
   Granted granted;
   // The instance a load made for this request, before the placement lists it as ready.
   std::optional<Backend> loaded;
+  // Loads even with autoload off (an explicit load).
+  bool explicit_load = false;
 };
 
 Router::Router(Options options, Placement* placement, boost::asio::io_context& io)
@@ -184,8 +186,10 @@ absl::Time Router::LastUsed(const std::string& instance_id) const {
   return it == last_used_.end() ? absl::InfinitePast() : it->second;
 }
 
-void Router::Acquire(const std::string& model, absl::Time deadline, Granted granted) {
+void Router::Acquire(const std::string& model, absl::Time deadline, Granted granted,
+                     bool explicit_load) {
   auto waiter = std::make_shared<Waiter>();
+  waiter->explicit_load = explicit_load;
   waiter->model = model;
   waiter->arrived = absl::Now();
   waiter->deadline = deadline;
@@ -255,7 +259,7 @@ void Router::AttemptLoad(std::shared_ptr<Waiter> waiter, bool queued) {
   if (!waiter->loaded.has_value() && !placement_->IsKnownModel(model)) {
     return refuse(UnknownModel(model), 404);
   }
-  if (!options_.autoload) {
+  if (!options_.autoload && !waiter->explicit_load) {
     return refuse(absl::UnavailableError(absl::StrCat(
                       "model \"", model,
                       "\" has no ready instance and autoload is off (load it with POST "

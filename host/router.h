@@ -138,8 +138,8 @@ class Router {
   Router(const Router&) = delete;
   Router& operator=(const Router&) = delete;
 
-  // Adds GET /v1/models, POST /v1/chat/completions, /v1/completions, /v1/embeddings and POST
-  // /v1/models/switch to `server`. Auth is the server's filter's concern.
+  // Adds GET /v1/models, POST /v1/chat/completions, /v1/completions, /v1/embeddings, POST
+  // /v1/models/switch and POST /v1/models/load to `server`. Auth is the server's filter's concern.
   void Install(http::HttpServer& server);
 
   // Hot swap: the alias "default" (and requests naming no model) go to `model` from now on;
@@ -179,11 +179,14 @@ class Router {
 
   void HandleModels(std::shared_ptr<http::Exchange> exchange);
   void HandleSwitch(std::shared_ptr<http::Exchange> exchange);
+  void HandleLoad(std::shared_ptr<http::Exchange> exchange);
   void HandleInference(std::shared_ptr<http::Exchange> exchange);
 
   // A lease on the least busy ready instance of `model`: `granted` runs at once when one has
   // room, later when the request had to wait (queue, load), with an error at `deadline`.
-  void Acquire(const std::string& model, absl::Time deadline, Granted granted);
+  // `explicit_load`: load even with autoload off (POST /v1/models/load).
+  void Acquire(const std::string& model, absl::Time deadline, Granted granted,
+               bool explicit_load = false);
   // One try for `waiter`: granted, refused, queued for room, or waiting for a load. `queued`:
   // it already counts in waiting_ (it comes back from the queue or a load).
   void Attempt(std::shared_ptr<Waiter> waiter, bool queued);

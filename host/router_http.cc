@@ -82,6 +82,9 @@ void Router::Install(http::HttpServer& server) {
   server.Route("POST", "/v1/models/switch", [this](std::shared_ptr<http::Exchange> exchange) {
     HandleSwitch(std::move(exchange));
   });
+  server.Route("POST", "/v1/models/load", [this](std::shared_ptr<http::Exchange> exchange) {
+    HandleLoad(std::move(exchange));
+  });
   for (const char* path : {"/v1/chat/completions", "/v1/completions", "/v1/embeddings"}) {
     server.Route("POST", path, [this](std::shared_ptr<http::Exchange> exchange) {
       HandleInference(std::move(exchange));
@@ -125,6 +128,34 @@ void Router::HandleSwitch(std::shared_ptr<http::Exchange> exchange) {
     if (!answer.ok()) return exchange->Reply(ErrorResponse(404, answer.status()));
     exchange->Reply(JsonResponse(*answer));
   });
+}
+
+void Router::HandleLoad(std::shared_ptr<http::Exchange> exchange) {
+  const json body = json::parse(exchange->request().body, nullptr, /*allow_exceptions=*/false);
+  if (!body.is_object() || !body.contains("model") || !body["model"].is_string()) {
+    return exchange->Reply(ErrorResponse(
+        400, absl::InvalidArgumentError(
+                 "the body must be a JSON object with a \"model\" string: the model to load, "
+                 "e.g. {\"model\": \"llama2-7b\"}")));
+  }
+  std::string model = body["model"].get<std::string>();
+  if (model == kAlias) model = active_model();
+  const absl::Time start = absl::Now();
+  // A load is answered once an instance is ready (the lease taken to learn which is let go at
+  // once): the same single flight, placement and eviction as a request's load.
+  Acquire(
+      model, start + options_.load_timeout,
+      [exchange, model, start](absl::StatusOr<std::unique_ptr<Lease>> lease, int http_status) {
+        if (!lease.ok()) return exchange->Reply(ErrorResponse(http_status, lease.status()));
+        const Backend& backend = (*lease)->backend();
+        exchange->Reply(
+            JsonResponse(json{{"success", true},
+                              {"model", model},
+                              {"instance_id", backend.instance_id},
+                              {"endpoint", backend.endpoint},
+                              {"load_time_ms", absl::ToInt64Milliseconds(absl::Now() - start)}}));
+      },
+      /*explicit_load=*/true);
 }
 
 void Router::HandleInference(std::shared_ptr<http::Exchange> exchange) {
