@@ -291,9 +291,9 @@ if want switch || want python; then
     "${skip[@]}" "${measure_args[@]}" --json >"$tmp/measure.json"
 fi
 
-meta=$(printf '{"duration_s":%s,"rounds":%s,"streams":%s,"chunks":%s,"interval_ms":%s,"ramp":%s,%s}' \
-  "$duration" "$rounds" "$streams" "$chunks" "$interval_ms" "$ramp" \
-  "\"nginx_workers\":\"$nginx_workers\",\"pin\":$pin,\"cpus\":$ncpu,\"open_files\":\"$fds\"")
-report=("$python" "$here/report.py" "$results" --measure "$tmp/measure.json" --meta "$meta")
+meta="{\"duration_s\":$duration,\"rounds\":$rounds,\"streams\":$streams,\"chunks\":$chunks,"
+meta+="\"interval_ms\":$interval_ms,\"ramp\":$ramp,\"nginx_workers\":\"$nginx_workers\","
+meta+="\"pin\":$pin,\"cpus\":$ncpu,\"open_files\":\"$fds\"}"
+report=("$python" -B "$here/report.py" "$results" --measure "$tmp/measure.json" --meta "$meta")
 ((json)) && report+=(--json)
 "${report[@]}"
