@@ -153,8 +153,7 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Create(const common::Con
   routing.active_model_file = common::StateDir() + "/active_model";
   routing.blocking = server->http_pool_.get();
   routing.metrics = server->metrics_.get();
-  server->router_ =
-      std::make_unique<Router>(routing, server->placement_.get(), server->io_->context());
+  server->router_ = std::make_unique<Router>(routing, server->placement_.get());
   server->rest_->set_metrics_public(host.metrics_public);
   server->rest_->Install(*server->http_);
   InstallDashboard(*server->http_);
@@ -164,7 +163,7 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Create(const common::Con
                                       server->router_.get()},
                  server->http_pool_.get());
   server->router_->Install(*server->http_);
-  server->rest_->InstallEvents(*server->http_, server->events_.get(), server->io_->context());
+  server->rest_->InstallEvents(*server->http_, server->events_.get());
   server->handler_->set_router(server->router_.get(), server->placement_.get());
   server->placement_->Start(server->router_.get());
   if (host.max_loaded_models > 0 &&

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "boost/asio/bind_executor.hpp"
+#include "boost/asio/dispatch.hpp"
 #include "boost/asio/post.hpp"
 #include "boost/asio/write.hpp"
 #include "boost/beast/http/read.hpp"
@@ -45,10 +46,10 @@ bool IsHangUp(const error_code& ec) {
 Connection::Connection(std::shared_ptr<ServerCore> core, asio::ip::tcp::socket socket)
     : core_(std::move(core)),
       plain_(std::move(socket)),
-      strand_(plain_.get_executor()),
+      executor_(plain_.get_executor()),
       buffer_(core_->options.max_header_bytes + 4096),
-      read_timer_(strand_),
-      write_timer_(strand_) {
+      read_timer_(executor_),
+      write_timer_(executor_) {
   if (core_->tls != nullptr) {
     tls_ =
         std::make_unique<asio::ssl::stream<asio::ip::tcp::socket>>(std::move(plain_), *core_->tls);
@@ -261,7 +262,7 @@ void Connection::Refuse(int status, std::string message) {
 }
 
 void Connection::OnFinish(std::function<void(const Finished&)> finished) {
-  asio::post(strand_, [self = shared_from_this(), finished = std::move(finished)]() mutable {
+  asio::dispatch(executor_, [self = shared_from_this(), finished = std::move(finished)]() mutable {
     if (self->active_ && !self->closed_) self->on_finish_ = std::move(finished);
   });
 }
@@ -280,7 +281,7 @@ void Connection::Report(bool complete) {
 }
 
 void Connection::Unanswered(std::string path) {
-  asio::post(strand_, [self = shared_from_this(), path = std::move(path)] {
+  asio::dispatch(executor_, [self = shared_from_this(), path = std::move(path)] {
     if (self->started_) {
       self->finished_ = true;  // a stream left unfinished: cut, so the client sees it incomplete
       return self->CloseSocket();
@@ -292,24 +293,24 @@ void Connection::Unanswered(std::string path) {
 }
 
 void Connection::Close() {
-  asio::post(strand_, [self = shared_from_this()] { self->CloseSocket(); });
+  asio::dispatch(executor_, [self = shared_from_this()] { self->CloseSocket(); });
 }
 
 void Connection::Reply(Response response) {
-  asio::post(strand_, [self = shared_from_this(), response = std::move(response)]() mutable {
+  asio::dispatch(executor_, [self = shared_from_this(), response = std::move(response)]() mutable {
     self->DoReply(std::move(response));
   });
 }
 
 void Connection::Start(Response head) {
-  asio::post(strand_, [self = shared_from_this(), head = std::move(head)]() mutable {
+  asio::dispatch(executor_, [self = shared_from_this(), head = std::move(head)]() mutable {
     self->DoStart(std::move(head));
   });
 }
 
 void Connection::Write(std::string data, std::function<void(bool)> written) {
-  asio::post(strand_, [self = shared_from_this(), data = std::move(data),
-                       written = std::move(written)]() mutable {
+  asio::dispatch(executor_, [self = shared_from_this(), data = std::move(data),
+                             written = std::move(written)]() mutable {
     if (!self->active_ || self->finished_ || self->closed_) {
       if (written) written(false);
       return;
@@ -330,7 +331,7 @@ void Connection::Write(std::string data, std::function<void(bool)> written) {
 }
 
 void Connection::End() {
-  asio::post(strand_, [self = shared_from_this()] {
+  asio::dispatch(executor_, [self = shared_from_this()] {
     if (!self->active_ || self->finished_ || self->closed_) return;
     self->finished_ = true;
     PendingWrite write;
@@ -341,20 +342,21 @@ void Connection::End() {
 }
 
 void Connection::Abort() {
-  asio::post(strand_, [self = shared_from_this()] {
+  asio::dispatch(executor_, [self = shared_from_this()] {
     self->finished_ = true;
     self->CloseSocket();
   });
 }
 
 void Connection::OnCancel(std::function<void()> cancelled) {
-  asio::post(strand_, [self = shared_from_this(), cancelled = std::move(cancelled)]() mutable {
-    if (self->cancelled_ || self->closed_) {
-      cancelled();
-    } else {
-      self->on_cancel_ = std::move(cancelled);
-    }
-  });
+  asio::dispatch(executor_,
+                 [self = shared_from_this(), cancelled = std::move(cancelled)]() mutable {
+                   if (self->cancelled_ || self->closed_) {
+                     cancelled();
+                   } else {
+                     self->on_cancel_ = std::move(cancelled);
+                   }
+                 });
 }
 
 std::string Connection::Head(const Response& response, std::optional<size_t> length) {

@@ -7,7 +7,7 @@
 // A connection alternates between reading a request and answering it. While it answers, one
 // read stays posted so that a client that hangs up is noticed at once (and cancels what its
 // request started); the same read, once the answer is out, waits for the next request.
-// Everything a connection does runs on its strand; Exchange methods post onto it.
+// Everything a connection does runs on its I/O thread; Exchange methods post onto it.
 
 #include <deque>
 #include <functional>
@@ -48,7 +48,7 @@ struct ServerCore {
   bool stopping ABSL_GUARDED_BY(mu) = false;
   absl::flat_hash_map<Connection*, std::weak_ptr<Connection>> live ABSL_GUARDED_BY(mu);
 
-  // Filters and routes a complete request, and runs its handler (on the connection's strand).
+  // Filters and routes a complete request, and runs its handler (on the connection's I/O thread).
   void Dispatch(const std::shared_ptr<Connection>& connection, Request request) const;
   Response Error(const Request& request, int status, std::string message) const;
 };
@@ -73,6 +73,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // An exchange dropped without an answer: 500.
   void Unanswered(std::string path);
   bool cancelled() const { return cancelled_.load(); }
+  const boost::asio::any_io_executor& executor() const { return executor_; }
 
  private:
   // One write: up to three buffers (a chunk's size line, its data, its CRLF).
@@ -123,7 +124,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   const std::shared_ptr<ServerCore> core_;
   boost::asio::ip::tcp::socket plain_;
   std::unique_ptr<boost::asio::ssl::stream<boost::asio::ip::tcp::socket>> tls_;
-  boost::asio::any_io_executor strand_;
+  // The connection's I/O thread (one thread runs its context: everything here is serialized).
+  boost::asio::any_io_executor executor_;
   boost::beast::flat_buffer buffer_;
   std::optional<boost::beast::http::request_parser<boost::beast::http::string_body>> parser_;
   boost::asio::steady_timer read_timer_;

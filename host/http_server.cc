@@ -5,7 +5,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "boost/asio/post.hpp"
-#include "boost/asio/strand.hpp"
 #include "boost/beast/http/status.hpp"
 #include "common/paths.h"
 #include "common/status.h"
@@ -29,13 +28,18 @@ int HexValue(char c) {
 
 // --- IoThreads ------------------------------------------------------------------------------
 
-IoThreads::IoThreads(int threads) : work_(asio::make_work_guard(context_)) {
+IoThreads::IoThreads(int threads) {
   if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   for (int i = 0; i < threads; ++i) {
-    threads_.emplace_back([this] {
+    // One thread runs it: Asio can skip the cross-thread wake-ups a shared context needs.
+    contexts_.push_back(std::make_unique<asio::io_context>(1));
+    work_.emplace_back(asio::make_work_guard(*contexts_.back()));
+  }
+  for (int i = 0; i < threads; ++i) {
+    threads_.emplace_back([context = contexts_[i].get()] {
       for (;;) {
         try {
-          context_.run();
+          context->run();
           return;
         } catch (const std::exception& e) {
           spdlog::error("HTTP I/O thread: {} (continuing)", e.what());
@@ -47,9 +51,13 @@ IoThreads::IoThreads(int threads) : work_(asio::make_work_guard(context_)) {
 
 IoThreads::~IoThreads() { Stop(); }
 
+asio::io_context& IoThreads::Next() {
+  return *contexts_[next_.fetch_add(1, std::memory_order_relaxed) % contexts_.size()];
+}
+
 void IoThreads::Stop() {
-  work_.reset();
-  context_.stop();
+  for (auto& work : work_) work.reset();
+  for (auto& context : contexts_) context->stop();
   for (std::thread& thread : threads_) {
     if (thread.joinable()) thread.join();
   }
@@ -154,6 +162,8 @@ void Exchange::OnCancel(std::function<void()> cancelled) {
 
 bool Exchange::cancelled() const { return connection_->cancelled(); }
 
+asio::any_io_executor Exchange::executor() const { return connection_->executor(); }
+
 void Exchange::OnFinish(std::function<void(const Finished&)> finished) {
   connection_->OnFinish(std::move(finished));
 }
@@ -236,7 +246,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Create(IoThreads* io, Op
 }
 
 HttpServer::HttpServer(IoThreads* io, Options options)
-    : io_(io), core_(std::make_shared<ServerCore>()), acceptor_(asio::make_strand(io->context())) {
+    : io_(io), core_(std::make_shared<ServerCore>()), acceptor_(io->context()) {
   core_->options = std::move(options);
 }
 
@@ -284,9 +294,8 @@ absl::StatusOr<int> HttpServer::Listen(const std::string& host, int port) {
 }
 
 void HttpServer::Accept() {
-  acceptor_.async_accept(asio::make_strand(io_->context()), [this, core = core_](
-                                                                const error_code& ec,
-                                                                asio::ip::tcp::socket socket) {
+  acceptor_.async_accept(io_->Next(), [this, core = core_](const error_code& ec,
+                                                           asio::ip::tcp::socket socket) {
     if (ec == asio::error::operation_aborted || !acceptor_.is_open()) return;
     if (ec) {
       spdlog::warn("HTTP: accepting a connection failed: {} (retrying in 100 ms)", ec.message());
@@ -327,7 +336,7 @@ void HttpServer::Stop(absl::Duration grace) {
       if (std::shared_ptr<Connection> connection = weak.lock()) open.push_back(connection);
     }
   }
-  // The acceptor is closed on its own strand (an accept may be in progress there).
+  // The acceptor is closed on its own thread (an accept may be in progress there).
   absl::Notification closed;
   asio::post(acceptor_.get_executor(), [this, &closed] {
     error_code ignored;

@@ -30,6 +30,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "boost/asio/any_io_executor.hpp"
 #include "boost/asio/io_context.hpp"
 #include "boost/asio/ip/tcp.hpp"
 #include "boost/asio/ssl/context.hpp"
@@ -38,7 +39,9 @@
 
 namespace gswarm::host::http {
 
-// Threads running one io_context: the server's connections and the router's upstream ones.
+// The I/O threads, each running an io_context of its own: a connection, and the upstream
+// exchanges its requests make, live on one thread from accept to close, so a request is handled
+// without a hand-off between threads and nothing needs a strand.
 class IoThreads {
  public:
   // `threads` 0: one per core.
@@ -47,15 +50,20 @@ class IoThreads {
   IoThreads(const IoThreads&) = delete;
   IoThreads& operator=(const IoThreads&) = delete;
 
-  boost::asio::io_context& context() { return context_; }
-  int size() const { return static_cast<int>(threads_.size()); }
-  // Stops the loop and joins the threads. Pending handlers are destroyed with the object.
+  // The first thread's context (the listener's).
+  boost::asio::io_context& context() { return *contexts_.front(); }
+  // The contexts in turn, for new connections.
+  boost::asio::io_context& Next();
+  int size() const { return static_cast<int>(contexts_.size()); }
+  // Stops the loops and joins the threads. Pending handlers are destroyed with the object.
   void Stop();
 
  private:
-  boost::asio::io_context context_;
-  std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> work_;
+  using WorkGuard = boost::asio::executor_work_guard<boost::asio::io_context::executor_type>;
+  std::vector<std::unique_ptr<boost::asio::io_context>> contexts_;
+  std::vector<std::optional<WorkGuard>> work_;
   std::vector<std::thread> threads_;
+  std::atomic<size_t> next_{0};
 };
 
 using Headers = std::vector<std::pair<std::string, std::string>>;
@@ -126,6 +134,8 @@ class Exchange {
   bool cancelled() const;
   // `finished` runs once (on an I/O thread) when the exchange is over, either way.
   void OnFinish(std::function<void(const Finished&)> finished);
+  // The I/O thread the exchange lives on: work for it posted here runs in order with it.
+  boost::asio::any_io_executor executor() const;
 
  private:
   const std::shared_ptr<Connection> connection_;

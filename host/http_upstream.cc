@@ -11,10 +11,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "boost/asio/connect.hpp"
+#include "boost/asio/dispatch.hpp"
+#include "boost/asio/execution/context.hpp"
 #include "boost/asio/ip/tcp.hpp"
 #include "boost/asio/post.hpp"
+#include "boost/asio/query.hpp"
 #include "boost/asio/steady_timer.hpp"
-#include "boost/asio/strand.hpp"
 #include "boost/asio/write.hpp"
 #include "boost/beast/core/flat_buffer.hpp"
 #include "boost/beast/http/buffer_body.hpp"
@@ -31,17 +33,25 @@ using boost::system::error_code;
 using tcp = asio::ip::tcp;
 
 struct UpstreamPool::Shared {
-  Shared(asio::io_context& io, Options options) : io(io), options(std::move(options)) {}
+  explicit Shared(Options options) : options(std::move(options)) {}
 
-  asio::io_context& io;
+  // Idle connections are kept per endpoint and per I/O thread: a socket's handlers run on the
+  // thread it was made on, which must be its relay's.
+  using Key = std::pair<std::string, const void*>;
+
   const Options options;
   absl::Mutex mu;
-  absl::flat_hash_map<std::string, std::vector<tcp::socket>> idle ABSL_GUARDED_BY(mu);
+  absl::flat_hash_map<Key, std::vector<tcp::socket>> idle ABSL_GUARDED_BY(mu);
   bool closed ABSL_GUARDED_BY(mu) = false;
 
-  std::optional<tcp::socket> TakeIdle(const std::string& endpoint) {
+  static Key KeyOf(const std::string& endpoint, const asio::any_io_executor& executor) {
+    return {endpoint, &asio::query(executor, asio::execution::context)};
+  }
+
+  std::optional<tcp::socket> TakeIdle(const std::string& endpoint,
+                                      const asio::any_io_executor& executor) {
     absl::MutexLock lock(&mu);
-    auto it = idle.find(endpoint);
+    auto it = idle.find(KeyOf(endpoint, executor));
     if (it == idle.end() || it->second.empty()) return std::nullopt;
     tcp::socket socket = std::move(it->second.back());
     it->second.pop_back();
@@ -51,7 +61,7 @@ struct UpstreamPool::Shared {
   void GiveIdle(const std::string& endpoint, tcp::socket socket) {
     absl::MutexLock lock(&mu);
     if (closed) return;
-    std::vector<tcp::socket>& sockets = idle[endpoint];
+    std::vector<tcp::socket>& sockets = idle[KeyOf(endpoint, socket.get_executor())];
     if (sockets.size() < options.max_idle_per_endpoint) sockets.push_back(std::move(socket));
   }
 };
@@ -66,8 +76,8 @@ std::string OrJson(std::string content_type) {
   return content_type.empty() ? "application/json" : content_type;
 }
 
-// One request to an engine and its answer, on one strand: that of its socket (a pooled socket
-// keeps the strand it was made on).
+// One request to an engine and its answer, on the I/O thread of the client's connection (its
+// pooled sockets were made there too): no hand-off between threads on the way.
 class Relay : public std::enable_shared_from_this<Relay> {
  public:
   Relay(std::shared_ptr<UpstreamPool::Shared> pool, UpstreamCall call,
@@ -76,13 +86,11 @@ class Relay : public std::enable_shared_from_this<Relay> {
         call_(std::move(call)),
         exchange_(std::move(exchange)),
         hold_(std::move(hold)),
-        idle_(pool_->TakeIdle(call_.endpoint)),
-        strand_(idle_.has_value() ? idle_->get_executor()
-                                  : asio::any_io_executor(asio::make_strand(pool_->io))),
-        timer_(strand_) {}
+        executor_(exchange_->executor()),
+        timer_(executor_) {}
 
   void Run() {
-    asio::post(strand_, [self = shared_from_this()] { self->Begin(); });
+    asio::dispatch(executor_, [self = shared_from_this()] { self->Begin(); });
   }
 
  private:
@@ -90,12 +98,11 @@ class Relay : public std::enable_shared_from_this<Relay> {
     std::weak_ptr<Relay> weak = weak_from_this();
     exchange_->OnCancel([weak] {
       if (std::shared_ptr<Relay> self = weak.lock()) {
-        asio::post(self->strand_, [self] { self->ClientGone(); });
+        asio::post(self->executor_, [self] { self->ClientGone(); });
       }
     });
-    if (idle_.has_value()) {
-      socket_.emplace(std::move(*idle_));
-      idle_.reset();
+    if (std::optional<tcp::socket> idle = pool_->TakeIdle(call_.endpoint, executor_)) {
+      socket_.emplace(std::move(*idle));
       reused_ = true;
       return Send();
     }
@@ -114,8 +121,8 @@ class Relay : public std::enable_shared_from_this<Relay> {
     std::string host(rest.substr(0, colon));
     if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
     const std::string port(colon == std::string_view::npos ? "80" : rest.substr(colon + 1));
-    socket_.emplace(strand_);
-    resolver_.emplace(strand_);
+    socket_.emplace(executor_);
+    resolver_.emplace(executor_);
     Arm(pool_->options.connect_timeout, "connecting");
     resolver_->async_resolve(
         host, port,
@@ -210,7 +217,7 @@ class Relay : public std::enable_shared_from_this<Relay> {
     if (bytes == 0) return Continue();
     // The next read waits until our client has taken this chunk.
     exchange_->Write(std::string(chunk_.data(), bytes), [self = shared_from_this()](bool written) {
-      asio::post(self->strand_, [self, written] {
+      asio::post(self->executor_, [self, written] {
         if (!written) return self->ClientGone();
         self->Continue();
       });
@@ -311,8 +318,7 @@ class Relay : public std::enable_shared_from_this<Relay> {
   const UpstreamCall call_;
   const std::shared_ptr<http::Exchange> exchange_;
   std::shared_ptr<void> hold_;
-  std::optional<tcp::socket> idle_;
-  const asio::any_io_executor strand_;
+  const asio::any_io_executor executor_;
   asio::steady_timer timer_;
   uint64_t timer_generation_ = 0;
   absl::Duration timeout_;
@@ -336,13 +342,13 @@ class Relay : public std::enable_shared_from_this<Relay> {
 
 }  // namespace
 
-UpstreamPool::UpstreamPool(asio::io_context& io, Options options)
-    : shared_(std::make_shared<Shared>(io, std::move(options))) {}
+UpstreamPool::UpstreamPool(Options options)
+    : shared_(std::make_shared<Shared>(std::move(options))) {}
 
 UpstreamPool::~UpstreamPool() = default;
 
 void UpstreamPool::Close() {
-  absl::flat_hash_map<std::string, std::vector<tcp::socket>> idle;
+  absl::flat_hash_map<Shared::Key, std::vector<tcp::socket>> idle;
   {
     absl::MutexLock lock(&shared_->mu);
     shared_->closed = true;

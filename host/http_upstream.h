@@ -8,14 +8,14 @@
 // nothing piles up in the host. A client that goes away closes the upstream connection, so the
 // engine stops generating. Internal to the router (host/router.h).
 //
-// Thread safety: thread-safe. Lifetime: an exchange in progress keeps what it needs alive; the
-// io_context must outlive every exchange.
+// Thread safety: thread-safe. An exchange with an engine runs on the I/O thread of the client's
+// connection (http::Exchange::executor). Lifetime: an exchange in progress keeps what it needs
+// alive; Close() before the I/O threads' contexts go.
 
 #include <memory>
 #include <string>
 
 #include "absl/time/time.h"
-#include "boost/asio/io_context.hpp"
 #include "host/http_server.h"
 
 namespace gswarm::host {
@@ -43,7 +43,7 @@ class UpstreamPool {
     size_t max_idle_per_endpoint = 256;
   };
 
-  UpstreamPool(boost::asio::io_context& io, Options options);
+  explicit UpstreamPool(Options options);
   ~UpstreamPool();
   UpstreamPool(const UpstreamPool&) = delete;
   UpstreamPool& operator=(const UpstreamPool&) = delete;

@@ -10,8 +10,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
+#include "boost/asio/post.hpp"
 #include "boost/asio/steady_timer.hpp"
-#include "boost/asio/strand.hpp"
 #include "common/auth.h"
 #include "common/grpc_util.h"
 #include "common/proto_json.h"
@@ -178,8 +178,8 @@ std::string SseFrame(const v1::Event& event) {
 // nothing has for kSseKeepAlive, so a client that left is noticed.
 class EventStream : public std::enable_shared_from_this<EventStream> {
  public:
-  EventStream(std::shared_ptr<http::Exchange> exchange, boost::asio::io_context& io)
-      : exchange_(std::move(exchange)), timer_(boost::asio::make_strand(io)) {}
+  explicit EventStream(std::shared_ptr<http::Exchange> exchange)
+      : exchange_(std::move(exchange)), timer_(exchange_->executor()) {}
 
   void Run(std::shared_ptr<EventSubscription> subscription) {
     {
@@ -345,13 +345,12 @@ RestGateway::RestGateway(std::string auth_token, const ApiHandler* handler,
       orchestrator_(orchestrator),
       blocking_(blocking) {}
 
-void RestGateway::InstallEvents(http::HttpServer& server, EventBus* events,
-                                boost::asio::io_context& io) {
-  server.Route("GET", "/events", [events, &io](std::shared_ptr<http::Exchange> exchange) {
+void RestGateway::InstallEvents(http::HttpServer& server, EventBus* events) {
+  server.Route("GET", "/events", [events](std::shared_ptr<http::Exchange> exchange) {
     absl::StatusOr<std::pair<EventFilter, EventBus::Start>> query =
         ParseEventQuery(exchange->request());
     if (!query.ok()) return exchange->Reply(StatusReply(query.status()));
-    auto stream = std::make_shared<EventStream>(exchange, io);
+    auto stream = std::make_shared<EventStream>(exchange);
     std::weak_ptr<EventStream> weak = stream;
     absl::StatusOr<std::shared_ptr<EventSubscription>> subscription =
         events->Subscribe(std::move(query->first), query->second, [weak] {

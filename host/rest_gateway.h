@@ -16,7 +16,6 @@
 #include <memory>
 #include <string>
 
-#include "boost/asio/io_context.hpp"
 #include "common/worker_pool.h"
 #include "host/api_handler.h"
 #include "host/http_server.h"
@@ -37,9 +36,8 @@ class RestGateway {
 
   // Adds the REST routes, the auth filter (every path but /health) and the error shapes.
   void Install(http::HttpServer& server);
-  // Adds GET /events (Server-Sent Events from `events`, which must outlive the streams); keep-
-  // alive comments run on `io`.
-  void InstallEvents(http::HttpServer& server, EventBus* events, boost::asio::io_context& io);
+  // Adds GET /events (Server-Sent Events from `events`, which must outlive the streams).
+  void InstallEvents(http::HttpServer& server, EventBus* events);
 
  private:
   // GET /instances/{id}/logs.

@@ -62,12 +62,12 @@ struct Router::Waiter {
   bool explicit_load = false;
 };
 
-Router::Router(Options options, Placement* placement, boost::asio::io_context& io)
+Router::Router(Options options, Placement* placement)
     : options_(std::move(options)),
       placement_(placement),
       upstreams_(std::make_unique<UpstreamPool>(
-          io, UpstreamPool::Options{.connect_timeout = options_.connect_timeout,
-                                    .read_timeout = options_.upstream_read_timeout})) {
+          UpstreamPool::Options{.connect_timeout = options_.connect_timeout,
+                                .read_timeout = options_.upstream_read_timeout})) {
   sweeper_ = std::thread([this] { Sweep(); });
   if (options_.active_model_file.empty()) return;
   absl::StatusOr<std::string> kept = common::ReadFile(options_.active_model_file);

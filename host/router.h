@@ -29,10 +29,6 @@
 #include "absl/time/time.h"
 #include "nlohmann/json.hpp"
 
-namespace boost::asio {
-class io_context;
-}
-
 namespace gswarm::common {
 class WorkerPool;
 }
@@ -129,8 +125,8 @@ class Router {
   using Granted =
       std::function<void(absl::StatusOr<std::unique_ptr<Lease>> lease, int http_status)>;
 
-  // `placement` is not owned; upstream exchanges run on `io`.
-  Router(Options options, Placement* placement, boost::asio::io_context& io);
+  // `placement` is not owned.
+  Router(Options options, Placement* placement);
   ~Router();  // Shutdown(), then waits for load threads (Placement::Load honours its deadline)
 
   // Answers every waiting request 503 and refuses new ones. Idempotent.

@@ -15,7 +15,6 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
-#include "boost/asio/io_context.hpp"
 #include "gtest/gtest.h"
 #include "host/router_placement.h"
 #include "tests/support/process.h"
@@ -317,7 +316,7 @@ class PlacementTest : public ::testing::Test {
     options.release_wait = absl::Seconds(2);
     placement_ = std::make_unique<RouterPlacement>(std::move(options), registry_.get(), &nodes_,
                                                    &instances_, orchestrator_.get(), nullptr);
-    router_ = std::make_unique<Router>(Router::Options{}, placement_.get(), io_);
+    router_ = std::make_unique<Router>(Router::Options{}, placement_.get());
     placement_->Start(router_.get());
   }
 
@@ -334,8 +333,6 @@ class PlacementTest : public ::testing::Test {
   std::unique_ptr<Orchestrator> orchestrator_;
   std::shared_ptr<FakeAgent> agent_;
   std::unique_ptr<RouterPlacement> placement_;
-  // The router's upstream side is not used here: no thread runs it.
-  boost::asio::io_context io_;
   std::unique_ptr<Router> router_;
 };
 

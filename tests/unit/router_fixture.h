@@ -276,7 +276,7 @@ class RouterTest : public ::testing::Test {
 
   void StartRouter(Router::Options options = {}) {
     io_ = std::make_unique<http::IoThreads>(2);
-    router_ = std::make_unique<Router>(options, &placement_, io_->context());
+    router_ = std::make_unique<Router>(options, &placement_);
     absl::StatusOr<std::unique_ptr<http::HttpServer>> server =
         http::HttpServer::Create(io_.get(), http::HttpServer::Options{});
     ASSERT_TRUE(server.ok()) << server.status();
