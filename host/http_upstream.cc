@@ -122,20 +122,34 @@ class Relay : public std::enable_shared_from_this<Relay> {
     if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
     const std::string port(colon == std::string_view::npos ? "80" : rest.substr(colon + 1));
     socket_.emplace(executor_);
-    resolver_.emplace(executor_);
     Arm(pool_->options.connect_timeout, "connecting");
+    // An engine's address is nearly always an IP: connect at once, without a trip through the
+    // resolver's thread.
+    error_code not_ip;
+    const asio::ip::address address = asio::ip::make_address(host, not_ip);
+    uint32_t port_number = 0;
+    if (!not_ip && absl::SimpleAtoi(port, &port_number) && port_number <= 65535) {
+      socket_->async_connect(
+          tcp::endpoint(address, static_cast<uint16_t>(port_number)),
+          [self = shared_from_this()](const error_code& ec) { self->Connected(ec); });
+      return;
+    }
+    resolver_.emplace(executor_);
     resolver_->async_resolve(
         host, port,
         [self = shared_from_this()](const error_code& ec, tcp::resolver::results_type results) {
           if (self->Over(ec, "connecting")) return;
-          asio::async_connect(*self->socket_, results,
-                              [self](const error_code& ec, const tcp::endpoint&) {
-                                if (self->Over(ec, "connecting")) return;
-                                error_code ignored;
-                                self->socket_->set_option(tcp::no_delay(true), ignored);
-                                self->Send();
-                              });
+          asio::async_connect(
+              *self->socket_, results,
+              [self](const error_code& ec, const tcp::endpoint&) { self->Connected(ec); });
         });
+  }
+
+  void Connected(const error_code& ec) {
+    if (Over(ec, "connecting")) return;
+    error_code ignored;
+    socket_->set_option(tcp::no_delay(true), ignored);
+    Send();
   }
 
   void Send() {
