@@ -27,10 +27,6 @@ using boost::system::error_code;
 constexpr size_t kMaxDrain = size_t{1} << 20;
 constexpr absl::Duration kDrainTime = absl::Seconds(2);
 
-std::chrono::steady_clock::duration ToChrono(absl::Duration d) {
-  return absl::ToChronoNanoseconds(d);
-}
-
 std::string Seconds(absl::Duration d) { return absl::FormatDuration(d); }
 
 // The client went away (as opposed to sending something we refuse).
@@ -48,8 +44,9 @@ Connection::Connection(std::shared_ptr<ServerCore> core, asio::ip::tcp::socket s
       plain_(std::move(socket)),
       executor_(plain_.get_executor()),
       buffer_(core_->options.max_header_bytes + 4096),
-      read_timer_(executor_),
-      write_timer_(executor_) {
+      read_deadline_(executor_, [this] { OnReadDeadline(); }),
+      // The client took nothing for the whole write timeout.
+      write_deadline_(executor_, [this] { CloseSocket(); }) {
   if (core_->tls != nullptr) {
     tls_ =
         std::make_unique<asio::ssl::stream<asio::ip::tcp::socket>>(std::move(plain_), *core_->tls);
@@ -199,8 +196,7 @@ void Connection::OnReadError(error_code ec, const char* what) {
 }
 
 void Connection::OnRequest() {
-  read_timer_.cancel();
-  ++read_timer_generation_;
+  read_deadline_.Clear();
   first_request_ = false;
   bhttp::request<bhttp::string_body> message = parser_->release();
   parser_.reset();
@@ -410,12 +406,7 @@ void Connection::Queue(PendingWrite write) {
 void Connection::DoWrite() {
   if (writing_ || writes_.empty() || closed_) return;
   writing_ = true;
-  const uint64_t generation = ++write_timer_generation_;
-  write_timer_.expires_after(ToChrono(core_->options.write_timeout));
-  write_timer_.async_wait([self = shared_from_this(), generation](const error_code& ec) {
-    // The client took nothing for the whole write timeout.
-    if (!ec && generation == self->write_timer_generation_) self->CloseSocket();
-  });
+  write_deadline_.Set(core_->options.write_timeout, weak_from_this());
   const PendingWrite& front = writes_.front();
   const std::array<asio::const_buffer, 3> buffers = {
       asio::buffer(front.head), asio::buffer(front.body), asio::buffer(front.tail)};
@@ -428,8 +419,7 @@ void Connection::DoWrite() {
 
 void Connection::OnWritten(error_code ec) {
   writing_ = false;
-  ++write_timer_generation_;
-  write_timer_.cancel();
+  write_deadline_.Clear();
   PendingWrite done = std::move(writes_.front());
   writes_.pop_front();
   if (!ec && !first_byte_.has_value()) first_byte_ = absl::Now();
@@ -479,9 +469,8 @@ void Connection::CloseSocket() {
   error_code ignored;
   socket().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
   socket().close(ignored);
-  read_timer_.cancel();
-  write_timer_.cancel();
-  ++read_timer_generation_;
+  read_deadline_.Cancel();
+  write_deadline_.Cancel();
   // A write in progress completes with an error and tells its own caller.
   for (size_t i = writing_ ? 1 : 0; i < writes_.size(); ++i) {
     if (writes_[i].written) writes_[i].written(false);
@@ -490,13 +479,8 @@ void Connection::CloseSocket() {
 }
 
 void Connection::ArmReadTimer(absl::Duration after) {
-  const uint64_t generation = ++read_timer_generation_;
   timed_out_ = false;
-  read_timer_.expires_after(ToChrono(after));
-  read_timer_.async_wait([self = shared_from_this(), generation](const error_code& ec) {
-    if (ec || generation != self->read_timer_generation_) return;
-    self->OnReadDeadline();
-  });
+  read_deadline_.Set(after, weak_from_this());
 }
 
 void Connection::OnReadDeadline() {

@@ -21,11 +21,11 @@
 #include "absl/synchronization/mutex.h"
 #include "boost/asio/ip/tcp.hpp"
 #include "boost/asio/ssl/stream.hpp"
-#include "boost/asio/steady_timer.hpp"
 #include "boost/beast/core/flat_buffer.hpp"
 #include "boost/beast/http/parser.hpp"
 #include "boost/beast/http/string_body.hpp"
 #include "host/http_server.h"
+#include "host/lazy_deadline.h"
 
 namespace gswarm::host::http {
 
@@ -114,7 +114,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void Cancel();
   void GracefulClose();
   void CloseSocket();
-  // Arms the read deadline; OnReadDeadline runs when it passes.
+  // Sets the read deadline; OnReadDeadline runs when it passes.
   void ArmReadTimer(absl::Duration after);
   void OnReadDeadline();
   // The status line and headers of an answer; `length` none: streamed (chunked, or ended by
@@ -128,10 +128,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   boost::asio::any_io_executor executor_;
   boost::beast::flat_buffer buffer_;
   std::optional<boost::beast::http::request_parser<boost::beast::http::string_body>> parser_;
-  boost::asio::steady_timer read_timer_;
-  boost::asio::steady_timer write_timer_;
-  uint64_t read_timer_generation_ = 0;
-  uint64_t write_timer_generation_ = 0;
+  LazyDeadline read_deadline_;
+  LazyDeadline write_deadline_;
 
   bool first_request_ = true;
   bool reading_ = false;    // a request's header or body

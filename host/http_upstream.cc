@@ -16,13 +16,13 @@
 #include "boost/asio/ip/tcp.hpp"
 #include "boost/asio/post.hpp"
 #include "boost/asio/query.hpp"
-#include "boost/asio/steady_timer.hpp"
 #include "boost/asio/write.hpp"
 #include "boost/beast/core/flat_buffer.hpp"
 #include "boost/beast/http/buffer_body.hpp"
 #include "boost/beast/http/parser.hpp"
 #include "boost/beast/http/read.hpp"
 #include "common/proto_json.h"
+#include "host/lazy_deadline.h"
 #include "nlohmann/json.hpp"
 
 namespace gswarm::host {
@@ -87,7 +87,7 @@ class Relay : public std::enable_shared_from_this<Relay> {
         exchange_(std::move(exchange)),
         hold_(std::move(hold)),
         executor_(exchange_->executor()),
-        timer_(executor_) {}
+        deadline_(executor_, [this] { TimedOut(); }) {}
 
   void Run() {
     asio::dispatch(executor_, [self = shared_from_this()] { self->Begin(); });
@@ -240,8 +240,9 @@ class Relay : public std::enable_shared_from_this<Relay> {
 
   void Finish() {
     done_ = true;
-    timer_.cancel();
+    deadline_.Cancel();
     const bool reusable = parser_->get().keep_alive() && !cancelled_;
+    hold_.reset();  // the engine is done with it: the lease ends before the client hears so
     if (streaming_) {
       exchange_->End();
     } else {
@@ -251,7 +252,6 @@ class Relay : public std::enable_shared_from_this<Relay> {
       answer.body = std::move(body_);
       exchange_->Reply(std::move(answer));
     }
-    hold_.reset();
     if (reusable && buffer_.size() == 0) pool_->GiveIdle(call_.endpoint, std::move(*socket_));
     socket_.reset();
   }
@@ -284,11 +284,12 @@ class Relay : public std::enable_shared_from_this<Relay> {
 
   void Fail(const std::string& why) {
     done_ = true;
-    timer_.cancel();
+    deadline_.Cancel();
     if (socket_.has_value()) {
       error_code ignored;
       socket_->close(ignored);
     }
+    hold_.reset();
     if (started_) {
       exchange_->Abort();  // cut: the client sees the stream incomplete
     } else {
@@ -298,14 +299,13 @@ class Relay : public std::enable_shared_from_this<Relay> {
                        call_.what, ": ", why),
           "server_error", nullptr));
     }
-    hold_.reset();
   }
 
   void ClientGone() {
     if (done_ || cancelled_) return;
     cancelled_ = true;
     done_ = true;
-    timer_.cancel();
+    deadline_.Cancel();
     if (socket_.has_value()) {
       error_code ignored;
       socket_->close(ignored);  // the engine sees the request end and stops generating
@@ -317,15 +317,16 @@ class Relay : public std::enable_shared_from_this<Relay> {
   void Arm(absl::Duration timeout, const char* /*during*/) {
     timeout_ = timeout;
     timed_out_ = false;
-    const uint64_t generation = ++timer_generation_;
-    timer_.expires_after(absl::ToChronoNanoseconds(timeout));
-    timer_.async_wait([self = shared_from_this(), generation](const error_code& ec) {
-      if (ec || generation != self->timer_generation_ || self->done_) return;
-      self->timed_out_ = true;
-      error_code ignored;
-      if (self->socket_.has_value()) self->socket_->cancel(ignored);
-      if (self->resolver_.has_value()) self->resolver_->cancel();
-    });
+    deadline_.Set(timeout, weak_from_this());
+  }
+
+  // The operation in progress fails (Over sees timed_out_).
+  void TimedOut() {
+    if (done_) return;
+    timed_out_ = true;
+    error_code ignored;
+    if (socket_.has_value()) socket_->cancel(ignored);
+    if (resolver_.has_value()) resolver_->cancel();
   }
 
   const std::shared_ptr<UpstreamPool::Shared> pool_;
@@ -333,8 +334,7 @@ class Relay : public std::enable_shared_from_this<Relay> {
   const std::shared_ptr<http::Exchange> exchange_;
   std::shared_ptr<void> hold_;
   const asio::any_io_executor executor_;
-  asio::steady_timer timer_;
-  uint64_t timer_generation_ = 0;
+  http::LazyDeadline deadline_;
   absl::Duration timeout_;
   std::optional<tcp::resolver> resolver_;
   std::optional<tcp::socket> socket_;

@@ -288,10 +288,12 @@ class PlacementTest : public ::testing::Test {
   }
 
   void TearDown() override {
+    // As the host does: no agent report reaches the pool (an instance listener) once it is gone.
+    if (agent_ != nullptr) agent_->Halt();
+    orchestrator_->StopEvents();
     if (placement_ != nullptr) placement_->Stop();
     router_.reset();
     placement_.reset();
-    if (agent_ != nullptr) agent_->Halt();
   }
 
   // A model of `gib` GiB on the node's disk.
