@@ -213,15 +213,25 @@ async function waitChip(page, name, status, timeout = TIMEOUT) {
 }
 
 async function dotColor(page, name) {
-  return chip(page, name)
-    .locator('.dot')
-    .evaluate((el) => {
-      const [r, g, b] = getComputedStyle(el).backgroundColor.match(/\d+/g).map(Number);
-      if (r > 150 && g < 120 && b < 120) return 'red';
-      if (g > 130 && r < 100) return 'green';
-      if (r > 180 && g > 120 && b < 80) return 'amber';
-      return `rgb(${r},${g},${b})`;
-    });
+  // The page re-renders on every event: a dot read just as it is replaced is detached and has no
+  // computed colour, so read it again.
+  let color = null;
+  await until(`model ${name}'s dot to have a colour`, async () => {
+    color = await chip(page, name)
+      .locator('.dot')
+      .evaluate((el) => {
+        const rgb = el.isConnected ? getComputedStyle(el).backgroundColor.match(/\d+/g) : null;
+        if (!rgb) return null;
+        const [r, g, b] = rgb.map(Number);
+        if (r > 150 && g < 120 && b < 120) return 'red';
+        if (g > 130 && r < 100) return 'green';
+        if (r > 180 && g > 120 && b < 80) return 'amber';
+        return `rgb(${r},${g},${b})`;
+      })
+      .catch(() => null);
+    return color !== null;
+  });
+  return color;
 }
 
 async function panelStatus(page) {
