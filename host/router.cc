@@ -26,7 +26,6 @@ namespace gswarm::host {
 namespace {
 
 using json = nlohmann::json;
-constexpr const char* kAlias = Router::kAlias;
 
 absl::Status ShuttingDown() { return absl::UnavailableError("the host is shutting down"); }
 
