@@ -72,6 +72,11 @@ constexpr size_t kMaxHeaders = size_t{64} << 10;
 // One read from the engine, at most: a stream's chunk is a few hundred bytes.
 constexpr size_t kReadSize = 8 << 10;
 
+// "host:port" of "http://host:port"; empty for any other form.
+std::string_view HostPort(std::string_view endpoint) {
+  return endpoint.starts_with("http://") ? endpoint.substr(7) : std::string_view();
+}
+
 std::string OrJson(std::string content_type) {
   return content_type.empty() ? "application/json" : content_type;
 }
@@ -111,13 +116,11 @@ class Relay : public std::enable_shared_from_this<Relay> {
 
   void Connect() {
     reused_ = false;
-    std::string_view rest = call_.endpoint;
-    if (!rest.starts_with("http://")) {
+    const std::string_view rest = HostPort(call_.endpoint);
+    if (rest.empty()) {
       return Fail(absl::StrCat("the endpoint ", call_.endpoint, " is not http://host:port"));
     }
-    rest.remove_prefix(7);
     const size_t colon = rest.rfind(':');
-    host_port_ = std::string(rest);
     std::string host(rest.substr(0, colon));
     if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
     const std::string port(colon == std::string_view::npos ? "80" : rest.substr(colon + 1));
@@ -153,15 +156,10 @@ class Relay : public std::enable_shared_from_this<Relay> {
   }
 
   void Send() {
-    if (host_port_.empty()) {
-      std::string_view rest = call_.endpoint;
-      if (rest.starts_with("http://")) rest.remove_prefix(7);
-      host_port_ = std::string(rest);
-    }
-    head_ = absl::StrCat("POST ", call_.path, " HTTP/1.1\r\nHost: ", host_port_,
-                         "\r\nContent-Type: ", call_.content_type,
-                         "\r\nContent-Length: ", call_.body.size(),
-                         "\r\nAccept-Encoding: identity\r\n\r\n");
+    head_ = absl::StrCat(
+        "POST ", call_.path, " HTTP/1.1\r\nHost: ", std::string(HostPort(call_.endpoint)),
+        "\r\nContent-Type: ", call_.content_type, "\r\nContent-Length: ", call_.body.size(),
+        "\r\nAccept-Encoding: identity\r\n\r\n");
     Arm(pool_->options.read_timeout, "sending the request");
     const std::array<asio::const_buffer, 2> buffers = {asio::buffer(head_),
                                                        asio::buffer(call_.body)};
@@ -338,7 +336,6 @@ class Relay : public std::enable_shared_from_this<Relay> {
   absl::Duration timeout_;
   std::optional<tcp::resolver> resolver_;
   std::optional<tcp::socket> socket_;
-  std::string host_port_;
   std::string head_;
   boost::beast::flat_buffer buffer_{kMaxHeaders + kReadSize};
   std::optional<bhttp::response_parser<bhttp::buffer_body>> parser_;

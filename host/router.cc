@@ -242,7 +242,14 @@ void Router::Attempt(std::shared_ptr<Waiter> waiter, bool queued) {
     return waiter->granted(std::move(lease), 200);
   }
   if (!refused.ok()) return waiter->granted(refused, http_status);
-  OffThread(waiter, [this, waiter, queued] { AttemptLoad(waiter, queued); });
+  absl::Status submitted = OffThread([this, waiter, queued] { AttemptLoad(waiter, queued); });
+  if (!submitted.ok()) {
+    if (queued) {
+      absl::MutexLock lock(&mu_);
+      --waiting_;
+    }
+    waiter->granted(submitted, 503);
+  }
 }
 
 void Router::AttemptLoad(std::shared_ptr<Waiter> waiter, bool queued) {
@@ -293,13 +300,14 @@ void Router::AttemptLoad(std::shared_ptr<Waiter> waiter, bool queued) {
   }
 }
 
-void Router::OffThread(const std::shared_ptr<Waiter>& waiter, std::function<void()> work) {
-  if (options_.blocking == nullptr) return work();
-  absl::Status submitted = options_.blocking->Submit(std::move(work));
-  if (!submitted.ok()) {
-    waiter->granted(
-        absl::UnavailableError(absl::StrCat("the host is overloaded: ", submitted.message())), 503);
+absl::Status Router::OffThread(std::function<void()> work) {
+  if (options_.blocking == nullptr) {
+    work();
+    return absl::OkStatus();
   }
+  absl::Status submitted = options_.blocking->Submit(std::move(work));
+  if (submitted.ok()) return submitted;
+  return absl::UnavailableError(absl::StrCat("the host is overloaded: ", submitted.message()));
 }
 
 const Router::Backend* Router::LeastBusy(const std::vector<Backend>& ready) const {

@@ -188,10 +188,8 @@ class Router {
   void Attempt(std::shared_ptr<Waiter> waiter, bool queued);
   // No ready instance: the catalog check and the load, on the blocking pool.
   void AttemptLoad(std::shared_ptr<Waiter> waiter, bool queued);
-  // Runs `work` on the blocking pool (inline without one); 503 for `waiter` (or `exchange`) when
-  // the pool is full.
-  void OffThread(const std::shared_ptr<Waiter>& waiter, std::function<void()> work);
-  void OffThread(const std::shared_ptr<http::Exchange>& exchange, std::function<void()> work);
+  // Runs `work` on the blocking pool (inline without one); UNAVAILABLE when the pool is full.
+  absl::Status OffThread(std::function<void()> work);
   // The load of `model` in flight, started if none is. Threads of finished loads are moved to
   // `finished` for the caller to join outside the lock.
   std::shared_ptr<Flight> EnsureLoading(const std::string& model,

@@ -92,19 +92,9 @@ void Router::Install(http::HttpServer& server) {
   }
 }
 
-void Router::OffThread(const std::shared_ptr<http::Exchange>& exchange,
-                       std::function<void()> work) {
-  if (options_.blocking == nullptr) return work();
-  absl::Status submitted = options_.blocking->Submit(std::move(work));
-  if (!submitted.ok()) {
-    exchange->Reply(ErrorResponse(503, absl::UnavailableError(absl::StrCat(
-                                           "the host is overloaded: ", submitted.message()))));
-  }
-}
-
 void Router::HandleModels(std::shared_ptr<http::Exchange> exchange) {
   // The catalog is SQLite: not on an I/O thread.
-  OffThread(exchange, [this, exchange] {
+  absl::Status submitted = OffThread([this, exchange] {
     std::vector<json> entries = placement_->ModelEntries();
     const std::string active = active_model();
     for (json& entry : entries) {
@@ -113,6 +103,7 @@ void Router::HandleModels(std::shared_ptr<http::Exchange> exchange) {
     }
     exchange->Reply(JsonResponse(json{{"object", "list"}, {"data", std::move(entries)}}));
   });
+  if (!submitted.ok()) exchange->Reply(ErrorResponse(503, submitted));
 }
 
 void Router::HandleSwitch(std::shared_ptr<http::Exchange> exchange) {
@@ -123,11 +114,12 @@ void Router::HandleSwitch(std::shared_ptr<http::Exchange> exchange) {
                  "the body must be a JSON object with a \"model\" string: the model to make "
                  "active, e.g. {\"model\": \"llama2-7b\"}")));
   }
-  OffThread(exchange, [this, exchange, model = body["model"].get<std::string>()] {
+  absl::Status submitted = OffThread([this, exchange, model = body["model"].get<std::string>()] {
     absl::StatusOr<json> answer = Switch(model);
     if (!answer.ok()) return exchange->Reply(ErrorResponse(404, answer.status()));
     exchange->Reply(JsonResponse(*answer));
   });
+  if (!submitted.ok()) exchange->Reply(ErrorResponse(503, submitted));
 }
 
 void Router::HandleLoad(std::shared_ptr<http::Exchange> exchange) {
