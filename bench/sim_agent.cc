@@ -12,13 +12,13 @@ namespace v1 = ::gswarm::v1;
 // ---- AgentRound -------------------------------------------------------------------------------
 
 void AgentRound::OnWelcome(double hello_ms) {
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   ++welcomed_;
   hello_ms_.push_back(hello_ms);
 }
 
 void AgentRound::OnDone(bool was_welcomed, const grpc::Status& status) {
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   ++finished_;
   if (!was_welcomed) ++failed_;
   // CANCELLED is our own teardown, not the host's doing.
@@ -28,35 +28,35 @@ void AgentRound::OnDone(bool was_welcomed, const grpc::Status& status) {
 }
 
 bool AgentRound::AwaitConnected(absl::Duration timeout) {
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   auto settled = [this]()
                      ABSL_SHARED_LOCKS_REQUIRED(mu_) { return welcomed_ + failed_ >= agents_; };
   return mu_.AwaitWithTimeout(absl::Condition(&settled), timeout);
 }
 
 bool AgentRound::AwaitFinished(absl::Duration timeout) {
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   auto finished = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return finished_ >= agents_; };
   return mu_.AwaitWithTimeout(absl::Condition(&finished), timeout);
 }
 
 int AgentRound::welcomed() const {
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   return welcomed_;
 }
 
 int AgentRound::failed() const {
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   return failed_;
 }
 
 std::string AgentRound::first_error() const {
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   return first_error_;
 }
 
 std::vector<double> AgentRound::hello_ms() const {
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   return hello_ms_;
 }
 
@@ -78,13 +78,13 @@ HeartbeatScheduler::HeartbeatScheduler(std::chrono::milliseconds interval)
 HeartbeatScheduler::~HeartbeatScheduler() { Stop(); }
 
 void HeartbeatScheduler::Add(SimAgent* agent, Clock::time_point first_due) {
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   heap_.push({first_due, agent});
 }
 
 void HeartbeatScheduler::Stop() {
   {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     stop_ = true;
   }
   if (thread_.joinable()) thread_.join();
@@ -99,7 +99,7 @@ void HeartbeatScheduler::Run() {
     due.clear();
     Clock::time_point now = Clock::now();
     {
-      absl::MutexLock lock(&mu_);
+      gswarm::MutexLock lock(&mu_);
       if (stop_) return;
       while (!heap_.empty() && heap_.top().due <= now) {
         Entry entry = heap_.top();
@@ -110,7 +110,7 @@ void HeartbeatScheduler::Run() {
     }
     // Outside mu_: a send may block briefly in gRPC and Add must not wait on it.
     for (SimAgent* agent : due) agent->SendHeartbeat();
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     mu_.AwaitWithTimeout(absl::Condition(&stop_), absl::FromChrono(kTick));
   }
 }
@@ -154,7 +154,7 @@ void SimAgent::Start(v1::AgentLink::Stub* stub, std::mt19937* rng) {
   *hello->mutable_memory() = Memory(0);
   started_ = Clock::now();
   {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     write_in_flight_ = true;
   }
   StartWrite(&write_msg_);
@@ -165,7 +165,7 @@ void SimAgent::Start(v1::AgentLink::Stub* stub, std::mt19937* rng) {
 
 void SimAgent::SendHeartbeat() {
   {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     if (closed_) return;
     uint64_t seq = ++seq_;
     Clock::time_point now = Clock::now();
@@ -183,7 +183,7 @@ void SimAgent::SendHeartbeat() {
 }
 
 AgentSamples SimAgent::TakeSamples() {
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   AgentSamples out = std::exchange(samples_, AgentSamples{});
   for (const Pending& pending : outstanding_) out.unacked += pending.counted ? 1 : 0;
   return out;
@@ -205,7 +205,7 @@ bool SimAgent::ReleaseHoldLocked() {
 void SimAgent::OnWriteDone(bool ok) {
   bool start_next = false, release = false;
   {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     write_in_flight_ = false;
     if (!ok) closed_ = true;
     if (!closed_ && !queued_.empty()) {
@@ -223,7 +223,7 @@ void SimAgent::OnReadDone(bool ok) {
   if (!ok) {
     bool release = false;
     {
-      absl::MutexLock lock(&mu_);
+      gswarm::MutexLock lock(&mu_);
       closed_ = true;
       release = ReleaseHoldLocked();
     }
@@ -234,7 +234,7 @@ void SimAgent::OnReadDone(bool ok) {
   if (read_msg_.has_welcome()) {
     bool first = false;
     {
-      absl::MutexLock lock(&mu_);
+      gswarm::MutexLock lock(&mu_);
       first = !welcomed_;
       welcomed_ = true;
     }
@@ -246,7 +246,7 @@ void SimAgent::OnReadDone(bool ok) {
     }
   } else if (read_msg_.has_heartbeat_ack()) {
     uint64_t seq = read_msg_.heartbeat_ack().seq();
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     // One stream keeps order, so an older heartbeat still in front was never acked: the host
     // dropped it, and it stays counted as unacked.
     while (!outstanding_.empty() && outstanding_.front().seq <= seq) {
@@ -268,7 +268,7 @@ void SimAgent::OnReadDone(bool ok) {
 void SimAgent::OnDone(const grpc::Status& status) {
   bool welcomed = false;
   {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     welcomed = welcomed_;
   }
   round_->OnDone(welcomed, status);

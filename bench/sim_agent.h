@@ -17,7 +17,7 @@
 #include <thread>
 #include <vector>
 
-#include "absl/synchronization/mutex.h"
+#include "common/mutex.h"
 #include "absl/time/time.h"
 #include "gswarm/v1/agent.grpc.pb.h"
 
@@ -54,7 +54,7 @@ class AgentRound {
 
  private:
   const int agents_;
-  mutable absl::Mutex mu_;
+  mutable gswarm::Mutex mu_;
   int welcomed_ ABSL_GUARDED_BY(mu_) = 0;
   int failed_ ABSL_GUARDED_BY(mu_) = 0;
   int finished_ ABSL_GUARDED_BY(mu_) = 0;
@@ -89,7 +89,7 @@ class HeartbeatScheduler {
   void Run();
 
   const std::chrono::milliseconds interval_;
-  absl::Mutex mu_;
+  gswarm::Mutex mu_;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::priority_queue<Entry, std::vector<Entry>, std::greater<>> heap_ ABSL_GUARDED_BY(mu_);
   std::thread thread_;
@@ -155,7 +155,7 @@ class SimAgent : public grpc::ClientBidiReactor<gswarm::v1::AgentMessage, gswarm
   Clock::time_point started_;
   double phase_ = 0;  // first heartbeat at Welcome + phase_ x interval
 
-  absl::Mutex mu_;
+  gswarm::Mutex mu_;
   gswarm::v1::AgentMessage write_msg_;  // owned by the write in flight; filled under mu_
   bool write_in_flight_ ABSL_GUARDED_BY(mu_) = false;
   bool welcomed_ ABSL_GUARDED_BY(mu_) = false;

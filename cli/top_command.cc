@@ -9,7 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/synchronization/mutex.h"
+#include "common/mutex.h"
 #include "absl/time/clock.h"
 #include "cli/output.h"
 #include "common/proto_json.h"
@@ -108,7 +108,7 @@ class EventWatch {
   }
   ~EventWatch() {
     {
-      absl::MutexLock lock(&mu_);
+      gswarm::MutexLock lock(&mu_);
       stop_ = true;
       if (context_ != nullptr) context_->TryCancel();
     }
@@ -117,12 +117,12 @@ class EventWatch {
 
   // Waits until an event arrives or `timeout` passes; true when something changed.
   bool Wait(absl::Duration timeout) {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     mu_.AwaitWithTimeout(absl::Condition(&changed_), timeout);
     return std::exchange(changed_, false);
   }
   std::string status() {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     return status_;
   }
 
@@ -131,7 +131,7 @@ class EventWatch {
     while (true) {
       grpc::ClientContext context;
       {
-        absl::MutexLock lock(&mu_);
+        gswarm::MutexLock lock(&mu_);
         if (stop_) return;
         context_ = &context;
       }
@@ -139,12 +139,12 @@ class EventWatch {
       v1::WatchEventsRequest request;  // from now on, followed
       auto reader = api_.stub().WatchEvents(&context, request);
       for (v1::Event event; reader->Read(&event);) {
-        absl::MutexLock lock(&mu_);
+        gswarm::MutexLock lock(&mu_);
         changed_ = true;
         status_.clear();
       }
       const absl::Status end = api_.Explain(reader->Finish());
-      absl::MutexLock lock(&mu_);
+      gswarm::MutexLock lock(&mu_);
       context_ = nullptr;
       if (stop_) return;
       status_ = absl::StrCat("(host unreachable, retrying: ", end.message(), ")");
@@ -154,7 +154,7 @@ class EventWatch {
   }
 
   ApiClient& api_;
-  absl::Mutex mu_;
+  gswarm::Mutex mu_;
   bool changed_ ABSL_GUARDED_BY(mu_) = true;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::string status_ ABSL_GUARDED_BY(mu_);

@@ -157,7 +157,7 @@ void Agent::Start() {
 
 void Agent::Stop() {
   {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     if (stopping_ && !thread_.joinable()) return;
     stopping_ = true;
   }
@@ -176,7 +176,7 @@ void Agent::Stop() {
 }
 
 bool Agent::SendToHost(const v1::AgentMessage& message) {
-  absl::MutexLock lock(&write_mu_);
+  gswarm::MutexLock lock(&write_mu_);
   return stream_ != nullptr && stream_->Write(message);
 }
 
@@ -252,7 +252,7 @@ void Agent::Run() {
   while (true) {
     absl::Status ended = RunSession();
     {
-      absl::MutexLock lock(&mu_);
+      gswarm::MutexLock lock(&mu_);
       if (stopping_) break;
     }
     if (connected_.exchange(false)) backoff.Reset();
@@ -273,7 +273,7 @@ void Agent::Run() {
       delay = std::min(delay, options_.unavailable_max_delay);
     }
     spdlog::info("reconnecting in {:.1f} s", absl::ToDoubleSeconds(delay));
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     // Wakes early on Stop().
     mu_.AwaitWithTimeout(absl::Condition(&stopping_), delay);
     if (stopping_) break;
@@ -287,7 +287,7 @@ absl::Status Agent::RunSession() {
     context.AddMetadata("authorization", "Bearer " + options_.auth_token);
   }
   {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     if (stopping_) return absl::CancelledError("stopping");
     context_ = &context;
     session_over_ = false;
@@ -295,7 +295,7 @@ absl::Status Agent::RunSession() {
   }
   std::unique_ptr<Stream> stream = stub_->Connect(&context);
   {
-    absl::MutexLock lock(&write_mu_);
+    gswarm::MutexLock lock(&write_mu_);
     stream_ = stream.get();
   }
   v1::AgentMessage hello;
@@ -306,7 +306,7 @@ absl::Status Agent::RunSession() {
     v1::HostMessage message;
     while (stream->Read(&message)) {
       {
-        absl::MutexLock lock(&mu_);
+        gswarm::MutexLock lock(&mu_);
         last_from_host_ = absl::Now();
       }
       switch (message.msg_case()) {
@@ -328,17 +328,17 @@ absl::Status Agent::RunSession() {
       }
     }
     {
-      absl::MutexLock lock(&mu_);
+      gswarm::MutexLock lock(&mu_);
       session_over_ = true;
     }
     heartbeats.join();
   }
   {
-    absl::MutexLock lock(&write_mu_);
+    gswarm::MutexLock lock(&write_mu_);
     stream_ = nullptr;
   }
   {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     context_ = nullptr;
   }
   grpc::Status status = stream->Finish();
@@ -352,7 +352,7 @@ void Agent::HeartbeatLoop(grpc::ClientContext* context) {
   while (true) {
     bool stopping = false;
     {
-      absl::MutexLock lock(&mu_);
+      gswarm::MutexLock lock(&mu_);
       auto wake = [this]()
                       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_ || session_over_; };
       mu_.AwaitWithDeadline(absl::Condition(&wake), next);
@@ -369,10 +369,10 @@ void Agent::HeartbeatLoop(grpc::ClientContext* context) {
       // Clean goodbye: the host sees the half-close and ends the session at once. If it does not
       // answer promptly, cancel.
       {
-        absl::MutexLock write_lock(&write_mu_);
+        gswarm::MutexLock write_lock(&write_mu_);
         if (stream_ != nullptr) stream_->WritesDone();
       }
-      absl::MutexLock lock(&mu_);
+      gswarm::MutexLock lock(&mu_);
       if (!mu_.AwaitWithTimeout(absl::Condition(&session_over_), absl::Seconds(2))) {
         context->TryCancel();
       }

@@ -14,7 +14,7 @@
 #include <thread>
 
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
+#include "common/mutex.h"
 #include "client/command_runner.h"
 #include "client/data_server.h"
 #include "client/disk_tier.h"
@@ -113,14 +113,14 @@ class Agent {
   std::thread thread_;
   std::atomic<bool> connected_{false};
 
-  absl::Mutex mu_;
+  gswarm::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool session_over_ ABSL_GUARDED_BY(mu_) = false;
   absl::Time last_from_host_ ABSL_GUARDED_BY(mu_);
   grpc::ClientContext* context_ ABSL_GUARDED_BY(mu_) = nullptr;
 
   // One writer at a time on the stream: heartbeats and command updates share it.
-  absl::Mutex write_mu_;
+  gswarm::Mutex write_mu_;
   grpc::ClientReaderWriter<v1::AgentMessage, v1::HostMessage>* stream_ ABSL_GUARDED_BY(write_mu_) =
       nullptr;
 

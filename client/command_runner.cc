@@ -44,7 +44,7 @@ CommandRunner::CommandRunner(Options options, const DiskTier* disk, DramTier* dr
 
 CommandRunner::~CommandRunner() {
   {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     for (auto& [id, entry] : commands_) entry.cancel->store(true);
   }
   pool_.reset();
@@ -59,7 +59,7 @@ void CommandRunner::Send(const v1::CommandUpdate& update) {
 void CommandRunner::Handle(const v1::Command& command) {
   std::shared_ptr<std::atomic<bool>> cancel;
   {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     auto [it, inserted] = commands_.try_emplace(command.id());
     if (!inserted) {
       if (it->second.finished) {
@@ -77,7 +77,7 @@ void CommandRunner::Handle(const v1::Command& command) {
 }
 
 void CommandRunner::Cancel(const std::string& command_id) {
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   auto it = commands_.find(command_id);
   if (it != commands_.end()) it->second.cancel->store(true);
 }
@@ -117,7 +117,7 @@ void CommandRunner::Run(const v1::Command& command, std::shared_ptr<std::atomic<
                   absl::UnimplementedError("this agent cannot run that command yet; upgrade it"));
   }
   {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     Entry& entry = commands_[command.id()];
     entry.finished = true;
     entry.final_update = result;
@@ -265,7 +265,7 @@ v1::CommandUpdate CommandRunner::Copy(const v1::Command& command, const std::ato
     // Across nodes: the source node's data port serves the model in the Hub's shape.
     uint64_t bytes = 0;
     for (const v1::ModelFile& file : copy.files()) bytes += file.size_bytes();
-    absl::MutexLock lock(&dram_mu_);
+    gswarm::MutexLock lock(&dram_mu_);
     if (to_dram) {
       if (absl::Status room = MakeDramRoom(name, bytes, copy.evict(), update); !room.ok()) {
         return fail(room);
@@ -305,7 +305,7 @@ v1::CommandUpdate CommandRunner::Copy(const v1::Command& command, const std::ato
           absl::StrCat("model \"", name, "\" is not in ", copy.source_tier(), " on this node")));
     }
     const uint64_t bytes = ModelBytes(*source);
-    absl::MutexLock lock(&dram_mu_);
+    gswarm::MutexLock lock(&dram_mu_);
     if (to_dram) {
       if (absl::Status room = MakeDramRoom(name, bytes, copy.evict(), update); !room.ok()) {
         return fail(room);

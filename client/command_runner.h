@@ -18,7 +18,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
-#include "absl/synchronization/mutex.h"
+#include "common/mutex.h"
 #include "absl/time/time.h"
 #include "client/disk_tier.h"
 #include "client/downloader.h"
@@ -88,11 +88,11 @@ class CommandRunner {
   DramTier* const dram_;
   InstanceSupervisor* const supervisor_;
   // One copy into DRAM plans and fills at a time (see DramTier::PlanRoom).
-  absl::Mutex dram_mu_;
+  gswarm::Mutex dram_mu_;
   const SendFn send_;
   Downloader downloader_;
 
-  absl::Mutex mu_;
+  gswarm::Mutex mu_;
   absl::flat_hash_map<std::string, Entry> commands_ ABSL_GUARDED_BY(mu_);
   // Last: destroyed (joined) first, while everything the tasks use still exists.
   std::unique_ptr<common::WorkerPool> pool_;

@@ -12,7 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/synchronization/mutex.h"
+#include "common/mutex.h"
 #include "absl/time/clock.h"
 #include "client/download_plan.h"
 #include "client/file_fetcher.h"
@@ -123,24 +123,24 @@ class ProgressTracker {
       : fn_(std::move(fn)), p_(initial) {}
 
   void Bytes(int64_t on_disk, uint64_t fetched) {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     p_.bytes_done = static_cast<uint64_t>(static_cast<int64_t>(p_.bytes_done) + on_disk);
     p_.bytes_fetched_this_run += fetched;
     if (fn_) fn_(p_);
   }
   void FileDone() {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     ++p_.files_done;
     if (fn_) fn_(p_);
   }
   DownloadProgress Snapshot() {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     return p_;
   }
 
  private:
   std::function<void(const DownloadProgress&)> fn_;
-  absl::Mutex mu_;
+  gswarm::Mutex mu_;
   DownloadProgress p_ ABSL_GUARDED_BY(mu_);
 };
 
@@ -293,10 +293,10 @@ absl::StatusOr<DownloadResult> Downloader::Run(
 
   std::vector<v1::ModelFile> done(plan.files.size());
   std::atomic<size_t> next{0};
-  absl::Mutex error_mu;
+  gswarm::Mutex error_mu;
   absl::Status error;
   auto fail = [&](absl::Status s) {
-    absl::MutexLock l(&error_mu);
+    gswarm::MutexLock l(&error_mu);
     if (error.ok() || (absl::IsCancelled(error) && !absl::IsCancelled(s))) error = std::move(s);
     stop = true;
   };

@@ -62,7 +62,7 @@ InstanceSupervisor::InstanceSupervisor(Options options) : options_(std::move(opt
 InstanceSupervisor::~InstanceSupervisor() {
   std::vector<std::thread> threads;
   {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     for (auto& [id, e] : entries_) {
       e->quit = true;
       if (e->watcher.joinable()) threads.push_back(std::move(e->watcher));
@@ -107,9 +107,9 @@ std::shared_ptr<InstanceSupervisor::Entry> InstanceSupervisor::NewEntry(const In
 
 absl::StatusOr<v1::Instance> InstanceSupervisor::Start(const InstanceSpec& spec) {
   RETURN_IF_ERROR(Validate(spec));
-  absl::MutexLock start_lock(&start_mu_);
+  gswarm::MutexLock start_lock(&start_mu_);
   {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     auto it = entries_.find(spec.id);
     if (it != entries_.end() && !Ended(it->second->info.state())) {
       return absl::AlreadyExistsError(
@@ -134,7 +134,7 @@ absl::StatusOr<v1::Instance> InstanceSupervisor::Start(const InstanceSpec& spec)
 
   auto e = NewEntry(spec);
   {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     SetProcess(*e, std::move(proc), absl::Now());
   }
   // Before the watcher exists, so that it is the only writer afterwards.
@@ -143,7 +143,7 @@ absl::StatusOr<v1::Instance> InstanceSupervisor::Start(const InstanceSpec& spec)
   v1::Instance started;
   std::thread old;
   {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     std::shared_ptr<Entry>& slot = entries_[spec.id];
     if (slot != nullptr) old = std::move(slot->watcher);
     slot = e;
@@ -190,7 +190,7 @@ absl::StatusOr<v1::Instance> InstanceSupervisor::Stop(const std::string& id, boo
   std::shared_ptr<Entry> e;
   std::thread watcher;
   {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     auto it = entries_.find(id);
     if (it == entries_.end()) {
       return absl::NotFoundError(absl::StrCat("instance ", id, " not found on this node"));
@@ -214,7 +214,7 @@ absl::StatusOr<v1::Instance> InstanceSupervisor::Stop(const std::string& id, boo
   if (watcher.joinable()) watcher.join();
   std::shared_ptr<ProcessGroup> proc;
   {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     proc = e->proc;
   }
   absl::Status killed =
@@ -222,7 +222,7 @@ absl::StatusOr<v1::Instance> InstanceSupervisor::Stop(const std::string& id, boo
   RemoveRecord(id);
   v1::Instance stopped;
   {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     if (killed.ok()) {
       Transition(*e, "stopped", force ? "force stopped" : "");
     } else {
@@ -237,7 +237,7 @@ absl::StatusOr<v1::Instance> InstanceSupervisor::Stop(const std::string& id, boo
 void InstanceSupervisor::StopAll() {
   std::vector<std::string> ids;
   {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     for (const auto& [id, e] : entries_) {
       if (!Ended(e->info.state())) ids.push_back(id);
     }
@@ -250,7 +250,7 @@ void InstanceSupervisor::StopAll() {
 }
 
 std::vector<v1::Instance> InstanceSupervisor::List() const {
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   std::vector<v1::Instance> out;
   for (const auto& [id, e] : entries_) out.push_back(e->info);
   std::sort(out.begin(), out.end(),
@@ -259,7 +259,7 @@ std::vector<v1::Instance> InstanceSupervisor::List() const {
 }
 
 std::optional<v1::Instance> InstanceSupervisor::Get(const std::string& id) const {
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   auto it = entries_.find(id);
   if (it == entries_.end()) return std::nullopt;
   return it->second->info;
@@ -267,7 +267,7 @@ std::optional<v1::Instance> InstanceSupervisor::Get(const std::string& id) const
 
 std::optional<v1::Instance> InstanceSupervisor::SetGpuMemory(const std::string& id,
                                                              uint64_t bytes) {
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   auto it = entries_.find(id);
   if (it == entries_.end() || it->second->info.gpu_memory_bytes() == bytes) return std::nullopt;
   it->second->info.set_gpu_memory_bytes(bytes);
@@ -305,7 +305,7 @@ std::optional<v1::Instance> InstanceSupervisor::AdoptRecord(const std::string& p
   }
   const InstanceSpec& spec = record->spec;
   {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     auto it = entries_.find(spec.id);
     if (it != entries_.end() && !Ended(it->second->info.state())) return std::nullopt;
   }
@@ -328,7 +328,7 @@ std::optional<v1::Instance> InstanceSupervisor::AdoptRecord(const std::string& p
   v1::Instance& info = e->info;
   info.set_restarts(record->restarts);
   info.set_load_time_ms(record->load_time_ms);
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   SetProcess(*e, std::move(proc), record->started_at);
   std::shared_ptr<Entry>& slot = entries_[spec.id];
   if (slot != nullptr && slot->watcher.joinable()) finished_.push_back(std::move(slot->watcher));
@@ -353,7 +353,7 @@ void InstanceSupervisor::SetProcess(Entry& e, std::shared_ptr<ProcessGroup> proc
 void InstanceSupervisor::WriteRecord(Entry& e) {
   InstanceRecord record;
   {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     record.spec = e.spec;
     record.pid = e.proc->pid();
     record.pgid = e.proc->pgid();
@@ -407,14 +407,14 @@ void InstanceSupervisor::Transition(Entry& e, const std::string& state, const st
 
 void InstanceSupervisor::DeliverEvents() {
   {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     if (delivering_ || events_.empty()) return;
     delivering_ = true;
   }
   for (;;) {
     v1::Instance event;
     {
-      absl::MutexLock lock(&mu_);
+      gswarm::MutexLock lock(&mu_);
       if (events_.empty()) {
         delivering_ = false;
         return;

@@ -31,7 +31,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
+#include "common/mutex.h"
 #include "absl/time/time.h"
 #include "client/process.h"
 #include "common/backoff.h"
@@ -188,8 +188,8 @@ class InstanceSupervisor {
 
   const Options options_;
   // Serializes Start, so that the port check and the process start are one step.
-  absl::Mutex start_mu_;
-  mutable absl::Mutex mu_;
+  gswarm::Mutex start_mu_;
+  mutable gswarm::Mutex mu_;
   absl::flat_hash_map<std::string, std::shared_ptr<Entry>> entries_ ABSL_GUARDED_BY(mu_);
   std::deque<v1::Instance> events_ ABSL_GUARDED_BY(mu_);
   bool delivering_ ABSL_GUARDED_BY(mu_) = false;

@@ -43,7 +43,7 @@ void InstanceSupervisor::Watch(std::shared_ptr<Entry> e, bool ready) {
   for (;;) {
     std::shared_ptr<ProcessGroup> proc;
     {
-      absl::MutexLock lock(&mu_);
+      gswarm::MutexLock lock(&mu_);
       if (e->quit) return;
       proc = e->proc;
     }
@@ -58,13 +58,13 @@ void InstanceSupervisor::Watch(std::shared_ptr<Entry> e, bool ready) {
             "not ready after ", absl::FormatDuration(spec.ready_timeout), " (", answer, ")",
             killed.ok() ? "" : "; ", killed.message(), LastLines(LogPath(spec.id), spec));
         {
-          absl::MutexLock lock(&mu_);
+          gswarm::MutexLock lock(&mu_);
           if (e->quit) return;
         }
         // Before the change goes out: a caller may start the id again from on_change.
         RemoveRecord(spec.id);
         {
-          absl::MutexLock lock(&mu_);
+          gswarm::MutexLock lock(&mu_);
           Transition(*e, "failed", reason);
         }
         DeliverEvents();
@@ -72,7 +72,7 @@ void InstanceSupervisor::Watch(std::shared_ptr<Entry> e, bool ready) {
       }
       if (outcome == Outcome::kReady) {
         {
-          absl::MutexLock lock(&mu_);
+          gswarm::MutexLock lock(&mu_);
           if (e->quit) return;
           e->info.set_load_time_ms(
               static_cast<uint64_t>(absl::ToInt64Milliseconds(absl::Now() - e->attempt_start)));
@@ -93,7 +93,7 @@ InstanceSupervisor::Outcome InstanceSupervisor::AwaitReady(Entry& e, ProcessGrou
                                                            std::string* answer) {
   absl::Time deadline;
   {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     deadline = e.ready_deadline;
   }
   *answer = "no answer yet";
@@ -122,7 +122,7 @@ InstanceSupervisor::Outcome InstanceSupervisor::AwaitExit(Entry& e, ProcessGroup
 bool InstanceSupervisor::Restart(Entry& e, common::Backoff& backoff, const std::string& exit) {
   std::shared_ptr<ProcessGroup> old;
   {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     old = e.proc;
   }
   // What the leader left behind (workers, a grandchild) would still hold the port and the GPU.
@@ -131,7 +131,7 @@ bool InstanceSupervisor::Restart(Entry& e, common::Backoff& backoff, const std::
   int restarts;
   bool give_up;
   {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     if (e.quit) return false;
     restarts = static_cast<int>(e.info.restarts());
     give_up = restarts >= options_.max_restarts;
@@ -145,7 +145,7 @@ bool InstanceSupervisor::Restart(Entry& e, common::Backoff& backoff, const std::
   if (give_up) {
     RemoveRecord(e.spec.id);
     {
-      absl::MutexLock lock(&mu_);
+      gswarm::MutexLock lock(&mu_);
       Transition(e, "failed",
                  absl::StrCat(exit, " after ", restarts, " restarts (the limit)", tail));
     }
@@ -159,7 +159,7 @@ bool InstanceSupervisor::Restart(Entry& e, common::Backoff& backoff, const std::
   if (!proc.ok()) {
     RemoveRecord(e.spec.id);
     {
-      absl::MutexLock lock(&mu_);
+      gswarm::MutexLock lock(&mu_);
       Transition(e, "failed",
                  absl::StrCat("cannot restart after ", exit, ": ", proc.status().message()));
     }
@@ -167,7 +167,7 @@ bool InstanceSupervisor::Restart(Entry& e, common::Backoff& backoff, const std::
     return false;
   }
   {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     SetProcess(e, *std::move(proc), absl::Now());
   }
   WriteRecord(e);
@@ -175,7 +175,7 @@ bool InstanceSupervisor::Restart(Entry& e, common::Backoff& backoff, const std::
 }
 
 bool InstanceSupervisor::SleepOrQuit(Entry& e, absl::Duration d) {
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   mu_.AwaitWithTimeout(absl::Condition(&e.quit), d);
   return e.quit;
 }

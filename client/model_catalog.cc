@@ -95,7 +95,7 @@ CatalogLookup ModelCatalog::FindByRepo(const std::string& repo, const std::strin
     if (pass == 1) Rescan();  // a miss: models may have arrived since the last scan
     std::optional<std::string> dir;
     {
-      absl::MutexLock lock(&mu_);
+      gswarm::MutexLock lock(&mu_);
       auto it = by_commit_.find(key);
       if (it != by_commit_.end()) dir = it->second;
     }
@@ -106,7 +106,7 @@ CatalogLookup ModelCatalog::FindByRepo(const std::string& repo, const std::strin
       return lookup;
     }
   }
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   lookup.repo_known = repos_.count(repo) > 0;
   lookup.reason = lookup.repo_known
                       ? absl::StrCat("commit ", revision, " of ", repo,
@@ -134,7 +134,7 @@ std::shared_ptr<const CatalogModel> ModelCatalog::Load(int dirfd, const std::str
   }
   const FileId id = id_of(before);
   {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     auto it = manifests_.find(id);
     if (it != manifests_.end()) return it->second;
   }
@@ -147,7 +147,7 @@ std::shared_ptr<const CatalogModel> ModelCatalog::Load(int dirfd, const std::str
   auto info = std::make_shared<const CatalogModel>(Index(dir, *std::move(manifest)));
   struct stat after;
   if (::fstatat(dirfd, kManifestInDir, &after, 0) == 0 && id_of(after) == id) {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     if (manifests_.size() >= kMaxCachedManifests) manifests_.clear();
     manifests_[id] = info;
   }
@@ -170,7 +170,7 @@ void ModelCatalog::Rescan() {
     }
     ::closedir(d);
   }
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   by_commit_ = std::move(by_commit);
   repos_ = std::move(repos);
 }

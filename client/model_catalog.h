@@ -22,7 +22,7 @@
 #include <tuple>
 #include <vector>
 
-#include "absl/synchronization/mutex.h"
+#include "common/mutex.h"
 #include "client/model_manifest.h"
 #include "common/fd.h"
 
@@ -78,7 +78,7 @@ class ModelCatalog {
   using FileId = std::tuple<dev_t, ino_t, off_t, time_t, long>;
 
   const std::vector<std::string> roots_;
-  absl::Mutex mu_;
+  gswarm::Mutex mu_;
   std::map<FileId, std::shared_ptr<const CatalogModel>> manifests_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::string> by_commit_ ABSL_GUARDED_BY(mu_);  // "org/repo@sha" -> dir
   std::set<std::string> repos_ ABSL_GUARDED_BY(mu_);  // Hub repos seen by the last scan

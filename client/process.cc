@@ -168,7 +168,7 @@ std::unique_ptr<ProcessGroup> ProcessGroup::Attach(pid_t pid, pid_t pgid, uint64
 }
 
 bool ProcessGroup::Exited() {
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   if (exited_) return true;
   if (!child_) {
     // Not started by us: the pid is ours only while it names the same process (start time).
@@ -201,7 +201,7 @@ bool ProcessGroup::Exited() {
 
 std::string ProcessGroup::DescribeExit() {
   if (!Exited()) return "";
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   return wait_status_.has_value() ? DescribeWaitStatus(*wait_status_) : "exited";
 }
 

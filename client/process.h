@@ -22,7 +22,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "absl/synchronization/mutex.h"
+#include "common/mutex.h"
 #include "absl/time/time.h"
 
 namespace gswarm::client {
@@ -80,7 +80,7 @@ class ProcessGroup {
   const pid_t pgid_;
   const uint64_t start_ticks_;
   const bool child_;
-  absl::Mutex mu_;
+  gswarm::Mutex mu_;
   bool exited_ ABSL_GUARDED_BY(mu_) = false;
   std::optional<int> wait_status_ ABSL_GUARDED_BY(mu_);
 };

@@ -23,7 +23,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
+#include "common/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "client/model_manifest.h"
@@ -58,16 +58,16 @@ struct FileJob {
 using common::UniqueFd;
 
 // Methods the kernel refused, per (source device, target device): later files skip them.
-ABSL_CONST_INIT absl::Mutex g_refused_mu(absl::kConstInit);
+ABSL_CONST_INIT gswarm::Mutex g_refused_mu(absl::kConstInit);
 std::set<std::tuple<dev_t, dev_t, int>>* g_refused ABSL_GUARDED_BY(g_refused_mu) = nullptr;
 
 bool WasRefused(dev_t src, dev_t dst, CopyMethod method) {
-  absl::MutexLock lock(&g_refused_mu);
+  gswarm::MutexLock lock(&g_refused_mu);
   return g_refused != nullptr && g_refused->count({src, dst, static_cast<int>(method)}) > 0;
 }
 
 void RememberRefused(dev_t src, dev_t dst, CopyMethod method, int err) {
-  absl::MutexLock lock(&g_refused_mu);
+  gswarm::MutexLock lock(&g_refused_mu);
   if (g_refused == nullptr) g_refused = new std::set<std::tuple<dev_t, dev_t, int>>();
   if (g_refused->insert({src, dst, static_cast<int>(method)}).second) {
     spdlog::info("copy: {} refused between devices {:#x} -> {:#x} ({}), falling back",
@@ -132,7 +132,7 @@ struct Run {
   std::atomic<uint32_t> by_method[3] = {0, 0, 0};
   std::atomic<uint32_t> hashed{0};
 
-  absl::Mutex mu;
+  gswarm::Mutex mu;
   absl::Status error ABSL_GUARDED_BY(mu);
   int running ABSL_GUARDED_BY(mu) = 0;
 
@@ -143,7 +143,7 @@ struct Run {
   absl::Status Stopped() const { return absl::CancelledError("copy cancelled"); }
 
   void Fail(absl::Status status) {
-    absl::MutexLock lock(&mu);
+    gswarm::MutexLock lock(&mu);
     if (error.ok()) error = std::move(status);
     stop = true;
   }
@@ -332,7 +332,7 @@ void Worker(Run& run) {
     }
     run.files_done.fetch_add(1, std::memory_order_relaxed);
   }
-  absl::MutexLock lock(&run.mu);
+  gswarm::MutexLock lock(&run.mu);
   --run.running;
 }
 
@@ -388,14 +388,14 @@ absl::Status CopyAll(Run& run, const std::function<void(const CopyProgress&)>& o
       static_cast<int>(std::min<size_t>(std::max(run.options.parallel_files, 1), run.jobs.size()));
   std::vector<std::thread> threads;
   {
-    absl::MutexLock lock(&run.mu);
+    gswarm::MutexLock lock(&run.mu);
     run.running = workers;
   }
   for (int i = 0; i < workers; ++i) threads.emplace_back(Worker, std::ref(run));
   auto all_done = [&run]() ABSL_SHARED_LOCKS_REQUIRED(run.mu) { return run.running == 0; };
   for (bool done = false; !done;) {
     {
-      absl::MutexLock lock(&run.mu);
+      gswarm::MutexLock lock(&run.mu);
       done = run.mu.AwaitWithTimeout(absl::Condition(&all_done), absl::Milliseconds(100));
     }
     if (run.cancel != nullptr && run.cancel->load()) run.Fail(run.Stopped());
@@ -409,7 +409,7 @@ absl::Status CopyAll(Run& run, const std::function<void(const CopyProgress&)>& o
   }
   for (std::thread& t : threads) t.join();
   {
-    absl::MutexLock lock(&run.mu);
+    gswarm::MutexLock lock(&run.mu);
     RETURN_IF_ERROR(run.error);
   }
   if (run.cancel != nullptr && run.cancel->load()) return run.Stopped();

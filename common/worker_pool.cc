@@ -14,7 +14,7 @@ WorkerPool::~WorkerPool() { Stop(); }
 
 void WorkerPool::Stop() {
   {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     stopping_ = true;
   }
   for (std::thread& t : threads_) {
@@ -23,7 +23,7 @@ void WorkerPool::Stop() {
 }
 
 absl::Status WorkerPool::Submit(std::function<void()> task) {
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   if (stopping_) {
     return absl::ResourceExhaustedError(absl::StrCat(name_, " is shutting down"));
   }
@@ -39,7 +39,7 @@ void WorkerPool::Loop() {
   while (true) {
     std::function<void()> task;
     {
-      absl::MutexLock lock(&mu_);
+      gswarm::MutexLock lock(&mu_);
       auto ready = [this]()
                        ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_ || !queue_.empty(); };
       mu_.Await(absl::Condition(&ready));

@@ -4,7 +4,7 @@
 #include <memory>
 #include <optional>
 
-#include "absl/synchronization/mutex.h"
+#include "common/mutex.h"
 #include "common/grpc_util.h"
 #include "common/status.h"
 #include "spdlog/spdlog.h"
@@ -38,7 +38,7 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::H
   void Send(v1::HostMessage message) override {
     const v1::HostMessage* to_write = nullptr;
     {
-      absl::MutexLock lock(&mu_);
+      gswarm::MutexLock lock(&mu_);
       if (finish_requested_) return;
       outbox_.push_back(std::move(message));
       if (writing_) return;
@@ -64,7 +64,7 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::H
     const v1::HostMessage* next = nullptr;
     std::optional<grpc::Status> finish;
     {
-      absl::MutexLock lock(&mu_);
+      gswarm::MutexLock lock(&mu_);
       outbox_.pop_front();
       if (!ok) outbox_.clear();  // the stream is gone; OnReadDone(false) follows
       if (pending_finish_.has_value()) {
@@ -158,7 +158,7 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::H
 
   void FinishOnce(const grpc::Status& status) {
     {
-      absl::MutexLock lock(&mu_);
+      gswarm::MutexLock lock(&mu_);
       if (finish_requested_) return;
       finish_requested_ = true;
       if (writing_) {
@@ -181,7 +181,7 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::H
   std::string node_id_;
   std::string session_id_;
 
-  absl::Mutex mu_;
+  gswarm::Mutex mu_;
   std::deque<v1::HostMessage> outbox_ ABSL_GUARDED_BY(mu_);
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool finish_requested_ ABSL_GUARDED_BY(mu_) = false;

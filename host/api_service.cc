@@ -7,7 +7,7 @@
 #include <optional>
 
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
+#include "common/mutex.h"
 #include "common/grpc_util.h"
 
 namespace gswarm::host {
@@ -89,7 +89,7 @@ class JobWaitReactor final : public grpc::ServerUnaryReactor,
   // call is done, which a cancelled call may be by the time a late job state arrives.
   void FinishOnce(const grpc::Status& status, const v1::Job* job = nullptr) {
     {
-      absl::MutexLock lock(&mu_);
+      gswarm::MutexLock lock(&mu_);
       if (finished_) return;
       finished_ = true;
       if (job != nullptr) *response_->mutable_job() = *job;
@@ -98,7 +98,7 @@ class JobWaitReactor final : public grpc::ServerUnaryReactor,
   }
 
   v1::JobResponse* const response_;
-  absl::Mutex mu_;
+  gswarm::Mutex mu_;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   std::shared_ptr<JobWaitReactor> self_;
 };
@@ -135,7 +135,7 @@ class EventWatchStream final : public grpc::ServerWriteReactor<v1::Event>,
       return stream.get();
     }
     {
-      absl::MutexLock lock(&stream->mu_);
+      gswarm::MutexLock lock(&stream->mu_);
       stream->subscription_ = *std::move(subscription);
     }
     stream->Pump();
@@ -148,7 +148,7 @@ class EventWatchStream final : public grpc::ServerWriteReactor<v1::Event>,
     std::shared_ptr<EventSubscription> subscription;
     bool start_write = false;
     {
-      absl::MutexLock lock(&mu_);
+      gswarm::MutexLock lock(&mu_);
       if (writing_ || finished_ || subscription_ == nullptr) return;
       subscription = subscription_;
       std::optional<v1::Event> next = subscription->Next(absl::ZeroDuration());
@@ -166,7 +166,7 @@ class EventWatchStream final : public grpc::ServerWriteReactor<v1::Event>,
 
   void OnWriteDone(bool ok) override {
     {
-      absl::MutexLock lock(&mu_);
+      gswarm::MutexLock lock(&mu_);
       writing_ = false;
     }
     if (!ok) return FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "watcher went away"));
@@ -176,7 +176,7 @@ class EventWatchStream final : public grpc::ServerWriteReactor<v1::Event>,
   void OnCancel() override {
     bool idle;
     {
-      absl::MutexLock lock(&mu_);
+      gswarm::MutexLock lock(&mu_);
       idle = !writing_;
       if (subscription_ != nullptr) subscription_->Cancel();
     }
@@ -185,7 +185,7 @@ class EventWatchStream final : public grpc::ServerWriteReactor<v1::Event>,
 
   void OnDone() override {
     {
-      absl::MutexLock lock(&mu_);
+      gswarm::MutexLock lock(&mu_);
       if (subscription_ != nullptr) subscription_->Cancel();
     }
     std::shared_ptr<EventWatchStream> keep = std::move(self_);
@@ -194,14 +194,14 @@ class EventWatchStream final : public grpc::ServerWriteReactor<v1::Event>,
  private:
   void FinishOnce(const grpc::Status& status) {
     {
-      absl::MutexLock lock(&mu_);
+      gswarm::MutexLock lock(&mu_);
       if (finished_) return;
       finished_ = true;
     }
     Finish(status);
   }
 
-  absl::Mutex mu_;
+  gswarm::Mutex mu_;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   std::shared_ptr<EventSubscription> subscription_ ABSL_GUARDED_BY(mu_);
@@ -228,7 +228,7 @@ class JobWatchStream final : public grpc::ServerWriteReactor<v1::Job>,
 
   void OnJob(const v1::Job& job) override {
     {
-      absl::MutexLock lock(&mu_);
+      gswarm::MutexLock lock(&mu_);
       if (finished_) return;
       if (writing_) {
         pending_ = job;
@@ -244,7 +244,7 @@ class JobWatchStream final : public grpc::ServerWriteReactor<v1::Job>,
     bool write_next = false;
     bool finish = !ok;
     {
-      absl::MutexLock lock(&mu_);
+      gswarm::MutexLock lock(&mu_);
       if (ok && IsTerminal(JobStateOf(current_))) {
         finish = true;
       } else if (ok && pending_.has_value()) {
@@ -265,7 +265,7 @@ class JobWatchStream final : public grpc::ServerWriteReactor<v1::Job>,
   void OnCancel() override {
     bool idle;
     {
-      absl::MutexLock lock(&mu_);
+      gswarm::MutexLock lock(&mu_);
       idle = !writing_;
     }
     // With a write in flight, OnWriteDone(false) follows and finishes.
@@ -277,14 +277,14 @@ class JobWatchStream final : public grpc::ServerWriteReactor<v1::Job>,
  private:
   void FinishOnce(const grpc::Status& status) {
     {
-      absl::MutexLock lock(&mu_);
+      gswarm::MutexLock lock(&mu_);
       if (finished_) return;
       finished_ = true;
     }
     Finish(status);
   }
 
-  absl::Mutex mu_;
+  gswarm::Mutex mu_;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   v1::Job current_;  // the message being written; touched only by the writer
@@ -323,7 +323,7 @@ class LogStream final : public grpc::ServerWriteReactor<v1::LogChunk>,
     std::optional<grpc::Status> finish;
     const v1::LogChunk* next = nullptr;
     {
-      absl::MutexLock lock(&mu_);
+      gswarm::MutexLock lock(&mu_);
       queue_.pop_front();
       if (!ok) cancelled_ = true;
       if (!queue_.empty() && ok) {
@@ -341,7 +341,7 @@ class LogStream final : public grpc::ServerWriteReactor<v1::LogChunk>,
   }
 
   void OnCancel() override {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     cancelled_ = true;
     // A followed log with nothing new blocks the reader in recv: close its socket.
     if (client_ != nullptr) client_->stop();
@@ -354,7 +354,7 @@ class LogStream final : public grpc::ServerWriteReactor<v1::LogChunk>,
              bool follow) {
     httplib::Client client(base_url);
     {
-      absl::MutexLock lock(&mu_);
+      gswarm::MutexLock lock(&mu_);
       if (cancelled_) return FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled"));
       client_ = &client;
     }
@@ -378,7 +378,7 @@ class LogStream final : public grpc::ServerWriteReactor<v1::LogChunk>,
           return Push(std::string(data, length));
         });
     {
-      absl::MutexLock lock(&mu_);
+      gswarm::MutexLock lock(&mu_);
       client_ = nullptr;
     }
     grpc::Status end = grpc::Status::OK;
@@ -393,7 +393,7 @@ class LogStream final : public grpc::ServerWriteReactor<v1::LogChunk>,
     }
     bool finish_now;
     {
-      absl::MutexLock lock(&mu_);
+      gswarm::MutexLock lock(&mu_);
       end_ = end;
       finish_now = !writing_;
     }
@@ -404,7 +404,7 @@ class LogStream final : public grpc::ServerWriteReactor<v1::LogChunk>,
   bool Push(std::string data) {
     const v1::LogChunk* write = nullptr;
     {
-      absl::MutexLock lock(&mu_);
+      gswarm::MutexLock lock(&mu_);
       auto room = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
         return cancelled_ || queue_.size() < 16;
       };
@@ -423,20 +423,20 @@ class LogStream final : public grpc::ServerWriteReactor<v1::LogChunk>,
   }
 
   bool IsCancelled() {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     return cancelled_;
   }
 
   void FinishOnce(const grpc::Status& status) {
     {
-      absl::MutexLock lock(&mu_);
+      gswarm::MutexLock lock(&mu_);
       if (finished_) return;
       finished_ = true;
     }
     Finish(status);
   }
 
-  absl::Mutex mu_;
+  gswarm::Mutex mu_;
   std::deque<v1::LogChunk> queue_ ABSL_GUARDED_BY(mu_);
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;

@@ -43,7 +43,7 @@ v1::Event MakeEvent(std::string kind, std::string action, std::string message) {
 }
 
 std::optional<v1::Event> EventSubscription::Next(absl::Duration timeout) {
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !backlog_.empty() || ended_; };
   mu_.AwaitWithTimeout(absl::Condition(&ready), timeout);
   // Events delivered before the end are still handed out.
@@ -55,7 +55,7 @@ std::optional<v1::Event> EventSubscription::Next(absl::Duration timeout) {
 }
 
 std::vector<v1::Event> EventSubscription::TakeAll() {
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   std::vector<v1::Event> events(std::make_move_iterator(backlog_.begin()),
                                 std::make_move_iterator(backlog_.end()));
   backlog_.clear();
@@ -64,26 +64,26 @@ std::vector<v1::Event> EventSubscription::TakeAll() {
 }
 
 bool EventSubscription::ended() const {
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   return ended_;
 }
 
 absl::Status EventSubscription::end() const {
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   return end_;
 }
 
 void EventSubscription::Cancel() { End(absl::CancelledError("the watcher went away")); }
 
 void EventSubscription::End(absl::Status why) {
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   if (ended_) return;
   ended_ = true;
   end_ = std::move(why);
 }
 
 bool EventSubscription::Offer(const v1::Event& event) {
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   if (ended_) return false;
   if (!filter_.Matches(event)) return true;
   if (backlog_.size() >= max_backlog_) {
@@ -112,25 +112,25 @@ EventBus::~EventBus() {
 }
 
 void EventBus::Close() {
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   stopping_ = true;
 }
 
 void EventBus::Publish(v1::Event event) {
   *event.mutable_time() = common::ToTimestamp(absl::Now());
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   if (stopping_) return;
   event.set_seq(next_seq_++);
   pending_.push_back(std::move(event));
 }
 
 uint64_t EventBus::last_seq() const {
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   return next_seq_ - 1;
 }
 
 void EventBus::Flush() {
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   const uint64_t target = next_seq_ - 1;
   auto done = [this, target]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return delivered_seq_ >= target || stopping_;
@@ -144,7 +144,7 @@ absl::StatusOr<std::shared_ptr<EventSubscription>> EventBus::Subscribe(EventFilt
   RETURN_IF_ERROR(filter.Validate());
   std::shared_ptr<EventSubscription> subscription(
       new EventSubscription(std::move(filter), options_.max_backlog, std::move(wake)));
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   if (stopping_) return absl::UnavailableError("the host is shutting down");
   // Events up to delivered_seq_ are in the history (if still held); later ones are pending and
   // reach the new subscription through Dispatch.
@@ -179,7 +179,7 @@ void EventBus::Dispatch() {
     std::vector<std::shared_ptr<EventSubscription>> woken;
     absl::flat_hash_set<const EventSubscription*> seen;
     {
-      absl::MutexLock lock(&mu_);
+      gswarm::MutexLock lock(&mu_);
       auto has_work = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
         return stopping_ || !pending_.empty();
       };
@@ -207,7 +207,7 @@ void EventBus::Dispatch() {
       }
     }
     for (const auto& subscription : woken) subscription->wake_();
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     if (stopping_) return;
   }
 }

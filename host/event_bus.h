@@ -25,7 +25,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
+#include "common/mutex.h"
 #include "absl/time/time.h"
 #include "gswarm/v1/api.pb.h"
 
@@ -65,7 +65,7 @@ class EventSubscription {
   const EventFilter filter_;
   const size_t max_backlog_;
   const std::function<void()> wake_;
-  mutable absl::Mutex mu_;
+  mutable gswarm::Mutex mu_;
   std::deque<v1::Event> backlog_ ABSL_GUARDED_BY(mu_);
   uint64_t last_taken_ ABSL_GUARDED_BY(mu_) = 0;
   bool ended_ ABSL_GUARDED_BY(mu_) = false;
@@ -120,7 +120,7 @@ class EventBus {
   void Dispatch();
 
   const Options options_;
-  mutable absl::Mutex mu_;
+  mutable gswarm::Mutex mu_;
   uint64_t next_seq_ ABSL_GUARDED_BY(mu_) = 1;
   uint64_t delivered_seq_ ABSL_GUARDED_BY(mu_) = 0;
   std::deque<v1::Event> pending_ ABSL_GUARDED_BY(mu_);

@@ -11,7 +11,7 @@
 #include <thread>
 
 #include "absl/status/statusor.h"
-#include "absl/synchronization/notification.h"
+#include "common/mutex.h"
 #include "common/config.h"
 #include "common/worker_pool.h"
 #include "grpcpp/server.h"
@@ -71,7 +71,7 @@ class HostServer {
   std::unique_ptr<common::WorkerPool> http_pool_;  // REST calls and catalog lookups (SQLite)
   std::unique_ptr<RestGateway> rest_;
   std::unique_ptr<http::HttpServer> http_;
-  absl::Notification stop_sweeper_;
+  gswarm::Notification stop_sweeper_;
   std::thread sweeper_;
   std::atomic<bool> shut_down_{false};
 };

@@ -54,7 +54,7 @@ Connection::Connection(std::shared_ptr<ServerCore> core, asio::ip::tcp::socket s
 }
 
 Connection::~Connection() {
-  absl::MutexLock lock(&core_->mu);
+  gswarm::MutexLock lock(&core_->mu);
   core_->live.erase(this);
   core_->gone.SignalAll();
 }

@@ -18,7 +18,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
-#include "absl/synchronization/mutex.h"
+#include "common/mutex.h"
 #include "boost/asio/ip/tcp.hpp"
 #include "boost/asio/ssl/stream.hpp"
 #include "boost/beast/core/flat_buffer.hpp"
@@ -43,8 +43,8 @@ struct ServerCore {
   HttpServer::Filter filter;
   HttpServer::ErrorRenderer error_renderer;
 
-  absl::Mutex mu;
-  absl::CondVar gone;
+  gswarm::Mutex mu;
+  gswarm::CondVar gone;
   bool stopping ABSL_GUARDED_BY(mu) = false;
   absl::flat_hash_map<Connection*, std::weak_ptr<Connection>> live ABSL_GUARDED_BY(mu);
 

@@ -3,7 +3,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/notification.h"
+#include "common/mutex.h"
 #include "boost/asio/post.hpp"
 #include "boost/beast/http/status.hpp"
 #include "common/paths.h"
@@ -307,7 +307,7 @@ void HttpServer::Accept() {
     auto connection = std::make_shared<Connection>(core, std::move(socket));
     bool stopping;
     {
-      absl::MutexLock lock(&core->mu);
+      gswarm::MutexLock lock(&core->mu);
       stopping = core->stopping;
       if (!stopping) core->live.emplace(connection.get(), connection);
     }
@@ -329,7 +329,7 @@ void HttpServer::AcceptLater() {
 void HttpServer::Stop(absl::Duration grace) {
   std::vector<std::shared_ptr<Connection>> open;
   {
-    absl::MutexLock lock(&core_->mu);
+    gswarm::MutexLock lock(&core_->mu);
     if (core_->stopping) return;
     core_->stopping = true;
     for (const auto& [raw, weak] : core_->live) {
@@ -337,7 +337,7 @@ void HttpServer::Stop(absl::Duration grace) {
     }
   }
   // The acceptor is closed on its own thread (an accept may be in progress there).
-  absl::Notification closed;
+  gswarm::Notification closed;
   asio::post(acceptor_.get_executor(), [this, &closed] {
     error_code ignored;
     acceptor_.close(ignored);
@@ -350,7 +350,7 @@ void HttpServer::Stop(absl::Duration grace) {
   for (const std::shared_ptr<Connection>& connection : open) connection->Close();
   open.clear();
   const absl::Time deadline = absl::Now() + grace;
-  absl::MutexLock lock(&core_->mu);
+  gswarm::MutexLock lock(&core_->mu);
   while (!core_->live.empty()) {
     if (core_->gone.WaitWithDeadline(&core_->mu, deadline)) break;
   }
@@ -363,7 +363,7 @@ void HttpServer::Stop(absl::Duration grace) {
 }
 
 size_t HttpServer::connections() const {
-  absl::MutexLock lock(&core_->mu);
+  gswarm::MutexLock lock(&core_->mu);
   return core_->live.size();
 }
 

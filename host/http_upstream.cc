@@ -9,7 +9,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
+#include "common/mutex.h"
 #include "boost/asio/connect.hpp"
 #include "boost/asio/dispatch.hpp"
 #include "boost/asio/execution/context.hpp"
@@ -40,7 +40,7 @@ struct UpstreamPool::Shared {
   using Key = std::pair<std::string, const void*>;
 
   const Options options;
-  absl::Mutex mu;
+  gswarm::Mutex mu;
   absl::flat_hash_map<Key, std::vector<tcp::socket>> idle ABSL_GUARDED_BY(mu);
   bool closed ABSL_GUARDED_BY(mu) = false;
 
@@ -50,7 +50,7 @@ struct UpstreamPool::Shared {
 
   std::optional<tcp::socket> TakeIdle(const std::string& endpoint,
                                       const asio::any_io_executor& executor) {
-    absl::MutexLock lock(&mu);
+    gswarm::MutexLock lock(&mu);
     auto it = idle.find(KeyOf(endpoint, executor));
     if (it == idle.end() || it->second.empty()) return std::nullopt;
     tcp::socket socket = std::move(it->second.back());
@@ -59,7 +59,7 @@ struct UpstreamPool::Shared {
   }
 
   void GiveIdle(const std::string& endpoint, tcp::socket socket) {
-    absl::MutexLock lock(&mu);
+    gswarm::MutexLock lock(&mu);
     if (closed) return;
     std::vector<tcp::socket>& sockets = idle[KeyOf(endpoint, socket.get_executor())];
     if (sockets.size() < options.max_idle_per_endpoint) sockets.push_back(std::move(socket));
@@ -361,7 +361,7 @@ UpstreamPool::~UpstreamPool() = default;
 void UpstreamPool::Close() {
   absl::flat_hash_map<Shared::Key, std::vector<tcp::socket>> idle;
   {
-    absl::MutexLock lock(&shared_->mu);
+    gswarm::MutexLock lock(&shared_->mu);
     shared_->closed = true;
     idle.swap(shared_->idle);
   }

@@ -16,7 +16,7 @@ constexpr char kNew[] = "new";
 InstanceManager::InstanceManager(EventBus* events) : events_(events) {}
 
 void InstanceManager::AddListener(Listener listener) {
-  absl::MutexLock lock(&listeners_mu_);
+  gswarm::MutexLock lock(&listeners_mu_);
   listeners_.push_back(std::move(listener));
 }
 
@@ -69,7 +69,7 @@ void InstanceManager::Notify(const std::vector<Change>& changes) {
   if (changes.empty()) return;
   std::vector<Listener> listeners;
   {
-    absl::MutexLock lock(&listeners_mu_);
+    gswarm::MutexLock lock(&listeners_mu_);
     listeners = listeners_;
   }
   for (const Change& change : changes) {
@@ -89,7 +89,7 @@ void InstanceManager::ApplyInventory(const std::string& node_id,
                                      const std::vector<v1::Instance>& instances) {
   std::vector<Change> changes;
   {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     std::vector<std::string> reported;
     for (const v1::Instance& instance : instances) reported.push_back(instance.id());
     // What the node no longer has ended while the host was not looking; planned ones wait for
@@ -124,7 +124,7 @@ bool InstanceManager::ApplyReport(const std::string& node_id, v1::Instance repor
   }
   std::vector<Change> changes;
   {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     Record& record = records_[report.id()];
     const uint64_t held = record.info.generation();
     if (report.generation() != 0 && held != 0 && report.generation() < held) {
@@ -161,7 +161,7 @@ bool InstanceManager::ApplyReport(const std::string& node_id, v1::Instance repor
 void InstanceManager::Plan(v1::Instance instance, uint64_t reserved_bytes) {
   std::vector<Change> changes;
   {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     Record& record = records_[instance.id()];
     if (!record.info.state().empty() && IsActive(record.state)) return;  // already on its way
     const std::string kept_state = record.info.state();
@@ -177,7 +177,7 @@ void InstanceManager::Plan(v1::Instance instance, uint64_t reserved_bytes) {
 void InstanceManager::PlanEnded(const std::string& instance_id, const std::string& why) {
   std::vector<Change> changes;
   {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     auto it = records_.find(instance_id);
     if (it == records_.end() || it->second.state != InstanceState::kPlanned) return;
     Transition(it->second, InstanceState::kFailed, why, /*forced=*/false, &changes);
@@ -189,7 +189,7 @@ void InstanceManager::PlanEnded(const std::string& instance_id, const std::strin
 absl::Status InstanceManager::Drain(const std::string& instance_id, const std::string& why) {
   std::vector<Change> changes;
   {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     auto it = records_.find(instance_id);
     if (it == records_.end()) {
       return absl::NotFoundError(absl::StrCat("instance ", instance_id, " is unknown"));
@@ -206,7 +206,7 @@ absl::Status InstanceManager::Drain(const std::string& instance_id, const std::s
 absl::Status InstanceManager::Undrain(const std::string& instance_id, const std::string& why) {
   std::vector<Change> changes;
   {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     auto it = records_.find(instance_id);
     if (it == records_.end() || it->second.state != InstanceState::kDraining) {
       return absl::FailedPreconditionError(
@@ -222,7 +222,7 @@ std::vector<v1::Instance> InstanceManager::List(const std::string& model_name,
                                                 const std::string& node_id) const {
   std::vector<v1::Instance> out;
   {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     for (const auto& [id, record] : records_) {
       if (!model_name.empty() && record.info.model_name() != model_name) continue;
       if (!node_id.empty() && record.info.node_id() != node_id) continue;
@@ -235,7 +235,7 @@ std::vector<v1::Instance> InstanceManager::List(const std::string& model_name,
 }
 
 std::optional<v1::Instance> InstanceManager::Get(const std::string& id) const {
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   auto it = records_.find(id);
   if (it == records_.end()) return std::nullopt;
   return it->second.info;
@@ -249,20 +249,20 @@ std::vector<v1::Instance> InstanceManager::Active(const std::string& model_name,
 }
 
 std::optional<InstanceState> InstanceManager::State(const std::string& id) const {
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   auto it = records_.find(id);
   if (it == records_.end()) return std::nullopt;
   return it->second.state;
 }
 
 uint64_t InstanceManager::ReservedBytes(const std::string& id) const {
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   auto it = records_.find(id);
   return it == records_.end() ? 0 : it->second.reserved_bytes;
 }
 
 uint64_t InstanceManager::stale_reports() const {
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   return stale_;
 }
 

@@ -25,7 +25,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
-#include "absl/synchronization/mutex.h"
+#include "common/mutex.h"
 #include "gswarm/v1/common.pb.h"
 #include "host/event_bus.h"
 #include "host/instance_state.h"
@@ -99,9 +99,9 @@ class InstanceManager {
   void PruneEnded() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   EventBus* const events_;
-  absl::Mutex listeners_mu_;
+  gswarm::Mutex listeners_mu_;
   std::vector<Listener> listeners_ ABSL_GUARDED_BY(listeners_mu_);
-  mutable absl::Mutex mu_;
+  mutable gswarm::Mutex mu_;
   absl::flat_hash_map<std::string, Record> records_ ABSL_GUARDED_BY(mu_);
   uint64_t stale_ ABSL_GUARDED_BY(mu_) = 0;
   // Ids of instances as they ended, oldest first (an id may repeat if it ended twice).

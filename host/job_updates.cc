@@ -5,7 +5,7 @@
 #include <optional>
 
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/notification.h"
+#include "common/mutex.h"
 #include "common/status.h"
 #include "common/units.h"
 #include "host/host_metrics.h"
@@ -32,7 +32,7 @@ void Orchestrator::ApplyUpdate(const std::string& node_id, const v1::CommandUpda
   bool persist = false;
   std::vector<std::weak_ptr<JobSink>> sinks;
   {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     auto it = active_.find(update.command_id());
     if (it == active_.end()) {
       spdlog::debug("node={}: update for unknown or finished job {} ignored", node_id,
@@ -92,7 +92,7 @@ void Orchestrator::ApplyUpdate(const std::string& node_id, const v1::CommandUpda
     PublishProgress(job);  // the persist cadence: at most once a second
   }
   if (terminal) {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     active_.erase(job.id());
   }
   for (const std::weak_ptr<JobSink>& weak : sinks) {
@@ -202,7 +202,7 @@ void Orchestrator::RecordResult(const v1::Job& job, const v1::Command& command,
 absl::StatusOr<v1::Job> Orchestrator::CancelJob(const std::string& id) {
   std::string node_id;
   {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     auto it = active_.find(id);
     if (it == active_.end()) {
       ASSIGN_OR_RETURN(v1::Job job, registry_->GetJob(id));
@@ -218,7 +218,7 @@ absl::StatusOr<v1::Job> Orchestrator::CancelJob(const std::string& id) {
     cancelled.set_command_id(id);
     cancelled.set_state(JobStateName(JobState::kCancelled));
     cancelled.set_message("cancelled while its node was offline");
-    absl::Notification applied;
+    gswarm::Notification applied;
     RETURN_IF_ERROR(events_.Submit([&] {
       ApplyUpdate(node_id, cancelled);
       applied.Notify();
@@ -234,7 +234,7 @@ absl::StatusOr<v1::Job> Orchestrator::CancelJob(const std::string& id) {
 
 absl::StatusOr<v1::Job> Orchestrator::GetJob(const std::string& id) const {
   {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     auto it = active_.find(id);
     if (it != active_.end()) return it->second.job;
   }
@@ -242,7 +242,7 @@ absl::StatusOr<v1::Job> Orchestrator::GetJob(const std::string& id) const {
 }
 
 std::vector<v1::Job> Orchestrator::ActiveJobs() const {
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   std::vector<v1::Job> jobs;
   jobs.reserve(active_.size());
   for (const auto& [id, active] : active_) jobs.push_back(active.job);
@@ -256,7 +256,7 @@ std::vector<v1::Job> Orchestrator::ListJobs(const v1::ListJobsRequest& request) 
   filter.limit = request.limit() == 0 ? 100 : request.limit();
   std::vector<v1::Job> jobs = registry_->ListJobs(filter);
   // The database may lag a second behind on progress: show what the host knows now.
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   for (v1::Job& job : jobs) {
     auto it = active_.find(job.id());
     if (it != active_.end()) job = it->second.job;
@@ -266,7 +266,7 @@ std::vector<v1::Job> Orchestrator::ListJobs(const v1::ListJobsRequest& request) 
 
 absl::StatusOr<v1::Job> Orchestrator::WaitJob(const std::string& id, absl::Time deadline) const {
   {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     auto ended = [this, &id]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
       return shutting_down_ || !active_.contains(id);
     };
@@ -283,7 +283,7 @@ void Orchestrator::StopEvents() { events_.Stop(); }
 void Orchestrator::Shutdown() {
   std::vector<std::pair<std::shared_ptr<JobSink>, v1::Job>> watching;
   {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     shutting_down_ = true;  // waiters re-check their condition when mu_ is released
     for (auto& [id, active] : active_) {
       for (const std::weak_ptr<JobSink>& weak : active.sinks) {
@@ -302,7 +302,7 @@ absl::Status ShuttingDownError(const std::string& id) {
 
 absl::Status Orchestrator::Watch(const std::string& id, std::weak_ptr<JobSink> sink) {
   {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     auto it = active_.find(id);
     if (it != active_.end()) {
       if (shutting_down_) {

@@ -69,13 +69,13 @@ Counter::Counter(std::string name, std::string help, std::vector<std::string> la
     : name_(std::move(name)), help_(std::move(help)), label_names_(std::move(label_names)) {}
 
 void Counter::Add(const Labels& labels, double value) {
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   values_[labels] += value;
 }
 
 void Counter::Render(std::string* out) const {
   Header(out, name_, "counter", help_);
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   for (const auto& [labels, value] : values_) {
     absl::StrAppend(out, name_, LabelSet(label_names_, labels), " ", FormatValue(value), "\n");
   }
@@ -91,7 +91,7 @@ Histogram::Histogram(std::string name, std::string help, std::vector<std::string
 void Histogram::Observe(const Labels& labels, double value) {
   size_t bucket = 0;
   while (bucket < buckets_.size() && value > buckets_[bucket]) ++bucket;
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   Series& series = series_[labels];
   if (series.counts.empty()) series.counts.assign(buckets_.size() + 1, 0);
   ++series.counts[bucket];
@@ -101,7 +101,7 @@ void Histogram::Observe(const Labels& labels, double value) {
 
 void Histogram::Render(std::string* out) const {
   Header(out, name_, "histogram", help_);
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   for (const auto& [labels, series] : series_) {
     uint64_t cumulative = 0;
     for (size_t i = 0; i <= buckets_.size(); ++i) {

@@ -15,7 +15,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
-#include "absl/synchronization/mutex.h"
+#include "common/mutex.h"
 
 namespace gswarm::host::metrics {
 
@@ -31,7 +31,7 @@ class Counter {
   const std::string name_;
   const std::string help_;
   const std::vector<std::string> label_names_;
-  mutable absl::Mutex mu_;
+  mutable gswarm::Mutex mu_;
   absl::flat_hash_map<Labels, double> values_ ABSL_GUARDED_BY(mu_);
 };
 
@@ -53,7 +53,7 @@ class Histogram {
   const std::string help_;
   const std::vector<std::string> label_names_;
   const std::vector<double> buckets_;
-  mutable absl::Mutex mu_;
+  mutable gswarm::Mutex mu_;
   absl::flat_hash_map<Labels, Series> series_ ABSL_GUARDED_BY(mu_);
 };
 

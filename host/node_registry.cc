@@ -70,7 +70,7 @@ absl::StatusOr<std::string> NodeRegistry::Connect(const v1::Hello& hello, std::s
   std::shared_ptr<Session> replaced;
   std::string session_id = NewSessionId();
   {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     Node& node = nodes_[hello.node_id()];
     if (node.session != nullptr) {
       replaced = std::move(node.session);
@@ -108,7 +108,7 @@ absl::StatusOr<std::string> NodeRegistry::Connect(const v1::Hello& hello, std::s
 
 bool NodeRegistry::Heartbeat(const std::string& node_id, const std::string& session_id,
                              const v1::Heartbeat& heartbeat) {
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   auto it = nodes_.find(node_id);
   if (it == nodes_.end() || it->second.session_id != session_id) return false;
   Node& node = it->second;
@@ -126,7 +126,7 @@ bool NodeRegistry::Heartbeat(const std::string& node_id, const std::string& sess
 
 void NodeRegistry::Disconnect(const std::string& node_id, const std::string& session_id,
                               absl::string_view reason) {
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   auto it = nodes_.find(node_id);
   if (it == nodes_.end() || it->second.session_id != session_id) return;
   it->second.session.reset();
@@ -136,7 +136,7 @@ void NodeRegistry::Disconnect(const std::string& node_id, const std::string& ses
 bool NodeRegistry::Send(const std::string& node_id, v1::HostMessage message) {
   std::shared_ptr<Session> session;
   {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     auto it = nodes_.find(node_id);
     if (it == nodes_.end() || it->second.session == nullptr) return false;
     session = it->second.session;
@@ -146,7 +146,7 @@ bool NodeRegistry::Send(const std::string& node_id, v1::HostMessage message) {
 }
 
 int NodeRegistry::SweepStale() {
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   const absl::Time now = options_.now();
   int changed = 0;
   for (auto& [id, node] : nodes_) {
@@ -162,7 +162,7 @@ int NodeRegistry::SweepStale() {
 }
 
 std::vector<v1::NodeInfo> NodeRegistry::List() const {
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   std::vector<v1::NodeInfo> out;
   out.reserve(nodes_.size());
   for (const auto& [id, node] : nodes_) out.push_back(node.info);
@@ -172,14 +172,14 @@ std::vector<v1::NodeInfo> NodeRegistry::List() const {
 }
 
 std::optional<v1::NodeInfo> NodeRegistry::Get(const std::string& node_id) const {
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   auto it = nodes_.find(node_id);
   if (it == nodes_.end()) return std::nullopt;
   return it->second.info;
 }
 
 std::optional<v1::NodeInfo> NodeRegistry::GetOnline(const std::string& node_id) const {
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   auto it = nodes_.find(node_id);
   if (it == nodes_.end() || it->second.info.state() != "online") return std::nullopt;
   return it->second.info;
@@ -188,7 +188,7 @@ std::optional<v1::NodeInfo> NodeRegistry::GetOnline(const std::string& node_id) 
 void NodeRegistry::CloseAll(const absl::Status& reason) {
   std::vector<std::shared_ptr<Session>> sessions;
   {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     for (auto& [id, node] : nodes_) {
       if (node.session != nullptr) sessions.push_back(node.session);
     }

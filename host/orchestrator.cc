@@ -9,7 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
-#include "absl/synchronization/notification.h"
+#include "common/mutex.h"
 #include "common/auth.h"
 #include "common/model_source.h"
 #include "common/proto_json.h"
@@ -148,7 +148,7 @@ std::string Orchestrator::PeerHolding(const std::string& repo, const std::string
 Orchestrator::~Orchestrator() = default;
 
 absl::Status Orchestrator::Recover() {
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   for (v1::Job& job : registry_->UnfinishedJobs()) {
     absl::StatusOr<std::string> request = registry_->GetJobRequest(job.id());
     v1::Command command;
@@ -378,7 +378,7 @@ absl::StatusOr<v1::Job> Orchestrator::Launch(v1::Job job, v1::Command command) {
   if (!request_json.ok()) return request_json.status();
   RETURN_IF_ERROR(registry_->PutJob(job, *request_json));
   {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     ActiveJob& active = active_[job.id()];
     active.job = job;
     active.command = command;
@@ -407,7 +407,7 @@ void Orchestrator::OnAgentConnected(const v1::Hello& hello) {
     Reconcile(hello);
     std::vector<v1::Command> resend;
     {
-      absl::MutexLock lock(&mu_);
+      gswarm::MutexLock lock(&mu_);
       for (const auto& [id, active] : active_) {
         if (active.job.node_id() == hello.node_id()) resend.push_back(active.command);
       }

@@ -14,7 +14,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
+#include "common/mutex.h"
 #include "absl/time/time.h"
 #include "common/worker_pool.h"
 #include "gswarm/v1/api.pb.h"
@@ -152,8 +152,8 @@ class Orchestrator final : public AgentListener {
   InstanceManager* const instances_;
   EventBus* const events_bus_;
   // Held across a serve's plan and launch. Taken before mu_.
-  absl::Mutex serve_mu_;
-  mutable absl::Mutex mu_;
+  gswarm::Mutex serve_mu_;
+  mutable gswarm::Mutex mu_;
   absl::flat_hash_map<std::string, ActiveJob> active_ ABSL_GUARDED_BY(mu_);
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
   // Agent events in arrival order, off gRPC's threads.

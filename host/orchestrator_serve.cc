@@ -46,7 +46,7 @@ absl::StatusOr<ServePlan> Orchestrator::PlanServe(const v1::ServeRequest& reques
 
 absl::StatusOr<v1::Job> Orchestrator::Serve(const v1::ServeRequest& request,
                                             const std::string& managed_by) {
-  absl::MutexLock serve_lock(&serve_mu_);
+  gswarm::MutexLock serve_lock(&serve_mu_);
   ASSIGN_OR_RETURN(ServePlan plan, PlanServe(request));
   if (!plan.fits) return absl::FailedPreconditionError(plan.shortage);
 

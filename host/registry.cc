@@ -122,7 +122,7 @@ absl::StatusOr<sqlite::Transaction> Registry::Begin(Kind kind, std::string what)
 
 absl::Status Registry::PutModel(const v1::Model& model) {
   RETURN_IF_ERROR(ValidateModelName(model.name()));
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(sqlite::Transaction tx,
                    Begin(Kind::kWrite, absl::StrCat("put model ", model.name())));
   RETURN_IF_ERROR(rows::UpsertModel(db_, model));
@@ -130,7 +130,7 @@ absl::Status Registry::PutModel(const v1::Model& model) {
 }
 
 absl::StatusOr<v1::Model> Registry::GetModel(absl::string_view name) const {
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(sqlite::Transaction tx, Begin(Kind::kRead, absl::StrCat("get model ", name)));
   ASSIGN_OR_RETURN(Statement s, db_.Prepare(absl::StrCat("SELECT ", rows::kModelColumns,
                                                          " FROM models WHERE name = ?1")));
@@ -149,7 +149,7 @@ absl::StatusOr<v1::Model> Registry::GetModel(absl::string_view name) const {
 }
 
 bool Registry::HasModel(absl::string_view name) const {
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   absl::StatusOr<bool> exists = rows::ModelExists(db_, name);
   if (!exists.ok()) {
     spdlog::error("registry: looking up model {}: {}", name, exists.status().message());
@@ -159,7 +159,7 @@ bool Registry::HasModel(absl::string_view name) const {
 }
 
 std::vector<v1::Model> Registry::ListModels() const {
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   std::vector<v1::Model> models;
   absl::Status status = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::Status {
     ASSIGN_OR_RETURN(sqlite::Transaction tx, Begin(Kind::kRead, "list models"));
@@ -189,7 +189,7 @@ std::vector<v1::Model> Registry::ListModels() const {
 }
 
 absl::Status Registry::DeleteModel(absl::string_view name) {
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(sqlite::Transaction tx,
                    Begin(Kind::kWrite, absl::StrCat("delete model ", name)));
   ASSIGN_OR_RETURN(Statement s, db_.Prepare("DELETE FROM models WHERE name = ?1"));
@@ -209,7 +209,7 @@ absl::Status Registry::PutReplica(absl::string_view model_name, const v1::Replic
     return absl::InvalidArgumentError(
         absl::StrCat("replica of model \"", model_name, "\" needs a node id and a tier"));
   }
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(sqlite::Transaction tx,
                    Begin(Kind::kWrite, absl::StrCat("put replica ", model_name, " on node ",
                                                     replica.node_id(), " ", replica.tier())));
@@ -224,7 +224,7 @@ absl::Status Registry::PutReplica(absl::string_view model_name, const v1::Replic
 
 absl::Status Registry::DeleteReplica(absl::string_view model_name, absl::string_view node_id,
                                      absl::string_view tier) {
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(sqlite::Transaction tx,
                    Begin(Kind::kWrite, absl::StrCat("delete replica ", model_name, " on node ",
                                                     node_id, " ", tier)));
@@ -262,7 +262,7 @@ absl::StatusOr<Registry::NodeDiff> Registry::ReplaceNodeReplicas(
     wanted[std::move(key)] = {model_name, std::move(r)};
   }
 
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(sqlite::Transaction tx,
                    Begin(Kind::kWrite, absl::StrCat("reconcile node ", node_id)));
   std::map<std::string, v1::Replica> before;
@@ -323,7 +323,7 @@ absl::StatusOr<Registry::NodeDiff> Registry::ReplaceNodeReplicas(
 
 std::vector<std::pair<std::string, v1::Replica>> Registry::ReplicasOnNode(
     absl::string_view node_id) const {
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   std::vector<std::pair<std::string, v1::Replica>> out;
   absl::Status status = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::Status {
     ASSIGN_OR_RETURN(sqlite::Transaction tx,
@@ -345,14 +345,14 @@ std::vector<std::pair<std::string, v1::Replica>> Registry::ReplicasOnNode(
 
 absl::Status Registry::PutJob(const v1::Job& job, absl::string_view request_json) {
   if (job.id().empty()) return absl::InvalidArgumentError("registry: a job needs an id");
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(sqlite::Transaction tx, Begin(Kind::kWrite, absl::StrCat("put job ", job.id())));
   RETURN_IF_ERROR(rows::UpsertJob(db_, job, request_json));
   return tx.Commit();
 }
 
 absl::StatusOr<v1::Job> Registry::GetJob(absl::string_view id) const {
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(sqlite::Transaction tx, Begin(Kind::kRead, absl::StrCat("get job ", id)));
   ASSIGN_OR_RETURN(std::vector<v1::Job> jobs,
                    QueryJobs(absl::StrCat("SELECT ", rows::kJobColumns, " FROM jobs WHERE id = ?1"),
@@ -365,7 +365,7 @@ absl::StatusOr<v1::Job> Registry::GetJob(absl::string_view id) const {
 }
 
 absl::StatusOr<std::string> Registry::GetJobRequest(absl::string_view id) const {
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(sqlite::Transaction tx,
                    Begin(Kind::kRead, absl::StrCat("get request of job ", id)));
   ASSIGN_OR_RETURN(Statement s, db_.Prepare("SELECT request_json FROM jobs WHERE id = ?1"));
@@ -409,7 +409,7 @@ std::vector<v1::Job> Registry::ListJobs(const JobFilter& filter) const {
   // rowid breaks ties between jobs created in the same nanosecond: later inserts first.
   absl::StrAppend(&sql, " ORDER BY created_at DESC, rowid DESC");
 
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   absl::StatusOr<std::vector<v1::Job>> jobs =
       [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::StatusOr<std::vector<v1::Job>> {
     ASSIGN_OR_RETURN(sqlite::Transaction tx, Begin(Kind::kRead, "list jobs"));
@@ -426,7 +426,7 @@ std::vector<v1::Job> Registry::ListJobs(const JobFilter& filter) const {
 }
 
 std::vector<v1::Job> Registry::UnfinishedJobs() const {
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   absl::StatusOr<std::vector<v1::Job>> jobs =
       [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::StatusOr<std::vector<v1::Job>> {
     ASSIGN_OR_RETURN(sqlite::Transaction tx, Begin(Kind::kRead, "list unfinished jobs"));

@@ -25,7 +25,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "absl/synchronization/mutex.h"
+#include "common/mutex.h"
 #include "common/model_name.h"
 #include "gswarm/v1/common.pb.h"
 #include "host/sqlite.h"
@@ -127,7 +127,7 @@ class Registry {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const int schema_version_;
-  mutable absl::Mutex mu_;
+  mutable gswarm::Mutex mu_;
   // Mutable: reads prepare statements and take transactions on the connection.
   mutable sqlite::Db db_ ABSL_GUARDED_BY(mu_);
 };

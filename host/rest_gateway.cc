@@ -9,7 +9,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "absl/synchronization/mutex.h"
+#include "common/mutex.h"
 #include "boost/asio/post.hpp"
 #include "boost/asio/steady_timer.hpp"
 #include "common/auth.h"
@@ -183,7 +183,7 @@ class EventStream : public std::enable_shared_from_this<EventStream> {
 
   void Run(std::shared_ptr<EventSubscription> subscription) {
     {
-      absl::MutexLock lock(&mu_);
+      gswarm::MutexLock lock(&mu_);
       subscription_ = std::move(subscription);
     }
     // The exchange holds the stream until the client goes or the stream ends.
@@ -200,7 +200,7 @@ class EventStream : public std::enable_shared_from_this<EventStream> {
   void Pump() {
     std::shared_ptr<EventSubscription> subscription;
     {
-      absl::MutexLock lock(&mu_);
+      gswarm::MutexLock lock(&mu_);
       if (stopped_ || subscription_ == nullptr) return;
       if (writing_) {
         again_ = true;
@@ -219,7 +219,7 @@ class EventStream : public std::enable_shared_from_this<EventStream> {
     }
     if (frames.empty()) return Written(true);
     {
-      absl::MutexLock lock(&mu_);
+      gswarm::MutexLock lock(&mu_);
       sent_ = true;
     }
     exchange_->Write(std::move(frames), [self = shared_from_this(), ended](bool ok) {
@@ -234,7 +234,7 @@ class EventStream : public std::enable_shared_from_this<EventStream> {
     if (!ok) return Stop();
     bool again;
     {
-      absl::MutexLock lock(&mu_);
+      gswarm::MutexLock lock(&mu_);
       writing_ = false;
       again = std::exchange(again_, false);
     }
@@ -244,7 +244,7 @@ class EventStream : public std::enable_shared_from_this<EventStream> {
   // After a write of events: more may be waiting, or the end.
   void WrittenEvents(bool ok) {
     {
-      absl::MutexLock lock(&mu_);
+      gswarm::MutexLock lock(&mu_);
       again_ = true;
     }
     Written(ok);
@@ -257,7 +257,7 @@ class EventStream : public std::enable_shared_from_this<EventStream> {
       if (ec || self == nullptr) return;
       bool write = false;
       {
-        absl::MutexLock lock(&self->mu_);
+        gswarm::MutexLock lock(&self->mu_);
         if (self->stopped_) return;
         write = !self->writing_ && !std::exchange(self->sent_, false);
         if (write) self->writing_ = true;
@@ -277,7 +277,7 @@ class EventStream : public std::enable_shared_from_this<EventStream> {
   void Stop() {
     std::shared_ptr<EventSubscription> subscription;
     {
-      absl::MutexLock lock(&mu_);
+      gswarm::MutexLock lock(&mu_);
       if (stopped_) return;
       stopped_ = true;
       subscription = std::move(subscription_);
@@ -289,7 +289,7 @@ class EventStream : public std::enable_shared_from_this<EventStream> {
 
   const std::shared_ptr<http::Exchange> exchange_;
   boost::asio::steady_timer timer_;
-  absl::Mutex mu_;
+  gswarm::Mutex mu_;
   std::shared_ptr<EventSubscription> subscription_ ABSL_GUARDED_BY(mu_);
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool again_ ABSL_GUARDED_BY(mu_) = false;

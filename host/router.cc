@@ -9,7 +9,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/notification.h"
+#include "common/mutex.h"
 #include "absl/time/clock.h"
 #include "common/model_name.h"
 #include "common/paths.h"
@@ -85,7 +85,7 @@ Router::~Router() {
   Shutdown();
   std::vector<std::pair<std::shared_ptr<Flight>, std::thread>> loaders;
   {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     loaders.swap(loaders_);
   }
   for (auto& [flight, thread] : loaders) thread.join();
@@ -95,7 +95,7 @@ void Router::Shutdown() {
   absl::flat_hash_map<std::string, std::deque<std::shared_ptr<Waiter>>> queued;
   std::vector<std::shared_ptr<Waiter>> loading;
   {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     if (shut_down_) return;
     shut_down_ = true;
     queued.swap(queued_);
@@ -119,7 +119,7 @@ absl::StatusOr<nlohmann::json> Router::Switch(const std::string& model) {
   const auto start = std::chrono::steady_clock::now();
   std::string previous;
   {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     previous = std::exchange(active_model_, model);
   }
   const double micros =
@@ -127,7 +127,7 @@ absl::StatusOr<nlohmann::json> Router::Switch(const std::string& model) {
   if (!options_.active_model_file.empty()) {
     // Kept for the next host; the switch itself has happened either way. Whatever is active
     // when the write starts is written, so concurrent switches leave the last one on disk.
-    absl::MutexLock persist(&persist_mu_);
+    gswarm::MutexLock persist(&persist_mu_);
     absl::Status kept =
         common::WriteFileAtomically(options_.active_model_file, active_model() + "\n");
     if (!kept.ok()) spdlog::warn("router: the active model is not kept: {}", kept.message());
@@ -145,7 +145,7 @@ absl::StatusOr<nlohmann::json> Router::Switch(const std::string& model) {
 }
 
 int Router::waiting() const {
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   return waiting_;
 }
 
@@ -155,13 +155,13 @@ void Router::WaitedFor(const Waiter& waiter) const {
 }
 
 std::string Router::active_model() const {
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   return active_model_;
 }
 
 absl::StatusOr<std::shared_ptr<const Router::Backend>> Router::Reserve(const std::string& model,
                                                                        absl::Time deadline) {
-  absl::Notification done;
+  gswarm::Notification done;
   absl::StatusOr<std::unique_ptr<Lease>> result;
   Acquire(model, deadline, [&](absl::StatusOr<std::unique_ptr<Lease>> lease, int) {
     result = std::move(lease);
@@ -174,13 +174,13 @@ absl::StatusOr<std::shared_ptr<const Router::Backend>> Router::Reserve(const std
 }
 
 int Router::InFlight(const std::string& instance_id) const {
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   auto it = in_flight_.find(instance_id);
   return it == in_flight_.end() ? 0 : it->second;
 }
 
 absl::Time Router::LastUsed(const std::string& instance_id) const {
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   auto it = last_used_.find(instance_id);
   return it == last_used_.end() ? absl::InfinitePast() : it->second;
 }
@@ -203,7 +203,7 @@ void Router::Attempt(std::shared_ptr<Waiter> waiter, bool queued) {
   absl::Status refused;
   int http_status = 503;
   {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     if (shut_down_) {
       refused = ShuttingDown();
     } else {
@@ -245,7 +245,7 @@ void Router::Attempt(std::shared_ptr<Waiter> waiter, bool queued) {
   absl::Status submitted = OffThread([this, waiter, queued] { AttemptLoad(waiter, queued); });
   if (!submitted.ok()) {
     if (queued) {
-      absl::MutexLock lock(&mu_);
+      gswarm::MutexLock lock(&mu_);
       --waiting_;
     }
     waiter->granted(submitted, 503);
@@ -256,7 +256,7 @@ void Router::AttemptLoad(std::shared_ptr<Waiter> waiter, bool queued) {
   const std::string& model = waiter->model;
   auto refuse = [&](const absl::Status& why, int http_status) {
     if (queued) {
-      absl::MutexLock lock(&mu_);
+      gswarm::MutexLock lock(&mu_);
       --waiting_;
     }
     waiter->granted(why, http_status);
@@ -276,7 +276,7 @@ void Router::AttemptLoad(std::shared_ptr<Waiter> waiter, bool queued) {
   std::vector<std::thread> finished;
   absl::Status refused;
   {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     if (shut_down_) {
       refused = ShuttingDown();
     } else if (!queued && waiting_ >= options_.max_queue) {
@@ -334,7 +334,7 @@ void Router::Release(const Backend& backend) {
   std::shared_ptr<Waiter> next;
   std::unique_ptr<Lease> lease;
   {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     auto it = in_flight_.find(backend.instance_id);
     if (it != in_flight_.end() && --it->second <= 0) in_flight_.erase(it);
     last_used_[backend.instance_id] = absl::Now();
@@ -361,7 +361,7 @@ void Router::Sweep() {
     std::vector<std::shared_ptr<Waiter>> retry;
     std::vector<std::shared_ptr<Waiter>> late;
     {
-      absl::MutexLock lock(&mu_);
+      gswarm::MutexLock lock(&mu_);
       if (!shut_down_) stop_sweeping_.WaitWithTimeout(&mu_, absl::Milliseconds(500));
       if (shut_down_) return;
       const absl::Time now = absl::Now();
@@ -412,7 +412,7 @@ std::shared_ptr<Router::Flight> Router::EnsureLoading(const std::string& model,
 void Router::StartLoad(const std::string& model) {
   std::vector<std::thread> finished;
   {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     EnsureLoading(model, &finished);
   }
   for (std::thread& thread : finished) thread.join();  // done: they exit at once
@@ -434,7 +434,7 @@ void Router::RunLoad(const std::string& model, std::shared_ptr<Flight> flight) {
   }
   std::vector<std::shared_ptr<Waiter>> waiters;
   {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     flight->result = result;
     flight->done = true;
     waiters.swap(flight->waiters);
@@ -454,7 +454,7 @@ void Router::RunLoad(const std::string& model, std::shared_ptr<Flight> flight) {
 
 bool Router::TryRetire(const std::string& instance_id, absl::Time idle_since,
                        const std::function<bool()>& take_out) {
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   if (in_flight_.contains(instance_id)) return false;
   if (auto it = last_used_.find(instance_id); it != last_used_.end() && it->second > idle_since) {
     return false;
@@ -463,7 +463,7 @@ bool Router::TryRetire(const std::string& instance_id, absl::Time idle_since,
 }
 
 void Router::Forget(const std::string& instance_id) {
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   last_used_.erase(instance_id);
 }
 

@@ -25,7 +25,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
+#include "common/mutex.h"
 #include "absl/time/time.h"
 #include "nlohmann/json.hpp"
 
@@ -215,10 +215,10 @@ class Router {
   Placement* const placement_;
   std::unique_ptr<UpstreamPool> upstreams_;
 
-  absl::Mutex persist_mu_;  // one write of options_.active_model_file at a time
-  mutable absl::Mutex mu_;
+  gswarm::Mutex persist_mu_;  // one write of options_.active_model_file at a time
+  mutable gswarm::Mutex mu_;
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
-  absl::CondVar stop_sweeping_;
+  gswarm::CondVar stop_sweeping_;
   std::thread sweeper_;
   // Requests waiting for room on a ready instance, per model, oldest first.
   absl::flat_hash_map<std::string, std::deque<std::shared_ptr<Waiter>>> queued_

@@ -37,7 +37,7 @@ RouterPlacement::RouterPlacement(Options options, Registry* registry, NodeRegist
 
 void RouterPlacement::Start(Router* router) {
   {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     router_ = router;
   }
   reaper_ = std::thread([this] { RunPolicy(); });
@@ -47,7 +47,7 @@ RouterPlacement::~RouterPlacement() { Stop(); }
 
 void RouterPlacement::Stop() {
   {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     if (stopping_) return;
     stopping_ = true;
   }
@@ -59,7 +59,7 @@ void RouterPlacement::OnInstance(const v1::Instance& instance, InstanceState to)
   // Only these two matter here. The others (planned, draining) come from the pool's own steps,
   // which may run under mu_.
   if (IsActive(to) && to != InstanceState::kReady) return;
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   if (router_ == nullptr) return;  // not started: nothing to keep in step yet
   if (!IsActive(to)) {
     // Ended: it leaves the pool and the router's books.
@@ -82,7 +82,7 @@ void RouterPlacement::OnInstance(const v1::Instance& instance, InstanceState to)
 void RouterPlacement::RunPolicy() {
   for (;;) {
     const absl::Time next = std::min(ReapIdle(), KeepPreloaded());
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     auto woken = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return dirty_ || stopping_; };
     mu_.AwaitWithDeadline(absl::Condition(&woken), next);
     if (stopping_) return;
@@ -151,7 +151,7 @@ std::optional<v1::Job> RouterPlacement::StopRetired(const Leaving& leaving) {
     spdlog::warn("instance={}: unload failed, it stays: {}", id, stop.status().message());
     absl::Status back = instances_->Undrain(
         id, absl::StrCat("the stop could not be sent: ", stop.status().message()));
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     // Ready again (and not ended meanwhile): back in rotation, but not retired again before a
     // while, or an idle instance on an unreachable node would be retried without pause.
     if (back.ok() && instances_->State(id) == InstanceState::kReady) {
@@ -173,7 +173,7 @@ void RouterPlacement::Demote(const v1::Instance& instance) {
   }
   const std::string key = absl::StrCat(model->name(), "@", instance.node_id());
   {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     if (auto it = demoting_.find(key); it != demoting_.end()) {
       absl::StatusOr<v1::Job> job = orchestrator_->GetJob(it->second);
       if (job.ok() && !IsTerminal(JobStateOf(*job))) return;  // already on its way
@@ -208,7 +208,7 @@ void RouterPlacement::Demote(const v1::Instance& instance) {
   Publish("demoted", model->name(), &instance,
           absl::StrCat("model ", model->name(), " demoted to DRAM on ", instance.node_id(),
                        " (job ", job->id(), ")"));
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   demoting_[key] = job->id();
 }
 
@@ -216,7 +216,7 @@ absl::Time RouterPlacement::ReapIdle() {
   std::vector<Leaving> idle;
   absl::Time next = absl::InfiniteFuture();
   {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     const absl::Time now = absl::Now();
     std::vector<std::pair<std::string, absl::Duration>> expired;
     for (const auto& [id, loaded] : loaded_) {
@@ -249,7 +249,7 @@ absl::Time RouterPlacement::KeepPreloaded() {
   std::vector<std::string> due;
   absl::Time next = absl::InfiniteFuture();
   {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     const absl::Time now = absl::Now();
     for (const std::string& model : options_.preload) {
       if (!instances_->Active(model).empty()) {
@@ -292,7 +292,7 @@ bool RouterPlacement::Routable(const std::string& instance_id) {
 
 void RouterPlacement::KeepAlive(const std::string& instance_id,
                                 std::optional<absl::Duration> keep_alive) {
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   auto it = loaded_.find(instance_id);
   if (it != loaded_.end() && !it->second.pinned) {
     const absl::Duration wanted = keep_alive.value_or(DefaultKeepAlive());
@@ -308,7 +308,7 @@ void RouterPlacement::Describe(v1::Instance* instance) const {
   if (const absl::Time used = router_->LastUsed(instance->id()); used != absl::InfinitePast()) {
     *instance->mutable_last_used_at() = common::ToTimestamp(used);
   }
-  absl::MutexLock lock(&mu_);
+  gswarm::MutexLock lock(&mu_);
   auto it = loaded_.find(instance->id());
   if (it == loaded_.end()) return;
   const Loaded& loaded = it->second;
@@ -322,7 +322,7 @@ void RouterPlacement::Describe(v1::Instance* instance) const {
 absl::Status RouterPlacement::MakeRoomInCount(const std::string& model) {
   std::vector<Leaving> victims;
   {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     if (options_.max_loaded_models > 0) {
       const absl::Time now = absl::Now();
       absl::flat_hash_set<std::string> tried;  // each at most once: a refusal does not pass here
@@ -365,7 +365,7 @@ RouterPlacement::Room RouterPlacement::MakeRoomOnGpu(const std::string& model,
   Room room;
   std::vector<Leaving> victims;
   {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     const absl::Time now = absl::Now();
     for (const ServePlan& plan : plans) {
       // The GPU where the least has to leave for the model to fit, least recently used first.
@@ -431,7 +431,7 @@ absl::StatusOr<Router::Backend> RouterPlacement::Load(const std::string& model,
   const absl::Time start = absl::Now();
   std::string tier;  // where the weights come from
   absl::Cleanup done = [this] {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     --loading_;
   };
   // The orchestrator places it: a node holding the model in DRAM before disk, a GPU with room.
@@ -502,7 +502,7 @@ absl::StatusOr<Router::Backend> RouterPlacement::Load(const std::string& model,
   {
     // The instance's "ready" normally put it in the pool already (OnInstance); one that has
     // ended since is not added back.
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     std::optional<v1::Instance> now = instances_->Get(finished.instance().id());
     if (!loaded_.contains(finished.instance().id()) && now.has_value() && IsActive(StateOf(*now))) {
       loaded_[finished.instance().id()] =

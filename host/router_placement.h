@@ -25,8 +25,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
-#include "absl/synchronization/mutex.h"
-#include "absl/synchronization/notification.h"
+#include "common/mutex.h"
 #include "host/instance_manager.h"
 #include "host/node_registry.h"
 #include "host/orchestrator.h"
@@ -163,7 +162,7 @@ class RouterPlacement final : public Router::Placement {
   EventBus* const events_;
   Router* router_ = nullptr;  // set once by Start, before the policy thread and any input
 
-  mutable absl::Mutex mu_;
+  mutable gswarm::Mutex mu_;
   absl::flat_hash_map<std::string, Loaded> loaded_ ABSL_GUARDED_BY(mu_);
   int loading_ ABSL_GUARDED_BY(mu_) = 0;  // loads between MakeRoomInCount and their end
   // Something changed that the policy should look at before its next deadline.
@@ -172,7 +171,7 @@ class RouterPlacement final : public Router::Placement {
   absl::flat_hash_map<std::string, PreloadState> preload_ ABSL_GUARDED_BY(mu_);
   // Demotions under way, "model@node" -> the copy job.
   absl::flat_hash_map<std::string, std::string> demoting_ ABSL_GUARDED_BY(mu_);
-  absl::Notification stop_;
+  gswarm::Notification stop_;
   std::thread reaper_;
 };
 

@@ -14,7 +14,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/notification.h"
+#include "common/mutex.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "tests/support/process.h"
@@ -160,7 +160,7 @@ class HttpServerTest : public ::testing::Test {
   std::unique_ptr<IoThreads> io_;
   std::unique_ptr<HttpServer> server_;
   int port_ = 0;
-  absl::Notification cancelled_;
+  gswarm::Notification cancelled_;
   std::atomic<int> chunks_written_ = 0;
 };
 

@@ -129,36 +129,36 @@ class TestPlacement : public Router::Placement {
   using LoadFn = std::function<absl::StatusOr<Backend>(const std::string&, absl::Time)>;
 
   void AddModel(const std::string& model) {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     known_.insert(model);
   }
   void AddReady(const Backend& backend) {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     known_.insert(backend.model);
     ready_[backend.model].push_back(backend);
   }
   void SetLoad(LoadFn load) {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     load_ = std::move(load);
   }
   int load_calls() const { return load_calls_.load(); }
 
   std::vector<Backend> ReadyBackends(const std::string& model) override {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     auto it = ready_.find(model);
     return it == ready_.end() ? std::vector<Backend>{} : it->second;
   }
   bool IsKnownModel(const std::string& model) override {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     return known_.contains(model);
   }
   bool Routable(const std::string& instance_id) override {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     return !drained_.contains(instance_id);
   }
   // What the real placement's drain does: the instance takes no new request from now on.
   bool Drain(const std::string& instance_id) {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     drained_.insert(instance_id);
     return true;
   }
@@ -166,7 +166,7 @@ class TestPlacement : public Router::Placement {
     ++load_calls_;
     LoadFn load;
     {
-      absl::MutexLock lock(&mu_);
+      gswarm::MutexLock lock(&mu_);
       load = load_;
     }
     if (!load) return absl::UnavailableError("no load in this test");
@@ -176,17 +176,17 @@ class TestPlacement : public Router::Placement {
   }
   void KeepAlive(const std::string& instance_id,
                  std::optional<absl::Duration> keep_alive) override {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     keep_alive_[instance_id] = keep_alive;
   }
   // The last request's keep_alive for the instance (nullopt: it had none).
   std::optional<absl::Duration> keep_alive(const std::string& instance_id) {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     auto it = keep_alive_.find(instance_id);
     return it == keep_alive_.end() ? std::nullopt : it->second;
   }
   std::vector<json> ModelEntries() override {
-    absl::MutexLock lock(&mu_);
+    gswarm::MutexLock lock(&mu_);
     std::vector<json> entries;
     for (const std::string& model : known_) {
       entries.push_back({{"id", model},
@@ -199,7 +199,7 @@ class TestPlacement : public Router::Placement {
   }
 
  private:
-  absl::Mutex mu_;
+  gswarm::Mutex mu_;
   absl::flat_hash_set<std::string> known_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_set<std::string> drained_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, std::vector<Backend>> ready_ ABSL_GUARDED_BY(mu_);

@@ -130,7 +130,7 @@ class SupervisorTest : public ::testing::Test {
     o.stop_grace = absl::Seconds(1);
     o.health_interval = absl::Milliseconds(50);
     o.on_change = [this](const v1::Instance& i) {
-      absl::MutexLock lock(&events_mu_);
+      gswarm::MutexLock lock(&events_mu_);
       events_.push_back(i);
     };
     return o;
@@ -180,7 +180,7 @@ class SupervisorTest : public ::testing::Test {
   }
 
   std::vector<std::string> States(const std::string& id) {
-    absl::MutexLock lock(&events_mu_);
+    gswarm::MutexLock lock(&events_mu_);
     std::vector<std::string> states;
     for (const v1::Instance& i : events_) {
       if (i.id() == id) states.push_back(i.state());
@@ -189,14 +189,14 @@ class SupervisorTest : public ::testing::Test {
   }
 
   std::vector<v1::Instance> Events() {
-    absl::MutexLock lock(&events_mu_);
+    gswarm::MutexLock lock(&events_mu_);
     return events_;
   }
 
   static inline std::string model_root_;
   std::string dir_;
   std::unique_ptr<InstanceSupervisor> supervisor_;
-  absl::Mutex events_mu_;
+  gswarm::Mutex events_mu_;
   std::vector<v1::Instance> events_ ABSL_GUARDED_BY(events_mu_);
 };
 
