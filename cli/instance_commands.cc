@@ -3,6 +3,7 @@
 #include <iostream>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "cli/job_follow.h"
 
 namespace gswarm::cli {
@@ -49,6 +50,19 @@ InstanceCommands::InstanceCommands(CLI::App& app) {
   stop_->add_option("--node", node_, "With a model name: only this node's instances");
   stop_->add_flag("--force", force_, "SIGKILL at once instead of SIGTERM and a grace period");
 
+  sleep_ = app.add_subcommand(
+      "sleep",
+      "Put an instance's engine to sleep: it frees its GPU memory and keeps running, and wakes in\n"
+      "a fraction of a cold start (vllm and sglang; the router wakes it on its model's next "
+      "request).\n"
+      "  gswarm sleep inst-1a2b3c            # level 1: weights kept in CPU RAM\n"
+      "  gswarm sleep inst-1a2b3c --level 2  # weights dropped, read again from the files on wake");
+  sleep_->add_option("id", id_, "Instance id, as `gswarm ps` shows it")->required();
+  sleep_->add_option("--level", level_, "1 (weights kept in CPU RAM) or 2 (dropped)")
+      ->check(CLI::Range(1, 2));
+  wake_ = app.add_subcommand("wake", "Wake a sleeping instance and wait until it answers again");
+  wake_->add_option("id", id_, "Instance id, as `gswarm ps` shows it")->required();
+
   logs_ = app.add_subcommand("logs", "Print an instance's engine log (from its node)");
   logs_->add_option("id", id_, "Instance id, as `gswarm ps -a` shows it")->required();
   logs_->add_flag("-f,--follow", follow_, "Keep printing as the engine writes (Ctrl-C to stop)");
@@ -60,8 +74,8 @@ InstanceCommands::InstanceCommands(CLI::App& app) {
 }
 
 bool InstanceCommands::Parsed() const {
-  return serve_->parsed() || ps_->parsed() || stop_->parsed() || logs_->parsed() ||
-         switch_->parsed();
+  return serve_->parsed() || ps_->parsed() || stop_->parsed() || sleep_->parsed() ||
+         wake_->parsed() || logs_->parsed() || switch_->parsed();
 }
 
 int InstanceCommands::Run(ApiClient& api, bool json) {
@@ -69,6 +83,7 @@ int InstanceCommands::Run(ApiClient& api, bool json) {
   if (ps_->parsed()) return Ps(api, json);
   if (logs_->parsed()) return Logs(api);
   if (switch_->parsed()) return Switch(api, json);
+  if (sleep_->parsed() || wake_->parsed()) return SleepOrWake(api, json);
   return Stop(api, json);
 }
 
@@ -121,10 +136,13 @@ int InstanceCommands::Ps(ApiClient& api, bool json) {
                "REQS", "UNLOADS", "REASON"});
   int shown = 0;
   for (const v1::Instance& i : list->instances()) {
-    const bool active = i.state() == "starting" || i.state() == "ready" || i.state() == "stopping";
+    const bool active = i.state() == "starting" || i.state() == "ready" ||
+                        i.state() == "sleeping" || i.state() == "stopping";
     if (!all_ && !active) continue;
     ++shown;
-    table.AddRow({i.id(), i.model_name(), i.node_id(), i.engine(), i.gpu_device(), i.state(),
+    const std::string state =
+        i.sleep_level() > 0 ? absl::StrCat(i.state(), " (", i.sleep_level(), ")") : i.state();
+    table.AddRow({i.id(), i.model_name(), i.node_id(), i.engine(), i.gpu_device(), state,
                   i.endpoint(), std::to_string(i.pid()), Ago(i.started_at()),
                   std::to_string(i.restarts()), std::to_string(i.requests_in_flight()), Unloads(i),
                   i.state() == "ready" ? "" : i.state_reason().substr(0, 60)});
@@ -156,6 +174,30 @@ int InstanceCommands::Stop(ApiClient& api, bool json) {
   for (const v1::Instance& i : stopped->stopped()) {
     std::cout << "stopped " << i.id() << " (" << i.model_name() << " on " << i.node_id() << ")\n";
   }
+  return 0;
+}
+
+int InstanceCommands::SleepOrWake(ApiClient& api, bool json) {
+  int exit_code = 0;
+  std::optional<v1::Instance> instance;
+  // A level-2 wake reads the weights again: minutes for a large model.
+  if (sleep_->parsed()) {
+    v1::SleepInstanceRequest request;
+    request.set_instance_id(id_);
+    request.set_level(static_cast<uint32_t>(level_));
+    instance = Fetch<v1::Instance>(api, &v1::GSwarm::Stub::SleepInstance, request, json, &exit_code,
+                                   std::chrono::seconds(400));
+  } else {
+    v1::WakeInstanceRequest request;
+    request.set_instance_id(id_);
+    instance = Fetch<v1::Instance>(api, &v1::GSwarm::Stub::WakeInstance, request, json, &exit_code,
+                                   std::chrono::seconds(960));
+  }
+  if (!instance.has_value()) return exit_code;
+  std::cout << instance->id() << " (" << instance->model_name() << " on " << instance->node_id()
+            << ") is " << instance->state()
+            << (instance->state_reason().empty() ? "" : " (" + instance->state_reason() + ")")
+            << "\n";
   return 0;
 }
 

@@ -1,6 +1,6 @@
 #pragma once
 
-// The instance verbs: serve, ps, stop.
+// The instance verbs: serve, ps, stop, sleep, wake, logs, switch.
 
 #include <string>
 #include <vector>
@@ -20,16 +20,20 @@ class InstanceCommands {
   int Serve(ApiClient& api, bool json);
   int Ps(ApiClient& api, bool json);
   int Stop(ApiClient& api, bool json);
+  int SleepOrWake(ApiClient& api, bool json);
   int Logs(ApiClient& api);
   int Switch(ApiClient& api, bool json);
 
   CLI::App* serve_;
   CLI::App* ps_;
   CLI::App* stop_;
+  CLI::App* sleep_;
+  CLI::App* wake_;
   CLI::App* logs_;
   CLI::App* switch_;
   bool follow_ = false;
   int tail_ = 100;
+  int level_ = 1;
   std::string name_;
   std::string gpu_;
   int port_ = 0;

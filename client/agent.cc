@@ -104,6 +104,13 @@ Agent::Agent(AgentOptions options, std::unique_ptr<MemoryProbe> probe)
   runner.gpu_memory_utilization = options_.gpu_memory_utilization;
   runner.max_concurrent_requests = options_.max_concurrent_requests;
   runner.engine_host = options_.engine_host;
+  runner.gpu_bytes = [this](const v1::Instance& instance) -> std::optional<uint64_t> {
+    if (!probe_->HasGpus()) return std::nullopt;
+    const std::map<uint32_t, uint64_t> by_group =
+        GpuMemoryByGroup(probe_->GpuProcesses(), ProcessGroupOf);
+    auto found = by_group.find(static_cast<uint32_t>(instance.pid()));
+    return found == by_group.end() ? 0 : found->second;
+  };
   runner_ =
       std::make_unique<CommandRunner>(runner, &disk_, &dram_, supervisor_.get(),
                                       [this](v1::AgentMessage message) { SendToHost(message); });
@@ -387,7 +394,10 @@ void Agent::HeartbeatLoop(grpc::ClientContext* context) {
       const std::map<uint32_t, uint64_t> by_group =
           GpuMemoryByGroup(probe_->GpuProcesses(), ProcessGroupOf);
       for (const v1::Instance& instance : supervisor_->List()) {
-        if (instance.state() != "ready" && instance.state() != "starting") continue;
+        if (instance.state() != "ready" && instance.state() != "starting" &&
+            instance.state() != "sleeping") {
+          continue;
+        }
         auto found = by_group.find(static_cast<uint32_t>(instance.pid()));
         const uint64_t bytes = found == by_group.end() ? 0 : found->second;
         if (std::optional<v1::Instance> changed = supervisor_->SetGpuMemory(instance.id(), bytes)) {

@@ -16,21 +16,6 @@
 #include "spdlog/spdlog.h"
 
 namespace gswarm::client {
-namespace {
-
-v1::CommandUpdate Outcome(const std::string& id, const absl::Status& status) {
-  v1::CommandUpdate update;
-  update.set_command_id(id);
-  if (status.ok()) {
-    update.set_state("succeeded");
-  } else {
-    update.set_state(absl::IsCancelled(status) ? "cancelled" : "failed");
-    update.set_message(std::string(status.message()));
-  }
-  return update;
-}
-
-}  // namespace
 
 CommandRunner::CommandRunner(Options options, const DiskTier* disk, DramTier* dram,
                              InstanceSupervisor* supervisor, SendFn send)
@@ -104,6 +89,12 @@ void CommandRunner::Run(const v1::Command& command, std::shared_ptr<std::atomic<
       break;
     case v1::Command::kStop:
       result = StopInstance(command);
+      break;
+    case v1::Command::kSleep:
+      result = SleepInstance(command);
+      break;
+    case v1::Command::kWake:
+      result = WakeInstance(command);
       break;
     case v1::Command::kDiscover:
       result = Discover(command);
@@ -470,11 +461,15 @@ v1::CommandUpdate CommandRunner::Serve(const v1::Command& command,
   return update;
 }
 
-v1::CommandUpdate CommandRunner::StopInstance(const v1::Command& command) {
-  absl::StatusOr<v1::Instance> stopped =
-      supervisor_->Stop(command.stop().instance_id(), command.stop().force());
-  v1::CommandUpdate update = Outcome(command.id(), stopped.status());
-  if (stopped.ok()) *update.mutable_instance() = *stopped;
+v1::CommandUpdate Outcome(const std::string& id, const absl::Status& status) {
+  v1::CommandUpdate update;
+  update.set_command_id(id);
+  if (status.ok()) {
+    update.set_state("succeeded");
+  } else {
+    update.set_state(absl::IsCancelled(status) ? "cancelled" : "failed");
+    update.set_message(std::string(status.message()));
+  }
   return update;
 }
 

@@ -14,21 +14,32 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
-#include "common/mutex.h"
 #include "absl/time/time.h"
 #include "client/disk_tier.h"
 #include "client/downloader.h"
 #include "client/dram_tier.h"
 #include "client/instance_supervisor.h"
 #include "common/engine_spec.h"
+#include "common/mutex.h"
 #include "common/worker_pool.h"
 #include "gswarm/v1/agent.pb.h"
 
 namespace gswarm::client {
+
+// A command's final update: succeeded, or failed / cancelled with the status's message.
+v1::CommandUpdate Outcome(const std::string& id, const absl::Status& status);
+
+// Polls `held` (an engine's GPU bytes now) until it is at most a tenth of `before`, every `poll`
+// for up to `timeout`, and returns that figure. FAILED_PRECONDITION saying how much is still held
+// otherwise.
+absl::StatusOr<uint64_t> AwaitGpuFreed(uint64_t before,
+                                       const std::function<std::optional<uint64_t>()>& held,
+                                       absl::Duration timeout, absl::Duration poll);
 
 class CommandRunner {
  public:
@@ -43,6 +54,11 @@ class CommandRunner {
     int max_concurrent_requests = 256;
     // Where engines listen (client.engine_host).
     std::string engine_host = "127.0.0.1";
+    // The GPU memory an instance's engine holds now; nullopt where the node cannot measure it
+    // (no NVML). Checks that a sleep freed it. May be empty.
+    std::function<std::optional<uint64_t>(const v1::Instance&)> gpu_bytes;
+    // How long a sleeping engine has to free 90% of its GPU memory (SleepCommand's default).
+    absl::Duration sleep_verify_timeout = absl::Seconds(30);
     int max_concurrent = 4;
     absl::Duration update_interval = absl::Milliseconds(250);
   };
@@ -71,7 +87,10 @@ class CommandRunner {
   v1::CommandUpdate Delete(const v1::Command& command);
   v1::CommandUpdate Copy(const v1::Command& command, const std::atomic<bool>* cancel);
   v1::CommandUpdate Serve(const v1::Command& command, const std::atomic<bool>* cancel);
+  // Instances on the supervisor (instance_commands.cc).
   v1::CommandUpdate StopInstance(const v1::Command& command);
+  v1::CommandUpdate SleepInstance(const v1::Command& command);
+  v1::CommandUpdate WakeInstance(const v1::Command& command);
   absl::StatusOr<InstanceSpec> PlanInstance(const v1::ServeCommand& serve) const;
   // Makes room in DRAM for `bytes` (evicting when allowed); adds what it evicted to `update`.
   // REQUIRES: dram_mu_ held, so that two copies do not plan with the same free bytes.

@@ -74,6 +74,14 @@ absl::StatusOr<InstanceSpec> CommandRunner::PlanInstance(const v1::ServeCommand&
   spec.ready_timeout = absl::Seconds(engine_spec.ready_timeout_s);
   spec.source_tier = *model_path == dram_->ModelDir(name) ? "dram" : "disk";
   spec.managed_by = serve.managed_by();
+  for (int level = 1; level <= common::MaxSleepLevel(engine_spec); ++level) {
+    vars.sleep_level = level;
+    ASSIGN_OR_RETURN(std::vector<common::EngineCall> calls,
+                     common::RenderCalls(engine_spec, "sleep", vars));
+    spec.sleep.push_back(std::move(calls));
+  }
+  ASSIGN_OR_RETURN(spec.wake, common::RenderCalls(engine_spec, "wake", vars));
+  ASSIGN_OR_RETURN(spec.reload, common::RenderCalls(engine_spec, "reload", vars));
   return spec;
 }
 

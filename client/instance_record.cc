@@ -4,6 +4,26 @@
 #include "nlohmann/json.hpp"
 
 namespace gswarm::client {
+namespace {
+
+nlohmann::json CallsJson(const std::vector<common::EngineCall>& calls) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const common::EngineCall& call : calls) {
+    out.push_back({{"method", call.method}, {"path", call.path}, {"body", call.body}});
+  }
+  return out;
+}
+
+std::vector<common::EngineCall> ParseCalls(const nlohmann::json& json) {
+  std::vector<common::EngineCall> calls;
+  for (const nlohmann::json& call : json) {
+    calls.push_back({call.at("method").get<std::string>(), call.at("path").get<std::string>(),
+                     call.value("body", "")});
+  }
+  return calls;
+}
+
+}  // namespace
 
 std::string InstanceRecordToJson(const InstanceRecord& r) {
   const InstanceSpec& s = r.spec;
@@ -27,7 +47,12 @@ std::string InstanceRecordToJson(const InstanceRecord& r) {
       {"ready_timeout_ms", absl::ToInt64Milliseconds(s.ready_timeout)},
       {"source_tier", s.source_tier},
       {"managed_by", s.managed_by},
+      {"sleep_level", r.sleep_level},
+      {"wake", CallsJson(s.wake)},
+      {"reload", CallsJson(s.reload)},
   };
+  nlohmann::json& sleep = j["sleep"] = nlohmann::json::array();
+  for (const std::vector<common::EngineCall>& level : s.sleep) sleep.push_back(CallsJson(level));
   return j.dump(2) + "\n";
 }
 
@@ -55,6 +80,12 @@ absl::StatusOr<InstanceRecord> ParseInstanceRecord(absl::string_view json) {
     s.ready_timeout = absl::Milliseconds(j.value("ready_timeout_ms", int64_t{600000}));
     s.source_tier = j.value("source_tier", "");
     s.managed_by = j.value("managed_by", "");
+    r.sleep_level = j.value("sleep_level", uint32_t{0});
+    for (const nlohmann::json& level : j.value("sleep", nlohmann::json::array())) {
+      s.sleep.push_back(ParseCalls(level));
+    }
+    s.wake = ParseCalls(j.value("wake", nlohmann::json::array()));
+    s.reload = ParseCalls(j.value("reload", nlohmann::json::array()));
     if (s.id.empty() || r.pid <= 0 || r.pgid <= 0 || s.argv.empty()) {
       return absl::InvalidArgumentError("instance record lacks an id, a pid, a pgid or argv");
     }

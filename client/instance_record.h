@@ -8,7 +8,9 @@
 //    "started_at_ms": 1700000000000, "load_time_ms": 1200, "restarts": 0,
 //    "model_name": "m", "engine": "vllm", "argv": [...], "env": {...}, "gpu_device": "gpu0",
 //    "host": "127.0.0.1", "port": 8080, "health_path": "/health", "ready_timeout_ms": 600000,
-//    "source_tier": "dram"}
+//    "source_tier": "dram", "managed_by": "router", "sleep_level": 0,
+//    "sleep": [[{"method": "POST", "path": "/sleep?level=1", "body": ""}], ...], "wake": [...],
+//    "reload": [...]}
 
 #include <sys/types.h>
 
@@ -30,6 +32,7 @@ struct InstanceRecord {
   absl::Time started_at;
   uint64_t load_time_ms = 0;
   uint32_t restarts = 0;
+  uint32_t sleep_level = 0;  // asleep at this level when written (0: awake)
 };
 
 std::string InstanceRecordToJson(const InstanceRecord& record);

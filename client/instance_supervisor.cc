@@ -102,6 +102,7 @@ std::shared_ptr<InstanceSupervisor::Entry> InstanceSupervisor::NewEntry(const In
   info.set_endpoint(absl::StrCat("http://", spec.host, ":", spec.port));
   info.set_source_tier(spec.source_tier);
   info.set_managed_by(spec.managed_by);
+  info.set_max_sleep_level(static_cast<uint32_t>(spec.sleep.size()));
   return e;
 }
 
@@ -333,8 +334,13 @@ std::optional<v1::Instance> InstanceSupervisor::AdoptRecord(const std::string& p
   std::shared_ptr<Entry>& slot = entries_[spec.id];
   if (slot != nullptr && slot->watcher.joinable()) finished_.push_back(std::move(slot->watcher));
   slot = e;
-  // One still loading gets what is left of its ready_timeout.
-  Transition(*e, healthy ? "ready" : "starting",
+  // One still loading gets what is left of its ready_timeout; one that slept sleeps on.
+  const bool asleep = healthy && record->sleep_level > 0 && !spec.sleep.empty();
+  if (asleep) info.set_sleep_level(record->sleep_level);
+  Transition(*e,
+             asleep    ? "sleeping"
+             : healthy ? "ready"
+                       : "starting",
              healthy ? "adopted after an agent restart"
                      : absl::StrCat("adopted while loading (", answer, ")"));
   e->watcher = std::thread(&InstanceSupervisor::Watch, this, e, healthy);
@@ -361,6 +367,7 @@ void InstanceSupervisor::WriteRecord(Entry& e) {
     record.started_at = e.attempt_start;
     record.load_time_ms = e.info.load_time_ms();
     record.restarts = e.info.restarts();
+    record.sleep_level = e.info.state() == "sleeping" ? e.info.sleep_level() : 0;
   }
   absl::Status written =
       common::WriteFileAtomically(RecordPath(e.spec.id), InstanceRecordToJson(record), 0600);
@@ -378,6 +385,7 @@ void InstanceSupervisor::Transition(Entry& e, const std::string& state, const st
   const std::string from = e.info.state();
   e.info.set_state(state);
   e.info.set_state_reason(reason);
+  if (state != "sleeping") e.info.set_sleep_level(0);
   generation_ = std::max<uint64_t>(generation_ + 1, absl::ToUnixMicros(absl::Now()));
   e.info.set_generation(generation_);
   e.done = Ended(state);

@@ -31,10 +31,11 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
-#include "common/mutex.h"
 #include "absl/time/time.h"
 #include "client/process.h"
 #include "common/backoff.h"
+#include "common/engine_spec.h"
+#include "common/mutex.h"
 #include "gswarm/v1/common.pb.h"
 
 namespace gswarm::client {
@@ -62,7 +63,16 @@ struct InstanceSpec {
   std::string source_tier;
   // Who stops it (Instance.managed_by), for reports.
   std::string managed_by;
+  // The engine's sleep calls, rendered: sleep[0] for level 1, sleep[1] for level 2; empty when it
+  // cannot sleep. Then its wake calls, and the reload calls after a level-2 sleep.
+  std::vector<std::vector<common::EngineCall>> sleep;
+  std::vector<common::EngineCall> wake;
+  std::vector<common::EngineCall> reload;
 };
+
+// Where the agent reaches an engine that listens on `host`: 0.0.0.0 and :: accept connections
+// on loopback, so those become 127.0.0.1 and [::1].
+std::string LoopbackFor(const std::string& host);
 
 class InstanceSupervisor {
  public:
@@ -109,6 +119,18 @@ class InstanceSupervisor {
   // Stops every live instance, in parallel (cleanup_on_shutdown).
   void StopAll();
 
+  // Puts a ready instance to sleep at `level` (1 or 2): its engine's sleep calls in order, each
+  // answered 2xx, then "sleeping" with Instance.sleep_level. The engine keeps running and
+  // answering its health path. FAILED_PRECONDITION when the instance is not ready or its engine
+  // cannot sleep at that level; a call that fails leaves the instance "ready" and says which call
+  // answered what. The caller checks that GPU memory was freed (the supervisor cannot see it).
+  // (instance_sleep.cc)
+  absl::StatusOr<v1::Instance> Sleep(const std::string& id, int level);
+  // Wakes a sleeping instance: the wake calls (then reload after level 2), and the health path
+  // until 200 within its ready_timeout; "ready" again, with the wake's duration in the reason.
+  // FAILED_PRECONDITION when it is not sleeping; a failed call leaves it "sleeping".
+  absl::StatusOr<v1::Instance> Wake(const std::string& id);
+
   // Every instance this supervisor knows, ended ones included, by id.
   std::vector<v1::Instance> List() const;
   std::optional<v1::Instance> Get(const std::string& id) const;
@@ -144,6 +166,8 @@ class InstanceSupervisor {
     // A Stop() is under way; `done` once the instance has ended.
     bool stopping = false;
     bool done = false;
+    // A Sleep() or Wake() is under way (one at a time).
+    bool switching = false;
     std::thread watcher;
   };
   enum class Outcome { kReady, kExited, kNotReady, kQuit };
@@ -162,6 +186,10 @@ class InstanceSupervisor {
   bool Restart(Entry& e, common::Backoff& backoff, const std::string& exit);
   // Sleeps up to `d`; true when the watcher must quit.
   bool SleepOrQuit(Entry& e, absl::Duration d);
+  // Sleep and wake (instance_sleep.cc): the instance in `expected` state with no other switch
+  // under way, marked switching; or why not.
+  absl::StatusOr<std::shared_ptr<Entry>> BeginSwitch(const std::string& id, const char* expected,
+                                                     const char* verb);
   // The rest: instance_supervisor.cc.
   // Starts the spec's process, appending a header line to the log.
   absl::StatusOr<std::shared_ptr<ProcessGroup>> Launch(const InstanceSpec& spec, int attempt);

@@ -16,13 +16,6 @@ namespace {
 constexpr int kLogTailLines = 20;
 constexpr uint64_t kLogTailWindow = 256 << 10;  // bytes read from the end of the log
 
-// 0.0.0.0 and :: accept connections on loopback, where the agent polls.
-std::string PollHost(const std::string& host) {
-  if (host.empty() || host == "0.0.0.0") return "127.0.0.1";
-  if (host == "::" || host == "[::]") return "[::1]";
-  return host;
-}
-
 // The engine's last words, less the access-log lines our own health polls caused (vLLM's and the
 // fake engine's logs fill with them while loading).
 std::string LastLines(const std::string& log, const InstanceSpec& spec) {
@@ -183,7 +176,7 @@ bool InstanceSupervisor::SleepOrQuit(Entry& e, absl::Duration d) {
 bool InstanceSupervisor::Healthy(const InstanceSpec& spec, absl::Duration timeout,
                                  std::string* answer) {
   HttpRequest request;
-  request.url = absl::StrCat("http://", PollHost(spec.host), ":", spec.port,
+  request.url = absl::StrCat("http://", LoopbackFor(spec.host), ":", spec.port,
                              absl::StartsWith(spec.health_path, "/") ? "" : "/", spec.health_path);
   request.timeout = timeout;
   request.follow_redirects = false;
@@ -194,6 +187,12 @@ bool InstanceSupervisor::Healthy(const InstanceSpec& spec, absl::Duration timeou
                          response.ok() ? absl::StrCat("HTTP ", response->status)
                                        : std::string(response.status().message()));
   return false;
+}
+
+std::string LoopbackFor(const std::string& host) {
+  if (host.empty() || host == "0.0.0.0") return "127.0.0.1";
+  if (host == "::" || host == "[::]") return "[::1]";
+  return host;
 }
 
 }  // namespace gswarm::client

@@ -49,6 +49,8 @@ class MemoryProbe {
   // Figures now. A source that cannot be read leaves its fields zero (and logs once why)
   // rather than failing the heartbeat.
   v1::MemoryUsage Sample();
+  // Whether the node has GPUs NVML can see.
+  bool HasGpus() { return !gpus_->Sample().empty(); }
   // Processes holding GPU memory now (for attribution to instances).
   std::vector<GpuProcess> GpuProcesses() { return gpus_->Processes(); }
 

@@ -23,12 +23,12 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "common/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "client/model_manifest.h"
 #include "client/sha256.h"
 #include "common/fd.h"
+#include "common/mutex.h"
 #include "common/paths.h"
 #include "common/status.h"
 #include "spdlog/spdlog.h"
@@ -58,18 +58,26 @@ struct FileJob {
 using common::UniqueFd;
 
 // Methods the kernel refused, per (source device, target device): later files skip them.
-ABSL_CONST_INIT gswarm::Mutex g_refused_mu(absl::kConstInit);
-std::set<std::tuple<dev_t, dev_t, int>>* g_refused ABSL_GUARDED_BY(g_refused_mu) = nullptr;
+struct RefusedMethods {
+  gswarm::Mutex mu;
+  std::set<std::tuple<dev_t, dev_t, int>> pairs ABSL_GUARDED_BY(mu);
+};
+
+RefusedMethods& Refused() {
+  static RefusedMethods* const refused = new RefusedMethods;  // never destroyed
+  return *refused;
+}
 
 bool WasRefused(dev_t src, dev_t dst, CopyMethod method) {
-  gswarm::MutexLock lock(&g_refused_mu);
-  return g_refused != nullptr && g_refused->count({src, dst, static_cast<int>(method)}) > 0;
+  RefusedMethods& refused = Refused();
+  gswarm::MutexLock lock(&refused.mu);
+  return refused.pairs.count({src, dst, static_cast<int>(method)}) > 0;
 }
 
 void RememberRefused(dev_t src, dev_t dst, CopyMethod method, int err) {
-  gswarm::MutexLock lock(&g_refused_mu);
-  if (g_refused == nullptr) g_refused = new std::set<std::tuple<dev_t, dev_t, int>>();
-  if (g_refused->insert({src, dst, static_cast<int>(method)}).second) {
+  RefusedMethods& refused = Refused();
+  gswarm::MutexLock lock(&refused.mu);
+  if (refused.pairs.insert({src, dst, static_cast<int>(method)}).second) {
     spdlog::info("copy: {} refused between devices {:#x} -> {:#x} ({}), falling back",
                  kMethodNames[static_cast<int>(method)], src, dst, std::strerror(err));
   }

@@ -125,13 +125,36 @@ absl::Status ReadCommand(const YAML::Node& value, absl::string_view source,
   return absl::OkStatus();
 }
 
+// An engine's sleep/wake/reload calls: a list of "METHOD /path [BODY]" strings, or one.
+absl::Status ReadCalls(const YAML::Node& value, absl::string_view source,
+                       std::vector<std::string>& calls) {
+  calls.clear();
+  if (value.IsNull()) return absl::OkStatus();
+  if (value.IsScalar()) {
+    calls.push_back(value.Scalar());
+    return absl::OkStatus();
+  }
+  if (!value.IsSequence()) {
+    return Invalid(source, absl::StrCat("expected a list of \"METHOD /path [BODY]\" strings, got ",
+                                        Describe(value)));
+  }
+  for (const YAML::Node& call : value) {
+    if (!call.IsScalar()) {
+      return Invalid(source, absl::StrCat("expected each call to be a string, got ", Describe(call),
+                                          " at line ", call.Mark().line + 1));
+    }
+    calls.push_back(call.Scalar());
+  }
+  return absl::OkStatus();
+}
+
 // One entry of client.engines at key path `path`; `spec` holds the preset of that name, if any.
 absl::Status ReadEngine(const YAML::Node& node, const YAML::Mark& name_mark, absl::string_view file,
                         const std::string& path, EngineSpec& spec, Config& config) {
   if (!node.IsMap()) {
     return Invalid(absl::StrCat(Location(file, name_mark), ": ", path),
                    absl::StrCat("expected a map with command (and optionally health_path, "
-                                "ready_timeout_s, env), got ",
+                                "ready_timeout_s, env, sleep, wake, reload), got ",
                                 Describe(node)));
   }
   std::map<std::string, YAML::Mark> marks;  // by EngineSpecErrorField, for validation messages
@@ -170,6 +193,12 @@ absl::Status ReadEngine(const YAML::Node& node, const YAML::Mark& name_mark, abs
         return Invalid(source, Quote(value.Scalar()) + " is not a number");
       }
       spec.ready_timeout_s = seconds;
+    } else if (field == "sleep") {
+      RETURN_IF_ERROR(ReadCalls(value, source, spec.sleep));
+    } else if (field == "wake") {
+      RETURN_IF_ERROR(ReadCalls(value, source, spec.wake));
+    } else if (field == "reload") {
+      RETURN_IF_ERROR(ReadCalls(value, source, spec.reload));
     } else if (field == "env") {
       spec.env.clear();
       if (value.IsNull()) continue;

@@ -52,10 +52,15 @@ nlohmann::json EngineJson(const EngineSpec& spec) {
   for (const auto& [name, value] : spec.env) {
     env[name] = IsSecretVariable(name) && !value.empty() ? std::string("***") : value;
   }
-  return {{"command", spec.command},
-          {"health_path", spec.health_path},
-          {"ready_timeout_s", spec.ready_timeout_s},
-          {"env", std::move(env)}};
+  nlohmann::json json = {{"command", spec.command},
+                         {"health_path", spec.health_path},
+                         {"ready_timeout_s", spec.ready_timeout_s},
+                         {"env", std::move(env)}};
+  // The sleep calls only for engines that can sleep.
+  if (!spec.sleep.empty()) json["sleep"] = spec.sleep;
+  if (!spec.wake.empty()) json["wake"] = spec.wake;
+  if (!spec.reload.empty()) json["reload"] = spec.reload;
+  return json;
 }
 
 // client.engines as YAML lines under `client:`, in the order a reader wants them.
@@ -74,6 +79,10 @@ std::string EnginesYaml(const ClientConfig& client) {
                     "      health_path: ", FlowYaml(json["health_path"]), "\n",          //
                     "      ready_timeout_s: ", FlowYaml(json["ready_timeout_s"]), "\n",  //
                     "      env: ", FlowYaml(json["env"]), "\n");
+    for (const char* calls : {"sleep", "wake", "reload"}) {
+      if (json.contains(calls))
+        absl::StrAppend(&out, "      ", calls, ": ", FlowYaml(json[calls]), "\n");
+    }
   }
   return out;
 }
@@ -144,8 +153,10 @@ client:
   # Inference engines by name: a command (a list, or one string split on spaces) with the
   # placeholders {model_path} {model_file} {model_name} {host} {port} {gpu}
   # {gpu_memory_utilization} {max_concurrent_requests} ({{ and }} are literal braces), the
-  # health path polled until ready, a ready timeout and extra environment. An entry named like a
-  # preset (vllm, llama-server, sglang) changes only the fields it gives.
+  # health path polled until ready, a ready timeout and extra environment; an engine that can
+  # sleep (free its GPU memory without exiting) also has sleep and wake calls, "METHOD /path [BODY]"
+  # on its own port ({sleep_level} is 1 or 2), and reload for waking from level 2. An entry named
+  # like a preset (vllm, llama-server, sglang) changes only the fields it gives.
   # engines:
   #   vllm:                    # the preset, with more time to load
   #     ready_timeout_s: 1200
@@ -154,6 +165,8 @@ client:
   #     health_path: "/healthz"
   #     ready_timeout_s: 120
   #     env: {HF_HUB_OFFLINE: "1"}
+  #     sleep: ["POST /sleep?level={sleep_level}"]
+  #     wake: ["POST /wake_up"]
   #   my-other:
   #     command: ["my-other", "--config", "{{\"port\": {port}}}"]
 )yaml";

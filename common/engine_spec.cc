@@ -41,6 +41,7 @@ std::optional<std::string> Lookup(absl::string_view name, const EngineVars& vars
   if (name == "gpu") return vars.gpu;
   if (name == "gpu_memory_utilization") return absl::StrCat(vars.gpu_memory_utilization);
   if (name == "max_concurrent_requests") return absl::StrCat(vars.max_concurrent_requests);
+  if (name == "sleep_level") return absl::StrCat(vars.sleep_level);
   return std::nullopt;
 }
 
@@ -133,8 +134,61 @@ const std::vector<std::string>& EnginePlaceholders() {
                                    "port",
                                    "gpu",
                                    "gpu_memory_utilization",
-                                   "max_concurrent_requests"};
+                                   "max_concurrent_requests",
+                                   "sleep_level"};
   return *kNames;
+}
+
+namespace {
+
+const std::vector<std::string>& Calls(const EngineSpec& spec, absl::string_view which) {
+  if (which == "sleep") return spec.sleep;
+  if (which == "wake") return spec.wake;
+  return spec.reload;
+}
+
+// "METHOD /path [BODY]" -> its parts; `text` is a template or a rendered call.
+absl::StatusOr<EngineCall> ParseCall(const EngineSpec& spec, absl::string_view which,
+                                     absl::string_view text) {
+  const absl::string_view trimmed = absl::StripAsciiWhitespace(text);
+  std::vector<absl::string_view> parts = absl::StrSplit(trimmed, absl::MaxSplits(' ', 2));
+  EngineCall call;
+  call.method = std::string(parts[0]);
+  if (parts.size() >= 2) call.path = std::string(parts[1]);
+  if (parts.size() == 3) call.body = std::string(absl::StripAsciiWhitespace(parts[2]));
+  if (call.method != "GET" && call.method != "POST" && call.method != "PUT" &&
+      call.method != "DELETE") {
+    return SpecError(spec.name, which,
+                     absl::StrCat(which, " call ", Quote(text),
+                                  " must start with GET, POST, PUT or DELETE (e.g. \"POST "
+                                  "/sleep?level={sleep_level}\")"));
+  }
+  if (call.path.empty() || call.path.front() != '/') {
+    return SpecError(spec.name, which,
+                     absl::StrCat(which, " call ", Quote(text),
+                                  ": the path after the method must start with '/'"));
+  }
+  return call;
+}
+
+}  // namespace
+
+int MaxSleepLevel(const EngineSpec& spec) {
+  if (spec.sleep.empty() || spec.wake.empty()) return 0;
+  return spec.reload.empty() ? 1 : 2;
+}
+
+absl::StatusOr<std::vector<EngineCall>> RenderCalls(const EngineSpec& spec, std::string_view which,
+                                                    const EngineVars& vars) {
+  RETURN_IF_ERROR(ValidateEngineSpec(spec));
+  std::vector<EngineCall> calls;
+  for (const std::string& text : Calls(spec, AV(which))) {
+    std::string rendered;
+    RETURN_IF_ERROR(Expand(spec, AV(which), AV(which), text, &vars, &rendered));
+    ASSIGN_OR_RETURN(EngineCall call, ParseCall(spec, AV(which), rendered));
+    calls.push_back(std::move(call));
+  }
+  return calls;
 }
 
 absl::Status ValidateEngineSpec(const EngineSpec& spec) {
@@ -174,6 +228,20 @@ absl::Status ValidateEngineSpec(const EngineSpec& spec) {
                        absl::StrCat("env name ", Quote(key), " must be non-empty, without '='"));
     }
     RETURN_IF_ERROR(Expand(spec, field, absl::StrCat("env ", key), value, nullptr, nullptr));
+  }
+  for (const char* which : {"sleep", "wake", "reload"}) {
+    for (const std::string& text : Calls(spec, which)) {
+      RETURN_IF_ERROR(Expand(spec, which, which, text, nullptr, nullptr));
+      RETURN_IF_ERROR(ParseCall(spec, which, text).status());
+    }
+  }
+  if (spec.sleep.empty() != spec.wake.empty()) {
+    return SpecError(spec.name, spec.sleep.empty() ? "wake" : "sleep",
+                     "an engine that can sleep needs both sleep and wake calls");
+  }
+  if (!spec.reload.empty() && spec.sleep.empty()) {
+    return SpecError(spec.name, "reload",
+                     "reload is for waking from sleep: give sleep and wake too");
   }
   return absl::OkStatus();
 }
@@ -284,8 +352,16 @@ std::map<std::string, EngineSpec> BuiltinEngines() {
       "vllm",
       {"vllm", "serve", "{model_path}", "--served-model-name", "{model_name}", "--host", "{host}",
        "--port", "{port}", "--gpu-memory-utilization", "{gpu_memory_utilization}", "--max-num-seqs",
-       "{max_concurrent_requests}"},
+       "{max_concurrent_requests}", "--enable-sleep-mode"},
   };
+  // Sleep mode: --enable-sleep-mode, and the endpoints exist only with VLLM_SERVER_DEV_MODE=1.
+  // Level 1 moves the weights to CPU RAM; level 2 drops them, and after wake_up reload_weights
+  // reads them again from the model's files.
+  EngineSpec& vllm = engines["vllm"];
+  vllm.env["VLLM_SERVER_DEV_MODE"] = "1";
+  vllm.sleep = {"POST /sleep?level={sleep_level}"};
+  vllm.wake = {"POST /wake_up"};
+  vllm.reload = {R"(POST /collective_rpc {{"method": "reload_weights"}})"};
   // llama.cpp's server loads one GGUF file. With an explicit --parallel, llama-server splits the
   // context evenly between the slots (256 slots would leave each a few tokens) unless the KV
   // cache is unified, so --kv-unified lets every slot use the whole context. --n-gpu-layers 999
@@ -303,8 +379,13 @@ std::map<std::string, EngineSpec> BuiltinEngines() {
       {"python3", "-m", "sglang.launch_server", "--model-path", "{model_path}",
        "--served-model-name", "{model_name}", "--host", "{host}", "--port", "{port}",
        "--mem-fraction-static", "{gpu_memory_utilization}", "--max-running-requests",
-       "{max_concurrent_requests}"},
+       "{max_concurrent_requests}", "--enable-memory-saver"},
   };
+  // The memory saver (--enable-memory-saver) stashes the weights in CPU RAM and frees the GPU:
+  // generation is paused first and continued after.
+  EngineSpec& sglang = engines["sglang"];
+  sglang.sleep = {"POST /pause_generation {{}}", "POST /release_memory_occupation {{}}"};
+  sglang.wake = {"POST /resume_memory_occupation {{}}", "POST /continue_generation {{}}"};
   return engines;
 }
 

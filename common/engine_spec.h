@@ -11,8 +11,14 @@
 //   {gpu}                     the GPU index the instance runs on
 //   {gpu_memory_utilization}  share of the GPU the engine may take, e.g. 0.9
 //   {max_concurrent_requests} how many requests the engine runs at once
+//   {sleep_level}             in sleep calls: 1 (weights kept in CPU RAM) or 2 (dropped)
 // "{{" and "}}" stand for literal braces ("{{\"a\": 1}}" renders as {"a": 1}); any other brace
 // that is not part of a known placeholder is an error.
+//
+// An engine may also sleep: free its GPU memory without exiting, and wake again in a fraction of a
+// cold start (vLLM's sleep mode, SGLang's memory saver). Its `sleep`, `wake` and `reload` calls are
+// HTTP requests to its own port, each "METHOD /path" or "METHOD /path BODY" (BODY sent as JSON),
+// templated like the command.
 //
 // Thread safety: plain values and pure functions; FindExecutable reads the filesystem.
 
@@ -38,6 +44,13 @@ struct EngineSpec {
   double ready_timeout_s = 600;
   // Extra environment for the engine; values are templates.
   std::map<std::string, std::string> env;
+  // Puts the engine to sleep, in order (both empty: the engine cannot sleep; GSwarm stops it).
+  std::vector<std::string> sleep;
+  // Wakes it, in order; then health_path is polled until it answers 200.
+  std::vector<std::string> wake;
+  // After `wake`, when it slept at level 2 and dropped its weights: reloads them from the model's
+  // files (vLLM's reload_weights). Empty: the engine sleeps at level 1 only.
+  std::vector<std::string> reload;
 
   friend bool operator==(const EngineSpec&, const EngineSpec&) = default;
 };
@@ -52,20 +65,40 @@ struct EngineVars {
   std::string gpu;
   double gpu_memory_utilization = 0.9;
   int max_concurrent_requests = 256;
+  int sleep_level = 1;
 };
+
+// One rendered sleep/wake/reload call.
+struct EngineCall {
+  std::string method;  // GET, POST, PUT or DELETE
+  std::string path;    // starts with '/', may hold a query
+  std::string body;    // empty: none
+
+  friend bool operator==(const EngineCall&, const EngineCall&) = default;
+};
+
+// The deepest sleep level the engine supports: 0 (it cannot sleep), 1, or 2 (it has `reload`).
+int MaxSleepLevel(const EngineSpec& spec);
+
+// The engine's `sleep`, `wake` or `reload` calls (`which`), rendered with `vars`. Errors as
+// RenderCommand's.
+absl::StatusOr<std::vector<EngineCall>> RenderCalls(const EngineSpec& spec, std::string_view which,
+                                                    const EngineVars& vars);
 
 // The placeholder names, in the order messages list them: {"model_path", "model_file", ...}.
 const std::vector<std::string>& EnginePlaceholders();
 
 // INVALID_ARGUMENT naming the engine and what is wrong: an unknown placeholder or stray brace in
 // the command or an env value, an empty command, a placeholder in the program, a non-positive
-// ready timeout, a health path not starting with '/', an empty env name or one holding '='.
+// ready timeout, a health path not starting with '/', an empty env name or one holding '=', a
+// sleep/wake/reload call that is not "METHOD /path [BODY]", sleep without wake (or the reverse),
+// reload without sleep.
 //   engine "vllm": unknown placeholder {modle_path} in command (known: {model_path}, ...)
 // The status carries the field it is about; see EngineSpecErrorField.
 absl::Status ValidateEngineSpec(const EngineSpec& spec);
 
 // The field a ValidateEngineSpec error is about: "command", "health_path", "ready_timeout_s",
-// "env.<NAME>", or "" for another status.
+// "env.<NAME>", "sleep", "wake", "reload", or "" for another status.
 std::string EngineSpecErrorField(const absl::Status& status);
 
 // The command with every placeholder substituted in every element (an element may hold several,
@@ -92,7 +125,7 @@ absl::StatusOr<std::string> FindExecutable(const EngineSpec& spec);
 // single quotes, variables or globs. INVALID_ARGUMENT for an unterminated quote.
 absl::StatusOr<std::vector<std::string>> SplitCommandLine(std::string_view text);
 
-// vllm, llama-server and sglang with their real flags, keyed by name.
+// vllm, llama-server and sglang with their real flags, keyed by name; vllm and sglang can sleep.
 std::map<std::string, EngineSpec> BuiltinEngines();
 
 }  // namespace gswarm::common

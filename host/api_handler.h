@@ -58,6 +58,9 @@ class ApiHandler {
   absl::StatusOr<v1::JobResponse> Serve(const v1::ServeRequest&) const;
   absl::StatusOr<v1::StopInstanceResponse> StopInstance(const v1::StopInstanceRequest&) const;
   absl::StatusOr<v1::ListInstancesResponse> ListInstances(const v1::ListInstancesRequest&) const;
+  // Answer once the engine sleeps (its GPU memory freed) or is awake and healthy again.
+  absl::StatusOr<v1::Instance> SleepInstance(const v1::SleepInstanceRequest&) const;
+  absl::StatusOr<v1::Instance> WakeInstance(const v1::WakeInstanceRequest&) const;
   absl::StatusOr<v1::JobResponse> LoadModel(const v1::LoadModelRequest&) const;
   absl::StatusOr<v1::StopInstanceResponse> UnloadModel(const v1::UnloadModelRequest&) const;
   // Where the instance's node serves its log: base URL of its data port, and the path.

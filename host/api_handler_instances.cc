@@ -105,6 +105,41 @@ absl::StatusOr<v1::StopInstanceResponse> ApiHandler::StopInstance(
   return response;
 }
 
+namespace {
+
+// The instance named by `id`, or NOT_FOUND pointing at `gswarm ps`.
+absl::StatusOr<v1::Instance> FindInstance(const InstanceManager& instances, const std::string& id) {
+  if (id.empty()) return absl::InvalidArgumentError("name the instance (instance_id)");
+  std::optional<v1::Instance> instance = instances.Get(id);
+  if (!instance.has_value()) {
+    return absl::NotFoundError(absl::StrCat("instance ", id, " is unknown (see `gswarm ps`)"));
+  }
+  return *std::move(instance);
+}
+
+}  // namespace
+
+absl::StatusOr<v1::Instance> ApiHandler::SleepInstance(
+    const v1::SleepInstanceRequest& request) const {
+  ASSIGN_OR_RETURN(v1::Instance instance, FindInstance(*instances_, request.instance_id()));
+  const int level = request.level() == 0 ? 1 : static_cast<int>(request.level());
+  ASSIGN_OR_RETURN(v1::Job job, orchestrator_->SleepInstance(instance, level));
+  ASSIGN_OR_RETURN(v1::Job done, Await(job, absl::Minutes(6)));
+  v1::Instance slept = done.has_instance() ? done.instance() : instance;
+  Describe(&slept);
+  return slept;
+}
+
+absl::StatusOr<v1::Instance> ApiHandler::WakeInstance(
+    const v1::WakeInstanceRequest& request) const {
+  ASSIGN_OR_RETURN(v1::Instance instance, FindInstance(*instances_, request.instance_id()));
+  ASSIGN_OR_RETURN(v1::Job job, orchestrator_->WakeInstance(instance));
+  ASSIGN_OR_RETURN(v1::Job done, Await(job, absl::Minutes(15)));
+  v1::Instance woke = done.has_instance() ? done.instance() : instance;
+  Describe(&woke);
+  return woke;
+}
+
 absl::StatusOr<v1::ListInstancesResponse> ApiHandler::ListInstances(
     const v1::ListInstancesRequest& request) const {
   v1::ListInstancesResponse response;

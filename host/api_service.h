@@ -27,6 +27,8 @@
   X(EvictDram, EvictDramRequest, EvictDramResponse)             \
   X(StopInstance, StopInstanceRequest, StopInstanceResponse)    \
   X(ListInstances, ListInstancesRequest, ListInstancesResponse) \
+  X(SleepInstance, SleepInstanceRequest, Instance)              \
+  X(WakeInstance, WakeInstanceRequest, Instance)                \
   X(UnloadModel, UnloadModelRequest, StopInstanceResponse)      \
   X(SwitchModel, SwitchModelRequest, SwitchModelResponse)       \
   X(GetJob, GetJobRequest, Job)                                 \

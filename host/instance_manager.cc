@@ -134,10 +134,10 @@ bool InstanceManager::ApplyReport(const std::string& node_id, v1::Instance repor
       return false;
     }
     InstanceState to = *reported;
-    // The host took it out of rotation: it stays out while the engine still runs.
+    // The host took it out of rotation: it stays out while the engine still runs (awake; a
+    // sleeping one is out of rotation anyway: the host drained it to put it to sleep).
     if (record.state == InstanceState::kDraining &&
-        (to == InstanceState::kStarting || to == InstanceState::kReady ||
-         to == InstanceState::kSleeping)) {
+        (to == InstanceState::kStarting || to == InstanceState::kReady)) {
       to = InstanceState::kDraining;
     }
     const bool fresh = record.info.state().empty();

@@ -69,11 +69,14 @@ void Orchestrator::ApplyUpdate(const std::string& node_id, const v1::CommandUpda
     } else if (command.has_serve()) {
       instances_->PlanEnded(command.serve().instance_id(),
                             absl::StrCat("serve ", job.state(), ": ", job.message()));
-    } else if (command.has_stop() && JobStateOf(job) != JobState::kSucceeded) {
-      // The engine runs on: a drained instance goes back into rotation (no-op otherwise).
+    }
+    if ((command.has_stop() || command.has_sleep()) && JobStateOf(job) != JobState::kSucceeded) {
+      // The engine runs on, awake: a drained instance goes back into rotation (no-op otherwise,
+      // e.g. one the agent stopped because its sleep freed no GPU memory).
+      const std::string& id =
+          command.has_stop() ? command.stop().instance_id() : command.sleep().instance_id();
       instances_
-          ->Undrain(command.stop().instance_id(),
-                    absl::StrCat("its stop ", job.state(), ": ", job.message()))
+          ->Undrain(id, absl::StrCat("its ", job.kind(), " ", job.state(), ": ", job.message()))
           .IgnoreError();
     }
     if (JobStateOf(job) == JobState::kSucceeded) RecordResult(job, command, update);

@@ -14,8 +14,8 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
-#include "common/mutex.h"
 #include "absl/time/time.h"
+#include "common/mutex.h"
 #include "common/worker_pool.h"
 #include "gswarm/v1/api.pb.h"
 #include "host/agent_listener.h"
@@ -76,6 +76,13 @@ class Orchestrator final : public AgentListener {
                                 const std::string& managed_by = "");
   // Stops one instance; the job ends when its processes are gone.
   absl::StatusOr<v1::Job> StopInstance(const v1::Instance& instance, bool force);
+  // Puts a ready instance's engine to sleep at `level` (1 or 2), out of rotation first; the job
+  // ends once it sleeps and the node saw its GPU memory freed. A failed sleep puts it back into
+  // rotation (or the agent stopped it, when the memory stayed taken). FAILED_PRECONDITION when it
+  // is not ready or its engine cannot sleep at that level.
+  absl::StatusOr<v1::Job> SleepInstance(const v1::Instance& instance, int level);
+  // Wakes a sleeping instance; the job ends when its engine is healthy again.
+  absl::StatusOr<v1::Job> WakeInstance(const v1::Instance& instance);
 
   // Registers the model if new, picks a node and starts the download. INVALID_ARGUMENT for a
   // bad name or source, FAILED_PRECONDITION when the name is taken by another source,

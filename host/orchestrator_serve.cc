@@ -84,4 +84,53 @@ absl::StatusOr<v1::Job> Orchestrator::Serve(const v1::ServeRequest& request,
   return launched;
 }
 
+absl::StatusOr<v1::Job> Orchestrator::SleepInstance(const v1::Instance& instance, int level) {
+  const std::string& id = instance.id();
+  if (level < 1 || level > 2) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("sleep level ", level,
+                     " is not one: 1 keeps the weights in CPU RAM, 2 drops "
+                     "them (they are read again from the model's files on wake)"));
+  }
+  if (instance.max_sleep_level() == 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("instance ", id, "'s engine \"", instance.engine(),
+                     "\" cannot sleep (engines with sleep and wake calls can: vllm, sglang)"));
+  }
+  if (static_cast<uint32_t>(level) > instance.max_sleep_level()) {
+    return absl::FailedPreconditionError(absl::StrCat("instance ", id, "'s engine \"",
+                                                      instance.engine(), "\" sleeps at level ",
+                                                      instance.max_sleep_level(), " at most"));
+  }
+  // Out of rotation first, so that no request reaches an engine going to sleep (the router's
+  // pool has drained its own already).
+  const InstanceState state = instances_->State(id).value_or(InstanceState::kStopped);
+  if (state == InstanceState::kReady) {
+    RETURN_IF_ERROR(instances_->Drain(id, absl::StrCat("going to sleep (level ", level, ")")));
+  } else if (state != InstanceState::kDraining) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "instance ", id, " is ", InstanceStateName(state), ": only a ready instance can sleep"));
+  }
+  v1::Command command;
+  command.mutable_sleep()->set_instance_id(id);
+  command.mutable_sleep()->set_level(static_cast<uint32_t>(level));
+  absl::StatusOr<v1::Job> job =
+      RunOnNode(instance.node_id(), instance.model_name(), "sleep", std::move(command));
+  if (!job.ok()) {
+    instances_->Undrain(id, absl::StrCat("the sleep could not be sent: ", job.status().message()))
+        .IgnoreError();
+  }
+  return job;
+}
+
+absl::StatusOr<v1::Job> Orchestrator::WakeInstance(const v1::Instance& instance) {
+  if (StateOf(instance) != InstanceState::kSleeping) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("instance ", instance.id(), " is ", instance.state(), ", not sleeping"));
+  }
+  v1::Command command;
+  command.mutable_wake()->set_instance_id(instance.id());
+  return RunOnNode(instance.node_id(), instance.model_name(), "wake", std::move(command));
+}
+
 }  // namespace gswarm::host

@@ -9,11 +9,11 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "common/mutex.h"
 #include "boost/asio/post.hpp"
 #include "boost/asio/steady_timer.hpp"
 #include "common/auth.h"
 #include "common/grpc_util.h"
+#include "common/mutex.h"
 #include "common/proto_json.h"
 #include "common/status.h"
 #include "host/dashboard.h"
@@ -504,6 +504,10 @@ void RestGateway::Install(http::HttpServer& server) {
   GSWARM_ROUTE("POST", "/stop_serve", StopInstance, StopInstanceRequest, StopInstanceResponse);
   GSWARM_ROUTE("DELETE", "/instances/" + kName, StopInstance, StopInstanceRequest,
                StopInstanceResponse, {"instance_id"});
+  GSWARM_ROUTE("POST", "/instances/" + kName + "/sleep", SleepInstance, SleepInstanceRequest,
+               Instance, {"instance_id"});
+  GSWARM_ROUTE("POST", "/instances/" + kName + "/wake", WakeInstance, WakeInstanceRequest, Instance,
+               {"instance_id"});
   GSWARM_ROUTE("GET", "/serving", ListInstances, ListInstancesRequest, ListInstancesResponse);
   GSWARM_ROUTE("GET", "/serving/" + kName, ListInstances, ListInstancesRequest,
                ListInstancesResponse, {"model_name"});

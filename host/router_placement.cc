@@ -56,15 +56,40 @@ void RouterPlacement::Stop() {
 }
 
 void RouterPlacement::OnInstance(const v1::Instance& instance, InstanceState to) {
-  // Only these two matter here. The others (planned, draining) come from the pool's own steps,
+  // Only these three matter here. The others (planned, draining) come from the pool's own steps,
   // which may run under mu_.
-  if (IsActive(to) && to != InstanceState::kReady) return;
+  if (IsActive(to) && to != InstanceState::kReady && to != InstanceState::kSleeping) return;
   gswarm::MutexLock lock(&mu_);
   if (router_ == nullptr) return;  // not started: nothing to keep in step yet
+  const std::string& id = instance.id();
   if (!IsActive(to)) {
     // Ended: it leaves the pool and the router's books.
-    loaded_.erase(instance.id());
-    router_->Forget(instance.id());
+    loaded_.erase(id);
+    sleep_sent_.erase(id);
+    sleep_failed_.erase(id);
+    router_->Forget(id);
+  } else if (to == InstanceState::kSleeping) {
+    sleep_sent_.erase(id);
+    // Asleep (put to sleep by the ladder, or by hand): no GPU room and no max_loaded_models slot
+    // any more, and a new keep-alive from now.
+    if (!instance.managed_by().empty() && instances_->State(id) == InstanceState::kSleeping) {
+      const bool pinned = instance.managed_by() == "preload";
+      Loaded& loaded = loaded_[id] =
+          Loaded{instance.model_name(), absl::Now(),
+                 pinned ? absl::InfiniteDuration() : DefaultKeepAlive(), pinned};
+      loaded.asleep = true;
+    }
+  } else if (auto it = loaded_.find(id); it != loaded_.end() && it->second.asleep) {
+    it->second.asleep = false;  // woke
+    it->second.loaded_at = absl::Now();
+  } else if (sleep_sent_.erase(id) > 0) {
+    // Back in rotation awake: its sleep failed. It was evicted for room, so the policy stops it.
+    sleep_failed_.insert(id);
+    if (!loaded_.contains(id) && !instance.managed_by().empty()) {
+      const bool pinned = instance.managed_by() == "preload";
+      loaded_[id] = Loaded{instance.model_name(), absl::Now(),
+                           pinned ? absl::InfiniteDuration() : DefaultKeepAlive(), pinned};
+    }
   } else if (to == InstanceState::kReady && !instance.managed_by().empty() &&
              !loaded_.contains(instance.id()) &&
              instances_->State(instance.id()) == InstanceState::kReady) {
@@ -137,6 +162,8 @@ std::optional<RouterPlacement::Leaving> RouterPlacement::Retire(const std::strin
   spdlog::info("instance={} model={}: unloading ({})", id, it->second.model, why);
   Leaving leaving{instance.value_or(v1::Instance()), it->second};
   leaving.instance.set_id(id);
+  leaving.may_sleep =
+      std::string_view(reason) != "keep_alive" && !it->second.asleep && !sleep_failed_.contains(id);
   if (options_.metrics != nullptr) options_.metrics->Evicted(reason);
   Publish("evicted", it->second.model, &leaving.instance,
           absl::StrCat("instance ", id, " of ", it->second.model, " unloads: ", why));
@@ -146,6 +173,25 @@ std::optional<RouterPlacement::Leaving> RouterPlacement::Retire(const std::strin
 
 std::optional<v1::Job> RouterPlacement::StopRetired(const Leaving& leaving) {
   const std::string& id = leaving.instance.id();
+  if (const int level = leaving.may_sleep ? SleepLevelFor(leaving.instance) : 0; level > 0) {
+    {
+      gswarm::MutexLock lock(&mu_);
+      sleep_sent_.insert(id);
+    }
+    absl::StatusOr<v1::Job> sleep = orchestrator_->SleepInstance(leaving.instance, level);
+    if (sleep.ok()) {
+      Demote(leaving.instance);
+      if (options_.metrics != nullptr) options_.metrics->Demoted("sleep");
+      Publish("slept", leaving.instance.model_name(), &leaving.instance,
+              absl::StrCat("instance ", id, " of ", leaving.instance.model_name(),
+                           " goes to sleep (level ", level, ") instead of stopping"));
+      return *std::move(sleep);
+    }
+    spdlog::warn("instance={}: the sleep could not be sent ({}); stopping it instead", id,
+                 sleep.status().message());
+    gswarm::MutexLock lock(&mu_);
+    sleep_sent_.erase(id);
+  }
   absl::StatusOr<v1::Job> stop = orchestrator_->StopInstance(leaving.instance, /*force=*/false);
   if (!stop.ok()) {
     spdlog::warn("instance={}: unload failed, it stays: {}", id, stop.status().message());
@@ -164,54 +210,6 @@ std::optional<v1::Job> RouterPlacement::StopRetired(const Leaving& leaving) {
   return *std::move(stop);
 }
 
-void RouterPlacement::Demote(const v1::Instance& instance) {
-  if (instance.source_tier() != "disk") return;  // served from DRAM: it stays there
-  absl::StatusOr<v1::Model> model = registry_->GetModel(instance.model_name());
-  if (!model.ok()) return;
-  for (const v1::Replica& replica : model->replicas()) {
-    if (replica.node_id() == instance.node_id() && replica.tier() == "dram") return;
-  }
-  const std::string key = absl::StrCat(model->name(), "@", instance.node_id());
-  {
-    gswarm::MutexLock lock(&mu_);
-    if (auto it = demoting_.find(key); it != demoting_.end()) {
-      absl::StatusOr<v1::Job> job = orchestrator_->GetJob(it->second);
-      if (job.ok() && !IsTerminal(JobStateOf(*job))) return;  // already on its way
-      demoting_.erase(it);
-    }
-  }
-  std::optional<v1::NodeInfo> node = nodes_->GetOnline(instance.node_id());
-  if (!node.has_value()) return;
-  const v1::MemoryUsage& memory = node->memory();
-  const uint64_t budget = memory.dram_tier_budget_bytes();
-  const uint64_t free = budget - std::min(budget, memory.dram_tier_used_bytes());
-  if (model->size_bytes() == 0 || model->size_bytes() > free) {
-    spdlog::info(
-        "model={}: stays on disk only after leaving the GPU (needs {:.1f} GiB, the DRAM "
-        "tier of node {} has {:.1f} GiB free)",
-        model->name(), GiB(model->size_bytes()), instance.node_id(), GiB(free));
-    return;
-  }
-  v1::CopyRequest copy;
-  copy.set_model_name(model->name());
-  copy.set_node(instance.node_id());
-  copy.set_source_device("disk");
-  copy.set_target_device("dram");
-  absl::StatusOr<v1::Job> job = orchestrator_->Copy(copy);
-  if (!job.ok()) {
-    spdlog::warn("model={}: demotion to DRAM failed: {}", model->name(), job.status().message());
-    return;
-  }
-  spdlog::info("model={}: demoted to DRAM on node {} (job {}): its next load starts from there",
-               model->name(), instance.node_id(), job->id());
-  if (options_.metrics != nullptr) options_.metrics->Demoted("evicted");
-  Publish("demoted", model->name(), &instance,
-          absl::StrCat("model ", model->name(), " demoted to DRAM on ", instance.node_id(),
-                       " (job ", job->id(), ")"));
-  gswarm::MutexLock lock(&mu_);
-  demoting_[key] = job->id();
-}
-
 absl::Time RouterPlacement::ReapIdle() {
   std::vector<Leaving> idle;
   absl::Time next = absl::InfiniteFuture();
@@ -221,13 +219,26 @@ absl::Time RouterPlacement::ReapIdle() {
     std::vector<std::pair<std::string, absl::Duration>> expired;
     for (const auto& [id, loaded] : loaded_) {
       if (loaded.pinned || loaded.keep_alive == absl::InfiniteDuration()) continue;
-      // Not ready (restarting, stopping): its next state change wakes the policy.
-      if (instances_->State(id) != InstanceState::kReady) continue;
+      // Not ready or asleep (restarting, stopping): its next state change wakes the policy.
+      const std::optional<InstanceState> state = instances_->State(id);
+      if (state != InstanceState::kReady && state != InstanceState::kSleeping) continue;
       const absl::Time due = std::max(LastUse(id, loaded) + loaded.keep_alive, loaded.not_before);
       if (due <= now) {
         expired.emplace_back(id, loaded.keep_alive);
       } else {
         next = std::min(next, due);
+      }
+    }
+    const std::vector<std::string> failed(sleep_failed_.begin(), sleep_failed_.end());
+    for (const std::string& id : failed) {
+      if (!loaded_.contains(id)) {
+        sleep_failed_.erase(id);
+      } else if (std::optional<Leaving> leaving =
+                     Retire(id, now, "its sleep failed", "sleep_failed")) {
+        sleep_failed_.erase(id);
+        idle.push_back(*std::move(leaving));
+      } else {
+        next = std::min(next, now + options_.tick);  // in use: once its requests are done
       }
     }
     for (const auto& [id, keep_alive] : expired) {
@@ -319,112 +330,6 @@ void RouterPlacement::Describe(v1::Instance* instance) const {
   }
 }
 
-absl::Status RouterPlacement::MakeRoomInCount(const std::string& model) {
-  std::vector<Leaving> victims;
-  {
-    gswarm::MutexLock lock(&mu_);
-    if (options_.max_loaded_models > 0) {
-      const absl::Time now = absl::Now();
-      absl::flat_hash_set<std::string> tried;  // each at most once: a refusal does not pass here
-      while (static_cast<int>(loaded_.size()) + loading_ >= options_.max_loaded_models) {
-        std::string victim;
-        absl::Time oldest = absl::InfiniteFuture();
-        for (const auto& [id, loaded] : loaded_) {
-          if (tried.contains(id) || !Evictable(id, loaded, now)) continue;
-          if (const absl::Time last = LastUse(id, loaded); last < oldest) {
-            oldest = last;
-            victim = id;
-          }
-        }
-        std::optional<Leaving> leaving;
-        if (!victim.empty()) {
-          tried.insert(victim);
-          leaving = Retire(victim, now,
-                           absl::StrCat("making room for ", model, " (host.max_loaded_models)"),
-                           "max_loaded_models");
-          if (!leaving.has_value()) continue;  // a request got there first: pick another
-        }
-        if (!leaving.has_value()) {
-          return absl::ResourceExhaustedError(absl::StrCat(
-              "host.max_loaded_models (", options_.max_loaded_models, ") are loaded or loading ",
-              "and none can leave now (serving requests, just loaded, or kept by host.preload): "
-              "retry shortly"));
-        }
-        victims.push_back(*std::move(leaving));
-      }
-    }
-    ++loading_;
-  }
-  for (const Leaving& leaving : victims) StopRetired(leaving);
-  return absl::OkStatus();
-}
-
-RouterPlacement::Room RouterPlacement::MakeRoomOnGpu(const std::string& model,
-                                                     const std::vector<ServePlan>& plans,
-                                                     bool any_gpu) {
-  Room room;
-  std::vector<Leaving> victims;
-  {
-    gswarm::MutexLock lock(&mu_);
-    const absl::Time now = absl::Now();
-    for (const ServePlan& plan : plans) {
-      // The GPU where the least has to leave for the model to fit, least recently used first.
-      std::vector<Candidate> chosen;
-      uint64_t chosen_bytes = 0;
-      for (const GpuRoom& gpu : plan.gpus) {
-        if (!any_gpu && gpu.device != plan.gpu) continue;
-        // What could leave: ready instances the router loaded that may go now.
-        std::vector<Candidate> candidates;
-        for (const GpuRoom::Holder& holder : gpu.instances) {
-          auto it = loaded_.find(holder.instance_id);
-          if (holder.ready && it != loaded_.end() &&
-              Evictable(holder.instance_id, it->second, now)) {
-            candidates.push_back(
-                {holder.instance_id, LastUse(holder.instance_id, it->second), holder.bytes});
-          }
-        }
-        std::sort(candidates.begin(), candidates.end(),
-                  [](const Candidate& a, const Candidate& b) { return a.last_used < b.last_used; });
-        std::vector<Candidate> leaving;
-        uint64_t freed = 0;
-        for (const Candidate& candidate : candidates) {
-          if (gpu.free_bytes + freed >= plan.needed_bytes) break;
-          leaving.push_back(candidate);
-          freed += candidate.bytes;
-        }
-        if (gpu.free_bytes + freed < plan.needed_bytes) continue;
-        if (room.gpu.empty() || freed < chosen_bytes) {
-          room.gpu = gpu.device;
-          chosen = std::move(leaving);
-          chosen_bytes = freed;
-        }
-      }
-      if (room.gpu.empty()) continue;
-      room.node_id = plan.node_id;
-      const std::string why =
-          absl::StrFormat("making room for %s on node %s %s: %.1f GiB needed", model, plan.node_id,
-                          room.gpu, GiB(plan.needed_bytes));
-      for (const Candidate& candidate : chosen) {
-        std::optional<Leaving> leaving = Retire(candidate.id, now, why, "gpu_room");
-        if (leaving.has_value()) {
-          victims.push_back(*std::move(leaving));
-        } else {
-          room.raced = true;
-        }
-      }
-      break;
-    }
-  }
-  for (const Leaving& leaving : victims) {
-    if (std::optional<v1::Job> stop = StopRetired(leaving)) {
-      room.stops.push_back(*std::move(stop));
-    } else {
-      room.raced = true;  // it stays: plan again
-    }
-  }
-  return room;
-}
-
 absl::StatusOr<Router::Backend> RouterPlacement::Load(const std::string& model,
                                                       absl::Time deadline) {
   RETURN_IF_ERROR(MakeRoomInCount(model));
@@ -434,6 +339,13 @@ absl::StatusOr<Router::Backend> RouterPlacement::Load(const std::string& model,
     gswarm::MutexLock lock(&mu_);
     --loading_;
   };
+  // The fast way back: a sleeping instance of the model wakes.
+  if (std::optional<Router::Backend> woke = WakeSleeping(model, deadline)) {
+    if (options_.metrics != nullptr) {
+      options_.metrics->ModelLoaded("sleep", absl::ToDoubleSeconds(absl::Now() - start));
+    }
+    return *std::move(woke);
+  }
   // The orchestrator places it: a node holding the model in DRAM before disk, a GPU with room.
   // When the GPUs are short, idle instances leave one and the plan is made again there.
   v1::ServeRequest pinned;  // where room was made, once it was

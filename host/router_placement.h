@@ -16,6 +16,14 @@
 // model whose instance leaves a GPU is demoted rather than forgotten: when it was served from
 // disk and the node's DRAM tier has room, it is copied there, so the next load starts fast.
 //
+// The demotion ladder (router_sleep.cc): an instance evicted for room (max_loaded_models, GPU
+// room) whose engine can sleep is put to sleep instead of stopped: level 2 when the model's files
+// sit in the node's DRAM tier (the wake reloads from there), else level 1 when the node's free RAM
+// holds the weights, else it stops. A sleeping instance counts neither against max_loaded_models
+// nor for its GPU memory; the next request for its model wakes it (a fraction of a cold start).
+// It is stopped when idle past its keep-alive, when GPU room cannot be made otherwise, or when
+// its wake fails; one whose sleep failed is stopped instead.
+//
 // Thread safety: thread-safe (the parts are).
 
 #include <optional>
@@ -87,11 +95,14 @@ class RouterPlacement final : public Router::Placement {
     bool pinned = false;        // host.preload: kept loaded
     // Not unloaded before this (a stop that could not be sent is retried later, not at once).
     absl::Time not_before = absl::InfinitePast();
+    bool asleep = false;  // its engine sleeps: it holds no GPU room and no max_loaded_models slot
   };
-  // An instance taken out of the pool, to be stopped outside the lock.
+  // An instance taken out of the pool, to be put to sleep (sleep_level > 0) or stopped outside
+  // the lock.
   struct Leaving {
     v1::Instance instance;
     Loaded loaded;
+    bool may_sleep = false;  // evicted for room (not idle), and not after a failed sleep
   };
   // An instance that can leave now, and what it frees.
   struct Candidate {
@@ -128,10 +139,20 @@ class RouterPlacement final : public Router::Placement {
   std::optional<Leaving> Retire(const std::string& id, absl::Time idle_since,
                                 const std::string& why, const char* reason)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Asks the node to stop a retired instance and demotes its model to DRAM when there is room.
-  // If the stop cannot be sent, the instance goes back into the pool.
+  // Asks the node to put a retired instance to sleep (Leaving::sleep_level) or to stop it, and
+  // demotes its model to DRAM when there is room. If neither can be sent, the instance goes back
+  // into the pool.
   std::optional<v1::Job> StopRetired(const Leaving& leaving) ABSL_LOCKS_EXCLUDED(mu_);
   void Demote(const v1::Instance& instance) ABSL_LOCKS_EXCLUDED(mu_);
+  // The ladder's rung for an instance leaving for room (router_sleep.cc): 2, 1, or 0 (stop).
+  int SleepLevelFor(const v1::Instance& instance) const ABSL_LOCKS_EXCLUDED(mu_);
+  // Wakes a sleeping instance of `model` (making GPU room on its GPU first when short) and
+  // returns it; nullopt when there is none, or when its wake failed (it is stopped then, and the
+  // caller loads the model cold).
+  std::optional<Router::Backend> WakeSleeping(const std::string& model, absl::Time deadline)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // Instances the pool has awake (not asleep): what max_loaded_models counts.
+  int AwakeCount() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // max_loaded_models: unloads the least recently used evictable instances until there is room
   // for one more, and counts the load. RESOURCE_EXHAUSTED when none can go.
   absl::Status MakeRoomInCount(const std::string& model);
@@ -146,7 +167,8 @@ class RouterPlacement final : public Router::Placement {
   // Drain under mu_ causes) it returns at once.
   void OnInstance(const v1::Instance& instance, InstanceState to);
   void RunPolicy();
-  // Unloads instances idle past their keep-alive; returns when the next one is due.
+  // Unloads instances idle past their keep-alive, and those whose sleep failed; returns when the
+  // next one is due.
   absl::Time ReapIdle();
   // Starts loads of preloaded models that have no instance; returns when the next retry is due.
   absl::Time KeepPreloaded();
@@ -171,6 +193,10 @@ class RouterPlacement final : public Router::Placement {
   absl::flat_hash_map<std::string, PreloadState> preload_ ABSL_GUARDED_BY(mu_);
   // Demotions under way, "model@node" -> the copy job.
   absl::flat_hash_map<std::string, std::string> demoting_ ABSL_GUARDED_BY(mu_);
+  // Sleeps sent and not yet reported; instances whose sleep failed, which the policy stops (they
+  // were evicted for room).
+  absl::flat_hash_set<std::string> sleep_sent_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_set<std::string> sleep_failed_ ABSL_GUARDED_BY(mu_);
   gswarm::Notification stop_;
   std::thread reaper_;
 };

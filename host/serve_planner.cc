@@ -74,7 +74,11 @@ std::vector<GpuRoom> GpuRooms(const v1::NodeInfo& node,
   for (const ServeSnapshot::Holding& holding : holdings) {
     const v1::Instance& instance = holding.instance;
     if (instance.node_id() != node.node_id()) continue;
-    const uint64_t bytes = std::max<uint64_t>(instance.gpu_memory_bytes(), holding.footprint_bytes);
+    // A sleeping engine holds what it was measured to keep (its weights left the GPU).
+    const uint64_t bytes =
+        StateOf(instance) == InstanceState::kSleeping
+            ? instance.gpu_memory_bytes()
+            : std::max<uint64_t>(instance.gpu_memory_bytes(), holding.footprint_bytes);
     reserved[instance.gpu_device()] += bytes;
     attributed[instance.gpu_device()] += instance.gpu_memory_bytes();
     holders[instance.gpu_device()].push_back(

@@ -56,6 +56,15 @@ ENGINES = {
                       "ready_timeout_s": 15},
     "fake-missing": {"command": "gswarm-no-such-engine-bin --port {port} --model {model_path}",
                      "ready_timeout_s": 5},
+    # vLLM's sleep API (the preset's calls): a 2 s cold start against a 0.2 s wake.
+    "fake-sleepy": {"command": engine_command("--enable-sleep-mode", "--startup-delay", "2",
+                                              "--wake-delay", "0.2", "--simulated-gpu-mib", "512"),
+                    "ready_timeout_s": 15, "env": {"VLLM_SERVER_DEV_MODE": "1"},
+                    "sleep": ["POST /sleep?level={sleep_level}"], "wake": ["POST /wake_up"],
+                    "reload": ['POST /collective_rpc {{"method": "reload_weights"}}']},
+    # The same calls, but the engine was not started in dev mode: its sleep endpoints are 404.
+    "fake-insomniac": {"command": engine_command("--enable-sleep-mode"), "ready_timeout_s": 15,
+                       "sleep": ["POST /sleep?level={sleep_level}"], "wake": ["POST /wake_up"]},
 }
 
 

@@ -24,12 +24,21 @@ Protocol served:
   (``{"ready": true|false|null}``), ``POST /_fake/hold`` (``{"hold": true|false}``: streams wait
   after their first event until released) and ``POST /_fake/crash`` (``{"exit_code": N}``,
   program only).
+* Sleep, as the real engines do it, with simulated GPU memory (``--simulated-gpu-mib N``):
+  vLLM's ``POST /sleep?level=1|2``, ``POST /wake_up[?tags=weights&tags=kv_cache]``,
+  ``GET /is_sleeping`` and ``POST /collective_rpc`` (``{"method": "reload_weights"}``), served
+  with ``--enable-sleep-mode`` and ``VLLM_SERVER_DEV_MODE=1``; SGLang's
+  ``POST /release_memory_occupation``, ``/resume_memory_occupation``, ``/pause_generation`` and
+  ``/continue_generation``, served with ``--enable-memory-saver``. ``GET /_fake/memory`` gives
+  ``{"gpu_bytes", "sleeping", "sleep_level", "weights_loaded"}``.
 
 Program use (flags loosely follow vLLM's; llama-server's and SGLang's spellings are aliases)::
 
     /usr/bin/python3 fake_engine.py --model DIR --served-model-name NAME --host 127.0.0.1 \\
         --port PORT [--startup-delay S] [--never-ready] [--crash-after S] [--exit-code N] \\
-        [--gpu-memory-utilization F] [--max-num-seqs N] [--tokens-per-second R] ...
+        [--gpu-memory-utilization F] [--max-num-seqs N] [--tokens-per-second R] \\
+        [--enable-sleep-mode] [--enable-memory-saver] [--simulated-gpu-mib N] [--sleep-leak] \\
+        [--sleep-delay S] [--wake-delay S] ...
 
 It prints ``listening on http://HOST:PORT`` once it is bound and ``ready`` once healthy. It exits
 0 on SIGTERM/SIGINT, also when it is signalled as a whole process group.
@@ -78,6 +87,15 @@ DEFAULT_MAX_TOKENS = 16
 EMBEDDING_DIM = 16
 MAX_BODY = 16 << 20
 SAFETENSORS_MAX_HEADER = 100 << 20  # the safetensors library's own limit
+
+# Simulated GPU memory (--simulated-gpu-mib N): what each part holds of the awake footprint. The
+# CUDA context stays through every sleep; the weights and the KV cache are what sleep frees, and
+# the tags of a partial wake (vLLM's ``tags``, SGLang's) bring them back one at a time.
+MIB = 1 << 20
+CONTEXT_PERCENT = 2
+WEIGHTS_PERCENT = 30                  # the KV cache holds the rest
+SLEEP_TAGS = ("weights", "kv_cache")
+SGLANG_TAGS = SLEEP_TAGS + ("cuda_graph",)  # SGLang's tags; CUDA graphs count as context here
 
 _ST_DTYPE_SIZE = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1, "I16": 2,
                   "U16": 2, "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8,
@@ -470,6 +488,19 @@ class _Handler(TrackedHandler):
         self.engine._dispatch(self, "DELETE")
 
 
+_VLLM_SLEEP_PATHS = ("/sleep", "/wake_up", "/is_sleeping")
+_SGLANG_PATHS = ("/release_memory_occupation", "/resume_memory_occupation", "/pause_generation",
+                 "/continue_generation")
+
+
+def _env_flag(name: str) -> bool:
+    """An integer environment flag read as vLLM reads its own: set and not 0."""
+    try:
+        return int(os.environ.get(name, "0") or "0") != 0
+    except ValueError:
+        return False
+
+
 def _words(text: str) -> List[str]:
     return text.split()
 
@@ -497,6 +528,12 @@ class FakeEngine(ThreadedServer):
     model). ``started_at``: a time.monotonic() value that ``startup_delay`` counts from (default:
     now). ``crash_hook(exit_code)``: what ``POST /_fake/crash`` does. Without a hook the endpoint
     answers 501, because crashing would kill the caller.
+
+    Sleep: ``enable_sleep_mode`` serves vLLM's /sleep, /wake_up and /is_sleeping when
+    ``vllm_dev_mode`` is on too (None: read ``VLLM_SERVER_DEV_MODE`` as vLLM does); dev mode alone
+    serves /collective_rpc. ``memory_saver`` serves SGLang's memory endpoints. ``simulated_gpu_mib``
+    is the awake footprint (0: not simulated); ``sleep_leak`` makes a sleep free nothing;
+    ``sleep_delay`` and ``wake_delay`` are how long a sleep and a wake take to answer.
     """
 
     _thread_name = "fake-engine"
@@ -508,7 +545,10 @@ class FakeEngine(ThreadedServer):
                  max_num_seqs: int = 256, max_model_len: Optional[int] = None,
                  gpu_memory_utilization: float = 0.9, log_requests: bool = False,
                  out: Any = None, started_at: Optional[float] = None,
-                 crash_hook: Optional[Callable[[int], None]] = None):
+                 crash_hook: Optional[Callable[[int], None]] = None,
+                 enable_sleep_mode: bool = False, vllm_dev_mode: Optional[bool] = None,
+                 memory_saver: bool = False, simulated_gpu_mib: int = 0,
+                 sleep_leak: bool = False, sleep_delay: float = 0.05, wake_delay: float = 0.2):
         self.model = model if model is not None else load_model(path)
         names = served_model_name if isinstance(served_model_name, (list, tuple)) else (
             [served_model_name] if served_model_name else [path])
@@ -523,6 +563,13 @@ class FakeEngine(ThreadedServer):
         self.out = out
         self.started_at = time.monotonic() if started_at is None else started_at
         self.crash_hook = crash_hook
+        self.enable_sleep_mode = bool(enable_sleep_mode)
+        self.vllm_dev_mode = _env_flag("VLLM_SERVER_DEV_MODE") if vllm_dev_mode is None \
+            else bool(vllm_dev_mode)
+        self.memory_saver = bool(memory_saver)
+        self.simulated_gpu_mib = max(0, int(simulated_gpu_mib))
+        self.sleep_leak = bool(sleep_leak)
+        self.sleep_delay, self.wake_delay = float(sleep_delay), float(wake_delay)
         self.created = int(time.time())
         self.children: List[int] = []      # worker pids (program mode), shown in the stats
         self._health_override: Optional[bool] = None
@@ -532,6 +579,16 @@ class FakeEngine(ThreadedServer):
         self._held = 0  # streams waiting at the gate now (a gauge: stats resets keep it)
         self._slots = threading.BoundedSemaphore(self.max_num_seqs)
         self._lock = threading.Lock()
+        # Sleep state. One sleep or wake at a time (_sleep_lock, taken before _lock); the fields
+        # are read and written under _lock.
+        self._sleep_lock = threading.Lock()
+        self._asleep: set = set()               # tags asleep (vLLM's sleeping_tags)
+        self._resident: set = set(SLEEP_TAGS)   # tags holding GPU memory
+        self._sleep_level = 0                   # 0 awake; 1 or 2 (SGLang's release counts as 1)
+        self._sleep_via = ""                    # "sleep" (vLLM) or "release" (SGLang)
+        self._weights_loaded = True             # False from a level-2 sleep to reload_weights
+        self._unpaused = threading.Event()      # clear between pause_ and continue_generation
+        self._unpaused.set()
         self._closed = threading.Event()
         self._conns: set = set()
         self._server: Optional[_Server] = None
@@ -549,6 +606,7 @@ class FakeEngine(ThreadedServer):
     def stop(self) -> None:
         self._closed.set()  # paced streams and delays end at once
         self._gate.set()    # and so do held ones
+        self._unpaused.set()  # and requests waiting out a pause
         super().stop()
 
     @property
@@ -576,6 +634,156 @@ class FakeEngine(ThreadedServer):
         with contextlib.suppress(OSError, ValueError):
             out.write("%s: %s\n" % (PROG, msg))
             out.flush()
+
+    # ---- sleep (vLLM sleep mode, SGLang memory saver) and simulated GPU memory ----------------
+
+    def _gpu_bytes_locked(self) -> int:
+        total = self.simulated_gpu_mib * MIB
+        weights = total * WEIGHTS_PERCENT // 100
+        context = total * CONTEXT_PERCENT // 100
+        parts = {"weights": weights, "kv_cache": total - weights - context}
+        return context + sum(parts[t] for t in self._resident)
+
+    def memory(self) -> Dict[str, Any]:
+        """What ``GET /_fake/memory`` answers: the simulated GPU footprint and the sleep state."""
+        with self._lock:
+            return {"gpu_bytes": self._gpu_bytes_locked(), "sleeping": bool(self._asleep),
+                    "sleep_level": self._sleep_level, "weights_loaded": self._weights_loaded}
+
+    def _gpu_change(self, before: int, after: int) -> str:
+        if not self.simulated_gpu_mib:
+            return "gpu memory not simulated"
+        return "gpu %d MiB -> %d MiB" % (before // MIB, after // MIB)
+
+    def _delay(self, seconds: float) -> None:
+        if seconds > 0 and self._closed.wait(seconds):
+            raise ConnectionAbortedError("engine stopping")
+
+    def _put_to_sleep(self, what: str, tags: Sequence[str], level: int, via: str) -> None:
+        """Send ``tags`` to sleep after ``sleep_delay``: their memory is freed (unless
+        ``sleep_leak``), and a level-2 sleep discards the weights. REQUIRES: _sleep_lock held."""
+        self._delay(self.sleep_delay)
+        with self._lock:
+            before = self._gpu_bytes_locked()
+            self._asleep.update(tags)
+            if not self.sleep_leak:
+                self._resident.difference_update(tags)
+            if level == 2 and "weights" in tags:
+                self._weights_loaded = False
+            if self._asleep and not self._sleep_level:
+                self._sleep_level, self._sleep_via = level, via
+            after = self._gpu_bytes_locked()
+        self.log("%s: %s%s" % (what, self._gpu_change(before, after),
+                               " (--sleep-leak: memory not freed)" if self.sleep_leak and tags
+                               else ""))
+
+    def _wake(self, what: str, tags: Sequence[str]) -> None:
+        """Wake ``tags`` after ``wake_delay``: their memory comes back. REQUIRES: _sleep_lock
+        held."""
+        t0 = time.monotonic()
+        self._delay(self.wake_delay)
+        with self._lock:
+            before = self._gpu_bytes_locked()
+            self._asleep.difference_update(tags)
+            self._resident.update(tags)
+            if not self._asleep:
+                self._sleep_level, self._sleep_via = 0, ""
+            after = self._gpu_bytes_locked()
+            empty = "weights" in tags and not self._weights_loaded
+        self.log("%s: %s in %.3fs%s" % (
+            what, self._gpu_change(before, after), time.monotonic() - t0,
+            "; the weights are empty until collective_rpc reload_weights" if empty else ""))
+
+    def sleep(self, level: int = 1) -> None:
+        """vLLM's ``POST /sleep?level=``: level 1 offloads the weights to CPU and drops the KV
+        cache, level 2 discards both. Asleep already: nothing changes (vLLM only warns)."""
+        if level not in (1, 2):
+            raise ValueError("sleep level must be 1 or 2, got %r" % (level,))
+        with self._sleep_lock:
+            with self._lock:
+                asleep_at = self._sleep_level if self._asleep else 0
+            if asleep_at:
+                self.log("sleep level=%d: already asleep (level %d), nothing to do"
+                         % (level, asleep_at))
+                return
+            self._put_to_sleep("sleep level=%d" % level, SLEEP_TAGS, level, "sleep")
+
+    def wake_up(self, tags: Optional[Sequence[str]] = None) -> None:
+        """vLLM's ``POST /wake_up[?tags=...]``; no tags wakes everything. As in vLLM, waking an
+        engine that is awake, or a tag that is not asleep, changes nothing."""
+        with self._sleep_lock:
+            with self._lock:
+                asleep = set(self._asleep)
+            want = list(dict.fromkeys(tags)) if tags else [t for t in SLEEP_TAGS if t in asleep]
+            if not asleep or not set(want) <= asleep:
+                self.log("wake_up tags=%s: %s, nothing to do" % (
+                    ",".join(want) or "-", "not sleeping" if not asleep else
+                    "asleep are only %s" % ",".join(sorted(asleep))))
+                return
+            self._wake("wake_up tags=%s" % ",".join(want), want)
+
+    def reload_weights(self) -> str:
+        """vLLM's ``collective_rpc("reload_weights")``: read the model again from its path (as
+        vLLM does from disk). Raises RuntimeError while the weights are asleep, or ModelError."""
+        with self._sleep_lock:
+            with self._lock:
+                if "weights" in self._asleep:
+                    raise RuntimeError("cannot reload the weights while they are asleep: "
+                                       "POST /wake_up first")
+            info = load_model(self.model.path, read_weights=self.model.bytes_read > 0)
+            with self._lock:
+                self._weights_loaded = True
+        msg = "reloaded %d tensors from %s in %.3fs" % (info.tensors, info.path, info.load_seconds)
+        self.log("collective_rpc reload_weights: " + msg)
+        return msg
+
+    def release_memory(self, tags: Optional[Sequence[str]] = None) -> None:
+        """SGLang's ``POST /release_memory_occupation``; no tags releases everything. Weights are
+        kept on CPU (as a level-1 sleep), so a resume needs no reload."""
+        want = [t for t in SLEEP_TAGS if not tags or t in tags]
+        with self._sleep_lock:
+            self._put_to_sleep("release_memory_occupation tags=%s" % (",".join(want) or "-"),
+                               want, 1, "release")
+
+    def resume_memory(self, tags: Optional[Sequence[str]] = None) -> None:
+        """SGLang's ``POST /resume_memory_occupation``; no tags resumes everything released."""
+        with self._sleep_lock:
+            with self._lock:
+                want = [t for t in SLEEP_TAGS if t in self._asleep and (not tags or t in tags)]
+            if not want:
+                self.log("resume_memory_occupation: nothing released, nothing to do")
+                return
+            self._wake("resume_memory_occupation tags=%s" % ",".join(want), want)
+
+    def pause_generation(self, pause: bool) -> None:
+        """SGLang's ``/pause_generation`` (True) and ``/continue_generation`` (False): while
+        paused, new generation requests wait; those already running go on."""
+        if pause:
+            self._unpaused.clear()
+        else:
+            self._unpaused.set()
+        self.log("pause_generation" if pause else "continue_generation")
+
+    def _check_awake(self) -> None:
+        """Before a generation: wait out a pause, then refuse while asleep or without weights."""
+        if not self._unpaused.is_set():
+            self._unpaused.wait()
+            if self._closed.is_set():
+                raise ConnectionAbortedError("engine stopping")
+        with self._lock:
+            asleep, via, level = bool(self._asleep), self._sleep_via, self._sleep_level
+            loaded = self._weights_loaded
+        if asleep and via == "release":
+            raise _ApiError(503, "the engine is sleeping: its GPU memory is released (POST "
+                                 "/resume_memory_occupation first)",
+                            etype="service_unavailable", code=503)
+        if asleep:
+            raise _ApiError(503, "the engine is sleeping (sleep level %d): POST /wake_up first"
+                            % level, etype="service_unavailable", code=503)
+        if not loaded:
+            raise _ApiError(500, "the model weights are not loaded (woken from sleep level 2): "
+                                 "POST /collective_rpc {\"method\": \"reload_weights\"} first",
+                            etype="internal_server_error", code=500)
 
     # ---- stats -------------------------------------------------------------------------------
 
@@ -621,7 +829,14 @@ class FakeEngine(ThreadedServer):
                                "tokens_per_second": self.tokens_per_second,
                                "max_num_seqs": self.max_num_seqs,
                                "max_model_len": self.max_model_len,
-                               "gpu_memory_utilization": self.gpu_memory_utilization},
+                               "gpu_memory_utilization": self.gpu_memory_utilization,
+                               "enable_sleep_mode": self.enable_sleep_mode,
+                               "vllm_dev_mode": self.vllm_dev_mode,
+                               "enable_memory_saver": self.memory_saver,
+                               "simulated_gpu_mib": self.simulated_gpu_mib,
+                               "sleep_leak": self.sleep_leak, "sleep_delay": self.sleep_delay,
+                               "wake_delay": self.wake_delay},
+                  "memory": self.memory(), "paused": not self._unpaused.is_set(),
                   "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
                   "env": {k: v for k, v in os.environ.items() if k.startswith("FAKE_ENGINE_")},
                   "children": list(self.children), "model": self.model.summary()})
@@ -638,6 +853,12 @@ class FakeEngine(ThreadedServer):
         h.end_headers()
         if not head:
             h.wfile.write(body)
+
+    @staticmethod
+    def _send_empty(h: _Handler, status: int) -> None:
+        h.send_response(status)
+        h.send_header("Content-Length", "0")
+        h.end_headers()
 
     @staticmethod
     def _read_body(h: _Handler) -> bytes:
@@ -699,6 +920,8 @@ class FakeEngine(ThreadedServer):
             else:
                 self._send_json(h, 503, {"status": "loading"}, head=method == "HEAD")
             return
+        if self._sleep_route(h, method, path, raw):
+            return
         routes = {"/v1/models": "models", "/v1/chat/completions": "chat",
                   "/v1/completions": "completion", "/v1/embeddings": "embeddings"}
         kind = routes.get(path)
@@ -733,10 +956,80 @@ class FakeEngine(ThreadedServer):
                 raise _ApiError(400, "'model' must be a string", param="model")
             self._check_model(model)
         name = model or self.served_model_names[0]
+        self._check_awake()
         if kind == "embeddings":
             self._embeddings(h, req, name)
         else:
             self._generate(h, kind, req, name)
+
+    def _sleep_route(self, h: _Handler, method: str, path: str, raw: bytes) -> bool:
+        """vLLM's and SGLang's sleep endpoints, where the flags serve them; False otherwise (the
+        caller answers 404, as the real engines do without the flags)."""
+        served = ((self.enable_sleep_mode and self.vllm_dev_mode and path in _VLLM_SLEEP_PATHS)
+                  or (self.vllm_dev_mode and path == "/collective_rpc")
+                  or (self.memory_saver and path in _SGLANG_PATHS))
+        if not served:
+            return False
+        want = "GET" if path == "/is_sleeping" else "POST"
+        if method != want and not (want == "GET" and method == "HEAD"):
+            raise _ApiError(405, "method %s not allowed on %s" % (method, path))
+        if not self.ready:
+            raise _ApiError(503, "the model is still loading", etype="service_unavailable",
+                            code="model_loading")
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(h.path).query, keep_blank_values=True)
+        if path == "/is_sleeping":
+            self._send_json(h, 200, {"is_sleeping": self.memory()["sleeping"]},
+                            head=method == "HEAD")
+        elif path == "/sleep":
+            level = (query.get("level") or ["1"])[-1]
+            if level not in ("1", "2"):
+                raise _ApiError(400, "sleep level must be 1 or 2, got %r" % level,
+                                etype="BadRequestError", param="level", code=400)
+            self.sleep(int(level))
+            self._send_empty(h, 200)
+        elif path == "/wake_up":
+            self.wake_up(query.get("tags"))
+            self._send_empty(h, 200)
+        elif path == "/collective_rpc":
+            rpc = self._json_object(raw).get("method")
+            if rpc != "reload_weights":
+                raise _ApiError(400, "collective_rpc: the fake engine runs only method "
+                                     "'reload_weights', not %r" % (rpc,),
+                                etype="BadRequestError", param="method", code=400)
+            try:
+                self.reload_weights()
+            except (RuntimeError, ModelError) as e:
+                raise _ApiError(500, "collective_rpc reload_weights: %s" % e,
+                                etype="internal_server_error", code=500) from None
+            self._send_json(h, 200, {"results": [None]})
+        elif path in ("/release_memory_occupation", "/resume_memory_occupation"):
+            tags = self._json_object(raw).get("tags")
+            if tags is not None and not (isinstance(tags, list)
+                                         and all(t in SGLANG_TAGS for t in tags)):
+                raise _ApiError(400, "'tags' must be null or a list of %s, got %s"
+                                % (", ".join(SGLANG_TAGS), json.dumps(tags)), param="tags")
+            if path == "/release_memory_occupation":
+                self.release_memory(tags)
+            else:
+                self.resume_memory(tags)
+            self._send_json(h, 200, None)  # SGLang's handler returns None: a JSON null
+        else:
+            pause = path == "/pause_generation"
+            self.pause_generation(pause)
+            self._send_json(h, 200, {"status": "ok", "message": "Generation %s." % (
+                "paused" if pause else "continued")})
+        return True
+
+    @staticmethod
+    def _json_object(raw: bytes) -> Dict[str, Any]:
+        """A request body that must be a JSON object; an empty one is {}."""
+        try:
+            obj = json.loads(raw.decode("utf-8")) if raw.strip() else {}
+        except (UnicodeDecodeError, ValueError) as e:
+            raise _ApiError(400, "request body is not valid JSON: %s" % e) from None
+        if not isinstance(obj, dict):
+            raise _ApiError(400, "request body must be a JSON object")
+        return obj
 
     def _model_card(self, name: str) -> Dict[str, Any]:
         return {"id": name, "object": "model", "created": self.created, "owned_by": "fake-engine",
@@ -961,6 +1254,8 @@ class FakeEngine(ThreadedServer):
             self._send_json(h, 400, {"error": "POST a JSON object"})
         elif route == "stats" and method in ("GET", "HEAD"):
             self._send_json(h, 200, self.stats(), head=method == "HEAD")
+        elif route == "memory" and method in ("GET", "HEAD"):
+            self._send_json(h, 200, self.memory(), head=method == "HEAD")
         elif route == "stats/reset" and method == "POST":
             self.reset_stats()
             self._send_json(h, 200, {"ok": True})
@@ -1226,6 +1521,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--shutdown-delay", type=float, default=0.0, metavar="S",
                    help="take S seconds to exit after SIGTERM/SIGINT")
     p.add_argument("--disable-log-requests", action="store_true", help="no access log lines")
+    p.add_argument("--enable-sleep-mode", action="store_true",
+                   help="vLLM: serve /sleep, /wake_up and /is_sleeping "
+                        "(with VLLM_SERVER_DEV_MODE=1)")
+    p.add_argument("--enable-memory-saver", action="store_true",
+                   help="SGLang: serve /release_memory_occupation, /resume_memory_occupation, "
+                        "/pause_generation and /continue_generation")
+    p.add_argument("--simulated-gpu-mib", type=int, default=0, metavar="N",
+                   help="awake GPU footprint in MiB, shown by GET /_fake/memory; a sleep frees "
+                        "all but %d%%%% (default 0: not simulated)" % CONTEXT_PERCENT)
+    p.add_argument("--sleep-leak", action="store_true",
+                   help="a sleep answers 200 but frees no memory (an engine regression)")
+    p.add_argument("--sleep-delay", type=float, default=0.05, metavar="S",
+                   help="a sleep or release takes S seconds to answer (default 0.05)")
+    p.add_argument("--wake-delay", type=float, default=0.2, metavar="S",
+                   help="a wake or resume takes S seconds to answer (default 0.2)")
     return p
 
 
@@ -1255,6 +1565,15 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     if unknown:
         log("warning: ignoring unknown arguments: %s" % " ".join(unknown))
+    for flag, v in (("--simulated-gpu-mib", args.simulated_gpu_mib),
+                    ("--sleep-delay", args.sleep_delay), ("--wake-delay", args.wake_delay)):
+        if v < 0:
+            _err("%s must not be negative, got %g" % (flag, v))
+            return 2
+    dev_mode = _env_flag("VLLM_SERVER_DEV_MODE")
+    if args.enable_sleep_mode and not dev_mode:
+        log("warning: --enable-sleep-mode without VLLM_SERVER_DEV_MODE=1: /sleep, /wake_up and "
+            "/is_sleeping are not served (as in vLLM)")
 
     stop = threading.Event()
 
@@ -1308,7 +1627,12 @@ def main(argv: Optional[List[str]] = None) -> int:
                                 max_num_seqs=args.max_num_seqs, max_model_len=args.max_model_len,
                                 gpu_memory_utilization=args.gpu_memory_utilization,
                                 log_requests=not args.disable_log_requests, started_at=started,
-                                crash_hook=lambda code: crash(code, "POST /_fake/crash"))
+                                crash_hook=lambda code: crash(code, "POST /_fake/crash"),
+                                enable_sleep_mode=args.enable_sleep_mode, vllm_dev_mode=dev_mode,
+                                memory_saver=args.enable_memory_saver,
+                                simulated_gpu_mib=args.simulated_gpu_mib,
+                                sleep_leak=args.sleep_leak, sleep_delay=args.sleep_delay,
+                                wake_delay=args.wake_delay)
             engine.children = [w.pid for w in workers]
             engine.start()
         except (OSError, OverflowError) as e:

@@ -1,5 +1,6 @@
 """Tests for fake_engine.py: the model checks, the OpenAI protocol, and the process behaviour
-GSwarm's supervisor relies on (startup delay, never ready, crash, signals, process groups).
+GSwarm's supervisor relies on (startup delay, never ready, crash, signals, process groups),
+and the engines' sleep APIs with simulated GPU memory.
 
 Run: cd tests/support && /usr/bin/python3 -m unittest -v test_fake_engine
 Standard library only. Every engine process is started through fake_engine.EngineProcess, in
@@ -7,6 +8,7 @@ its own session, and killed and reaped by its ``with`` block.
 """
 
 import http.client
+import io
 import json
 import os
 import shutil
@@ -545,6 +547,260 @@ class TestProcess(unittest.TestCase):
         self.assertEqual(p.wait_exit(5), -signal.SIGKILL)
         # The worker was not our child: wait for the kernel to take it away.
         wait_for(lambda: not alive(kid), what="the worker to die")
+
+
+# ---------------------------------------------------------------------------------------------
+
+GPU_MIB = 1024
+FULL = GPU_MIB * fe.MIB
+
+
+class TestSleep(unittest.TestCase):
+    """vLLM's sleep mode and SGLang's memory saver, each test on its own engine process with
+    simulated GPU memory: what the agent drives to put a model to sleep and check it freed."""
+
+    def start(self, *args, dev_mode=True, ready=True):
+        env = {k: v for k, v in os.environ.items() if k != "VLLM_SERVER_DEV_MODE"}
+        if dev_mode:
+            env["VLLM_SERVER_DEV_MODE"] = "1"
+        p = fe.EngineProcess(MODEL, "m", "--tokens-per-second", "0", *args, env=env)
+        self.addCleanup(p.close)
+        if ready:
+            p.wait_ready(10)
+        return p
+
+    def vllm(self, *args, **kw):
+        return self.start("--enable-sleep-mode", "--simulated-gpu-mib", str(GPU_MIB), *args, **kw)
+
+    @staticmethod
+    def complete(p, path="/v1/completions"):
+        body = ({"messages": [{"role": "user", "content": "x"}], "max_tokens": 2}
+                if "chat" in path else {"prompt": "x", "max_tokens": 2})
+        return api("POST", path, body, url=p.url)
+
+    @staticmethod
+    def memory(p):
+        status, mem = api("GET", "/_fake/memory", url=p.url)
+        assert status == 200, (status, mem)
+        return mem
+
+    def assertSleepingError(self, p, path="/v1/completions"):
+        status, err = self.complete(p, path)
+        self.assertEqual(status, 503, err)
+        self.assertIn("sleeping", err["error"]["message"])
+        self.assertEqual((err["error"]["type"], err["error"]["code"]), ("service_unavailable", 503))
+
+    def assertAsleepMemory(self, mem, level):
+        self.assertEqual((mem["sleeping"], mem["sleep_level"]), (True, level))
+        self.assertAlmostEqual(mem["gpu_bytes"] / FULL, 0.02, delta=0.001)  # the CUDA context
+
+    def assertAwake(self, p):
+        self.assertEqual(api("GET", "/is_sleeping", url=p.url), (200, {"is_sleeping": False}))
+        self.assertEqual(self.memory(p), {"gpu_bytes": FULL, "sleeping": False, "sleep_level": 0,
+                                          "weights_loaded": True})
+        for path in ("/v1/completions", "/v1/chat/completions"):
+            self.assertEqual(self.complete(p, path)[0], 200)
+
+    def logged(self, p, text):
+        return wait_for(lambda: any(text in line for line in p.stdout_lines), what=repr(text))
+
+    def test_endpoints_404_without_flag_or_env(self):
+        vllm = ("/sleep", "/wake_up", "/is_sleeping")
+        sglang = ("/release_memory_occupation", "/resume_memory_occupation", "/pause_generation",
+                  "/continue_generation")
+        # The flag without VLLM_SERVER_DEV_MODE=1 (as vLLM): nothing is served, and a warning
+        # says why. /_fake/memory is always there: no --simulated-gpu-mib, no bytes.
+        p = self.start("--enable-sleep-mode", dev_mode=False)
+        for path in vllm + ("/collective_rpc",) + sglang:
+            with self.subTest(path):
+                self.assertEqual(api("GET" if path == "/is_sleeping" else "POST", path, {},
+                                     url=p.url)[0], 404)
+        self.logged(p, "without VLLM_SERVER_DEV_MODE=1")
+        self.assertEqual(self.memory(p), {"gpu_bytes": 0, "sleeping": False, "sleep_level": 0,
+                                          "weights_loaded": True})
+        # The env without the flag: no sleep endpoints either, but /collective_rpc is served in
+        # dev mode, as in vLLM.
+        p = self.start()
+        for path in vllm + sglang:
+            with self.subTest(path):
+                self.assertEqual(api("GET" if path == "/is_sleeping" else "POST", path, {},
+                                     url=p.url)[0], 404)
+        self.assertEqual(api("POST", "/collective_rpc", {"method": "reload_weights"}, url=p.url),
+                         (200, {"results": [None]}))
+        self.assertEqual(self.complete(p)[0], 200)
+
+    def test_sleep_level1_then_wake(self):
+        p = self.vllm()
+        self.assertAwake(p)
+        status, body, headers = fe.http_json(p.url, "POST", "/sleep?level=1")
+        self.assertEqual((status, body, headers["Content-Length"]), (200, None, "0"))
+        self.assertEqual(api("GET", "/is_sleeping", url=p.url), (200, {"is_sleeping": True}))
+        mem = self.memory(p)
+        self.assertAsleepMemory(mem, 1)
+        self.assertTrue(mem["weights_loaded"])  # offloaded to CPU, not lost
+        self.assertSleepingError(p)
+        self.assertSleepingError(p, "/v1/chat/completions")
+        # The server stays up: health and the model list answer.
+        self.assertEqual(api("GET", "/health", url=p.url)[0], 200)
+        self.assertEqual(api("GET", "/v1/models", url=p.url)[0], 200)
+        self.logged(p, "sleep level=1: gpu 1024 MiB -> 20 MiB")
+        # Asleep already: fine, nothing changes. So is a wake while awake, later.
+        self.assertEqual(api("POST", "/sleep?level=2", url=p.url)[0], 200)
+        self.assertAsleepMemory(self.memory(p), 1)
+        self.assertEqual(api("POST", "/wake_up", url=p.url), (200, None))
+        self.assertAwake(p)
+        self.logged(p, "wake_up tags=weights,kv_cache: gpu 20 MiB -> 1024 MiB")
+        self.assertEqual(api("POST", "/wake_up", url=p.url)[0], 200)
+        self.assertAwake(p)
+
+    def test_sleep_level2_needs_reload_weights(self):
+        p = self.vllm()
+        self.assertEqual(api("POST", "/sleep?level=2", url=p.url)[0], 200)
+        mem = self.memory(p)
+        self.assertAsleepMemory(mem, 2)
+        self.assertFalse(mem["weights_loaded"])
+        self.assertSleepingError(p)
+        # Reloading into weights that are asleep fails.
+        self.assertEqual(api("POST", "/collective_rpc", {"method": "reload_weights"},
+                             url=p.url)[0], 500)
+        self.assertEqual(api("POST", "/wake_up", url=p.url)[0], 200)
+        # Awake, memory back, but the weights are empty: completions fail until reloaded.
+        self.assertEqual(self.memory(p), {"gpu_bytes": FULL, "sleeping": False, "sleep_level": 0,
+                                          "weights_loaded": False})
+        for path in ("/v1/completions", "/v1/chat/completions"):
+            status, err = self.complete(p, path)
+            self.assertEqual(status, 500, err)
+            self.assertIn("reload_weights", err["error"]["message"])
+        for bad in ({"method": "init_device"}, {}, b"{oops"):
+            with self.subTest(bad=bad):
+                status, err = api("POST", "/collective_rpc", bad, url=p.url)
+                self.assertEqual(status, 400, err)
+                self.assertIn("message", err["error"])
+        self.assertEqual(self.complete(p)[0], 500)
+        self.assertEqual(api("POST", "/collective_rpc", {"method": "reload_weights"}, url=p.url),
+                         (200, {"results": [None]}))
+        self.assertAwake(p)
+        self.logged(p, "collective_rpc reload_weights: reloaded 3 tensors")
+        self.assertNotIn("Traceback", p.output())
+
+    def test_bad_sleep_level_is_400(self):
+        p = self.vllm()
+        for q in ("?level=3", "?level=0", "?level=abc", "?level="):
+            with self.subTest(q):
+                status, err = api("POST", "/sleep" + q, url=p.url)
+                self.assertEqual(status, 400, err)
+                self.assertEqual((err["error"]["code"], err["error"]["param"]), (400, "level"))
+        self.assertEqual(api("GET", "/sleep", url=p.url)[0], 405)
+        self.assertEqual(api("POST", "/is_sleeping", url=p.url)[0], 405)
+        self.assertAwake(p)
+
+    def test_wake_up_by_tags(self):
+        p = self.vllm()
+        self.assertEqual(api("POST", "/sleep", url=p.url)[0], 200)  # level 1 by default
+        self.assertAsleepMemory(self.memory(p), 1)
+        # A tag that is not asleep changes nothing (vLLM warns and answers 200).
+        self.assertEqual(api("POST", "/wake_up?tags=bogus", url=p.url)[0], 200)
+        self.assertAsleepMemory(self.memory(p), 1)
+        self.assertEqual(api("POST", "/wake_up?tags=weights", url=p.url)[0], 200)
+        mem = self.memory(p)
+        self.assertEqual((mem["sleeping"], mem["sleep_level"]), (True, 1))
+        self.assertAlmostEqual(mem["gpu_bytes"] / FULL, 0.32, delta=0.001)  # context + weights
+        self.assertEqual(api("GET", "/is_sleeping", url=p.url)[1], {"is_sleeping": True})
+        self.assertSleepingError(p)
+        self.assertEqual(api("POST", "/wake_up?tags=kv_cache", url=p.url)[0], 200)
+        self.assertAwake(p)
+        # Both tags at once is the same as none.
+        self.assertEqual(api("POST", "/sleep?level=1", url=p.url)[0], 200)
+        self.assertEqual(api("POST", "/wake_up?tags=weights&tags=kv_cache", url=p.url)[0], 200)
+        self.assertAwake(p)
+
+    def test_sleep_leak_keeps_memory(self):
+        p = self.vllm("--sleep-leak")
+        self.assertEqual(api("POST", "/sleep?level=1", url=p.url)[0], 200)
+        self.assertEqual(api("GET", "/is_sleeping", url=p.url)[1], {"is_sleeping": True})
+        mem = self.memory(p)
+        self.assertEqual((mem["gpu_bytes"], mem["sleeping"]), (FULL, True))
+        self.assertSleepingError(p)
+        self.logged(p, "sleep level=1: gpu 1024 MiB -> 1024 MiB (--sleep-leak")
+        self.assertEqual(api("POST", "/wake_up", url=p.url)[0], 200)
+        self.assertAwake(p)
+
+    def test_sglang_release_resume_cycle(self):
+        p = self.start("--enable-memory-saver", "--simulated-gpu-mib", str(GPU_MIB),
+                       dev_mode=False)
+        for path in ("/sleep", "/wake_up", "/collective_rpc"):
+            self.assertEqual(api("POST", path, {}, url=p.url)[0], 404)
+        # pause_generation: a new request waits until continue_generation.
+        self.assertEqual(api("POST", "/pause_generation", {}, url=p.url)[0], 200)
+        before = api("GET", "/_fake/stats", url=p.url)[1]["by_path"].get("/v1/completions", 0)
+        result = []
+        t = threading.Thread(target=lambda: result.append(self.complete(p)[0]))
+        t.start()
+        try:
+            wait_for(lambda: api("GET", "/_fake/stats", url=p.url)[1]["by_path"].get(
+                "/v1/completions", 0) > before, what="the request to arrive")
+            self.assertEqual(result, [])
+            self.assertTrue(api("GET", "/_fake/stats", url=p.url)[1]["paused"])
+        finally:
+            status, _ = api("POST", "/continue_generation", url=p.url)
+            t.join(10)
+        self.assertEqual((status, result), (200, [200]))
+        # Release in parts, then all (an empty body is all).
+        status, body = api("POST", "/release_memory_occupation", {"tags": ["kv_cache"]}, url=p.url)
+        self.assertEqual((status, body), (200, None))
+        mem = self.memory(p)
+        self.assertEqual((mem["sleeping"], mem["sleep_level"]), (True, 1))
+        self.assertAlmostEqual(mem["gpu_bytes"] / FULL, 0.32, delta=0.001)
+        self.assertEqual(api("POST", "/release_memory_occupation", url=p.url)[0], 200)
+        self.assertAsleepMemory(self.memory(p), 1)
+        self.assertSleepingError(p)
+        self.assertEqual(api("GET", "/health", url=p.url)[0], 200)
+        self.logged(p, "release_memory_occupation tags=weights,kv_cache: gpu 327 MiB -> 20 MiB")
+        for bad in ({"tags": ["bogus"]}, {"tags": "weights"}, [1]):
+            with self.subTest(bad=bad):
+                self.assertEqual(api("POST", "/release_memory_occupation", bad, url=p.url)[0], 400)
+        self.assertEqual(api("POST", "/resume_memory_occupation", {}, url=p.url)[0], 200)
+        self.assertEqual(self.memory(p), {"gpu_bytes": FULL, "sleeping": False, "sleep_level": 0,
+                                          "weights_loaded": True})
+        self.assertEqual(self.complete(p)[0], 200)
+        self.logged(p, "resume_memory_occupation tags=weights,kv_cache: gpu 20 MiB -> 1024 MiB")
+        # Resuming what is not released is fine.
+        self.assertEqual(api("POST", "/resume_memory_occupation", {}, url=p.url)[0], 200)
+
+    def test_wake_delay_is_honoured(self):
+        # A cold start (--startup-delay) against a wake (--wake-delay): the wake pays only its
+        # own delay, whatever the start cost.
+        p = self.vllm("--startup-delay", "1.0", "--wake-delay", "0.5", "--sleep-delay", "0.3",
+                      ready=False)
+        p.wait_listening(10)
+        status, err = api("POST", "/sleep?level=1", url=p.url)
+        self.assertEqual((status, err["error"]["code"]), (503, "model_loading"))
+        p.wait_ready(10)
+        self.assertGreaterEqual(time.monotonic() - p.started, 1.0)
+        t0 = time.monotonic()
+        self.assertEqual(api("POST", "/sleep?level=1", url=p.url)[0], 200)
+        self.assertGreaterEqual(time.monotonic() - t0, 0.3)
+        t0 = time.monotonic()
+        self.assertEqual(api("POST", "/wake_up", url=p.url)[0], 200)
+        self.assertGreaterEqual(time.monotonic() - t0, 0.5)
+        self.assertAwake(p)
+
+    def test_in_process(self):
+        with fe.FakeEngine(MODEL, "m", tokens_per_second=0, enable_sleep_mode=True,
+                           vllm_dev_mode=True, simulated_gpu_mib=100, sleep_delay=0,
+                           wake_delay=0, out=io.StringIO()) as eng:
+            eng.sleep(2)
+            self.assertEqual(eng.memory(), {"gpu_bytes": 100 * fe.MIB * 2 // 100,
+                                            "sleeping": True, "sleep_level": 2,
+                                            "weights_loaded": False})
+            self.assertEqual(fe.http_json(eng.url, "GET", "/is_sleeping")[1], {"is_sleeping": True})
+            eng.wake_up()
+            self.assertEqual(api("POST", "/v1/completions", {"prompt": "q"}, url=eng.url)[0], 500)
+            eng.reload_weights()
+            self.assertEqual(api("POST", "/v1/completions", {"prompt": "q"}, url=eng.url)[0], 200)
+            with self.assertRaises(ValueError):
+                eng.sleep(3)
+            self.assertIn("sleep level=2: gpu 100 MiB -> 2 MiB", eng.out.getvalue())
 
 
 if __name__ == "__main__":

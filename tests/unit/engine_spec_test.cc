@@ -68,7 +68,7 @@ TEST(EngineSpecTest, PresetsRenderWithEveryPlaceholderSubstituted) {
             (std::vector<std::string>{"vllm", "serve", "/dev/shm/gswarm_models/llama",
                                       "--served-model-name", "llama", "--host", "127.0.0.1",
                                       "--port", "8123", "--gpu-memory-utilization", "0.85",
-                                      "--max-num-seqs", "64"}));
+                                      "--max-num-seqs", "64", "--enable-sleep-mode"}));
   EXPECT_EQ(*RenderCommand(presets.at("llama-server"), Vars()),
             (std::vector<std::string>{
                 "llama-server", "--model", "/dev/shm/gswarm_models/llama/model-q4.gguf", "--alias",
@@ -79,7 +79,7 @@ TEST(EngineSpecTest, PresetsRenderWithEveryPlaceholderSubstituted) {
       (std::vector<std::string>{"python3", "-m", "sglang.launch_server", "--model-path",
                                 "/dev/shm/gswarm_models/llama", "--served-model-name", "llama",
                                 "--host", "127.0.0.1", "--port", "8123", "--mem-fraction-static",
-                                "0.85", "--max-running-requests", "64"}));
+                                "0.85", "--max-running-requests", "64", "--enable-memory-saver"}));
 }
 
 TEST(EngineSpecTest, EveryPlaceholderIsKnownAndRenders) {
@@ -89,7 +89,7 @@ TEST(EngineSpecTest, EveryPlaceholderIsKnownAndRenders) {
   ASSERT_TRUE(argv.ok()) << argv.status();
   EXPECT_EQ(*argv, (std::vector<std::string>{"engine", "/dev/shm/gswarm_models/llama",
                                              "/dev/shm/gswarm_models/llama/model-q4.gguf", "llama",
-                                             "127.0.0.1", "8123", "1", "0.85", "64"}));
+                                             "127.0.0.1", "8123", "1", "0.85", "64", "1"}));
 }
 
 TEST(EngineSpecTest, UnknownPlaceholderNamesEngineAndPlaceholder) {
