@@ -7,8 +7,9 @@
 #include <optional>
 
 #include "absl/strings/str_cat.h"
-#include "common/mutex.h"
 #include "common/grpc_util.h"
+#include "common/mutex.h"
+#include "host/once_finished.h"
 
 namespace gswarm::host {
 namespace {
@@ -36,7 +37,7 @@ grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* context,
 // A call that started a job with `wait` set: answered when the job ends, from the
 // orchestrator's watch on it (which holds this only weakly), so no thread waits. The reactor
 // lives until gRPC is done with the call; a client that goes away cancels it.
-class JobWaitReactor final : public grpc::ServerUnaryReactor,
+class JobWaitReactor final : public OnceFinished<grpc::ServerUnaryReactor>,
                              public Orchestrator::JobSink,
                              public std::enable_shared_from_this<JobWaitReactor> {
  public:
@@ -48,7 +49,7 @@ class JobWaitReactor final : public grpc::ServerUnaryReactor,
     auto reactor = std::make_shared<JobWaitReactor>(response);
     reactor->self_ = reactor;
     if (absl::Status auth = common::CheckGrpcAuthorization(token, *context); !auth.ok()) {
-      reactor->FinishOnce(common::ToGrpcStatus(auth));
+      reactor->Answer(common::ToGrpcStatus(auth));
       return reactor.get();
     }
     std::weak_ptr<JobWaitReactor> weak = reactor;
@@ -56,12 +57,12 @@ class JobWaitReactor final : public grpc::ServerUnaryReactor,
       std::shared_ptr<JobWaitReactor> alive = weak.lock();
       if (alive == nullptr) return;
       absl::StatusOr<v1::JobResponse> started = start();
-      if (!started.ok()) return alive->FinishOnce(common::ToGrpcStatus(started.status()));
-      if (!wait) return alive->FinishOnce(grpc::Status::OK, &started->job());
+      if (!started.ok()) return alive->Answer(common::ToGrpcStatus(started.status()));
+      if (!wait) return alive->Answer(grpc::Status::OK, &started->job());
       absl::Status watched = orchestrator->Watch(started->job().id(), alive);
-      if (!watched.ok()) alive->FinishOnce(common::ToGrpcStatus(watched));
+      if (!watched.ok()) alive->Answer(common::ToGrpcStatus(watched));
     });
-    if (!queued.ok()) reactor->FinishOnce(common::ToGrpcStatus(queued));
+    if (!queued.ok()) reactor->Answer(common::ToGrpcStatus(queued));
     return reactor.get();
   }
 
@@ -70,16 +71,16 @@ class JobWaitReactor final : public grpc::ServerUnaryReactor,
   void OnJob(const v1::Job& job) override {
     if (!IsTerminal(JobStateOf(job))) return;
     absl::StatusOr<v1::Job> ended = EndedJob(job);
-    if (!ended.ok()) return FinishOnce(common::ToGrpcStatus(ended.status()));
-    FinishOnce(grpc::Status::OK, &*ended);
+    if (!ended.ok()) return Answer(common::ToGrpcStatus(ended.status()));
+    Answer(grpc::Status::OK, &*ended);
   }
 
   void OnShutdown(const v1::Job& job) override {
-    FinishOnce(common::ToGrpcStatus(ShuttingDownError(job.id())));
+    Answer(common::ToGrpcStatus(ShuttingDownError(job.id())));
   }
 
   void OnCancel() override {
-    FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "the caller went away"));
+    Answer(grpc::Status(grpc::StatusCode::CANCELLED, "the caller went away"));
   }
 
   void OnDone() override { std::shared_ptr<JobWaitReactor> keep = std::move(self_); }
@@ -87,26 +88,20 @@ class JobWaitReactor final : public grpc::ServerUnaryReactor,
  private:
   // The answer is written only here, once, and before Finish: gRPC frees the response once the
   // call is done, which a cancelled call may be by the time a late job state arrives.
-  void FinishOnce(const grpc::Status& status, const v1::Job* job = nullptr) {
-    {
-      gswarm::MutexLock lock(&mu_);
-      if (finished_) return;
-      finished_ = true;
+  void Answer(const grpc::Status& status, const v1::Job* job = nullptr) {
+    FinishOnce(status, [&] {
       if (job != nullptr) *response_->mutable_job() = *job;
-    }
-    Finish(status);
+    });
   }
 
   v1::JobResponse* const response_;
-  gswarm::Mutex mu_;
-  bool finished_ ABSL_GUARDED_BY(mu_) = false;
   std::shared_ptr<JobWaitReactor> self_;
 };
 
 // WatchEvents: the events that match, as the bus delivers them. One write in flight; the rest
 // wait in the subscription's bounded backlog, so a client that reads too slowly is dropped by
 // the bus (RESOURCE_EXHAUSTED) instead of holding memory or slowing the host.
-class EventWatchStream final : public grpc::ServerWriteReactor<v1::Event>,
+class EventWatchStream final : public OnceFinished<grpc::ServerWriteReactor<v1::Event>>,
                                public std::enable_shared_from_this<EventWatchStream> {
  public:
   static EventWatchStream* Start(grpc::CallbackServerContext* context,
@@ -192,18 +187,7 @@ class EventWatchStream final : public grpc::ServerWriteReactor<v1::Event>,
   }
 
  private:
-  void FinishOnce(const grpc::Status& status) {
-    {
-      gswarm::MutexLock lock(&mu_);
-      if (finished_) return;
-      finished_ = true;
-    }
-    Finish(status);
-  }
-
-  gswarm::Mutex mu_;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
-  bool finished_ ABSL_GUARDED_BY(mu_) = false;
   std::shared_ptr<EventSubscription> subscription_ ABSL_GUARDED_BY(mu_);
   v1::Event current_;  // the message being written; touched only by the writer
   std::shared_ptr<EventWatchStream> self_;
@@ -212,7 +196,7 @@ class EventWatchStream final : public grpc::ServerWriteReactor<v1::Event>,
 // WatchJob: every new state of one job until it ends. The orchestrator holds only a weak
 // reference; the stream keeps itself alive until gRPC calls OnDone. One write in flight; states
 // that arrive meanwhile collapse into the newest, which is what a progress bar wants.
-class JobWatchStream final : public grpc::ServerWriteReactor<v1::Job>,
+class JobWatchStream final : public OnceFinished<grpc::ServerWriteReactor<v1::Job>>,
                              public Orchestrator::JobSink,
                              public std::enable_shared_from_this<JobWatchStream> {
  public:
@@ -275,18 +259,7 @@ class JobWatchStream final : public grpc::ServerWriteReactor<v1::Job>,
   void OnDone() override { std::shared_ptr<JobWatchStream> keep = std::move(self_); }
 
  private:
-  void FinishOnce(const grpc::Status& status) {
-    {
-      gswarm::MutexLock lock(&mu_);
-      if (finished_) return;
-      finished_ = true;
-    }
-    Finish(status);
-  }
-
-  gswarm::Mutex mu_;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
-  bool finished_ ABSL_GUARDED_BY(mu_) = false;
   v1::Job current_;  // the message being written; touched only by the writer
   std::optional<v1::Job> pending_ ABSL_GUARDED_BY(mu_);
   std::shared_ptr<JobWatchStream> self_;
@@ -295,7 +268,7 @@ class JobWatchStream final : public grpc::ServerWriteReactor<v1::Job>,
 // GetInstanceLogs: relays the log from the instance's node (its data port) chunk by chunk. The
 // HTTP read runs on the log pool; chunks wait in a short queue, and the reader is slowed when
 // the client reads slower than the log grows.
-class LogStream final : public grpc::ServerWriteReactor<v1::LogChunk>,
+class LogStream final : public OnceFinished<grpc::ServerWriteReactor<v1::LogChunk>>,
                         public std::enable_shared_from_this<LogStream> {
  public:
   static LogStream* Start(grpc::CallbackServerContext* context, const std::string& token,
@@ -353,11 +326,14 @@ class LogStream final : public grpc::ServerWriteReactor<v1::LogChunk>,
   void Relay(const std::string& base_url, const std::string& path, const std::string& token,
              bool follow) {
     httplib::Client client(base_url);
+    bool cancelled = false;
     {
       gswarm::MutexLock lock(&mu_);
-      if (cancelled_) return FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled"));
-      client_ = &client;
+      cancelled = cancelled_;
+      if (!cancelled) client_ = &client;
     }
+    // (Outside the lock: FinishOnce takes it.)
+    if (cancelled) return FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled"));
     client.set_connection_timeout(5, 0);
     client.set_read_timeout(follow ? 24 * 3600 : 30, 0);
     httplib::Headers headers;
@@ -427,20 +403,9 @@ class LogStream final : public grpc::ServerWriteReactor<v1::LogChunk>,
     return cancelled_;
   }
 
-  void FinishOnce(const grpc::Status& status) {
-    {
-      gswarm::MutexLock lock(&mu_);
-      if (finished_) return;
-      finished_ = true;
-    }
-    Finish(status);
-  }
-
-  gswarm::Mutex mu_;
   std::deque<v1::LogChunk> queue_ ABSL_GUARDED_BY(mu_);
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
-  bool finished_ ABSL_GUARDED_BY(mu_) = false;
   std::optional<grpc::Status> end_ ABSL_GUARDED_BY(mu_);
   httplib::Client* client_ ABSL_GUARDED_BY(mu_) = nullptr;  // while Relay reads
   std::shared_ptr<LogStream> self_;
