@@ -62,9 +62,15 @@ absl::StatusOr<AgentOptions> Agent::OptionsFromConfig(const common::Config& full
   options.disk.model_cache_dir = disk.path();
   options.dram.root = dram.path();
   options.dram.budget_bytes = dram.capacity_bytes();
-  options.cleanup_on_shutdown = full.host.cleanup_on_shutdown;
-  options.disk.hf_hub_dir = HfHubDir(full.host.huggingface_cache_dir);
-  options.discover_hf_cache_on_connect = full.host.auto_discover_models;
+  options.cleanup_on_shutdown =
+      pick("client.cleanup_on_shutdown", "host.cleanup_on_shutdown", &options.own_cleanup)
+          ? config.cleanup_on_shutdown
+          : full.host.cleanup_on_shutdown;
+  bool own_hf_cache = true;
+  options.disk.hf_hub_dir =
+      HfHubDir(pick("client.huggingface_cache_dir", "host.huggingface_cache_dir", &own_hf_cache)
+                   ? config.huggingface_cache_dir
+                   : full.host.huggingface_cache_dir);
   options.hub = HubOptions::FromEnvironment();
   options.engines = common::EffectiveEngines(config);
   options.default_engine = config.default_engine;
@@ -172,7 +178,7 @@ void Agent::Stop() {
   // Commands in flight are cancelled; downloads keep their partial files for next time.
   runner_.reset();
   if (data_server_) data_server_->Stop();
-  if (options_.cleanup_on_shutdown) {
+  if (cleanup_on_shutdown_.load()) {
     supervisor_->StopAll();
     if (absl::Status cleared = dram_.Clear(); cleared.ok()) {
       spdlog::info("DRAM tier emptied (cleanup_on_shutdown)");
@@ -196,7 +202,7 @@ v1::Hello Agent::MakeHello() {
   hello.set_heartbeat_interval_ms(
       static_cast<uint32_t>(absl::ToInt64Milliseconds(options_.heartbeat_interval)));
   for (const v1::TierInfo& tier : options_.tiers) *hello.add_tiers() = tier;
-  for (v1::Replica& replica : disk_.Scan(options_.discover_hf_cache_on_connect)) {
+  for (v1::Replica& replica : disk_.Scan(/*include_hf_cache=*/true)) {
     replica.set_node_id(options_.node_id);
     *hello.add_replicas() = std::move(replica);
   }
@@ -219,6 +225,12 @@ v1::MemoryUsage Agent::SampleMemory() {
 }
 
 void Agent::ApplyClusterDefaults(const v1::Welcome& welcome) {
+  if (welcome.has_cleanup_on_shutdown() && !options_.own_cleanup &&
+      welcome.cleanup_on_shutdown() != cleanup_on_shutdown_.load()) {
+    cleanup_on_shutdown_.store(welcome.cleanup_on_shutdown());
+    spdlog::info("cleanup_on_shutdown {}: the cluster default (host.cleanup_on_shutdown)",
+                 welcome.cleanup_on_shutdown());
+  }
   for (const v1::TierInfo& tier : welcome.default_tiers()) {
     if (tier.tier() == "dram") {
       const uint64_t budget = tier.capacity_bytes();

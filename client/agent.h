@@ -14,7 +14,6 @@
 #include <thread>
 
 #include "absl/status/statusor.h"
-#include "common/mutex.h"
 #include "client/command_runner.h"
 #include "client/data_server.h"
 #include "client/disk_tier.h"
@@ -24,6 +23,7 @@
 #include "common/backoff.h"
 #include "common/config.h"
 #include "common/engine_spec.h"
+#include "common/mutex.h"
 #include "grpcpp/security/credentials.h"
 #include "gswarm/v1/agent.grpc.pb.h"
 
@@ -56,13 +56,15 @@ struct AgentOptions {
   bool own_disk_path = true;
   bool own_dram_path = true;
   bool own_dram_budget = true;
-  // The disk tier, and whether Hello reports the Hugging Face cache's models too
-  // (host.auto_discover_models).
+  // The disk tier (Hello reports the Hugging Face cache's models too: the host decides whether
+  // to register them, host.auto_discover_models).
   DiskTier::Options disk;
-  bool discover_hf_cache_on_connect = true;
   DramTier::Options dram;
-  // Empty the DRAM tier when the agent stops (host.cleanup_on_shutdown).
+  // Stop the instances and empty the DRAM tier when the agent stops (client.cleanup_on_shutdown,
+  // or the same file's host.cleanup_on_shutdown); `own_cleanup` false: the host's value, sent on
+  // connect, decides.
   bool cleanup_on_shutdown = true;
+  bool own_cleanup = true;
   // How commands reach the Hub (HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE).
   HubOptions hub;
   // Engines (presets and client.engines), the default one, and what instances get.
@@ -107,6 +109,8 @@ class Agent {
   bool SendToHost(const v1::AgentMessage& message);
 
   const AgentOptions options_;
+  // options_.cleanup_on_shutdown, or the host's when this node leaves it open.
+  std::atomic<bool> cleanup_on_shutdown_{options_.cleanup_on_shutdown};
   std::unique_ptr<MemoryProbe> probe_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::AgentLink::Stub> stub_;

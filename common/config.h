@@ -115,6 +115,12 @@ struct ClientConfig {
   // route to them; 0.0.0.0 lets a host on another node reach them (at the address this agent
   // connects from).
   std::string engine_host = "127.0.0.1";
+  // Stop this node's instances and empty its DRAM tier when the agent exits. Unset here, the
+  // same file's host.cleanup_on_shutdown (gswarm start), else the host's (sent on connect).
+  bool cleanup_on_shutdown = true;
+  // The Hugging Face cache this node scans for models (HF_HUB_CACHE and HF_HOME win). Unset
+  // here, the same file's host.huggingface_cache_dir (gswarm start).
+  std::string huggingface_cache_dir = "~/.cache/huggingface";
   std::string auth_token;
   // Port serving this node's tiers to peers.
   int data_port = 8102;

@@ -65,6 +65,8 @@ constexpr Key kKeys[] = {
     GSWARM_KEY("client.max_concurrent_requests", client.max_concurrent_requests,
                Check::kAtLeastOne),
     GSWARM_KEY("client.engine_host", client.engine_host),
+    GSWARM_KEY("client.cleanup_on_shutdown", client.cleanup_on_shutdown),
+    GSWARM_KEY("client.huggingface_cache_dir", client.huggingface_cache_dir),
     GSWARM_KEY("client.auth_token", client.auth_token, Check::kNone, true),
     GSWARM_KEY("client.data_port", client.data_port, Check::kPort),
     GSWARM_KEY("client.heartbeat_interval_s", client.heartbeat_interval_s, Check::kPositive),

@@ -100,8 +100,9 @@ host:
   grpc_port: 8101            # gRPC: public API and the agent link
   model_cache_dir: "~/.cache/gswarm/models"
   huggingface_cache_dir: "~/.cache/huggingface"
-  auto_discover_models: true # register models found on disk at start-up
-  cleanup_on_shutdown: true  # stop instances and empty the DRAM tier when an agent exits
+  auto_discover_models: true # register models agents find in their HF caches when they connect
+  cleanup_on_shutdown: true  # agents stop instances and empty the DRAM tier when they exit
+                             # (the cluster default: client.cleanup_on_shutdown overrides)
   prefer_peers: true         # fetch a commit another node holds from that node, not the Hub
   keep_alive_s: 300          # router: stop an on-demand instance after this idle time (-1: never)
   max_loaded_models: 0       # router: models loaded on demand at once (0: no limit)
@@ -146,6 +147,8 @@ client:
   engine_host: "127.0.0.1"   # where engines listen; 0.0.0.0 lets a host on another node route
   auth_token: ""             # token sent to the host; GSWARM_TOKEN also sets it
   data_port: 8102            # serves this node's tiers to peers
+  # cleanup_on_shutdown: true  # this node's own; unset: host.cleanup_on_shutdown
+  # huggingface_cache_dir: "~/.cache/huggingface"  # unset: host.huggingface_cache_dir
   heartbeat_interval_s: 2    # seconds between heartbeats to the host
   default_engine: "vllm"     # the engine `serve` starts unless told: vllm, llama-server, sglang
                              # or one under engines

@@ -4,8 +4,8 @@
 #include <memory>
 #include <optional>
 
-#include "common/mutex.h"
 #include "common/grpc_util.h"
+#include "common/mutex.h"
 #include "common/status.h"
 #include "spdlog/spdlog.h"
 
@@ -121,6 +121,9 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::H
       v1::HostMessage welcome;
       welcome.mutable_welcome()->set_session_id(session_id_);
       welcome.mutable_welcome()->set_host_version(options_.host_version);
+      if (options_.cleanup_on_shutdown.has_value()) {
+        welcome.mutable_welcome()->set_cleanup_on_shutdown(*options_.cleanup_on_shutdown);
+      }
       for (const v1::TierInfo& tier : options_.default_tiers) {
         *welcome.mutable_welcome()->add_default_tiers() = tier;
       }

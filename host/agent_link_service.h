@@ -3,6 +3,7 @@
 // gswarm.v1.AgentLink on gRPC's callback API: one reactor per agent stream, no thread per agent.
 // The reactor translates messages to NodeRegistry calls; all cluster logic lives there.
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -18,6 +19,7 @@ class AgentLinkService final : public v1::AgentLink::CallbackService {
     std::string auth_token;  // "" : no auth
     std::string host_version;
     std::vector<v1::TierInfo> default_tiers;  // sent in Welcome
+    std::optional<bool> cleanup_on_shutdown;  // sent in Welcome when set
     AgentListener* listener = nullptr;        // inventories and command updates
   };
 

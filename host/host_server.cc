@@ -111,7 +111,8 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Create(const common::Con
   ASSIGN_OR_RETURN(server->registry_, Registry::Open(db_path));
   server->instances_ = std::make_unique<InstanceManager>(server->events_.get());
   server->orchestrator_ = std::make_unique<Orchestrator>(
-      Orchestrator::Options{config.host.prefer_peers, server->metrics_.get()},
+      Orchestrator::Options{config.host.prefer_peers, config.host.auto_discover_models,
+                            server->metrics_.get()},
       server->registry_.get(), server->nodes_.get(), server->instances_.get(),
       server->events_.get());
   RETURN_IF_ERROR(server->orchestrator_->Recover());
@@ -125,6 +126,9 @@ absl::StatusOr<std::unique_ptr<HostServer>> HostServer::Create(const common::Con
       server->events_.get(), server->api_pool_.get());
   server->agent_link_ = std::make_unique<AgentLinkService>(
       AgentLinkService::Options{server->auth_token_, GSWARM_VERSION, DefaultTiers(config),
+                                config.explicit_keys.contains("host.cleanup_on_shutdown")
+                                    ? std::optional<bool>(host.cleanup_on_shutdown)
+                                    : std::nullopt,
                                 server->orchestrator_.get()},
       server->nodes_.get());
 

@@ -150,7 +150,7 @@ void Orchestrator::RecordResult(const v1::Job& job, const v1::Command& command,
     v1::Hello inventory;
     inventory.set_node_id(job.node_id());
     *inventory.mutable_replicas() = update.replicas();
-    Reconcile(inventory);
+    Reconcile(inventory, /*asked=*/true);
     return;
   }
   auto remove_replica = [&](const std::string& model, const std::string& tier,

@@ -9,9 +9,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
-#include "common/mutex.h"
 #include "common/auth.h"
 #include "common/model_source.h"
+#include "common/mutex.h"
 #include "common/proto_json.h"
 #include "common/status.h"
 #include "common/units.h"
@@ -404,7 +404,7 @@ void Orchestrator::OnAgentConnected(const v1::Hello& hello) {
   absl::Status queued = events_.Submit([this, hello] {
     instances_->ApplyInventory(hello.node_id(),
                                {hello.instances().begin(), hello.instances().end()});
-    Reconcile(hello);
+    Reconcile(hello, /*asked=*/false);
     std::vector<v1::Command> resend;
     {
       gswarm::MutexLock lock(&mu_);
@@ -437,10 +437,14 @@ void Orchestrator::OnInstancesChanged(const std::string& node_id,
     spdlog::error("node={}: instance reports dropped: {}", node_id, queued.message());
 }
 
-void Orchestrator::Reconcile(const v1::Hello& hello) {
+void Orchestrator::Reconcile(const v1::Hello& hello, bool asked) {
   std::vector<std::pair<std::string, v1::Replica>> replicas;
   std::vector<v1::Model> found;
   for (const v1::Replica& replica : hello.replicas()) {
+    if (replica.in_place() && !asked && !options_.auto_discover_models &&
+        !registry_->HasModel(replica.model_name())) {
+      continue;  // found in the node's Hugging Face cache, and not to be registered by itself
+    }
     replicas.emplace_back(replica.model_name(), replica);
     v1::Model model;
     model.set_name(replica.model_name());

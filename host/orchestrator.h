@@ -44,6 +44,9 @@ class Orchestrator final : public AgentListener {
   struct Options {
     // Pull hf:// commits that an online node already holds from that node (host.prefer_peers).
     bool prefer_peers = true;
+    // Register the models agents find in their Hugging Face caches when they connect
+    // (host.auto_discover_models); off, only those registered already (or by POST /discover).
+    bool auto_discover_models = true;
     // Told of every job that ends (GET /metrics); may be null.
     HostMetrics* metrics = nullptr;
   };
@@ -139,7 +142,9 @@ class Orchestrator final : public AgentListener {
   // REQUIRES: mu_ held.
   void UpdateJob(ActiveJob& active, JobState to, const v1::CommandUpdate& update)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void Reconcile(const v1::Hello& hello);
+  // Makes the registry hold what the node reported. Models found in its Hugging Face cache are
+  // registered when `asked` (a discover) or host.auto_discover_models, else only if known.
+  void Reconcile(const v1::Hello& hello, bool asked);
   void RecordResult(const v1::Job& job, const v1::Command& command,
                     const v1::CommandUpdate& update);
   // The data port URL of an online node that holds `commit` of hf://`repo` ("" if none).

@@ -30,7 +30,9 @@ export TSAN_OPTIONS="suppressions=$PWD/tests/tsan.supp log_path=$reports/tsan se
 # entropy and can fail to map its shadow memory otherwise.
 norandom=(setarch "$(uname -m)" -R)
 status=0
-"${norandom[@]}" ctest --test-dir "$build_dir" --output-on-failure -j2 -E '^integration\.' || status=1
+# Every C++ unit test (the Python suites of tests/support and tests/deploy test no C++ of ours).
+"${norandom[@]}" ctest --test-dir "$build_dir" --output-on-failure -j2 \
+  -E '^(integration|support|deploy)\.' || status=1
 "${norandom[@]}" ctest --test-dir "$build_dir" --output-on-failure -j2 \
   -R '^integration\.(router|serving)$' || status=1
 if compgen -G "$reports/tsan*" >/dev/null; then

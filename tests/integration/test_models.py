@@ -62,23 +62,26 @@ class DiscoveryTest(HubTestCase):
         return r.json
 
     def start_with_hf_cache(self, auto_discover, build_cache_first=False, via="config"):
-        """A host and an agent pointed at a Hugging Face cache, `via` host.huggingface_cache_dir
-        in the agent's own config file or HF_HUB_CACHE in its environment; returns the cache's
-        hub/ directory and the agent."""
-        self.make_host_home()
+        """A host (host.auto_discover_models: the host decides what it registers) and an agent
+        pointed at a Hugging Face cache, `via` client.huggingface_cache_dir in the agent's own
+        config file, host.huggingface_cache_dir in it (the one file of `gswarm start`), or
+        HF_HUB_CACHE in its environment; returns the cache's hub/ directory and the agent."""
+        self.make_host_home(host_extra={"auto_discover_models": auto_discover})
         host = self.start_host()
         hf_home = os.path.join(self.root, "hf")
         hub_dir = os.path.join(hf_home, "hub")
         os.makedirs(hub_dir)
         if build_cache_first:
             self.make_hf_cache(hub_dir)
-        host_section = {"auto_discover_models": auto_discover}
         env = self.hub_env()
+        client, sections = {}, {}
         if via == "config":
-            host_section["huggingface_cache_dir"] = hf_home
+            client["huggingface_cache_dir"] = hf_home
+        elif via == "host-section":
+            sections["host"] = {"huggingface_cache_dir": hf_home}
         else:
             env["HF_HUB_CACHE"] = hub_dir
-        self.make_agent_home("node-a", sections={"host": host_section})
+        self.make_agent_home("node-a", sections=sections, **client)
         agent = self.start_agent("node-a", env_extra=env)
         self.wait_node("node-a", procs=[host, agent])
         return hub_dir, agent
@@ -139,6 +142,22 @@ class DiscoveryTest(HubTestCase):
                            "the agent to register its HF cache on connect")
         self.assertTrue(all(r.get("in_place") for r in model.get("replicas", [])), model)
         self.assertEqual(model.get("state"), "available", json.dumps(model))
+
+    def test_the_host_decides_whether_a_connecting_agent_registers_its_cache(self):
+        # The agent's cache is found through the host section of its own file (gswarm start's
+        # one file); host.auto_discover_models false in the host's config keeps it unregistered
+        # until a discover asks for it.
+        _, agent = self.start_with_hf_cache(auto_discover=False, build_cache_first=True,
+                                            via="host-section")
+        self.wait_node("node-a", procs=[agent])
+        self.assertIsNone(self.get_model(self.NAME))
+        self.assertIn(self.NAME, self.discover().get("added", []))
+        # Once registered, it stays registered across the agent's reconnects.
+        agent.stop()
+        self.wait_node("node-a", "offline")
+        agent = self.start_agent("node-a", env_extra=self.hub_env())
+        self.wait_node("node-a", procs=[agent])
+        self.assertIsNotNone(self.get_model(self.NAME))
 
     def test_folder_copied_into_model_cache(self):
         self.start_hub_cluster()

@@ -335,7 +335,16 @@ class CrashAndRestartTest(TierTestCase):
                           "land mid-copy: 'nothing in place after a mid-copy kill' went unchecked")
 
     def test_restart_keeps_dram_without_cleanup(self):
-        host, agents = self.start_tier_cluster(agent_host={"cleanup_on_shutdown": False})
+        # cleanup_on_shutdown false in the host section of the agent's own file (as under
+        # gswarm start, whose one file both read).
+        self.check_restart_keeps_dram(agent_host={"cleanup_on_shutdown": False})
+
+    def test_the_hosts_cleanup_on_shutdown_is_the_agents_default(self):
+        # Only the host's config says false: the agent takes it on connect.
+        self.check_restart_keeps_dram(host_extra={"cleanup_on_shutdown": False})
+
+    def check_restart_keeps_dram(self, **cluster):
+        host, agents = self.start_tier_cluster(**cluster)
         self.download_ok("tl", "hf://test-org/tiny-llama")
         self.copy_ok("tl")
         self.assertEqual(agents["node-a"].stop(signal.SIGTERM), 0, "agent exit code on SIGTERM")
