@@ -41,11 +41,11 @@ class ABSL_LOCKABLE Mutex {
 
   void Lock() ABSL_EXCLUSIVE_LOCK_FUNCTION() { mu_.lock(); }
   // Every unlock may have made some waiter's condition true: wake them to look (Abseil re-checks
-  // conditions on unlock too).
+  // conditions on unlock too). They are woken before the unlock: once it is done, a waiter may
+  // return and destroy the mutex (a Notification on its stack).
   void Unlock() ABSL_UNLOCK_FUNCTION() {
-    const bool wake = awaiting_ > 0;
+    if (awaiting_ > 0) changed_.notify_all();
     mu_.unlock();
-    if (wake) changed_.notify_all();
   }
   void AssertHeld() const ABSL_ASSERT_EXCLUSIVE_LOCK() {}
 

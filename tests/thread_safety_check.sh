@@ -4,7 +4,8 @@
 #     is checked at compile time over the whole tree (libraries, binaries, tests, benchmarks), as
 #     LevelDB does. GCC, the README build, ignores those annotations.
 #  2. ThreadSanitizer: the same build is instrumented (-fsanitize=thread) and runs every unit test
-#     and the router and serving integration suites (real gswarm processes). Any report fails.
+#     and the serving-path integration suites (router, serving, sleep, events with its host
+#     restarts, front_door with its 1,000 streams: real gswarm processes). Any report fails.
 #     common/mutex.h swaps Abseil's mutex for a pthread-based one in this build (GSWARM_TSAN_SYNC),
 #     since Debian's Abseil is not TSan-built; tests/tsan.supp says what is suppressed and why.
 #
@@ -34,11 +35,11 @@ status=0
 "${norandom[@]}" ctest --test-dir "$build_dir" --output-on-failure -j2 \
   -E '^(integration|support|deploy)\.' || status=1
 "${norandom[@]}" ctest --test-dir "$build_dir" --output-on-failure -j2 \
-  -R '^integration\.(router|serving)$' || status=1
+  -R '^integration\.(router|serving|sleep|events|front_door)$' || status=1
 if compgen -G "$reports/tsan*" >/dev/null; then
   cat "$reports"/tsan* >&2
   echo "ThreadSanitizer: $(cat "$reports"/tsan* | grep -c '^WARNING: ThreadSanitizer') report(s) (above)" >&2
   status=1
 fi
 [ "$status" -eq 0 ] || { echo "ThreadSanitizer run: FAILED" >&2; exit 1; }
-echo "ThreadSanitizer run: clean (unit tests, integration.router, integration.serving)"
+echo "ThreadSanitizer run: clean (unit tests; integration router, serving, sleep, events, front_door)"

@@ -12,6 +12,7 @@ it exit 1 before it listens, with an error naming the file.
 Protocol served:
 
 * ``GET /health``: ``200 {"status":"ok"}`` once ready, ``503 {"status":"loading"}`` before.
+  ``GET /v1/health/ready`` (NVIDIA NIM's readiness path) answers the same.
 * ``GET /v1/models`` and ``GET /v1/models/{id}``.
 * ``POST /v1/chat/completions`` and ``POST /v1/completions`` use OpenAI shapes. The text echoes the
   prompt's words, ``max_tokens`` of them (default 16). With ``"stream": true`` the reply is
@@ -912,7 +913,7 @@ class FakeEngine(ThreadedServer):
 
     def _route(self, h: _Handler, method: str, path: str, raw: bytes) -> None:
         get = method in ("GET", "HEAD")
-        if path == "/health":
+        if path in ("/health", "/v1/health/ready"):  # the second: NIM's readiness path
             if not get:
                 raise _ApiError(405, "method %s not allowed on %s" % (method, path))
             if self.ready:

@@ -213,6 +213,17 @@ class TestProtocol(unittest.TestCase):
         self.assertGreaterEqual(body["requests"], 1)
         self.assertEqual(body["settings"]["max_num_seqs"], 8)
 
+    def test_nim_health_ready_alias(self):
+        # NVIDIA NIM answers readiness on /v1/health/ready: the same answer as /health, both ways.
+        self.assertEqual(api("GET", "/v1/health/ready"), (200, {"status": "ok"}))
+        self.assertEqual(api("POST", "/_fake/health", {"ready": False})[0], 200)
+        try:
+            self.assertEqual(api("GET", "/v1/health/ready"), (503, {"status": "loading"}))
+            self.assertEqual(api("GET", "/health")[0], 503)
+        finally:
+            api("POST", "/_fake/health", {"ready": None})
+        self.assertEqual(api("GET", "/v1/health/ready")[0], 200)
+
     def test_chat_completion(self):
         status, body = api("POST", "/v1/chat/completions", {
             "model": NAME, "max_tokens": 5,
