@@ -31,7 +31,8 @@ InstanceCommands::InstanceCommands(CLI::App& app) {
   serve_->add_option("--gpu", gpu_, "GPU index (0, 1, ...), gpuN, or cpu (default: most room)");
   serve_->add_option("--port", port_, "Port for the engine (default: a free one)");
   serve_->add_option("--from", from_, "Tier to load from: dram or disk (default: fastest)");
-  serve_->add_option("--engine", engine_, "vllm, llama-server, sglang or one from config");
+  serve_->add_option("--engine", engine_,
+                     "vllm, llama-server, sglang, nim, compose or one from config");
   serve_->add_option("--node", node_, "Node to run on (default: one holding the model)");
   serve_->add_option("--id", id_, "Instance id (default: generated)");
   serve_->add_option("extra", extra_args_, "Extra engine arguments, after --");

@@ -9,9 +9,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "common/mutex.h"
 #include "absl/time/clock.h"
 #include "cli/output.h"
+#include "common/mutex.h"
 #include "common/proto_json.h"
 #include "common/status.h"
 #include "common/units.h"

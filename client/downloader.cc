@@ -12,7 +12,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "common/mutex.h"
 #include "absl/time/clock.h"
 #include "client/download_plan.h"
 #include "client/file_fetcher.h"
@@ -20,6 +19,7 @@
 #include "client/model_manifest.h"
 #include "client/sha256.h"
 #include "common/fd.h"
+#include "common/mutex.h"
 #include "common/paths.h"
 #include "common/status.h"
 #include "common/units.h"

@@ -52,6 +52,7 @@ absl::StatusOr<InstanceSpec> CommandRunner::PlanInstance(const v1::ServeCommand&
         absl::StrCat("port ", port, " is in use on this node (pick another or omit it)"));
   }
   common::EngineVars vars;
+  vars.instance_id = serve.instance_id();
   vars.model_path = *model_path;
   vars.model_file = model_file;
   vars.model_name = name;
@@ -67,6 +68,7 @@ absl::StatusOr<InstanceSpec> CommandRunner::PlanInstance(const v1::ServeCommand&
   spec.model_name = name;
   spec.engine = engine;
   ASSIGN_OR_RETURN(spec.env, common::RenderEnv(engine_spec, vars));
+  ASSIGN_OR_RETURN(spec.stop_argv, common::RenderStopCommand(engine_spec, vars));
   spec.gpu_device = serve.gpu_device();
   spec.host = vars.host;
   spec.port = port;

@@ -48,6 +48,7 @@ std::string InstanceRecordToJson(const InstanceRecord& r) {
       {"source_tier", s.source_tier},
       {"managed_by", s.managed_by},
       {"sleep_level", r.sleep_level},
+      {"stop_argv", s.stop_argv},
       {"wake", CallsJson(s.wake)},
       {"reload", CallsJson(s.reload)},
   };
@@ -81,6 +82,7 @@ absl::StatusOr<InstanceRecord> ParseInstanceRecord(absl::string_view json) {
     s.source_tier = j.value("source_tier", "");
     s.managed_by = j.value("managed_by", "");
     r.sleep_level = j.value("sleep_level", uint32_t{0});
+    s.stop_argv = j.value("stop_argv", std::vector<std::string>{});
     for (const nlohmann::json& level : j.value("sleep", nlohmann::json::array())) {
       s.sleep.push_back(ParseCalls(level));
     }

@@ -218,6 +218,7 @@ absl::StatusOr<v1::Instance> InstanceSupervisor::Stop(const std::string& id, boo
     gswarm::MutexLock lock(&mu_);
     proc = e->proc;
   }
+  if (!force) RunStopCommand(e->spec, "stop");
   absl::Status killed =
       proc != nullptr ? proc->Terminate(options_.stop_grace, force) : absl::OkStatus();
   RemoveRecord(id);
@@ -316,6 +317,7 @@ std::optional<v1::Instance> InstanceSupervisor::AdoptRecord(const std::string& p
     // Whatever the leader left in its group is an orphan now: nobody would ever stop it. (A pid
     // that names another process now is left alone: Gone() knows our group has emptied.)
     absl::Status killed = proc->Terminate(absl::ZeroDuration(), /*force=*/true);
+    RunStopCommand(spec, "its process is gone");  // a container may outlive its client
     spdlog::info("instance={} model={}: pid {} {}; record dropped{}{}", spec.id, spec.model_name,
                  record->pid, ReadProcStat(record->pid).ok() ? "is another process now" : "is gone",
                  killed.ok() ? "" : "; ", killed.message());

@@ -63,6 +63,9 @@ struct InstanceSpec {
   std::string source_tier;
   // Who stops it (Instance.managed_by), for reports.
   std::string managed_by;
+  // Run on stop before the group is signalled, when the process is found gone at adoption, and
+  // before a restart (a container engine's `docker stop gswarm-<id>`); empty: none.
+  std::vector<std::string> stop_argv;
   // The engine's sleep calls, rendered: sleep[0] for level 1, sleep[1] for level 2; empty when it
   // cannot sleep. Then its wake calls, and the reload calls after a level-2 sleep.
   std::vector<std::vector<common::EngineCall>> sleep;
@@ -184,6 +187,9 @@ class InstanceSupervisor {
   // After a crash: "failed" past max_restarts, else a backoff and a new process. Returns whether
   // a new process runs.
   bool Restart(Entry& e, common::Backoff& backoff, const std::string& exit);
+  // Runs the spec's stop command (if any) to its end, for at most stop_grace, its output going
+  // to the instance's log; `why` says when, in the log.
+  void RunStopCommand(const InstanceSpec& spec, const char* why);
   // Sleeps up to `d`; true when the watcher must quit.
   bool SleepOrQuit(Entry& e, absl::Duration d);
   // Sleep and wake (instance_sleep.cc): the instance in `expected` state with no other switch

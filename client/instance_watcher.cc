@@ -5,10 +5,12 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "client/http_client.h"
 #include "client/instance_supervisor.h"
 #include "client/log_tail.h"
 #include "common/status.h"
+#include "spdlog/spdlog.h"
 
 namespace gswarm::client {
 namespace {
@@ -120,6 +122,7 @@ bool InstanceSupervisor::Restart(Entry& e, common::Backoff& backoff, const std::
   }
   // What the leader left behind (workers, a grandchild) would still hold the port and the GPU.
   old->Terminate(absl::ZeroDuration(), /*force=*/true).IgnoreError();
+  RunStopCommand(e.spec, "before a restart");  // a container that outlived its client
   const std::string tail = LastLines(LogPath(e.spec.id), e.spec);
   int restarts;
   bool give_up;
@@ -187,6 +190,29 @@ bool InstanceSupervisor::Healthy(const InstanceSpec& spec, absl::Duration timeou
                          response.ok() ? absl::StrCat("HTTP ", response->status)
                                        : std::string(response.status().message()));
   return false;
+}
+
+void InstanceSupervisor::RunStopCommand(const InstanceSpec& spec, const char* why) {
+  if (spec.stop_argv.empty()) return;
+  SpawnOptions options;
+  options.argv = spec.stop_argv;
+  options.env = spec.env;
+  options.log_path = LogPath(spec.id);
+  absl::StatusOr<std::unique_ptr<ProcessGroup>> stopper = ProcessGroup::Spawn(options);
+  if (!stopper.ok()) {
+    spdlog::warn("instance={}: stop command {} could not start: {}", spec.id, spec.stop_argv[0],
+                 std::string(stopper.status().message()));
+    return;
+  }
+  const absl::Time deadline = absl::Now() + options_.stop_grace;
+  while (!(*stopper)->Exited() && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  const std::string outcome =
+      (*stopper)->Exited() ? (*stopper)->DescribeExit() : "still running at the stop grace: killed";
+  (*stopper)->Terminate(absl::ZeroDuration(), /*force=*/true).IgnoreError();
+  spdlog::info("instance={}: stop command ({}) {}: {}", spec.id, why,
+               absl::StrJoin(spec.stop_argv, " "), outcome);
 }
 
 std::string LoopbackFor(const std::string& host) {

@@ -22,9 +22,9 @@
 #include <tuple>
 #include <vector>
 
-#include "common/mutex.h"
 #include "client/model_manifest.h"
 #include "common/fd.h"
+#include "common/mutex.h"
 
 namespace gswarm::client {
 

@@ -154,7 +154,7 @@ absl::Status ReadEngine(const YAML::Node& node, const YAML::Mark& name_mark, abs
   if (!node.IsMap()) {
     return Invalid(absl::StrCat(Location(file, name_mark), ": ", path),
                    absl::StrCat("expected a map with command (and optionally health_path, "
-                                "ready_timeout_s, env, sleep, wake, reload), got ",
+                                "ready_timeout_s, env, stop_command, sleep, wake, reload), got ",
                                 Describe(node)));
   }
   std::map<std::string, YAML::Mark> marks;  // by EngineSpecErrorField, for validation messages
@@ -193,6 +193,8 @@ absl::Status ReadEngine(const YAML::Node& node, const YAML::Mark& name_mark, abs
         return Invalid(source, Quote(value.Scalar()) + " is not a number");
       }
       spec.ready_timeout_s = seconds;
+    } else if (field == "stop_command") {
+      RETURN_IF_ERROR(ReadCommand(value, source, spec.stop_command));
     } else if (field == "sleep") {
       RETURN_IF_ERROR(ReadCalls(value, source, spec.sleep));
     } else if (field == "wake") {

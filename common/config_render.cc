@@ -56,7 +56,8 @@ nlohmann::json EngineJson(const EngineSpec& spec) {
                          {"health_path", spec.health_path},
                          {"ready_timeout_s", spec.ready_timeout_s},
                          {"env", std::move(env)}};
-  // The sleep calls only for engines that can sleep.
+  // The optional parts only where the engine has them.
+  if (!spec.stop_command.empty()) json["stop_command"] = spec.stop_command;
   if (!spec.sleep.empty()) json["sleep"] = spec.sleep;
   if (!spec.wake.empty()) json["wake"] = spec.wake;
   if (!spec.reload.empty()) json["reload"] = spec.reload;
@@ -79,7 +80,7 @@ std::string EnginesYaml(const ClientConfig& client) {
                     "      health_path: ", FlowYaml(json["health_path"]), "\n",          //
                     "      ready_timeout_s: ", FlowYaml(json["ready_timeout_s"]), "\n",  //
                     "      env: ", FlowYaml(json["env"]), "\n");
-    for (const char* calls : {"sleep", "wake", "reload"}) {
+    for (const char* calls : {"stop_command", "sleep", "wake", "reload"}) {
       if (json.contains(calls))
         absl::StrAppend(&out, "      ", calls, ": ", FlowYaml(json[calls]), "\n");
     }
@@ -150,16 +151,17 @@ client:
   # cleanup_on_shutdown: true  # this node's own; unset: host.cleanup_on_shutdown
   # huggingface_cache_dir: "~/.cache/huggingface"  # unset: host.huggingface_cache_dir
   heartbeat_interval_s: 2    # seconds between heartbeats to the host
-  default_engine: "vllm"     # the engine `serve` starts unless told: vllm, llama-server, sglang
-                             # or one under engines
+  default_engine: "vllm"     # the engine `serve` starts unless told: vllm, llama-server, sglang,
+                             # nim, compose, or one under engines
 
   # Inference engines by name: a command (a list, or one string split on spaces) with the
   # placeholders {model_path} {model_file} {model_name} {host} {port} {gpu}
-  # {gpu_memory_utilization} {max_concurrent_requests} ({{ and }} are literal braces), the
+  # {gpu_memory_utilization} {max_concurrent_requests} {instance_id} ({{ and }} are literal braces), the
   # health path polled until ready, a ready timeout and extra environment; an engine that can
   # sleep (free its GPU memory without exiting) also has sleep and wake calls, "METHOD /path [BODY]"
   # on its own port ({sleep_level} is 1 or 2), and reload for waking from level 2. An entry named
-  # like a preset (vllm, llama-server, sglang) changes only the fields it gives.
+  # like a preset (vllm, llama-server, sglang, nim, compose) changes only the fields it gives; a
+  # stop_command runs on stop before the signals (a container engine: docker stop NAME).
   # engines:
   #   vllm:                    # the preset, with more time to load
   #     ready_timeout_s: 1200

@@ -42,6 +42,7 @@ std::optional<std::string> Lookup(absl::string_view name, const EngineVars& vars
   if (name == "gpu_memory_utilization") return absl::StrCat(vars.gpu_memory_utilization);
   if (name == "max_concurrent_requests") return absl::StrCat(vars.max_concurrent_requests);
   if (name == "sleep_level") return absl::StrCat(vars.sleep_level);
+  if (name == "instance_id") return vars.instance_id;
   return std::nullopt;
 }
 
@@ -135,7 +136,8 @@ const std::vector<std::string>& EnginePlaceholders() {
                                    "gpu",
                                    "gpu_memory_utilization",
                                    "max_concurrent_requests",
-                                   "sleep_level"};
+                                   "sleep_level",
+                                   "instance_id"};
   return *kNames;
 }
 
@@ -210,6 +212,18 @@ absl::Status ValidateEngineSpec(const EngineSpec& spec) {
   for (size_t i = 1; i < spec.command.size(); ++i) {
     RETURN_IF_ERROR(Expand(spec, "command", "command", spec.command[i], nullptr, nullptr));
   }
+  if (!spec.stop_command.empty()) {
+    if (absl::StripAsciiWhitespace(spec.stop_command.front()).empty() ||
+        spec.stop_command.front().find_first_of("{}") != std::string::npos) {
+      return SpecError(spec.name, "stop_command",
+                       "the stop command's program (its first element) must be a plain name or "
+                       "path, without placeholders");
+    }
+    for (size_t i = 1; i < spec.stop_command.size(); ++i) {
+      RETURN_IF_ERROR(
+          Expand(spec, "stop_command", "stop_command", spec.stop_command[i], nullptr, nullptr));
+    }
+  }
   if (spec.health_path.empty() || spec.health_path.front() != '/') {
     return SpecError(spec.name, "health_path",
                      absl::StrCat("health_path ", Quote(spec.health_path),
@@ -258,6 +272,19 @@ absl::StatusOr<std::vector<std::string>> RenderCommand(const EngineSpec& spec,
   for (size_t i = 1; i < spec.command.size(); ++i) {
     std::string arg;
     RETURN_IF_ERROR(Expand(spec, "command", "command", spec.command[i], &vars, &arg));
+    argv.push_back(std::move(arg));
+  }
+  return argv;
+}
+
+absl::StatusOr<std::vector<std::string>> RenderStopCommand(const EngineSpec& spec,
+                                                           const EngineVars& vars) {
+  RETURN_IF_ERROR(ValidateEngineSpec(spec));
+  std::vector<std::string> argv;
+  for (size_t i = 0; i < spec.stop_command.size(); ++i) {
+    std::string arg;
+    RETURN_IF_ERROR(
+        Expand(spec, "stop_command", "stop_command", spec.stop_command[i], &vars, &arg));
     argv.push_back(std::move(arg));
   }
   return argv;
@@ -386,6 +413,34 @@ std::map<std::string, EngineSpec> BuiltinEngines() {
   EngineSpec& sglang = engines["sglang"];
   sglang.sleep = {"POST /pause_generation {{}}", "POST /release_memory_occupation {{}}"};
   sglang.wake = {"POST /resume_memory_occupation {{}}", "POST /continue_generation {{}}"};
+  // NVIDIA NIM's LLM container serving the model's files: OpenAI API on port 8000 inside,
+  // readiness on /v1/health/ready, a container named after the instance so that a stop (and an
+  // agent that finds the `docker run` client gone) can reach it by name.
+  engines["nim"] = EngineSpec{
+      "nim",
+      {"docker", "run", "--rm", "--name", "gswarm-{instance_id}", "--gpus", "device={gpu}",
+       "--shm-size", "16g", "-p", "{host}:{port}:8000", "-v", "{model_path}:/opt/models/model:ro",
+       "-e", "NIM_MODEL_NAME=/opt/models/model", "-e", "NIM_SERVED_MODEL_NAME={model_name}",
+       "nvcr.io/nim/nvidia/llm-nim:latest"},
+      "/v1/health/ready",
+      1800,
+  };
+  engines["nim"].stop_command = {"docker", "stop", "gswarm-{instance_id}"};
+  // A Docker Compose service named like the model (seed 002 runs NIM this way). The compose file
+  // is COMPOSE_FILE in the engine's env (client.engines.compose.env); it reads the port, model
+  // path and GPU GSwarm chose from GSWARM_PORT, GSWARM_MODEL_PATH and GSWARM_GPU.
+  EngineSpec& compose = engines["compose"] = EngineSpec{
+      "compose",
+      {"docker", "compose", "up", "{model_name}"},
+      "/v1/health/ready",
+      1800,
+  };
+  compose.stop_command = {"docker", "compose", "stop", "{model_name}"};
+  compose.env = {{"GSWARM_PORT", "{port}"},
+                 {"GSWARM_HOST", "{host}"},
+                 {"GSWARM_MODEL_PATH", "{model_path}"},
+                 {"GSWARM_MODEL_NAME", "{model_name}"},
+                 {"GSWARM_GPU", "{gpu}"}};
   return engines;
 }
 

@@ -12,6 +12,7 @@
 //   {gpu_memory_utilization}  share of the GPU the engine may take, e.g. 0.9
 //   {max_concurrent_requests} how many requests the engine runs at once
 //   {sleep_level}             in sleep calls: 1 (weights kept in CPU RAM) or 2 (dropped)
+//   {instance_id}             the instance's id (names a container: gswarm-{instance_id})
 // "{{" and "}}" stand for literal braces ("{{\"a\": 1}}" renders as {"a": 1}); any other brace
 // that is not part of a known placeholder is an error.
 //
@@ -44,6 +45,11 @@ struct EngineSpec {
   double ready_timeout_s = 600;
   // Extra environment for the engine; values are templates.
   std::map<std::string, std::string> env;
+  // Run on stop before the engine's process group is signalled (llama-swap's cmdStop): what a
+  // container engine needs, whose `docker run` is only a client of the container (e.g. ["docker",
+  // "stop", "gswarm-{instance_id}"]). Also run when an agent finds the engine's process gone
+  // (a container left behind) and before a restart. Empty: signals only.
+  std::vector<std::string> stop_command;
   // Puts the engine to sleep, in order (both empty: the engine cannot sleep; GSwarm stops it).
   std::vector<std::string> sleep;
   // Wakes it, in order; then health_path is polled until it answers 200.
@@ -66,6 +72,7 @@ struct EngineVars {
   double gpu_memory_utilization = 0.9;
   int max_concurrent_requests = 256;
   int sleep_level = 1;
+  std::string instance_id;
 };
 
 // One rendered sleep/wake/reload call.
@@ -97,9 +104,13 @@ const std::vector<std::string>& EnginePlaceholders();
 // The status carries the field it is about; see EngineSpecErrorField.
 absl::Status ValidateEngineSpec(const EngineSpec& spec);
 
-// The field a ValidateEngineSpec error is about: "command", "health_path", "ready_timeout_s",
-// "env.<NAME>", "sleep", "wake", "reload", or "" for another status.
+// The field a ValidateEngineSpec error is about: "command", "stop_command", "health_path",
+// "ready_timeout_s", "env.<NAME>", "sleep", "wake", "reload", or "" for another status.
 std::string EngineSpecErrorField(const absl::Status& status);
+
+// The stop command rendered like the command; empty when the engine has none.
+absl::StatusOr<std::vector<std::string>> RenderStopCommand(const EngineSpec& spec,
+                                                           const EngineVars& vars);
 
 // The command with every placeholder substituted in every element (an element may hold several,
 // with text around them). INVALID_ARGUMENT for a malformed template; FAILED_PRECONDITION when the
@@ -125,7 +136,9 @@ absl::StatusOr<std::string> FindExecutable(const EngineSpec& spec);
 // single quotes, variables or globs. INVALID_ARGUMENT for an unterminated quote.
 absl::StatusOr<std::vector<std::string>> SplitCommandLine(std::string_view text);
 
-// vllm, llama-server and sglang with their real flags, keyed by name; vllm and sglang can sleep.
+// vllm, llama-server and sglang with their real flags, keyed by name (vllm and sglang can sleep);
+// and two container forms: nim (NVIDIA NIM's LLM container through `docker run`) and compose
+// (a service of a Docker Compose file, named like the model).
 std::map<std::string, EngineSpec> BuiltinEngines();
 
 }  // namespace gswarm::common

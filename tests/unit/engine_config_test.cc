@@ -84,7 +84,7 @@ TEST(EngineConfigTest, EnginesWithListAndStringCommandsLoad) {
             (std::vector<std::string>{"server", "--threads", "8"}));
 
   std::map<std::string, EngineSpec> effective = EffectiveEngines(config->client);
-  EXPECT_EQ(effective.size(), 6u);
+  EXPECT_EQ(effective.size(), BuiltinEngines().size() + 3);
   EXPECT_EQ(effective.at("vllm"), BuiltinEngines().at("vllm"));
   EXPECT_EQ(effective.at("fake"), fake);
 }
@@ -193,9 +193,9 @@ TEST(EngineConfigTest, UnknownEngineFieldsWarnAndDuplicatesWarn) {
 }
 
 TEST(EngineConfigTest, DefaultEngineMustBeKnown) {
-  ExpectConfigError("client:\n  heartbeat_interval_s: 1\n  default_engine: vlm\n", 3,
-                    "client.default_engine",
-                    "\"vlm\" is not a known engine (known: llama-server, sglang, vllm; ");
+  ExpectConfigError(
+      "client:\n  heartbeat_interval_s: 1\n  default_engine: vlm\n", 3, "client.default_engine",
+      "\"vlm\" is not a known engine (known: compose, llama-server, nim, sglang, vllm; ");
   // Configured engines count, wherever they appear in the file.
   absl::StatusOr<Config> config = ParseConfig(
       "client:\n  default_engine: mine\n  engines:\n    mine:\n      command: mine\n", "cfg");
@@ -253,7 +253,7 @@ TEST_F(EngineLoadTest, DefaultEngineFromEnvironmentAndFlags) {
   ASSERT_FALSE(config.ok());
   EXPECT_TRUE(Contains(Message(config.status()),
                        "environment GSWARM_CLIENT_DEFAULT_ENGINE: \"theirs\" is not a known "
-                       "engine (known: llama-server, mine, sglang, vllm;"));
+                       "engine (known: compose, llama-server, mine, nim, sglang, vllm;"));
 
   config = Load(yaml, {{"GSWARM_CLIENT_DEFAULT_ENGINE", "theirs"}},
                 {{"client.default_engine", "sglang"}});
@@ -330,6 +330,30 @@ TEST(EngineConfigTest, TheDefaultFilesEngineExampleLoadsWhenUncommented) {
   EXPECT_EQ(config->client.engines.at("vllm").ready_timeout_s, 1200);
   EXPECT_EQ(*RenderCommand(config->client.engines.at("my-other"), Vars()),
             (std::vector<std::string>{"my-other", "--config", "{\"port\": 8123}"}));
+}
+
+TEST(EngineConfigTest, AStopCommandLoadsAndRendersWithTheInstanceId) {
+  absl::StatusOr<Config> config = ParseConfig(R"(client:
+  engines:
+    boxed:
+      command: podman run --rm --name gswarm-{instance_id} -p {port}:8000 img
+      stop_command: podman stop gswarm-{instance_id}
+)",
+                                              "cfg");
+  ASSERT_TRUE(config.ok()) << config.status();
+  const EngineSpec& boxed = config->client.engines.at("boxed");
+  EXPECT_EQ(*RenderStopCommand(boxed, Vars()),
+            (std::vector<std::string>{"podman", "stop", "gswarm-inst-1"}));
+  absl::StatusOr<Config> back = ParseConfig(ConfigToYaml(*config), "rendered");
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->client.engines.at("boxed"), boxed);
+  ExpectConfigError(R"(client:
+  engines:
+    boxed:
+      command: img
+      stop_command: ["{instance_id}-stop"]
+)",
+                    5, "client.engines.boxed.stop_command", "without placeholders");
 }
 
 }  // namespace

@@ -22,11 +22,13 @@ namespace {
 
 TEST(EngineSpecTest, PresetsRenderWithEveryPlaceholderSubstituted) {
   const std::map<std::string, EngineSpec> presets = BuiltinEngines();
-  ASSERT_EQ(presets.size(), 3u);
+  ASSERT_EQ(presets.size(), 5u);
   for (const auto& [name, spec] : presets) {
     SCOPED_TRACE(name);
     EXPECT_EQ(spec.name, name);
-    EXPECT_EQ(spec.health_path, "/health");
+    const bool container = name == "nim" || name == "compose";
+    EXPECT_EQ(spec.health_path, container ? "/v1/health/ready" : "/health");
+    EXPECT_EQ(spec.stop_command.empty(), !container);
     EXPECT_GT(spec.ready_timeout_s, 0);
     ASSERT_TRUE(ValidateEngineSpec(spec).ok()) << ValidateEngineSpec(spec);
     absl::StatusOr<std::vector<std::string>> argv = RenderCommand(spec, Vars());
@@ -37,6 +39,20 @@ TEST(EngineSpecTest, PresetsRenderWithEveryPlaceholderSubstituted) {
       EXPECT_FALSE(arg.empty());
     }
   }
+  // The containers are named after the instance, which their stop command reaches.
+  EXPECT_EQ(*RenderCommand(presets.at("nim"), Vars()),
+            (std::vector<std::string>{"docker", "run", "--rm", "--name", "gswarm-inst-1", "--gpus",
+                                      "device=1", "--shm-size", "16g", "-p", "127.0.0.1:8123:8000",
+                                      "-v", "/dev/shm/gswarm_models/llama:/opt/models/model:ro",
+                                      "-e", "NIM_MODEL_NAME=/opt/models/model", "-e",
+                                      "NIM_SERVED_MODEL_NAME=llama",
+                                      "nvcr.io/nim/nvidia/llm-nim:latest"}));
+  EXPECT_EQ(*RenderStopCommand(presets.at("nim"), Vars()),
+            (std::vector<std::string>{"docker", "stop", "gswarm-inst-1"}));
+  EXPECT_EQ(*RenderStopCommand(presets.at("compose"), Vars()),
+            (std::vector<std::string>{"docker", "compose", "stop", "llama"}));
+  EXPECT_EQ(RenderEnv(presets.at("compose"), Vars())->at("GSWARM_PORT"), "8123");
+  EXPECT_TRUE(RenderStopCommand(presets.at("vllm"), Vars())->empty());
   EXPECT_EQ(*RenderCommand(presets.at("vllm"), Vars()),
             (std::vector<std::string>{"vllm", "serve", "/dev/shm/gswarm_models/llama",
                                       "--served-model-name", "llama", "--host", "127.0.0.1",
@@ -60,9 +76,10 @@ TEST(EngineSpecTest, EveryPlaceholderIsKnownAndRenders) {
   for (const std::string& name : EnginePlaceholders()) command.push_back("{" + name + "}");
   absl::StatusOr<std::vector<std::string>> argv = RenderCommand(Spec(command), Vars());
   ASSERT_TRUE(argv.ok()) << argv.status();
-  EXPECT_EQ(*argv, (std::vector<std::string>{"engine", "/dev/shm/gswarm_models/llama",
-                                             "/dev/shm/gswarm_models/llama/model-q4.gguf", "llama",
-                                             "127.0.0.1", "8123", "1", "0.85", "64", "1"}));
+  EXPECT_EQ(*argv,
+            (std::vector<std::string>{"engine", "/dev/shm/gswarm_models/llama",
+                                      "/dev/shm/gswarm_models/llama/model-q4.gguf", "llama",
+                                      "127.0.0.1", "8123", "1", "0.85", "64", "1", "inst-1"}));
 }
 
 TEST(EngineSpecTest, UnknownPlaceholderNamesEngineAndPlaceholder) {

@@ -27,6 +27,7 @@ inline EngineVars Vars() {
   vars.gpu = "1";
   vars.gpu_memory_utilization = 0.85;
   vars.max_concurrent_requests = 64;
+  vars.instance_id = "inst-1";
   return vars;
 }
 
