@@ -8,16 +8,11 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
-#include "boost/asio/post.hpp"
-#include "boost/asio/steady_timer.hpp"
 #include "common/auth.h"
 #include "common/grpc_util.h"
-#include "common/mutex.h"
 #include "common/proto_json.h"
 #include "common/status.h"
 #include "host/dashboard.h"
-#include "host/event_bus.h"
 #include "host/http_upstream.h"
 #include "host/job_state.h"
 #include "host/orchestrator.h"
@@ -27,18 +22,9 @@
 namespace gswarm::host {
 namespace {
 
-constexpr absl::Duration kSseKeepAlive = absl::Seconds(15);
-
 http::Response JsonReply(std::string json) {
   http::Response response;
   response.body = std::move(json) + "\n";
-  return response;
-}
-
-http::Response StatusReply(const absl::Status& status) {
-  http::Response response;
-  response.status = common::HttpStatusFor(status.code());
-  response.body = common::ErrorJson(status) + "\n";
   return response;
 }
 
@@ -102,21 +88,21 @@ class JobWait : public Orchestrator::JobSink {
     auto wait = std::make_shared<JobWait>(exchange);
     exchange->OnCancel([wait] {});
     absl::Status watched = orchestrator->Watch(job_id, wait);
-    if (!watched.ok()) wait->exchange_->Reply(StatusReply(watched));
+    if (!watched.ok()) wait->exchange_->Reply(RestStatusReply(watched));
   }
 
   void OnJob(const v1::Job& job) override {
     if (!IsTerminal(JobStateOf(job))) return;
     absl::StatusOr<v1::Job> ended = EndedJob(job);
-    if (!ended.ok()) return exchange_->Reply(StatusReply(ended.status()));
+    if (!ended.ok()) return exchange_->Reply(RestStatusReply(ended.status()));
     v1::JobResponse response;
     *response.mutable_job() = *std::move(ended);
     absl::StatusOr<std::string> json = common::ToJson(response);
-    exchange_->Reply(json.ok() ? JsonReply(*std::move(json)) : StatusReply(json.status()));
+    exchange_->Reply(json.ok() ? JsonReply(*std::move(json)) : RestStatusReply(json.status()));
   }
 
   void OnShutdown(const v1::Job& job) override {
-    exchange_->Reply(StatusReply(ShuttingDownError(job.id())));
+    exchange_->Reply(RestStatusReply(ShuttingDownError(job.id())));
   }
 
  private:
@@ -126,178 +112,6 @@ class JobWait : public Orchestrator::JobSink {
 // GET /events' query: kind (repeated, or comma-separated), model, node, since (a sequence
 // number; or the Last-Event-ID header of a reconnecting EventSource), last (the newest N held),
 // follow (default true).
-absl::StatusOr<std::pair<EventFilter, EventBus::Start>> ParseEventQuery(const http::Request& req) {
-  EventFilter filter;
-  EventBus::Start start;
-  for (const char* key : {"kind", "kinds"}) {
-    for (const std::string& value : req.params_named(key)) {
-      for (absl::string_view kind : absl::StrSplit(value, ',', absl::SkipEmpty())) {
-        filter.kinds.emplace_back(kind);
-      }
-    }
-  }
-  filter.model_name = req.param("model");
-  filter.node_id = req.param("node");
-  RETURN_IF_ERROR(filter.Validate());
-  auto number = [&](const std::string& text, const char* what) -> absl::StatusOr<uint64_t> {
-    uint64_t value = 0;
-    if (!absl::SimpleAtoi(text, &value)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(what, " must be a non-negative integer, not \"", text, "\""));
-    }
-    return value;
-  };
-  std::string since = req.param("since");
-  if (since.empty()) since = req.header("Last-Event-ID");
-  if (!since.empty()) {
-    ASSIGN_OR_RETURN(uint64_t after, number(since, "since"));
-    if (after > 0) start.after = after;
-  }
-  if (req.has_param("last")) {
-    ASSIGN_OR_RETURN(start.last, number(req.param("last"), "last"));
-  }
-  const std::string follow = req.param("follow");
-  if (!follow.empty() && follow != "true" && follow != "false") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("follow must be true or false, not \"", follow, "\""));
-  }
-  start.follow = follow != "false";
-  return std::make_pair(std::move(filter), start);
-}
-
-// One Server-Sent Event: the sequence number as its id (a reconnecting EventSource resumes
-// from it), the kind as its type, the event in protobuf's JSON mapping as its data.
-std::string SseFrame(const v1::Event& event) {
-  absl::StatusOr<std::string> json = common::ToJson(event);
-  return absl::StrCat("id: ", event.seq(), "\nevent: ", event.kind(),
-                      "\ndata: ", json.ok() ? *json : "{}", "\n\n");
-}
-
-// One open GET /events: events are written as they arrive, one write in flight at a time (what
-// arrives meanwhile waits in the subscription's bounded backlog); a comment line goes out when
-// nothing has for kSseKeepAlive, so a client that left is noticed.
-class EventStream : public std::enable_shared_from_this<EventStream> {
- public:
-  explicit EventStream(std::shared_ptr<http::Exchange> exchange)
-      : exchange_(std::move(exchange)), timer_(exchange_->executor()) {}
-
-  void Run(std::shared_ptr<EventSubscription> subscription) {
-    {
-      gswarm::MutexLock lock(&mu_);
-      subscription_ = std::move(subscription);
-    }
-    // The exchange holds the stream until the client goes or the stream ends.
-    exchange_->OnCancel([self = shared_from_this()] { self->Stop(); });
-    http::Response head;
-    head.content_type = "text/event-stream";
-    head.headers = {{"Cache-Control", "no-cache"}, {"X-Accel-Buffering", "no"}};
-    exchange_->Start(std::move(head));
-    Pump();
-    ArmKeepAlive();
-  }
-
-  // More events, or the end (the subscription's wake).
-  void Pump() {
-    std::shared_ptr<EventSubscription> subscription;
-    {
-      gswarm::MutexLock lock(&mu_);
-      if (stopped_ || subscription_ == nullptr) return;
-      if (writing_) {
-        again_ = true;
-        return;
-      }
-      writing_ = true;
-      subscription = subscription_;
-    }
-    std::string frames;
-    for (const v1::Event& event : subscription->TakeAll()) frames += SseFrame(event);
-    const bool ended = frames.empty() && subscription->ended();
-    if (ended) {
-      const absl::Status end = subscription->end();
-      frames = end.ok() ? "event: end\ndata: {}\n\n"
-                        : absl::StrCat("event: end\ndata: ", common::ErrorJson(end), "\n\n");
-    }
-    if (frames.empty()) return Written(true);
-    {
-      gswarm::MutexLock lock(&mu_);
-      sent_ = true;
-    }
-    exchange_->Write(std::move(frames), [self = shared_from_this(), ended](bool ok) {
-      if (ended) return self->Finish();
-      self->WrittenEvents(ok);
-    });
-  }
-
- private:
-  // A write finished: whatever arrived meanwhile (or the end) goes next.
-  void Written(bool ok) {
-    if (!ok) return Stop();
-    bool again;
-    {
-      gswarm::MutexLock lock(&mu_);
-      writing_ = false;
-      again = std::exchange(again_, false);
-    }
-    if (again) Pump();
-  }
-
-  // After a write of events: more may be waiting, or the end.
-  void WrittenEvents(bool ok) {
-    {
-      gswarm::MutexLock lock(&mu_);
-      again_ = true;
-    }
-    Written(ok);
-  }
-
-  void ArmKeepAlive() {
-    timer_.expires_after(absl::ToChronoNanoseconds(kSseKeepAlive));
-    timer_.async_wait([weak = weak_from_this()](const boost::system::error_code& ec) {
-      std::shared_ptr<EventStream> self = weak.lock();
-      if (ec || self == nullptr) return;
-      bool write = false;
-      {
-        gswarm::MutexLock lock(&self->mu_);
-        if (self->stopped_) return;
-        write = !self->writing_ && !std::exchange(self->sent_, false);
-        if (write) self->writing_ = true;
-      }
-      if (write) {
-        self->exchange_->Write(": keep-alive\n\n", [self](bool ok) { self->Written(ok); });
-      }
-      self->ArmKeepAlive();
-    });
-  }
-
-  void Finish() {
-    Stop();
-    exchange_->End();
-  }
-
-  void Stop() {
-    std::shared_ptr<EventSubscription> subscription;
-    {
-      gswarm::MutexLock lock(&mu_);
-      if (stopped_) return;
-      stopped_ = true;
-      subscription = std::move(subscription_);
-    }
-    if (subscription != nullptr) subscription->Cancel();
-    boost::asio::post(timer_.get_executor(),
-                      [self = shared_from_this()] { self->timer_.cancel(); });
-  }
-
-  const std::shared_ptr<http::Exchange> exchange_;
-  boost::asio::steady_timer timer_;
-  gswarm::Mutex mu_;
-  std::shared_ptr<EventSubscription> subscription_ ABSL_GUARDED_BY(mu_);
-  bool writing_ ABSL_GUARDED_BY(mu_) = false;
-  bool again_ ABSL_GUARDED_BY(mu_) = false;
-  bool stopped_ ABSL_GUARDED_BY(mu_) = false;
-  // Something was written since the last keep-alive check.
-  bool sent_ ABSL_GUARDED_BY(mu_) = false;
-};
-
 // gswarm's REST error shape for an HTTP status the server answers itself.
 absl::StatusCode CodeFor(int status) {
   switch (status) {
@@ -322,6 +136,13 @@ absl::StatusCode CodeFor(int status) {
 
 }  // namespace
 
+http::Response RestStatusReply(const absl::Status& status) {
+  http::Response response;
+  response.status = common::HttpStatusFor(status.code());
+  response.body = common::ErrorJson(status) + "\n";
+  return response;
+}
+
 http::Response ErrorFor(const http::Request& request, int status, const std::string& message) {
   if (absl::StartsWith(request.path, "/v1/")) {
     return OpenAiError(status, message, status >= 500 ? "server_error" : "invalid_request_error",
@@ -345,22 +166,6 @@ RestGateway::RestGateway(std::string auth_token, const ApiHandler* handler,
       orchestrator_(orchestrator),
       blocking_(blocking) {}
 
-void RestGateway::InstallEvents(http::HttpServer& server, EventBus* events) {
-  server.Route("GET", "/events", [events](std::shared_ptr<http::Exchange> exchange) {
-    absl::StatusOr<std::pair<EventFilter, EventBus::Start>> query =
-        ParseEventQuery(exchange->request());
-    if (!query.ok()) return exchange->Reply(StatusReply(query.status()));
-    auto stream = std::make_shared<EventStream>(exchange);
-    std::weak_ptr<EventStream> weak = stream;
-    absl::StatusOr<std::shared_ptr<EventSubscription>> subscription =
-        events->Subscribe(std::move(query->first), query->second, [weak] {
-          if (std::shared_ptr<EventStream> stream = weak.lock()) stream->Pump();
-        });
-    if (!subscription.ok()) return exchange->Reply(StatusReply(subscription.status()));
-    stream->Run(*std::move(subscription));
-  });
-}
-
 void RestGateway::InstallLogs(http::HttpServer& server) {
   // GET /instances/{id}/logs?tail=N: the engine's last lines, read from its node's data port on
   // the blocking pool (`gswarm logs -f` streams them over gRPC).
@@ -370,13 +175,13 @@ void RestGateway::InstallLogs(http::HttpServer& server) {
     const std::string tail = exchange->request().param("tail");
     uint32_t lines = 100;
     if (!tail.empty() && (!absl::SimpleAtoi(tail, &lines) || lines == 0 || lines > 10000)) {
-      return exchange->Reply(StatusReply(absl::InvalidArgumentError(
+      return exchange->Reply(RestStatusReply(absl::InvalidArgumentError(
           absl::StrCat("tail must be a number of lines from 1 to 10000, not \"", tail, "\""))));
     }
     request.set_tail_lines(lines);
     absl::Status submitted = blocking_->Submit([this, exchange, request] {
       absl::StatusOr<std::pair<std::string, std::string>> source = handler_->LogSource(request);
-      if (!source.ok()) return exchange->Reply(StatusReply(source.status()));
+      if (!source.ok()) return exchange->Reply(RestStatusReply(source.status()));
       httplib::Client client(source->first);
       client.set_connection_timeout(5, 0);
       client.set_read_timeout(10, 0);
@@ -384,11 +189,11 @@ void RestGateway::InstallLogs(http::HttpServer& server) {
       if (!auth_token_.empty()) headers.emplace("Authorization", "Bearer " + auth_token_);
       httplib::Result result = client.Get(source->second, headers);
       if (!result) {
-        return exchange->Reply(StatusReply(absl::UnavailableError(absl::StrCat(
+        return exchange->Reply(RestStatusReply(absl::UnavailableError(absl::StrCat(
             "reading the log from ", source->first, ": ", httplib::to_string(result.error())))));
       }
       if (result->status != 200) {
-        return exchange->Reply(StatusReply(absl::Status(
+        return exchange->Reply(RestStatusReply(absl::Status(
             result->status == 404 ? absl::StatusCode::kNotFound : absl::StatusCode::kUnavailable,
             absl::StrCat("the node answered HTTP ", result->status, ": ", result->body))));
       }
@@ -398,7 +203,7 @@ void RestGateway::InstallLogs(http::HttpServer& server) {
       exchange->Reply(std::move(response));
     });
     if (!submitted.ok())
-      exchange->Reply(StatusReply(absl::UnavailableError("the host is overloaded")));
+      exchange->Reply(RestStatusReply(absl::UnavailableError("the host is overloaded")));
   });
 }
 
@@ -419,7 +224,7 @@ void RestGateway::Install(http::HttpServer& server) {
       return OpenAiError(401, std::string(auth.message()), "invalid_request_error",
                          "invalid_api_key");
     }
-    return StatusReply(auth);
+    return RestStatusReply(auth);
   });
   server.set_error_renderer([](const http::Request& req, int status, std::string message) {
     return ErrorFor(req, status, message);
@@ -439,12 +244,12 @@ void RestGateway::Install(http::HttpServer& server) {
                   blocking](std::shared_ptr<http::Exchange> exchange) {
       auto request = std::make_shared<Request>();
       absl::Status status = ParseRequest(exchange->request(), path_fields, request.get());
-      if (!status.ok()) return exchange->Reply(StatusReply(status));
+      if (!status.ok()) return exchange->Reply(RestStatusReply(status));
       constexpr bool kStartsAJob = std::is_same_v<Response, v1::JobResponse>;
       const bool wait = kStartsAJob && TakeWait(request.get());
       absl::Status submitted = blocking->Submit([call, exchange, request, orchestrator, wait] {
         absl::StatusOr<Response> response = call(*request);
-        if (!response.ok()) return exchange->Reply(StatusReply(response.status()));
+        if (!response.ok()) return exchange->Reply(RestStatusReply(response.status()));
         if constexpr (kStartsAJob) {
           if (wait) return JobWait::Start(orchestrator, exchange, response->job().id());
         } else {
@@ -452,11 +257,11 @@ void RestGateway::Install(http::HttpServer& server) {
           (void)wait;
         }
         absl::StatusOr<std::string> json = common::ToJson(*response);
-        if (!json.ok()) return exchange->Reply(StatusReply(json.status()));
+        if (!json.ok()) return exchange->Reply(RestStatusReply(json.status()));
         exchange->Reply(JsonReply(*std::move(json)));
       });
       if (!submitted.ok()) {
-        exchange->Reply(StatusReply(absl::UnavailableError(
+        exchange->Reply(RestStatusReply(absl::UnavailableError(
             absl::StrCat("the host is overloaded (", submitted.message(), "); retry later"))));
       }
     };

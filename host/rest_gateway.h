@@ -54,4 +54,7 @@ class RestGateway {
 // shape elsewhere.
 http::Response ErrorFor(const http::Request& request, int status, const std::string& message);
 
+// The REST answer for a failed status: its HTTP code and {"error": {"code", "status", "message"}}.
+http::Response RestStatusReply(const absl::Status& status);
+
 }  // namespace gswarm::host
