@@ -2,8 +2,11 @@
 
 #include <cstdlib>
 
+#include "absl/status/status.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "common/paths.h"
+#include "host/rest_gateway.h"
 
 namespace gswarm::host {
 namespace {
@@ -39,10 +42,8 @@ void Serve(const std::shared_ptr<http::Exchange>& exchange, const std::string& n
   std::optional<std::string> body = Asset(name);
   http::Response response;
   if (!body.has_value()) {
-    response.status = 404;
-    response.content_type = "text/plain";
-    response.body = "no such dashboard file: " + name + "\n";
-    return exchange->Reply(std::move(response));
+    return exchange->Reply(
+        RestStatusReply(absl::NotFoundError(absl::StrCat("no such dashboard file: ", name))));
   }
   response.content_type = ContentType(name);
   response.body = *std::move(body);

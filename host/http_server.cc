@@ -3,9 +3,9 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "common/mutex.h"
 #include "boost/asio/post.hpp"
 #include "boost/beast/http/status.hpp"
+#include "common/mutex.h"
 #include "common/paths.h"
 #include "common/status.h"
 #include "host/http_connection.h"
@@ -13,6 +13,9 @@
 
 namespace gswarm::host::http {
 namespace {
+
+// The longest request path routed; longer ones are answered 414.
+constexpr size_t kMaxPathBytes = 4096;
 
 namespace asio = boost::asio;
 using boost::system::error_code;
@@ -186,6 +189,13 @@ void ServerCore::Dispatch(const std::shared_ptr<Connection>& connection, Request
   try {
     if (filter) answer = filter(request);
     refused = answer.has_value();
+    if (!refused && request.path.size() > kMaxPathBytes) {
+      // Also keeps std::regex (recursive in libstdc++) away from paths that would exhaust the
+      // stack: a 30 KB path segment used to crash the host.
+      answer =
+          Error(request, 414, absl::StrCat("the request path is over ", kMaxPathBytes, " bytes"));
+      refused = true;
+    }
     if (!refused) {
       if (auto it = exact.find(absl::StrCat(request.method, " ", request.path));
           it != exact.end()) {

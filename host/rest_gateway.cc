@@ -116,6 +116,7 @@ class JobWait : public Orchestrator::JobSink {
 absl::StatusCode CodeFor(int status) {
   switch (status) {
     case 400:
+    case 414:
       return absl::StatusCode::kInvalidArgument;
     case 401:
       return absl::StatusCode::kUnauthenticated;
@@ -157,6 +158,13 @@ http::Response ErrorFor(const http::Request& request, int status, const std::str
            {{"code", status}, {"status", absl::StatusCodeToString(code)}, {"message", message}}}}) +
       "\n";
   return response;
+}
+
+// A failed call's answer in the shape of its path: OpenAI's under /v1/ (seed 001's
+// DELETE /v1/models/{name}), GSwarm's elsewhere.
+http::Response StatusReplyFor(const http::Request& request, const absl::Status& status) {
+  if (!absl::StartsWith(request.path, "/v1/")) return RestStatusReply(status);
+  return ErrorFor(request, common::HttpStatusFor(status.code()), std::string(status.message()));
 }
 
 RestGateway::RestGateway(std::string auth_token, const ApiHandler* handler,
@@ -244,12 +252,13 @@ void RestGateway::Install(http::HttpServer& server) {
                   blocking](std::shared_ptr<http::Exchange> exchange) {
       auto request = std::make_shared<Request>();
       absl::Status status = ParseRequest(exchange->request(), path_fields, request.get());
-      if (!status.ok()) return exchange->Reply(RestStatusReply(status));
+      if (!status.ok()) return exchange->Reply(StatusReplyFor(exchange->request(), status));
       constexpr bool kStartsAJob = std::is_same_v<Response, v1::JobResponse>;
       const bool wait = kStartsAJob && TakeWait(request.get());
       absl::Status submitted = blocking->Submit([call, exchange, request, orchestrator, wait] {
         absl::StatusOr<Response> response = call(*request);
-        if (!response.ok()) return exchange->Reply(RestStatusReply(response.status()));
+        if (!response.ok())
+          return exchange->Reply(StatusReplyFor(exchange->request(), response.status()));
         if constexpr (kStartsAJob) {
           if (wait) return JobWait::Start(orchestrator, exchange, response->job().id());
         } else {
@@ -257,12 +266,14 @@ void RestGateway::Install(http::HttpServer& server) {
           (void)wait;
         }
         absl::StatusOr<std::string> json = common::ToJson(*response);
-        if (!json.ok()) return exchange->Reply(RestStatusReply(json.status()));
+        if (!json.ok()) return exchange->Reply(StatusReplyFor(exchange->request(), json.status()));
         exchange->Reply(JsonReply(*std::move(json)));
       });
       if (!submitted.ok()) {
-        exchange->Reply(RestStatusReply(absl::UnavailableError(
-            absl::StrCat("the host is overloaded (", submitted.message(), "); retry later"))));
+        exchange->Reply(StatusReplyFor(
+            exchange->request(),
+            absl::UnavailableError(
+                absl::StrCat("the host is overloaded (", submitted.message(), "); retry later"))));
       }
     };
     server.Route(method, pattern, std::move(serve));

@@ -9,9 +9,9 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "common/mutex.h"
 #include "absl/time/clock.h"
 #include "common/model_name.h"
+#include "common/mutex.h"
 #include "common/paths.h"
 #include "common/status.h"
 #include "common/worker_pool.h"
@@ -23,6 +23,24 @@
 #include "spdlog/spdlog.h"
 
 namespace gswarm::host {
+namespace {
+
+// The HTTP status for a failed load: no node holds the model (any more) is the client's 404, a
+// bad name its 400, no room 429; the rest (an engine that did not start, a node gone) 503.
+int LoadFailureStatus(const absl::Status& status) {
+  switch (status.code()) {
+    case absl::StatusCode::kNotFound:
+      return 404;
+    case absl::StatusCode::kInvalidArgument:
+      return 400;
+    case absl::StatusCode::kResourceExhausted:
+      return 429;
+    default:
+      return 503;
+  }
+}
+
+}  // namespace
 namespace {
 
 using json = nlohmann::json;
@@ -444,7 +462,7 @@ void Router::RunLoad(const std::string& model, std::shared_ptr<Flight> flight) {
   }
   for (std::shared_ptr<Waiter>& waiter : waiters) {
     if (!result.ok()) {
-      waiter->granted(result.status(), absl::IsResourceExhausted(result.status()) ? 429 : 503);
+      waiter->granted(result.status(), LoadFailureStatus(result.status()));
       continue;
     }
     waiter->loaded = *result;
