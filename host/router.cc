@@ -10,6 +10,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/grpc_util.h"
 #include "common/model_name.h"
 #include "common/mutex.h"
 #include "common/paths.h"
@@ -28,20 +29,9 @@ namespace {
 // The HTTP status for a failed load: no node holds the model (any more) is the client's 404, a
 // bad name its 400, no room 429; the rest (an engine that did not start, a node gone) 503.
 int LoadFailureStatus(const absl::Status& status) {
-  switch (status.code()) {
-    case absl::StatusCode::kNotFound:
-      return 404;
-    case absl::StatusCode::kInvalidArgument:
-      return 400;
-    case absl::StatusCode::kResourceExhausted:
-      return 429;
-    default:
-      return 503;
-  }
+  const int http = common::HttpStatusFor(status.code());
+  return http == 404 || http == 400 || http == 429 ? http : 503;
 }
-
-}  // namespace
-namespace {
 
 using json = nlohmann::json;
 
