@@ -9,6 +9,9 @@ set -euo pipefail
 
 packages=(
   build-essential cmake ninja-build ccache pkg-config git clang-format clang
+  # clang's sanitizer runtimes (ThreadSanitizer in tests/thread_safety_check.sh) are only a
+  # Recommends of clang; setarch (util-linux) runs the TSan tests without address randomisation.
+  libclang-rt-dev util-linux
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
   libyaml-cpp-dev libspdlog-dev libfmt-dev libcurl4-openssl-dev libsqlite3-dev
   libcpp-httplib-dev libssl-dev libcli11-dev nlohmann-json3-dev libboost-dev
