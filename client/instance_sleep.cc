@@ -41,16 +41,34 @@ absl::Status CallEngine(const InstanceSpec& spec, const std::vector<common::Engi
   return absl::OkStatus();
 }
 
+// Whether the instance's engine sleeps at `level`.
+absl::Status CanSleep(const InstanceSpec& spec, int level) {
+  const int deepest = static_cast<int>(spec.sleep.size());
+  if (deepest == 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "engine \"", spec.engine,
+        "\" cannot sleep (give it sleep and wake calls under client.engines.", spec.engine, ")"));
+  }
+  if (level < 1 || level > deepest) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("engine \"", spec.engine, "\" sleeps at level 1",
+                     deepest == 2 ? " or 2" : " only", "; level ", level, " is not one"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<std::shared_ptr<InstanceSupervisor::Entry>> InstanceSupervisor::BeginSwitch(
-    const std::string& id, const char* expected, const char* verb) {
+    const std::string& id, const char* expected, const char* verb,
+    const std::function<absl::Status(const InstanceSpec&)>& check) {
   gswarm::MutexLock lock(&mu_);
   auto it = entries_.find(id);
   if (it == entries_.end()) {
     return absl::NotFoundError(absl::StrCat("instance ", id, " is unknown on this node"));
   }
   std::shared_ptr<Entry> e = it->second;
+  if (check) RETURN_IF_ERROR(check(e->spec));
   if (e->switching) {
     return absl::FailedPreconditionError(
         absl::StrCat("instance ", id, " is already going to sleep or waking; try again"));
@@ -64,27 +82,10 @@ absl::StatusOr<std::shared_ptr<InstanceSupervisor::Entry>> InstanceSupervisor::B
 }
 
 absl::StatusOr<v1::Instance> InstanceSupervisor::Sleep(const std::string& id, int level) {
-  {
-    gswarm::MutexLock lock(&mu_);
-    auto it = entries_.find(id);
-    if (it != entries_.end()) {
-      const InstanceSpec& spec = it->second->spec;
-      const int deepest = static_cast<int>(spec.sleep.size());
-      if (deepest == 0) {
-        return absl::FailedPreconditionError(
-            absl::StrCat("engine \"", spec.engine,
-                         "\" cannot sleep (give it sleep and wake calls under "
-                         "client.engines.",
-                         spec.engine, ")"));
-      }
-      if (level < 1 || level > deepest) {
-        return absl::FailedPreconditionError(
-            absl::StrCat("engine \"", spec.engine, "\" sleeps at level 1",
-                         deepest == 2 ? " or 2" : " only", "; level ", level, " is not one"));
-      }
-    }
-  }
-  ASSIGN_OR_RETURN(std::shared_ptr<Entry> e, BeginSwitch(id, "ready", "sleep"));
+  ASSIGN_OR_RETURN(std::shared_ptr<Entry> e,
+                   BeginSwitch(id, "ready", "sleep", [level](const InstanceSpec& spec) {
+                     return CanSleep(spec, level);
+                   }));
   const absl::Time start = absl::Now();
   const absl::Status slept = CallEngine(e->spec, e->spec.sleep[level - 1]);
   v1::Instance info;

@@ -193,9 +193,10 @@ class InstanceSupervisor {
   // Sleeps up to `d`; true when the watcher must quit.
   bool SleepOrQuit(Entry& e, absl::Duration d);
   // Sleep and wake (instance_sleep.cc): the instance in `expected` state with no other switch
-  // under way, marked switching; or why not.
-  absl::StatusOr<std::shared_ptr<Entry>> BeginSwitch(const std::string& id, const char* expected,
-                                                     const char* verb);
+  // under way and passing `check` (its spec), marked switching; or why not.
+  absl::StatusOr<std::shared_ptr<Entry>> BeginSwitch(
+      const std::string& id, const char* expected, const char* verb,
+      const std::function<absl::Status(const InstanceSpec&)>& check = nullptr);
   // The rest: instance_supervisor.cc.
   // Starts the spec's process, appending a header line to the log.
   absl::StatusOr<std::shared_ptr<ProcessGroup>> Launch(const InstanceSpec& spec, int attempt);

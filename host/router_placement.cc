@@ -55,6 +55,12 @@ void RouterPlacement::Stop() {
   if (reaper_.joinable()) reaper_.join();
 }
 
+RouterPlacement::Loaded RouterPlacement::Joining(const v1::Instance& instance) const {
+  const bool pinned = instance.managed_by() == "preload";
+  return Loaded{instance.model_name(), absl::Now(),
+                pinned ? absl::InfiniteDuration() : DefaultKeepAlive(), pinned};
+}
+
 void RouterPlacement::OnInstance(const v1::Instance& instance, InstanceState to) {
   // Only these three matter here. The others (planned, draining) come from the pool's own steps,
   // which may run under mu_.
@@ -73,10 +79,7 @@ void RouterPlacement::OnInstance(const v1::Instance& instance, InstanceState to)
     // Asleep (put to sleep by the ladder, or by hand): no GPU room and no max_loaded_models slot
     // any more, and a new keep-alive from now.
     if (!instance.managed_by().empty() && instances_->State(id) == InstanceState::kSleeping) {
-      const bool pinned = instance.managed_by() == "preload";
-      Loaded& loaded = loaded_[id] =
-          Loaded{instance.model_name(), absl::Now(),
-                 pinned ? absl::InfiniteDuration() : DefaultKeepAlive(), pinned};
+      Loaded& loaded = loaded_[id] = Joining(instance);
       loaded.asleep = true;
     }
   } else if (auto it = loaded_.find(id); it != loaded_.end() && it->second.asleep) {
@@ -85,11 +88,7 @@ void RouterPlacement::OnInstance(const v1::Instance& instance, InstanceState to)
   } else if (sleep_sent_.erase(id) > 0) {
     // Back in rotation awake: its sleep failed. It was evicted for room, so the policy stops it.
     sleep_failed_.insert(id);
-    if (!loaded_.contains(id) && !instance.managed_by().empty()) {
-      const bool pinned = instance.managed_by() == "preload";
-      loaded_[id] = Loaded{instance.model_name(), absl::Now(),
-                           pinned ? absl::InfiniteDuration() : DefaultKeepAlive(), pinned};
-    }
+    if (!loaded_.contains(id) && !instance.managed_by().empty()) loaded_[id] = Joining(instance);
   } else if (to == InstanceState::kReady && !instance.managed_by().empty() &&
              !loaded_.contains(instance.id()) &&
              instances_->State(instance.id()) == InstanceState::kReady) {
@@ -97,9 +96,7 @@ void RouterPlacement::OnInstance(const v1::Instance& instance, InstanceState to)
     // bring back an instance that has ended since.)
     // One the router (or preload) loaded, reported ready: after a load, or by an agent after a
     // host restart (managed_by travels with the serve command and the agent keeps it).
-    const bool pinned = instance.managed_by() == "preload";
-    loaded_[instance.id()] = Loaded{instance.model_name(), absl::Now(),
-                                    pinned ? absl::InfiniteDuration() : DefaultKeepAlive(), pinned};
+    loaded_[instance.id()] = Joining(instance);
   }
   dirty_ = true;  // the policy looks again: keep-alive deadlines, preloads
 }

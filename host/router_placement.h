@@ -123,6 +123,8 @@ class RouterPlacement final : public Router::Placement {
   };
 
   absl::Duration DefaultKeepAlive() const;
+  // The pool's entry for an instance the router or preload loaded (managed_by), from now.
+  Loaded Joining(const v1::Instance& instance) const;
   bool IsPreloaded(const std::string& model) const;
   // When the instance was last used (or loaded, if later).
   absl::Time LastUse(const std::string& id, const Loaded& loaded) const

@@ -100,20 +100,18 @@ TEST_F(InstanceSleepTest, LevelTwoReloadsTheWeightsOnWake) {
 }
 
 TEST_F(InstanceSleepTest, RefusesWhatCannotSleepOrWake) {
-  v1::Instance plain = StartReady(FakeEngine("inst-s3"));
+  StartReady(FakeEngine("inst-s3"));
   absl::StatusOr<v1::Instance> no_calls = supervisor_->Sleep("inst-s3", 1);
   EXPECT_TRUE(absl::IsFailedPrecondition(no_calls.status())) << no_calls.status();
   EXPECT_THAT(no_calls.status().message(), HasSubstr("cannot sleep"));
 
-  v1::Instance sleepy = StartReady(Sleepy("inst-s4"));
+  StartReady(Sleepy("inst-s4"));
   EXPECT_THAT(supervisor_->Sleep("inst-s4", 3).status().message(), HasSubstr("level 3"));
   EXPECT_THAT(supervisor_->Wake("inst-s4").status().message(), HasSubstr("only a sleeping"));
   EXPECT_TRUE(absl::IsNotFound(supervisor_->Sleep("inst-nope", 1).status()));
   ASSERT_TRUE(supervisor_->Sleep("inst-s4", 1).ok());
   EXPECT_THAT(supervisor_->Sleep("inst-s4", 1).status().message(), HasSubstr("only a ready"));
   EXPECT_EQ(supervisor_->Get("inst-s4")->state(), "sleeping");
-  (void)plain;
-  (void)sleepy;
 }
 
 TEST_F(InstanceSleepTest, AFailedSleepCallLeavesItReady) {
