@@ -70,11 +70,6 @@ std::string Percent(uint64_t part, uint64_t whole) {
   return absl::StrFormat("%.0f%%", 100.0 * static_cast<double>(part) / static_cast<double>(whole));
 }
 
-std::string UsedOf(uint64_t used, uint64_t total) {
-  if (total == 0) return "-";
-  return absl::StrCat(HumanBytes(used), " / ", HumanBytes(total));
-}
-
 int ShowHealth(ApiClient& api, bool json) {
   int exit_code = 0;
   std::optional<v1::HealthResponse> health = Fetch<v1::HealthResponse>(

@@ -4,6 +4,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "cli/job_follow.h"
 
 namespace gswarm::cli {
@@ -72,11 +73,27 @@ InstanceCommands::InstanceCommands(CLI::App& app) {
   switch_ = app.add_subcommand(
       "switch", "Point the router's active model (\"default\", or requests naming none) at NAME");
   switch_->add_option("name", name_, "Model name")->required();
+
+  plan_ = app.add_subcommand(
+      "plan",
+      "How many instances of a model fit on each node's GPUs and CPU RAM budget: now, on an\n"
+      "empty device, and which idle instances the router would evict for one more (the same\n"
+      "accounting `serve` and the router use).\n"
+      "  gswarm plan qwen-0.5b                # every online node\n"
+      "  gswarm plan qwen-0.5b --node jetson  # one node");
+  plan_->add_option("name", name_, "Model name")->required();
+  plan_->add_option("--node", node_, "Only this node");
+  plan_->add_option("--engine", engine_, "The engine instances would run (default: the node's)");
+  plan_->footer(
+      "NEEDS: what one instance reserves (the model's size on a GPU; on the CPU, or a unified-\n"
+      "memory node, that times the engine's memory_factor). FREE: the budget (GPU: total x\n"
+      "client.gpu_memory_fraction; CPU: client.cpu_memory_budget) less what is held. EMPTY: how\n"
+      "many fit with none of GSwarm's instances there. TO EVICT: when none fits now.");
 }
 
 bool InstanceCommands::Parsed() const {
   return serve_->parsed() || ps_->parsed() || stop_->parsed() || sleep_->parsed() ||
-         wake_->parsed() || logs_->parsed() || switch_->parsed();
+         wake_->parsed() || logs_->parsed() || switch_->parsed() || plan_->parsed();
 }
 
 int InstanceCommands::Run(ApiClient& api, bool json) {
@@ -84,6 +101,7 @@ int InstanceCommands::Run(ApiClient& api, bool json) {
   if (ps_->parsed()) return Ps(api, json);
   if (logs_->parsed()) return Logs(api);
   if (switch_->parsed()) return Switch(api, json);
+  if (plan_->parsed()) return Plan(api, json);
   if (sleep_->parsed() || wake_->parsed()) return SleepOrWake(api, json);
   return Stop(api, json);
 }
@@ -227,6 +245,46 @@ int InstanceCommands::Switch(ApiClient& api, bool json) {
             << (switched->previous_model().empty() ? ""
                                                    : " (was " + switched->previous_model() + ")")
             << ", switched in " << switched->switch_time_us() << " us\n";
+  return 0;
+}
+
+int InstanceCommands::Plan(ApiClient& api, bool json) {
+  v1::GetCapacityRequest request;
+  request.set_model(name_);
+  request.set_node(node_);
+  request.set_engine(engine_);
+  int exit_code = 0;
+  std::optional<v1::GetCapacityResponse> capacity = Fetch<v1::GetCapacityResponse>(
+      api, &v1::GSwarm::Stub::GetCapacity, request, json, &exit_code);
+  if (!capacity.has_value()) return exit_code;
+  if (capacity->devices().empty()) {
+    std::cout << "No online node has a GPU or a RAM budget for engines"
+              << (node_.empty() ? "" : " (node " + node_ + ")") << ".\n";
+    return 0;
+  }
+  std::cout << capacity->model_name() << ": " << HumanBytes(capacity->model_bytes())
+            << " of weights";
+  if (capacity->max_loaded_models() > 0) {
+    std::cout << "; the router holds " << capacity->loaded_models() << " of at most "
+              << capacity->max_loaded_models() << " models (host.max_loaded_models)";
+  }
+  std::cout << "\n";
+  Table table(
+      {"NODE", "DEVICE", "HAS MODEL", "NEEDS", "FREE / BUDGET", "FIT NOW", "EMPTY", "TO EVICT"});
+  for (const v1::DeviceCapacity& d : capacity->devices()) {
+    std::string evict = "-";
+    if (d.fits_now() == 0) {
+      evict = d.evict().empty() ? "" : absl::StrJoin(d.evict(), ", ");
+      if (!d.evict_enough()) {
+        evict = absl::StrCat(evict, evict.empty() ? "" : " ",
+                             "(not enough: the rest are busy, kept or the operator's)");
+      }
+    }
+    table.AddRow({d.node_id(), d.device(), d.holds_model() ? "yes" : "no (download first)",
+                  HumanBytes(d.needed_bytes()), UsedOf(d.free_bytes(), d.budget_bytes()),
+                  std::to_string(d.fits_now()), std::to_string(d.fits_empty()), evict});
+  }
+  std::cout << table.Render();
   return 0;
 }
 

@@ -1,6 +1,6 @@
 #pragma once
 
-// The instance verbs: serve, ps, stop, sleep, wake, logs, switch.
+// The instance verbs: serve, ps, stop, sleep, wake, logs, switch, plan.
 
 #include <string>
 #include <vector>
@@ -23,6 +23,7 @@ class InstanceCommands {
   int SleepOrWake(ApiClient& api, bool json);
   int Logs(ApiClient& api);
   int Switch(ApiClient& api, bool json);
+  int Plan(ApiClient& api, bool json);
 
   CLI::App* serve_;
   CLI::App* ps_;
@@ -31,6 +32,7 @@ class InstanceCommands {
   CLI::App* wake_;
   CLI::App* logs_;
   CLI::App* switch_;
+  CLI::App* plan_;
   bool follow_ = false;
   int tail_ = 100;
   int level_ = 1;

@@ -4,6 +4,7 @@
 #include <iostream>
 #include <optional>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "common/proto_json.h"
@@ -21,6 +22,11 @@ std::string HumanBytes(uint64_t bytes) {
   if (unit == 0) return absl::StrFormat("%d B", bytes);
   if (value >= 100) return absl::StrFormat("%.0f %s", value, kUnits[unit]);
   return absl::StrFormat("%.1f %s", value, kUnits[unit]);
+}
+
+std::string UsedOf(uint64_t used, uint64_t total) {
+  if (total == 0) return "-";
+  return absl::StrCat(HumanBytes(used), " / ", HumanBytes(total));
 }
 
 std::string HumanDuration(double seconds) {

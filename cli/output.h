@@ -14,6 +14,9 @@ namespace gswarm::cli {
 // 1536 -> "1.5 KiB"; 0 -> "0 B".
 std::string HumanBytes(uint64_t bytes);
 
+// "1.5 GiB / 8.0 GiB", or "-" when `total` is 0.
+std::string UsedOf(uint64_t used, uint64_t total);
+
 // 75.2 -> "1m 15s"; 0.4 -> "0.4s".
 std::string HumanDuration(double seconds);
 

@@ -74,6 +74,9 @@ absl::StatusOr<AgentOptions> Agent::OptionsFromConfig(const common::Config& full
   options.hub = HubOptions::FromEnvironment();
   options.engines = common::EffectiveEngines(config);
   options.default_engine = config.default_engine;
+  options.cpu_memory_budget_bytes =
+      static_cast<uint64_t>(config.cpu_memory_budget * static_cast<double>(common::kGiB));
+  options.unified_memory = config.unified_memory;
   options.gpu_memory_utilization = config.default_gpu_memory_utilization;
   options.max_concurrent_requests = config.max_concurrent_requests;
   options.engine_host = config.engine_host;
@@ -215,12 +218,21 @@ v1::Hello Agent::MakeHello() {
   *hello.mutable_memory() = SampleMemory();
   hello.set_dram_total_bytes(hello.memory().dram_total_bytes());
   *hello.mutable_gpus() = hello.memory().gpus();
+  for (const auto& [name, spec] : options_.engines) {
+    (*hello.mutable_engine_memory_factors())[name] = spec.memory_factor;
+  }
+  if (auto it = options_.engines.find(options_.default_engine); it != options_.engines.end()) {
+    (*hello.mutable_engine_memory_factors())[""] = it->second.memory_factor;
+  }
   return hello;
 }
 
 v1::MemoryUsage Agent::SampleMemory() {
   v1::MemoryUsage usage = probe_->Sample();
   usage.set_dram_tier_budget_bytes(dram_.budget_bytes());  // it may follow the cluster default
+  usage.set_cpu_memory_budget_bytes(CpuMemoryBudget(
+      options_.cpu_memory_budget_bytes, usage.dram_total_bytes(), usage.dram_tier_budget_bytes()));
+  usage.set_unified_memory(options_.unified_memory);
   return usage;
 }
 
@@ -400,22 +412,32 @@ void Agent::HeartbeatLoop(grpc::ClientContext* context) {
     v1::AgentMessage message;
     message.mutable_heartbeat()->set_seq(++seq);
     *message.mutable_heartbeat()->mutable_memory() = SampleMemory();
-    // GPU memory per instance: what its process group holds, from NVML's process list. Changed
-    // figures ride along with the heartbeat.
-    if (message.heartbeat().memory().gpus_size() > 0) {
-      const std::map<uint32_t, uint64_t> by_group =
-          GpuMemoryByGroup(probe_->GpuProcesses(), ProcessGroupOf);
-      for (const v1::Instance& instance : supervisor_->List()) {
-        if (instance.state() != "ready" && instance.state() != "starting" &&
-            instance.state() != "sleeping") {
-          continue;
-        }
-        auto found = by_group.find(static_cast<uint32_t>(instance.pid()));
-        const uint64_t bytes = found == by_group.end() ? 0 : found->second;
-        if (std::optional<v1::Instance> changed = supervisor_->SetGpuMemory(instance.id(), bytes)) {
-          *message.mutable_heartbeat()->add_instances() = *changed;
+    // Memory per instance: what its process group holds on the GPU (from NVML's process list)
+    // and, on the CPU or a unified-memory node, in RAM (its RSS). Changed figures ride along
+    // with the heartbeat; an instance whose both figures changed is sent once, with both.
+    const bool gpus = message.heartbeat().memory().gpus_size() > 0;
+    const std::map<uint32_t, uint64_t> by_group =
+        gpus ? GpuMemoryByGroup(probe_->GpuProcesses(), ProcessGroupOf)
+             : std::map<uint32_t, uint64_t>{};
+    for (const v1::Instance& instance : supervisor_->List()) {
+      if (instance.state() != "ready" && instance.state() != "starting" &&
+          instance.state() != "sleeping") {
+        continue;
+      }
+      const auto group = static_cast<uint32_t>(instance.pid());
+      std::optional<v1::Instance> changed;
+      if (gpus) {
+        auto found = by_group.find(group);
+        changed =
+            supervisor_->SetGpuMemory(instance.id(), found == by_group.end() ? 0 : found->second);
+      }
+      if (instance.gpu_device() == "cpu" || options_.unified_memory) {
+        if (std::optional<v1::Instance> ram =
+                supervisor_->SetRamMemory(instance.id(), ProcessGroupRss(group))) {
+          changed = std::move(ram);
         }
       }
+      if (changed.has_value()) *message.mutable_heartbeat()->add_instances() = *changed;
     }
     if (!SendToHost(message)) return;  // the reader sees the end too
     next += options_.heartbeat_interval;

@@ -70,6 +70,10 @@ struct AgentOptions {
   // Engines (presets and client.engines), the default one, and what instances get.
   std::map<std::string, common::EngineSpec> engines;
   std::string default_engine = "vllm";
+  // RAM engines on the CPU may take (client.cpu_memory_budget; 0: from the node's RAM, see
+  // CpuMemoryBudget), and whether the GPUs share it (client.unified_memory).
+  uint64_t cpu_memory_budget_bytes = 0;
+  bool unified_memory = false;
   double gpu_memory_utilization = 0.9;
   int max_concurrent_requests = 256;
   std::string engine_host = "127.0.0.1";  // client.engine_host

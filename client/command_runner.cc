@@ -405,40 +405,50 @@ v1::CommandUpdate CommandRunner::Validate(const v1::Command& command) {
 v1::CommandUpdate CommandRunner::Serve(const v1::Command& command,
                                        const std::atomic<bool>* cancel) {
   const v1::ServeCommand& serve = command.serve();
-  // The same command again (the agent reconnected): report the instance it started.
-  if (std::optional<v1::Instance> known = supervisor_->Get(serve.instance_id());
-      known.has_value()) {
-    v1::CommandUpdate update = Outcome(
-        command.id(),
-        known->state() == "ready"
-            ? absl::OkStatus()
-            : absl::UnavailableError(absl::StrCat("instance ", known->id(), " is ", known->state(),
-                                                  ": ", known->state_reason())));
-    *update.mutable_instance() = *known;
-    if (known->state() == "starting") update.set_state("running");
-    if (known->state() != "starting") return update;
+  const std::string& id = serve.instance_id();
+  // The same command again (the agent reconnected): report the instance it started; one still
+  // starting (adopted while loading, after an agent restart) is waited for, not started again.
+  std::optional<v1::Instance> started = supervisor_->Get(id);
+  std::string engine;
+  // Its watcher ends an adopted one at its own ready_timeout; this wait only outlasts that.
+  absl::Duration ready_timeout = absl::Hours(2);
+  if (started.has_value()) {
+    engine = started->engine();
+    if (started->state() != "starting") {
+      v1::CommandUpdate update = Outcome(
+          command.id(), started->state() == "ready" ? absl::OkStatus()
+                                                    : absl::UnavailableError(absl::StrCat(
+                                                          "instance ", id, " is ", started->state(),
+                                                          ": ", started->state_reason())));
+      *update.mutable_instance() = *started;
+      return update;
+    }
+  } else {
+    absl::StatusOr<InstanceSpec> spec = PlanInstance(serve);
+    if (!spec.ok()) return Outcome(command.id(), spec.status());
+    absl::StatusOr<v1::Instance> launched = supervisor_->Start(*spec);
+    if (!launched.ok()) return Outcome(command.id(), launched.status());
+    if (spec->source_tier == "dram") dram_->Touch(serve.model_name()).IgnoreError();
+    started = *std::move(launched);
+    engine = spec->engine;
+    ready_timeout = spec->ready_timeout;
   }
-  absl::StatusOr<InstanceSpec> spec = PlanInstance(serve);
-  if (!spec.ok()) return Outcome(command.id(), spec.status());
-  absl::StatusOr<v1::Instance> started = supervisor_->Start(*spec);
-  if (!started.ok()) return Outcome(command.id(), started.status());
-  if (spec->source_tier == "dram") dram_->Touch(serve.model_name()).IgnoreError();
 
   v1::CommandUpdate running;
   running.set_command_id(command.id());
   running.set_state("running");
-  running.set_message(absl::StrCat("starting ", spec->engine, " on port ", spec->port));
+  running.set_message(absl::StrCat("starting ", engine, " on port ", started->port()));
   *running.mutable_instance() = *started;
   Send(running);
 
   // Wait until the engine answers, fails, or the serve is cancelled (which stops it).
-  const absl::Time deadline = absl::Now() + spec->ready_timeout + absl::Seconds(30);
-  std::optional<v1::Instance> now = *started;
+  const absl::Time deadline = absl::Now() + ready_timeout + absl::Seconds(30);
+  std::optional<v1::Instance> now = started;
   while (absl::Now() < deadline) {
-    now = supervisor_->Get(spec->id);
+    now = supervisor_->Get(id);
     if (!now.has_value() || now->state() != "starting") break;
     if (cancel->load()) {
-      absl::StatusOr<v1::Instance> stopped = supervisor_->Stop(spec->id, /*force=*/false);
+      absl::StatusOr<v1::Instance> stopped = supervisor_->Stop(id, /*force=*/false);
       v1::CommandUpdate update = Outcome(command.id(), absl::CancelledError("serve cancelled"));
       if (stopped.ok()) *update.mutable_instance() = *stopped;
       return update;
@@ -450,11 +460,12 @@ v1::CommandUpdate CommandRunner::Serve(const v1::Command& command,
   if (!now.has_value()) {
     return Outcome(command.id(), absl::InternalError("the instance vanished while starting"));
   }
-  v1::CommandUpdate update = Outcome(
-      command.id(), now->state() == "ready" ? absl::OkStatus()
-                                            : absl::UnavailableError(absl::StrCat(
-                                                  spec->engine, " for ", serve.model_name(), " ",
-                                                  now->state(), ": ", now->state_reason())));
+  v1::CommandUpdate update =
+      Outcome(command.id(),
+              now->state() == "ready"
+                  ? absl::OkStatus()
+                  : absl::UnavailableError(absl::StrCat(engine, " for ", serve.model_name(), " ",
+                                                        now->state(), ": ", now->state_reason())));
   *update.mutable_instance() = *now;
   update.set_message(now->state() == "ready" ? absl::StrCat("ready at ", now->endpoint())
                                              : update.message());

@@ -22,6 +22,7 @@
 #include "client/log_tail.h"
 #include "client/model_catalog.h"
 #include "common/auth.h"
+#include "common/paths.h"
 #include "common/status.h"
 #include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
@@ -315,6 +316,14 @@ void DataServer::ServeFile(const httplib::Request& req, httplib::Response& res) 
   if (fd->get() < 0 || ::fstat(fd->get(), &st) != 0 || !S_ISREG(st.st_mode)) {
     spdlog::warn("data port: {} lists {} but it cannot be read: {}", info.dir, path,
                  std::strerror(errno));
+    return SendFailure(
+        res, {404, "EntryNotFound", absl::StrCat(path, " of ", id, " is missing on this node")});
+  }
+  // A link in the folder may lead within it (a Hugging Face snapshot's to the repo's blobs), never
+  // out of it: a planted link must not hand a peer any other file of this machine.
+  if (!common::ResolvesBeneath(absl::StrCat("/proc/self/fd/", fd->get()),
+                               common::ModelFilesRoot(info.dir))) {
+    spdlog::warn("data port: {} of {} links out of the model's folder; refused", path, info.dir);
     return SendFailure(
         res, {404, "EntryNotFound", absl::StrCat(path, " of ", id, " is missing on this node")});
   }

@@ -344,6 +344,17 @@ absl::StatusOr<DownloadResult> Downloader::Run(
                                                " kept in ", req.staging_dir,
                                                " for the next attempt"));
     }
+    if (absl::IsResourceExhausted(error)) {
+      // The disk filled up (another writer took the room): partial files kept for a resume
+      // would keep it full for everyone else, so they go.
+      std::error_code ec;
+      fs::remove_all(req.staging_dir, ec);
+      error = absl::ResourceExhaustedError(
+          absl::StrCat(error.message(),
+                       ec ? "; its partial files could not be removed from "
+                          : "; its partial files were removed from ",
+                       req.staging_dir));
+    }
     spdlog::warn("model={} download failed: {}", req.model_name, error.message());
     return error;
   }

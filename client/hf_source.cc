@@ -80,6 +80,40 @@ absl::Status HubError(const HubOptions& hub, absl::string_view repo, absl::strin
   return absl::UnknownError(msg);
 }
 
+absl::StatusOr<RepoListing> ParseRepoListing(absl::string_view body, absl::string_view what) {
+  auto bad = [&](absl::string_view why) {
+    return absl::UnknownError(absl::StrCat(what, ": ", why));
+  };
+  nlohmann::json info =
+      nlohmann::json::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
+  if (info.is_discarded() || !info.is_object()) return bad("not a JSON object");
+  RepoListing listing;
+  try {
+    listing.commit = info.value("sha", "");
+    if (listing.commit.empty()) return bad("no \"sha\"");
+    const nlohmann::json& gated = info.contains("gated") ? info["gated"] : nlohmann::json();
+    listing.gated = !(gated.is_null() || (gated.is_boolean() && !gated.get<bool>()));
+    if (!info.contains("siblings") || !info["siblings"].is_array()) return bad("no \"siblings\"");
+    for (const nlohmann::json& s : info["siblings"]) {
+      v1::ModelFile file;
+      file.set_path(s.at("rfilename").get<std::string>());
+      if (s.contains("lfs") && s["lfs"].is_object()) {
+        file.set_sha256(absl::AsciiStrToLower(s["lfs"].value("sha256", "")));
+        file.set_size_bytes(s["lfs"].value("size", s.value("size", uint64_t{0})));
+      } else if (s.contains("size")) {
+        file.set_size_bytes(s["size"].get<uint64_t>());
+      } else {
+        return bad(absl::StrCat("no size for ", file.path()));
+      }
+      file.set_etag(s.value("blobId", ""));
+      listing.files.push_back(std::move(file));
+    }
+  } catch (const nlohmann::json::exception& e) {
+    return bad(e.what());
+  }
+  return listing;
+}
+
 absl::StatusOr<RepoListing> ListRepo(const HubOptions& hub, const std::string& repo,
                                      const std::string& revision) {
   HttpRequest request;
@@ -119,37 +153,9 @@ absl::StatusOr<RepoListing> ListRepo(const HubOptions& hub, const std::string& r
     return HubError(hub, repo, revision, "", response.status, response.Header("x-error-code"),
                     response.Header("x-error-message"));
   }
-  auto bad = [&](absl::string_view why) {
-    return absl::UnknownError(absl::StrCat(hub.endpoint, " sent an unexpected listing for ", repo,
-                                           "@", revision, ": ", why));
-  };
-  nlohmann::json info = nlohmann::json::parse(response.body, nullptr, /*allow_exceptions=*/false);
-  if (info.is_discarded() || !info.is_object()) return bad("not a JSON object");
-  RepoListing listing;
-  try {
-    listing.commit = info.value("sha", "");
-    if (listing.commit.empty()) return bad("no \"sha\"");
-    const nlohmann::json& gated = info.contains("gated") ? info["gated"] : nlohmann::json();
-    listing.gated = !(gated.is_null() || (gated.is_boolean() && !gated.get<bool>()));
-    if (!info.contains("siblings") || !info["siblings"].is_array()) return bad("no \"siblings\"");
-    for (const nlohmann::json& s : info["siblings"]) {
-      v1::ModelFile file;
-      file.set_path(s.at("rfilename").get<std::string>());
-      if (s.contains("lfs") && s["lfs"].is_object()) {
-        file.set_sha256(absl::AsciiStrToLower(s["lfs"].value("sha256", "")));
-        file.set_size_bytes(s["lfs"].value("size", s.value("size", uint64_t{0})));
-      } else if (s.contains("size")) {
-        file.set_size_bytes(s["size"].get<uint64_t>());
-      } else {
-        return bad(absl::StrCat("no size for ", file.path()));
-      }
-      file.set_etag(s.value("blobId", ""));
-      listing.files.push_back(std::move(file));
-    }
-  } catch (const nlohmann::json::exception& e) {
-    return bad(e.what());
-  }
-  return listing;
+  return ParseRepoListing(
+      response.body,
+      absl::StrCat(hub.endpoint, " sent an unexpected listing for ", repo, "@", revision));
 }
 
 }  // namespace gswarm::client

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -51,6 +52,10 @@ struct RepoListing {
   std::vector<v1::ModelFile> files;  // path, size_bytes, sha256 (LFS files), etag (git blob id)
   bool gated = false;                // files need a token with access
 };
+
+// The Hub's JSON answer to a revision listing (its "sha", "gated" and "siblings" with sizes and
+// LFS digests). UNKNOWN, starting with `what`, for anything else.
+absl::StatusOr<RepoListing> ParseRepoListing(absl::string_view body, absl::string_view what);
 
 // GET {endpoint}/api/models/{repo}/revision/{revision}?blobs=true, retrying transient failures.
 // Failures a person can act on: gated/private repo (UNAUTHENTICATED without a token,

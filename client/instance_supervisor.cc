@@ -5,13 +5,16 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <set>
 #include <utility>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "client/http_client.h"
 #include "client/instance_record.h"
@@ -165,6 +168,9 @@ absl::StatusOr<std::shared_ptr<ProcessGroup>> InstanceSupervisor::Launch(const I
   SpawnOptions spawn;
   spawn.argv = spec.argv;
   spawn.env = spec.env;
+  // Names the engine's record, written only once it runs: an agent killed in between finds the
+  // engine by this (Adopt) instead of leaving it without an owner.
+  spawn.env[std::string(kOwnerVariable)] = RecordPath(spec.id);
   if (!spec.gpu_device.empty()) {
     ASSIGN_OR_RETURN(spawn.env["CUDA_VISIBLE_DEVICES"], CudaVisibleDevices(spec.gpu_device));
   }
@@ -276,6 +282,19 @@ std::optional<v1::Instance> InstanceSupervisor::SetGpuMemory(const std::string& 
   return it->second->info;
 }
 
+std::optional<v1::Instance> InstanceSupervisor::SetRamMemory(const std::string& id,
+                                                             uint64_t bytes) {
+  gswarm::MutexLock lock(&mu_);
+  auto it = entries_.find(id);
+  if (it == entries_.end()) return std::nullopt;
+  const uint64_t before = it->second->info.ram_bytes();
+  const uint64_t moved = bytes > before ? bytes - before : before - bytes;
+  const uint64_t noise = std::max<uint64_t>(before / 20, uint64_t{16} << 20);
+  if (moved == 0 || ((before != 0) == (bytes != 0) && moved <= noise)) return std::nullopt;
+  it->second->info.set_ram_bytes(bytes);
+  return it->second->info;
+}
+
 std::vector<v1::Instance> InstanceSupervisor::Adopt() {
   std::vector<std::string> paths;
   if (DIR* dir = ::opendir(options_.state_dir.c_str())) {
@@ -292,8 +311,50 @@ std::vector<v1::Instance> InstanceSupervisor::Adopt() {
   for (const std::string& path : paths) {
     if (std::optional<v1::Instance> instance = AdoptRecord(path)) adopted.push_back(*instance);
   }
+  KillUnrecordedEngines();
   DeliverEvents();
   return adopted;
+}
+
+void InstanceSupervisor::KillUnrecordedEngines() {
+  // An engine is ours when its environment names one of our records; it is an orphan when no
+  // entry holds its process group (the agent died between spawning it and recording it).
+  const std::string marker = absl::StrCat(kOwnerVariable, "=", options_.state_dir, "/");
+  std::set<pid_t> owned;
+  {
+    gswarm::MutexLock lock(&mu_);
+    for (const auto& [id, e] : entries_) {
+      if (e->proc != nullptr) owned.insert(e->proc->pgid());
+    }
+  }
+  DIR* dir = ::opendir("/proc");
+  if (dir == nullptr) return;
+  std::vector<pid_t> pids;
+  while (dirent* d = ::readdir(dir)) {
+    pid_t pid = 0;
+    if (absl::SimpleAtoi(d->d_name, &pid) && pid > 0 && pid != ::getpid()) pids.push_back(pid);
+  }
+  ::closedir(dir);
+  for (pid_t pid : pids) {
+    absl::StatusOr<std::string> environ = common::ReadFile(absl::StrCat("/proc/", pid, "/environ"));
+    if (!environ.ok()) continue;  // gone, or another user's
+    bool ours = false;
+    for (absl::string_view entry : absl::StrSplit(*environ, '\0')) {
+      ours |= absl::StartsWith(entry, marker);
+    }
+    absl::StatusOr<ProcStat> stat = ReadProcStat(pid);
+    if (!ours || !stat.ok() || owned.contains(stat->pgrp)) continue;
+    spdlog::warn(
+        "pid {} (group {}) is an engine of this node that no record owns (the agent "
+        "stopped while starting it): killing its group",
+        pid, stat->pgrp);
+    absl::StatusOr<ProcStat> leader = ReadProcStat(stat->pgrp);
+    absl::Status killed =
+        ProcessGroup::Attach(stat->pgrp, stat->pgrp, leader.ok() ? leader->start_ticks : 0)
+            ->Terminate(absl::ZeroDuration(), /*force=*/true);
+    if (!killed.ok()) spdlog::warn("pid {}: {}", pid, killed.message());
+    owned.insert(stat->pgrp);
+  }
 }
 
 std::optional<v1::Instance> InstanceSupervisor::AdoptRecord(const std::string& path) {

@@ -31,6 +31,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "client/process.h"
 #include "common/backoff.h"
@@ -140,13 +141,21 @@ class InstanceSupervisor {
   // Records the GPU memory the instance's process group holds (attributed by the agent from
   // NVML). Returns the instance when the figure changed, nullopt otherwise.
   std::optional<v1::Instance> SetGpuMemory(const std::string& id, uint64_t bytes);
+  // Records the RAM the instance's process group holds (its RSS). A resident set moves a little
+  // all the time: the instance is returned (to be reported) only when the figure moved by more
+  // than 5% or 16 MiB since the last one recorded, or from or to 0.
+  std::optional<v1::Instance> SetRamMemory(const std::string& id, uint64_t bytes);
 
   // For an agent that starts after one that did not clean up: reads the records in state_dir.
   // A live leader (same pid and start time) whose health path answers 200 is adopted "ready";
   // one alive but not answering (still loading) is adopted "starting" and given what is left of
   // its ready_timeout. A record whose process is gone is removed (and any orphans of its group
-  // killed). Returns the adopted instances; ids already known here are skipped.
+  // killed), and an engine of this node that no record owns is killed. Returns the adopted
+  // instances; ids already known here are skipped.
   std::vector<v1::Instance> Adopt();
+  // The variable each engine gets naming its record (<state_dir>/<id>.json): how Adopt finds an
+  // engine whose agent died before recording it.
+  static constexpr absl::string_view kOwnerVariable = "GSWARM_INSTANCE_RECORD";
 
   // A free TCP port (bind to port 0); the caller renders argv with it.
   static absl::StatusOr<int> FreePort();
@@ -219,6 +228,9 @@ class InstanceSupervisor {
   void WriteRecord(Entry& e) ABSL_LOCKS_EXCLUDED(mu_);
   void RemoveRecord(const std::string& id) const;
   std::string RecordPath(const std::string& id) const;
+  // Kills the process groups of engines this node started (their environment names a record of
+  // state_dir) that no entry owns: started by an agent that died before recording them.
+  void KillUnrecordedEngines();
   std::optional<v1::Instance> AdoptRecord(const std::string& path);
 
   const Options options_;

@@ -1,16 +1,21 @@
 #include "client/memory_probe.h"
 
 #include <sys/statvfs.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <filesystem>
+#include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "common/paths.h"
 #include "common/status.h"
+#include "common/units.h"
 #include "spdlog/spdlog.h"
 
 namespace gswarm::client {
@@ -56,6 +61,39 @@ absl::StatusOr<FilesystemFigures> StatFilesystem(const std::string& path) {
   }
   return FilesystemFigures{static_cast<uint64_t>(vfs.f_blocks) * vfs.f_frsize,
                            static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize};
+}
+
+uint64_t CpuMemoryBudget(uint64_t configured, uint64_t dram_total, uint64_t dram_tier_budget) {
+  if (configured != 0) return configured;
+  const uint64_t headroom = std::max<uint64_t>(dram_total / 10, common::kGiB);
+  const uint64_t reserved = dram_tier_budget + headroom;
+  return dram_total > reserved ? dram_total - reserved : 0;
+}
+
+uint64_t ProcessGroupRss(uint32_t pgid, const std::string& proc) {
+  static const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+  uint64_t total = 0;
+  std::error_code ec;
+  for (std::filesystem::directory_iterator it(proc, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string pid = it->path().filename().string();
+    if (pid.empty() || !absl::ascii_isdigit(static_cast<unsigned char>(pid[0]))) continue;
+    // stat: "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses, so the
+    // fields are counted from the last ')'.
+    absl::StatusOr<std::string> stat = common::ReadFile(absl::StrCat(proc, "/", pid, "/stat"));
+    if (!stat.ok()) continue;  // it exited meanwhile
+    const size_t paren = stat->rfind(')');
+    if (paren == std::string::npos) continue;
+    std::vector<absl::string_view> fields =
+        absl::StrSplit(absl::string_view(*stat).substr(paren + 1), ' ', absl::SkipEmpty());
+    uint32_t group = 0;
+    if (fields.size() < 3 || !absl::SimpleAtoi(fields[2], &group) || group != pgid) continue;
+    absl::StatusOr<std::string> statm = common::ReadFile(absl::StrCat(proc, "/", pid, "/statm"));
+    if (!statm.ok()) continue;
+    std::vector<absl::string_view> pages = absl::StrSplit(*statm, ' ', absl::SkipEmpty());
+    uint64_t resident = 0;
+    if (pages.size() >= 2 && absl::SimpleAtoi(pages[1], &resident)) total += resident * page;
+  }
+  return total;
 }
 
 uint64_t DirectoryBytes(const std::string& path) {

@@ -33,6 +33,15 @@ absl::StatusOr<FilesystemFigures> StatFilesystem(const std::string& path);
 // Bytes in regular files below `path`, not following links; 0 when it does not exist.
 uint64_t DirectoryBytes(const std::string& path);
 
+// The RAM engines on the CPU may take: `configured` (client.cpu_memory_budget) when set, else
+// the node's RAM less the DRAM tier's budget less a headroom for everything else (10% of the
+// RAM, at least 1 GiB); 0 when nothing is left.
+uint64_t CpuMemoryBudget(uint64_t configured, uint64_t dram_total, uint64_t dram_tier_budget);
+
+// The resident memory of every process in process group `pgid` (an engine and its children),
+// from <proc>/<pid>/stat and statm. 0 when none is found.
+uint64_t ProcessGroupRss(uint32_t pgid, const std::string& proc = "/proc");
+
 // Thread safety: Sample() may be called from any thread.
 class MemoryProbe {
  public:

@@ -107,11 +107,16 @@ absl::StatusOr<std::unique_ptr<ProcessGroup>> ProcessGroup::Spawn(const SpawnOpt
   if (options.argv.empty()) return absl::InvalidArgumentError("no program to run");
   ASSIGN_OR_RETURN(const std::string program, ResolveExecutable(options.argv[0]));
 
-  // The environment: ours, then the caller's additions.
+  // The environment: ours, then the caller's additions. GSwarm's own tokens (GSWARM_TOKEN,
+  // GSWARM_*_AUTH_TOKEN: how systemd and Kubernetes hand the agent its token) stay here: an engine
+  // and whatever it runs have no business with the cluster's credentials.
   std::map<std::string, std::string> env;
   for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
     const char* eq = std::strchr(*e, '=');
-    if (eq != nullptr) env.emplace(std::string(*e, static_cast<size_t>(eq - *e)), eq + 1);
+    if (eq == nullptr) continue;
+    std::string name(*e, static_cast<size_t>(eq - *e));
+    if (absl::StartsWith(name, "GSWARM_") && absl::StrContains(name, "TOKEN")) continue;
+    env.emplace(std::move(name), eq + 1);
   }
   for (const auto& [k, v] : options.env) env[k] = v;
   std::vector<std::string> env_strings;

@@ -30,7 +30,7 @@ namespace gswarm::client {
 struct SpawnOptions {
   // argv[0] is a path, or a name looked up on PATH.
   std::vector<std::string> argv;
-  // Set on top of this process's environment.
+  // Set on top of this process's environment (less GSwarm's own tokens, GSWARM_*TOKEN*).
   std::map<std::string, std::string> env;
   // stdout and stderr are appended here (created 0644); "" sends them to /dev/null.
   std::string log_path;

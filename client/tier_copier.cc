@@ -87,10 +87,12 @@ bool IsRefusal(int err) {
   return err == EXDEV || err == EINVAL || err == ENOSYS || err == EOPNOTSUPP;
 }
 
-// Lists regular files under `dir`, following symlinks, into `out`. At the top level only
+// Lists regular files under `dir`, following symlinks that stay beneath `root` (the model's,
+// ModelFilesRoot), into `out`; one that leads out of it is an error. At the top level only
 // .gswarm/manifest.json is taken from .gswarm/.
 absl::Status ListFiles(const fs::path& dir, const std::string& rel_dir, int depth,
-                       std::set<std::pair<dev_t, ino_t>>& seen, std::vector<FileJob>& out) {
+                       const std::string& root, std::set<std::pair<dev_t, ino_t>>& seen,
+                       std::vector<FileJob>& out) {
   if (depth > kMaxDepth) {
     return absl::FailedPreconditionError(absl::StrCat(
         dir.string(), ": directories nest deeper than ", kMaxDepth, " (a link loop?)"));
@@ -106,9 +108,15 @@ absl::Status ListFiles(const fs::path& dir, const std::string& rel_dir, int dept
     if (::stat(path.c_str(), &st) != 0) {
       return absl::ErrnoToStatus(errno, absl::StrCat("source file ", path, " (a broken link?)"));
     }
+    std::error_code link_ec;
+    if (it->is_symlink(link_ec) && !common::ResolvesBeneath(path, root)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("source file ", path, " links out of the model's folder (", root,
+                       "): refusing to copy it; remove the link or replace it with the file"));
+    }
     if (S_ISDIR(st.st_mode)) {
       if (!seen.insert({st.st_dev, st.st_ino}).second) continue;  // a link back up the tree
-      RETURN_IF_ERROR(ListFiles(it->path(), rel, depth + 1, seen, out));
+      RETURN_IF_ERROR(ListFiles(it->path(), rel, depth + 1, root, seen, out));
     } else if (S_ISREG(st.st_mode)) {
       out.push_back(FileJob{rel, path, static_cast<uint64_t>(st.st_size), ""});
     }
@@ -351,7 +359,7 @@ absl::Status PlanJobs(const std::string& source_dir, bool verify, std::vector<Fi
     return absl::NotFoundError(absl::StrCat("source ", source_dir, " is not a directory"));
   }
   std::set<std::pair<dev_t, ino_t>> seen = {{st.st_dev, st.st_ino}};
-  RETURN_IF_ERROR(ListFiles(source_dir, "", 0, seen, jobs));
+  RETURN_IF_ERROR(ListFiles(source_dir, "", 0, common::ModelFilesRoot(source_dir), seen, jobs));
   absl::StatusOr<ModelManifest> manifest = ReadManifest(source_dir);
   if (!manifest.ok() && !absl::IsNotFound(manifest.status())) return manifest.status();
   if (manifest.ok()) {

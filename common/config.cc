@@ -152,10 +152,12 @@ absl::Status ReadCalls(const YAML::Node& value, absl::string_view source,
 absl::Status ReadEngine(const YAML::Node& node, const YAML::Mark& name_mark, absl::string_view file,
                         const std::string& path, EngineSpec& spec, Config& config) {
   if (!node.IsMap()) {
-    return Invalid(absl::StrCat(Location(file, name_mark), ": ", path),
-                   absl::StrCat("expected a map with command (and optionally health_path, "
-                                "ready_timeout_s, env, stop_command, sleep, wake, reload), got ",
-                                Describe(node)));
+    return Invalid(
+        absl::StrCat(Location(file, name_mark), ": ", path),
+        absl::StrCat(
+            "expected a map with command (and optionally health_path, "
+            "ready_timeout_s, memory_factor, env, stop_command, sleep, wake, reload), got ",
+            Describe(node)));
   }
   std::map<std::string, YAML::Mark> marks;  // by EngineSpecErrorField, for validation messages
   std::set<std::string> seen;
@@ -183,16 +185,16 @@ absl::Status ReadEngine(const YAML::Node& node, const YAML::Mark& name_mark, abs
         return Invalid(source, absl::StrCat("expected a string, got ", Describe(value)));
       }
       spec.health_path = value.IsNull() ? "" : value.Scalar();
-    } else if (field == "ready_timeout_s") {
-      double seconds = 0;
+    } else if (field == "ready_timeout_s" || field == "memory_factor") {
+      double number = 0;
       if (!value.IsScalar()) {
         return Invalid(source, absl::StrCat("expected a number, got ", Describe(value)));
       }
-      if (!absl::SimpleAtod(absl::StripAsciiWhitespace(value.Scalar()), &seconds) ||
-          !std::isfinite(seconds)) {
+      if (!absl::SimpleAtod(absl::StripAsciiWhitespace(value.Scalar()), &number) ||
+          !std::isfinite(number)) {
         return Invalid(source, Quote(value.Scalar()) + " is not a number");
       }
-      spec.ready_timeout_s = seconds;
+      (field == "memory_factor" ? spec.memory_factor : spec.ready_timeout_s) = number;
     } else if (field == "stop_command") {
       RETURN_IF_ERROR(ReadCommand(value, source, spec.stop_command));
     } else if (field == "sleep") {

@@ -109,6 +109,12 @@ struct ClientConfig {
   double dram_cache_size = 16;
   // Share of each GPU's memory instances may use.
   double gpu_memory_fraction = 0.9;
+  // RAM (GiB) that engines on the CPU may take, and on a unified-memory node every engine. 0: the
+  // node's RAM less the DRAM tier's budget less a headroom (10%, at least 1 GiB).
+  double cpu_memory_budget = 0;
+  // The GPUs share the system RAM (Jetson-class boards): every instance draws on
+  // cpu_memory_budget, whichever device it runs on.
+  bool unified_memory = false;
   double default_gpu_memory_utilization = 0.90;
   int max_concurrent_requests = 256;
   // Where engines listen: 127.0.0.1 keeps them to this node, so only a host on this node can

@@ -60,6 +60,8 @@ constexpr Key kKeys[] = {
     GSWARM_KEY("client.dram_cache_dir", client.dram_cache_dir),
     GSWARM_KEY("client.dram_cache_size", client.dram_cache_size, Check::kNonNegative),
     GSWARM_KEY("client.gpu_memory_fraction", client.gpu_memory_fraction, Check::kFraction),
+    GSWARM_KEY("client.cpu_memory_budget", client.cpu_memory_budget, Check::kNonNegative),
+    GSWARM_KEY("client.unified_memory", client.unified_memory),
     GSWARM_KEY("client.default_gpu_memory_utilization", client.default_gpu_memory_utilization,
                Check::kFraction),
     GSWARM_KEY("client.max_concurrent_requests", client.max_concurrent_requests,

@@ -55,6 +55,7 @@ nlohmann::json EngineJson(const EngineSpec& spec) {
   nlohmann::json json = {{"command", spec.command},
                          {"health_path", spec.health_path},
                          {"ready_timeout_s", spec.ready_timeout_s},
+                         {"memory_factor", spec.memory_factor},
                          {"env", std::move(env)}};
   // The optional parts only where the engine has them.
   if (!spec.stop_command.empty()) json["stop_command"] = spec.stop_command;
@@ -79,6 +80,7 @@ std::string EnginesYaml(const ClientConfig& client) {
                     "      command: ", FlowYaml(json["command"]), "\n",                  //
                     "      health_path: ", FlowYaml(json["health_path"]), "\n",          //
                     "      ready_timeout_s: ", FlowYaml(json["ready_timeout_s"]), "\n",  //
+                    "      memory_factor: ", FlowYaml(json["memory_factor"]), "\n",      //
                     "      env: ", FlowYaml(json["env"]), "\n");
     for (const char* calls : {"stop_command", "sleep", "wake", "reload"}) {
       if (json.contains(calls))
@@ -143,6 +145,9 @@ client:
   dram_cache_dir: "/dev/shm/gswarm_models"
   dram_cache_size: 16        # DRAM tier budget, GiB
   gpu_memory_fraction: 0.9   # share of each GPU's memory instances may use
+  cpu_memory_budget: 0       # GiB of RAM engines on the CPU may take; 0: RAM less the DRAM
+                             # tier's budget less 10% (at least 1 GiB)
+  unified_memory: false      # GPUs share the system RAM (Jetson): every engine uses that budget
   default_gpu_memory_utilization: 0.90
   max_concurrent_requests: 256
   engine_host: "127.0.0.1"   # where engines listen; 0.0.0.0 lets a host on another node route
@@ -162,6 +167,8 @@ client:
   # on its own port ({sleep_level} is 1 or 2), and reload for waking from level 2. An entry named
   # like a preset (vllm, llama-server, sglang, nim, compose) changes only the fields it gives; a
   # stop_command runs on stop before the signals (a container engine: docker stop NAME).
+  # memory_factor (default 1.2): RAM an instance on the CPU (or a unified-memory node) reserves
+  # per byte of weights, until its measured RSS says more.
   # engines:
   #   vllm:                    # the preset, with more time to load
   #     ready_timeout_s: 1200

@@ -235,6 +235,12 @@ absl::Status ValidateEngineSpec(const EngineSpec& spec) {
         absl::StrCat("ready_timeout_s must be a number of seconds greater than 0 (got ",
                      spec.ready_timeout_s, ")"));
   }
+  if (!(spec.memory_factor >= 1 && spec.memory_factor <= 100)) {
+    return SpecError(spec.name, "memory_factor",
+                     absl::StrCat("memory_factor must be a number from 1 to 100: the bytes an "
+                                  "instance takes per byte of weights (got ",
+                                  spec.memory_factor, ")"));
+  }
   for (const auto& [key, value] : spec.env) {
     const std::string field = absl::StrCat("env.", key);
     if (key.empty() || key.find_first_of(std::string("=\0", 2)) != std::string::npos) {

@@ -43,6 +43,10 @@ struct EngineSpec {
   std::string health_path = "/health";
   // Seconds from start to healthy before the instance fails; vLLM can take minutes.
   double ready_timeout_s = 600;
+  // Memory an instance takes per byte of weights where it draws on RAM (on the CPU or a
+  // unified-memory node): weights, KV cache and runtime. The budget reserves model size x this
+  // until the engine's measured RSS says more.
+  double memory_factor = 1.2;
   // Extra environment for the engine; values are templates.
   std::map<std::string, std::string> env;
   // Run on stop before the engine's process group is signalled (llama-swap's cmdStop): what a
@@ -97,15 +101,16 @@ const std::vector<std::string>& EnginePlaceholders();
 
 // INVALID_ARGUMENT naming the engine and what is wrong: an unknown placeholder or stray brace in
 // the command or an env value, an empty command, a placeholder in the program, a non-positive
-// ready timeout, a health path not starting with '/', an empty env name or one holding '=', a
-// sleep/wake/reload call that is not "METHOD /path [BODY]", sleep without wake (or the reverse),
-// reload without sleep.
+// ready timeout, a memory factor outside [1, 100], a health path not starting with '/', an empty
+// env name or one holding '=', a sleep/wake/reload call that is not "METHOD /path [BODY]", sleep
+// without wake (or the reverse), reload without sleep.
 //   engine "vllm": unknown placeholder {modle_path} in command (known: {model_path}, ...)
 // The status carries the field it is about; see EngineSpecErrorField.
 absl::Status ValidateEngineSpec(const EngineSpec& spec);
 
 // The field a ValidateEngineSpec error is about: "command", "stop_command", "health_path",
-// "ready_timeout_s", "env.<NAME>", "sleep", "wake", "reload", or "" for another status.
+// "ready_timeout_s", "memory_factor", "env.<NAME>", "sleep", "wake", "reload", or "" for another
+// status.
 std::string EngineSpecErrorField(const absl::Status& status);
 
 // The stop command rendered like the command; empty when the engine has none.

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <climits>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -172,6 +173,32 @@ std::string Hostname() {
   char buf[256] = {};
   if (::gethostname(buf, sizeof(buf) - 1) != 0 || buf[0] == '\0') return "localhost";
   return buf;
+}
+
+std::string ModelFilesRoot(const std::string& model_dir) {
+  char resolved[PATH_MAX];
+  if (::realpath(model_dir.c_str(), resolved) == nullptr) return "";
+  std::string root = resolved;
+  // .../models--org--name/snapshots/<commit>: the repo's folder.
+  const size_t last = root.rfind('/');
+  const size_t parent =
+      last == std::string::npos || last == 0 ? std::string::npos : root.rfind('/', last - 1);
+  if (parent != std::string::npos && root.compare(parent, last - parent, "/snapshots") == 0) {
+    const size_t repo = root.rfind('/', parent - 1);
+    if (repo != std::string::npos && root.compare(repo + 1, 8, "models--") == 0) {
+      return root.substr(0, parent);
+    }
+  }
+  return root;
+}
+
+bool ResolvesBeneath(const std::string& path, const std::string& root) {
+  if (root.empty()) return false;
+  char resolved[PATH_MAX];
+  if (::realpath(path.c_str(), resolved) == nullptr) return false;
+  const std::string target = resolved;
+  return target.size() > root.size() && target.compare(0, root.size(), root) == 0 &&
+         (root.back() == '/' || target[root.size()] == '/');
 }
 
 }  // namespace gswarm::common

@@ -38,4 +38,14 @@ absl::StatusOr<std::string> ReadFile(const std::string& path);
 // This machine's host name.
 std::string Hostname();
 
+// The folder a model's files may resolve into, resolved (realpath): the model folder itself or,
+// for a snapshot in a Hugging Face cache (.../models--org--name/snapshots/<commit>), the repo's
+// folder, whose blobs/ the snapshot's files link to. "" when the folder does not exist.
+std::string ModelFilesRoot(const std::string& model_dir);
+
+// Whether `path` (symlinks followed; "/proc/self/fd/N" for an open file) resolves to a place
+// beneath `root`, a resolved folder as ModelFilesRoot gives. A link planted in a model's folder
+// that leads out of it does not.
+bool ResolvesBeneath(const std::string& path, const std::string& root);
+
 }  // namespace gswarm::common

@@ -37,6 +37,9 @@ class ApiHandler {
   absl::StatusOr<v1::ListNodesResponse> ListNodes(const v1::ListNodesRequest& request) const;
   absl::StatusOr<v1::GetConfigResponse> GetConfig(const v1::GetConfigRequest& request) const;
   absl::StatusOr<v1::GetMemoryResponse> GetMemory(const v1::GetMemoryRequest& request) const;
+  // Per online node and device, how many instances of the model fit now and on an empty device,
+  // and what the router would evict for one more (`gswarm plan`).
+  absl::StatusOr<v1::GetCapacityResponse> GetCapacity(const v1::GetCapacityRequest& request) const;
 
   // Models (disk tier) and jobs.
   absl::StatusOr<v1::RegisterModelResponse> RegisterModel(const v1::RegisterModelRequest&) const;
@@ -62,6 +65,8 @@ class ApiHandler {
   absl::StatusOr<v1::Instance> SleepInstance(const v1::SleepInstanceRequest&) const;
   absl::StatusOr<v1::Instance> WakeInstance(const v1::WakeInstanceRequest&) const;
   absl::StatusOr<v1::JobResponse> LoadModel(const v1::LoadModelRequest&) const;
+  // Seed 004's POST /api/orchestrate/load: LoadModel, downloading the model first when missing.
+  absl::StatusOr<v1::JobResponse> OrchestrateLoad(const v1::LoadModelRequest&) const;
   absl::StatusOr<v1::StopInstanceResponse> UnloadModel(const v1::UnloadModelRequest&) const;
   // Where the instance's node serves its log: base URL of its data port, and the path.
   absl::StatusOr<std::pair<std::string, std::string>> LogSource(

@@ -158,7 +158,95 @@ absl::StatusOr<v1::JobResponse> ApiHandler::LoadModel(const v1::LoadModelRequest
   serve.set_port(request.port());
   serve.set_engine(request.engine());
   serve.set_wait(request.wait());
-  return Serve(serve);
+  if (!request.download()) return Serve(serve);
+  ASSIGN_OR_RETURN(v1::Model model, registry_->GetModel(request.model_name()));
+  const bool held = std::any_of(
+      model.replicas().begin(), model.replicas().end(), [&](const v1::Replica& replica) {
+        return replica.state() == "ready" && nodes_->GetOnline(replica.node_id()).has_value() &&
+               (request.node().empty() || replica.node_id() == request.node());
+      });
+  if (held) return Serve(serve);
+  if (model.source_url().empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("no online node holds \"", model.name(),
+                     "\" and it has no source to download "
+                     "it from: register it with its hf_path or source_url"));
+  }
+  v1::DownloadRequest download;
+  download.set_model_name(model.name());
+  download.set_source_url(model.source_url());
+  download.set_revision(model.revision());
+  download.set_node(request.node());
+  v1::JobResponse response;
+  ASSIGN_OR_RETURN(*response.mutable_job(), orchestrator_->DownloadThenServe(download, serve));
+  if (request.wait()) {
+    ASSIGN_OR_RETURN(*response.mutable_job(), Await(response.job(), absl::Hours(6)));
+  }
+  return response;
+}
+
+absl::StatusOr<v1::JobResponse> ApiHandler::OrchestrateLoad(
+    const v1::LoadModelRequest& request) const {
+  if (request.model_name().empty()) {
+    return absl::InvalidArgumentError("model_name is required: {\"model_name\": \"qwen-3b\"}");
+  }
+  v1::LoadModelRequest load = request;
+  load.set_download(true);
+  return LoadModel(load);
+}
+
+absl::StatusOr<v1::GetCapacityResponse> ApiHandler::GetCapacity(
+    const v1::GetCapacityRequest& request) const {
+  if (request.model().empty()) {
+    return absl::InvalidArgumentError("name the model: GET /capacity?model=NAME");
+  }
+  ASSIGN_OR_RETURN(ServeSnapshot snapshot, orchestrator_->Snapshot(request.model()));
+  if (!request.node().empty() &&
+      std::none_of(snapshot.nodes.begin(), snapshot.nodes.end(),
+                   [&](const v1::NodeInfo& node) { return node.node_id() == request.node(); })) {
+    return absl::NotFoundError(
+        absl::StrCat("node \"", request.node(), "\" is not online (see `gswarm nodes`)"));
+  }
+  v1::GetCapacityResponse response;
+  response.set_model_name(snapshot.model.name());
+  response.set_model_bytes(snapshot.model.size_bytes());
+  if (pool_ != nullptr) {
+    response.set_max_loaded_models(static_cast<uint32_t>(pool_->max_loaded_models()));
+    response.set_loaded_models(static_cast<uint32_t>(pool_->AwakeModels()));
+  }
+  for (const v1::NodeInfo& node : snapshot.nodes) {
+    if (!request.node().empty() && node.node_id() != request.node()) continue;
+    const bool holds = std::any_of(snapshot.model.replicas().begin(),
+                                   snapshot.model.replicas().end(), [&](const v1::Replica& r) {
+                                     return r.node_id() == node.node_id() && r.state() == "ready";
+                                   });
+    for (const DeviceRoom& room : DeviceRooms(node, snapshot.instances)) {
+      v1::DeviceCapacity& device = *response.add_devices();
+      device.set_node_id(node.node_id());
+      device.set_device(room.device);
+      device.set_holds_model(holds);
+      const uint64_t needed = std::max<uint64_t>(
+          1, FootprintBytes(snapshot.model, node, room.device, request.engine()));
+      device.set_needed_bytes(needed);
+      device.set_budget_bytes(room.budget_bytes);
+      device.set_used_bytes(room.used_bytes);
+      device.set_free_bytes(room.free_bytes);
+      device.set_others_bytes(room.others_bytes);
+      device.set_fits_now(static_cast<uint32_t>(room.free_bytes / needed));
+      const uint64_t empty = room.budget_bytes - std::min(room.budget_bytes, room.others_bytes);
+      device.set_fits_empty(static_cast<uint32_t>(empty / needed));
+      for (const DeviceRoom::Holder& holder : room.instances)
+        device.add_instances(holder.instance_id);
+      if (device.fits_now() == 0 && pool_ != nullptr) {
+        RouterPlacement::Eviction eviction = pool_->EvictionFor(room, needed);
+        *device.mutable_evict() = {eviction.instance_ids.begin(), eviction.instance_ids.end()};
+        device.set_evict_enough(eviction.enough);
+      } else {
+        device.set_evict_enough(device.fits_now() > 0);
+      }
+    }
+  }
+  return response;
 }
 
 absl::StatusOr<v1::StopInstanceResponse> ApiHandler::UnloadModel(

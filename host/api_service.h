@@ -18,6 +18,7 @@
   X(ListNodes, ListNodesRequest, ListNodesResponse)             \
   X(GetConfig, GetConfigRequest, GetConfigResponse)             \
   X(GetMemory, GetMemoryRequest, GetMemoryResponse)             \
+  X(GetCapacity, GetCapacityRequest, GetCapacityResponse)       \
   X(RegisterModel, RegisterModelRequest, RegisterModelResponse) \
   X(ListModels, ListModelsRequest, ListModelsResponse)          \
   X(GetModel, GetModelRequest, Model)                           \

@@ -9,7 +9,6 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "common/mutex.h"
 #include "boost/asio/connect.hpp"
 #include "boost/asio/dispatch.hpp"
 #include "boost/asio/execution/context.hpp"
@@ -21,6 +20,7 @@
 #include "boost/beast/http/buffer_body.hpp"
 #include "boost/beast/http/parser.hpp"
 #include "boost/beast/http/read.hpp"
+#include "common/mutex.h"
 #include "common/proto_json.h"
 #include "host/lazy_deadline.h"
 #include "nlohmann/json.hpp"
@@ -68,7 +68,7 @@ struct UpstreamPool::Shared {
 
 namespace {
 
-constexpr size_t kMaxHeaders = size_t{64} << 10;
+constexpr size_t kMaxHeaders = UpstreamPool::kMaxHeaders;
 // One read from the engine, at most: a stream's chunk is a few hundred bytes.
 constexpr size_t kReadSize = 8 << 10;
 

@@ -60,6 +60,8 @@ class UpstreamPool {
 
   // The largest answer copied whole (an engine gone wrong must not exhaust the host's memory).
   static constexpr size_t kMaxBody = size_t{256} << 20;
+  // The largest head (status line and headers) an engine may send.
+  static constexpr size_t kMaxHeaders = size_t{64} << 10;
 
   struct Shared;
 

@@ -22,10 +22,32 @@ constexpr double kRateSmoothing = 0.7;
 
 }  // namespace
 
-void Orchestrator::ApplyUpdate(const std::string& node_id, const v1::CommandUpdate& update) {
+void Orchestrator::ApplyUpdate(const std::string& node_id, const v1::CommandUpdate& received) {
   // Runs on the event queue, one update at a time. The job's new state is decided under mu_;
   // what it caused (instance reports, catalog rows, the database) is written outside it, and the
   // job leaves the active set only once all of that is recorded.
+  // A job's later step runs under its own command id ("<job>+serve": an agent answers a command
+  // id it has run with that command's result); updates apply to the job.
+  v1::CommandUpdate update = received;
+  update.set_command_id(received.command_id().substr(0, received.command_id().find('+')));
+  if (update.state() == JobStateName(JobState::kSucceeded)) {
+    // A "load" whose download is done: its files are recorded, and it goes on as the serve.
+    std::optional<v1::Job> loading;
+    v1::Command download;
+    {
+      gswarm::MutexLock lock(&mu_);
+      auto it = active_.find(update.command_id());
+      if (it != active_.end() && it->second.job.kind() == "load" &&
+          it->second.command.has_download() && it->second.job.node_id() == node_id) {
+        loading = it->second.job;
+        download = it->second.command;
+      }
+    }
+    if (loading.has_value()) {
+      RecordResult(*loading, download, update);
+      update = ContinueLoad(node_id, update);
+    }
+  }
   v1::Job job;
   v1::Command command;
   std::string from;
@@ -107,10 +129,13 @@ void Orchestrator::UpdateJob(ActiveJob& active, JobState to, const v1::CommandUp
   v1::Job& job = active.job;
   job.set_state(JobStateName(to));
   job.set_message(update.message());
-  job.set_bytes_done(update.bytes_done());
-  job.set_bytes_total(update.bytes_total());
-  job.set_files_done(update.files_done());
-  job.set_files_total(update.files_total());
+  // A load's serve step (whose updates carry no figures) keeps those of its download.
+  if (!(job.kind() == "load" && update.bytes_total() == 0)) {
+    job.set_bytes_done(update.bytes_done());
+    job.set_bytes_total(update.bytes_total());
+    job.set_files_done(update.files_done());
+    job.set_files_total(update.files_total());
+  }
   const absl::Time now = absl::Now();
   *job.mutable_updated_at() = common::ToTimestamp(now);
   if (active.last_rate_at == absl::Time()) {
@@ -204,6 +229,7 @@ void Orchestrator::RecordResult(const v1::Job& job, const v1::Command& command,
 
 absl::StatusOr<v1::Job> Orchestrator::CancelJob(const std::string& id) {
   std::string node_id;
+  std::string command_id;
   {
     gswarm::MutexLock lock(&mu_);
     auto it = active_.find(id);
@@ -213,6 +239,7 @@ absl::StatusOr<v1::Job> Orchestrator::CancelJob(const std::string& id) {
           absl::StrCat("job ", id, " has already ended (", job.state(), ")"));
     }
     node_id = it->second.job.node_id();
+    command_id = it->second.command.id();
   }
   if (!nodes_->GetOnline(node_id).has_value()) {
     // Nobody to tell: the job ends here, through the queue that orders every job update; the
@@ -230,7 +257,7 @@ absl::StatusOr<v1::Job> Orchestrator::CancelJob(const std::string& id) {
     return GetJob(id);
   }
   v1::HostMessage message;
-  message.mutable_cancel()->set_command_id(id);
+  message.mutable_cancel()->set_command_id(command_id);
   nodes_->Send(node_id, std::move(message));
   return GetJob(id);
 }

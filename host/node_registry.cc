@@ -87,6 +87,7 @@ absl::StatusOr<std::string> NodeRegistry::Connect(const v1::Hello& hello, std::s
     *info.mutable_gpus() = hello.gpus();
     *info.mutable_tiers() = hello.tiers();
     *info.mutable_memory() = hello.memory();
+    *info.mutable_engine_memory_factors() = hello.engine_memory_factors();
     info.set_heartbeat_interval_ms(hello.heartbeat_interval_ms());
     info.set_data_port(hello.data_port());
     info.set_session_id(session_id);

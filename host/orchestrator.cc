@@ -201,6 +201,12 @@ absl::StatusOr<std::string> Orchestrator::PickNode(const std::string& requested)
 }
 
 absl::StatusOr<v1::Job> Orchestrator::Download(const v1::DownloadRequest& request) {
+  ASSIGN_OR_RETURN(auto prepared, PrepareDownload(request));
+  return RunOnNode(prepared.first, request.model_name(), "download", std::move(prepared.second));
+}
+
+absl::StatusOr<std::pair<std::string, v1::Command>> Orchestrator::PrepareDownload(
+    const v1::DownloadRequest& request) {
   RETURN_IF_ERROR(ValidateModelName(request.model_name()));
   ASSIGN_OR_RETURN(const common::SourceSpec source,
                    common::ParseSource(request.source_url(), request.revision()));
@@ -246,7 +252,7 @@ absl::StatusOr<v1::Job> Orchestrator::Download(const v1::DownloadRequest& reques
       }
     }
   }
-  return RunOnNode(node_id, request.model_name(), "download", std::move(command));
+  return std::make_pair(std::move(node_id), std::move(command));
 }
 
 absl::StatusOr<v1::Job> Orchestrator::Copy(const v1::CopyRequest& request) {
@@ -368,7 +374,8 @@ absl::StatusOr<v1::Job> Orchestrator::RunOnNode(const std::string& node, const s
   return Launch(std::move(job), std::move(command));
 }
 
-absl::StatusOr<v1::Job> Orchestrator::Launch(v1::Job job, v1::Command command) {
+absl::StatusOr<v1::Job> Orchestrator::Launch(v1::Job job, v1::Command command,
+                                             std::optional<v1::ServeRequest> then_serve) {
   job.set_id(NewJobId());
   job.set_state(JobStateName(JobState::kRunning));
   *job.mutable_created_at() = Now();
@@ -383,6 +390,7 @@ absl::StatusOr<v1::Job> Orchestrator::Launch(v1::Job job, v1::Command command) {
     active.job = job;
     active.command = command;
     active.last_persisted = absl::Now();
+    active.then_serve = std::move(then_serve);
   }
   PublishJob(job, "");
   spdlog::info("job={} {} {} on node={}", job.id(), job.kind(),

@@ -8,7 +8,9 @@
 // Thread safety: thread-safe. Agent events are applied in order on one event thread.
 
 #include <memory>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -87,6 +89,13 @@ class Orchestrator final : public AgentListener {
   // Wakes a sleeping instance; the job ends when its engine is healthy again.
   absl::StatusOr<v1::Job> WakeInstance(const v1::Instance& instance);
 
+  // Downloads a model (as Download) and then serves it where it landed (as Serve, with
+  // `serve`'s engine, device and port): one job of kind "load" with the download's progress,
+  // then the serve's instance. A serve that cannot be planned once the files are there fails the
+  // job saying why (the download stays). After a host restart mid-download the serve takes the
+  // defaults.
+  absl::StatusOr<v1::Job> DownloadThenServe(const v1::DownloadRequest& download,
+                                            const v1::ServeRequest& serve);
   // Registers the model if new, picks a node and starts the download. INVALID_ARGUMENT for a
   // bad name or source, FAILED_PRECONDITION when the name is taken by another source,
   // UNAVAILABLE when no node can take it.
@@ -120,6 +129,9 @@ class Orchestrator final : public AgentListener {
   absl::Status Watch(const std::string& id, std::weak_ptr<JobSink> sink);
   // The jobs not yet ended.
   std::vector<v1::Job> ActiveJobs() const;
+  // What serve planning looks at for `model`, now (GetCapacity reads it too). NOT_FOUND for an
+  // unknown model.
+  absl::StatusOr<ServeSnapshot> Snapshot(const std::string& model) const;
 
  private:
   struct ActiveJob {
@@ -129,13 +141,29 @@ class Orchestrator final : public AgentListener {
     absl::Time last_rate_at;
     uint64_t last_rate_bytes = 0;
     std::vector<std::weak_ptr<JobSink>> sinks;
+    // A "load": the serve that follows the download (DownloadThenServe).
+    std::optional<v1::ServeRequest> then_serve;
+  };
+  // A serve planned and its room held, ready to launch on `node_id`.
+  struct PlannedServe {
+    std::string node_id;
+    v1::Command command;
   };
 
-  // What serve planning looks at for `model`, now.
-  absl::StatusOr<ServeSnapshot> Snapshot(const std::string& model) const;
-
   absl::StatusOr<std::string> PickNode(const std::string& requested) const;
-  absl::StatusOr<v1::Job> Launch(v1::Job job, v1::Command command);
+  absl::StatusOr<v1::Job> Launch(v1::Job job, v1::Command command,
+                                 std::optional<v1::ServeRequest> then_serve = std::nullopt);
+  // Plans `request` and holds its room (the instance is planned in the instance manager; the
+  // caller launches the command or ends the plan). FAILED_PRECONDITION when it does not fit.
+  absl::StatusOr<PlannedServe> PlanAndHold(const v1::ServeRequest& request,
+                                           const std::string& managed_by)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(serve_mu_);
+  // Where a download goes and its command (Download and DownloadThenServe).
+  absl::StatusOr<std::pair<std::string, v1::Command>> PrepareDownload(
+      const v1::DownloadRequest& request);
+  // A "load" job's download succeeded (`update`): the job goes on as the serve, or fails saying
+  // why the serve cannot start. Returns the update to apply as the job's (running or failed).
+  v1::CommandUpdate ContinueLoad(const std::string& node_id, const v1::CommandUpdate& update);
   void Dispatch(const std::string& node_id, const v1::Command& command);
   void ApplyUpdate(const std::string& node_id, const v1::CommandUpdate& update);
   // The job's state (`to`, an allowed edge) and fields from the update, and its smoothed rate.

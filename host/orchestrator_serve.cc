@@ -1,11 +1,14 @@
-// The orchestrator's side of serving: the snapshot serve planning looks at (serve_planner.h), and
-// Serve, which launches what the plan says and holds its GPU room from then on.
+// The orchestrator's side of serving: the snapshot serve planning looks at (serve_planner.h),
+// Serve, which launches what the plan says and holds its room from then on, and the "load" job
+// (a download, then a serve where it landed).
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "common/auth.h"
+#include "common/proto_json.h"
 #include "common/status.h"
 #include "host/orchestrator.h"
+#include "spdlog/spdlog.h"
 
 namespace gswarm::host {
 
@@ -44,14 +47,12 @@ absl::StatusOr<ServePlan> Orchestrator::PlanServe(const v1::ServeRequest& reques
   return PreferredPlan(plans);
 }
 
-absl::StatusOr<v1::Job> Orchestrator::Serve(const v1::ServeRequest& request,
-                                            const std::string& managed_by) {
-  gswarm::MutexLock serve_lock(&serve_mu_);
+absl::StatusOr<Orchestrator::PlannedServe> Orchestrator::PlanAndHold(
+    const v1::ServeRequest& request, const std::string& managed_by) {
   ASSIGN_OR_RETURN(ServePlan plan, PlanServe(request));
   if (!plan.fits) return absl::FailedPreconditionError(plan.shortage);
-
-  v1::Command command;
-  v1::ServeCommand& serve = *command.mutable_serve();
+  PlannedServe planned{plan.node_id, {}};
+  v1::ServeCommand& serve = *planned.command.mutable_serve();
   serve.set_model_name(request.model_name());
   serve.set_source_tier(plan.tier);
   serve.set_gpu_device(plan.gpu);
@@ -62,26 +63,98 @@ absl::StatusOr<v1::Job> Orchestrator::Serve(const v1::ServeRequest& request,
                             : request.instance_id());
   *serve.mutable_extra_args() = request.extra_args();
   serve.set_managed_by(managed_by);
+  // Its room is held from now on: the next plan counts it, before any heartbeat does.
+  v1::Instance instance;
+  instance.set_id(serve.instance_id());
+  instance.set_model_name(serve.model_name());
+  instance.set_node_id(plan.node_id);
+  instance.set_engine(serve.engine());
+  instance.set_gpu_device(plan.gpu);
+  instance.set_source_tier(plan.tier);
+  instance.set_managed_by(managed_by);
+  instances_->Plan(instance, plan.needed_bytes);
+  return planned;
+}
+
+absl::StatusOr<v1::Job> Orchestrator::Serve(const v1::ServeRequest& request,
+                                            const std::string& managed_by) {
+  gswarm::MutexLock serve_lock(&serve_mu_);
+  ASSIGN_OR_RETURN(PlannedServe planned, PlanAndHold(request, managed_by));
+  const std::string instance_id = planned.command.serve().instance_id();
   v1::Job job;
   job.set_kind("serve");
   job.set_model_name(request.model_name());
-  job.set_node_id(plan.node_id);
-  // Its GPU room is held from now on: the next plan counts it, before any heartbeat does.
-  v1::Instance planned;
-  planned.set_id(serve.instance_id());
-  planned.set_model_name(serve.model_name());
-  planned.set_node_id(plan.node_id);
-  planned.set_engine(serve.engine());
-  planned.set_gpu_device(plan.gpu);
-  planned.set_source_tier(plan.tier);
-  planned.set_managed_by(managed_by);
-  instances_->Plan(planned, plan.gpu == "cpu" ? 0 : plan.needed_bytes);
-  absl::StatusOr<v1::Job> launched = Launch(std::move(job), std::move(command));
+  job.set_node_id(planned.node_id);
+  absl::StatusOr<v1::Job> launched = Launch(std::move(job), std::move(planned.command));
   if (!launched.ok()) {
-    instances_->PlanEnded(serve.instance_id(),
+    instances_->PlanEnded(instance_id,
                           absl::StrCat("the serve was not sent: ", launched.status().message()));
   }
   return launched;
+}
+
+absl::StatusOr<v1::Job> Orchestrator::DownloadThenServe(const v1::DownloadRequest& download,
+                                                        const v1::ServeRequest& serve) {
+  ASSIGN_OR_RETURN(auto prepared, PrepareDownload(download));
+  auto& [node_id, command] = prepared;
+  v1::ServeRequest then = serve;
+  then.set_model_name(download.model_name());
+  then.set_node(node_id);
+  v1::Job job;
+  job.set_kind("load");
+  job.set_model_name(download.model_name());
+  job.set_node_id(node_id);
+  return Launch(std::move(job), std::move(command), std::move(then));
+}
+
+v1::CommandUpdate Orchestrator::ContinueLoad(const std::string& node_id,
+                                             const v1::CommandUpdate& update) {
+  std::optional<v1::ServeRequest> then;
+  v1::Job job;
+  {
+    gswarm::MutexLock lock(&mu_);
+    auto it = active_.find(update.command_id());
+    if (it == active_.end()) return update;
+    then = it->second.then_serve;
+    job = it->second.job;
+  }
+  if (!then.has_value()) {  // recovered after a host restart: the defaults
+    then.emplace();
+    then->set_model_name(job.model_name());
+    then->set_node(node_id);
+  }
+  v1::CommandUpdate next = update;
+  absl::StatusOr<PlannedServe> planned;
+  {
+    gswarm::MutexLock serve_lock(&serve_mu_);
+    planned = PlanAndHold(*then, "");
+  }
+  if (!planned.ok()) {
+    next.set_state(JobStateName(JobState::kFailed));
+    next.set_message(
+        absl::StrCat("downloaded, but the model cannot be served: ", planned.status().message()));
+    return next;
+  }
+  planned->command.set_id(absl::StrCat(update.command_id(), "+serve"));
+  {
+    gswarm::MutexLock lock(&mu_);
+    auto it = active_.find(update.command_id());
+    if (it == active_.end()) return update;
+    it->second.command = planned->command;
+    it->second.then_serve.reset();
+  }
+  // Persisted with the serve as its command: a host restarted from here sends the serve again.
+  if (absl::StatusOr<std::string> json = common::ToJson(planned->command); json.ok()) {
+    if (absl::Status s = registry_->PutJob(job, *json); !s.ok()) {
+      spdlog::error("job={}: persisting: {}", job.id(), s.message());
+    }
+  }
+  spdlog::info("job={} load {}: downloaded on node={}; starting instance {}", update.command_id(),
+               then->model_name(), node_id, planned->command.serve().instance_id());
+  Dispatch(node_id, planned->command);
+  next.set_state(JobStateName(JobState::kRunning));
+  next.set_message("downloaded; starting the engine");
+  return next;
 }
 
 absl::StatusOr<v1::Job> Orchestrator::SleepInstance(const v1::Instance& instance, int level) {

@@ -292,6 +292,7 @@ void RestGateway::Install(http::HttpServer& server) {
                GetMemoryResponse, {"view"});
   GSWARM_ROUTE("DELETE", "/memory/dram/" + kName, EvictDram, EvictDramRequest, EvictDramResponse,
                {"model_name"});
+  GSWARM_ROUTE("GET", "/capacity", GetCapacity, GetCapacityRequest, GetCapacityResponse);
 
   for (const std::string prefix : {"/api/models", "/models"}) {
     GSWARM_ROUTE("POST", prefix, RegisterModel, RegisterModelRequest, RegisterModelResponse);
@@ -306,6 +307,8 @@ void RestGateway::Install(http::HttpServer& server) {
                ValidateModelResponse, {"model_name"});
   GSWARM_ROUTE("POST", "/api/models/" + kName + "/load", LoadModel, LoadModelRequest, JobResponse,
                {"model_name"});
+  // Seed 004's "load" of a registered model: downloaded first when no node holds it.
+  GSWARM_ROUTE("POST", "/api/orchestrate/load", OrchestrateLoad, LoadModelRequest, JobResponse);
   // Seed 001's "unload a model": its instances stop (the router loads it again on demand).
   GSWARM_ROUTE("DELETE", "/v1/models/" + kName, UnloadModel, UnloadModelRequest,
                StopInstanceResponse, {"model_name"});

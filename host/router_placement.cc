@@ -364,15 +364,15 @@ absl::StatusOr<Router::Backend> RouterPlacement::Load(const std::string& model,
     } else if (absl::Now() >= settle_until) {
       bool could_fit = false;
       for (const ServePlan& candidate : plans) {
-        for (const GpuRoom& gpu : candidate.gpus) {
+        for (const DeviceRoom& gpu : candidate.rooms) {
           could_fit |= gpu.budget_bytes >= candidate.needed_bytes;
         }
       }
       if (!could_fit) {
         return absl::FailedPreconditionError(absl::StrCat(
-            plan.shortage, "; it is larger than any GPU's whole budget, so no eviction helps"));
+            plan.shortage, "; it is larger than the whole budget there, so no eviction helps"));
       }
-      Room room = MakeRoomOnGpu(model, plans, /*any_gpu=*/pinned.gpu_device().empty());
+      Room room = MakeRoomOnDevice(model, plans, /*any_gpu=*/pinned.gpu_device().empty());
       if (room.node_id.empty() && !room.raced) {
         return absl::ResourceExhaustedError(absl::StrCat(
             plan.shortage,

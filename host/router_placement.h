@@ -87,6 +87,17 @@ class RouterPlacement final : public Router::Placement {
   // requests in flight and last use.
   void Describe(v1::Instance* instance) const;
 
+  // What a load needing `needed` bytes on `room` would evict there now: the instances, in the
+  // order the router takes them, and whether they free enough (`gswarm plan`).
+  struct Eviction {
+    std::vector<std::string> instance_ids;
+    bool enough = false;
+  };
+  Eviction EvictionFor(const DeviceRoom& room, uint64_t needed) const;
+  // Instances the router holds awake (what host.max_loaded_models counts), and that limit.
+  int AwakeModels() const;
+  int max_loaded_models() const { return options_.max_loaded_models; }
+
  private:
   struct Loaded {
     std::string model;
@@ -114,7 +125,7 @@ class RouterPlacement final : public Router::Placement {
     absl::Time retry_at = absl::InfinitePast();
     int attempts = 0;
   };
-  // What MakeRoomOnGpu did.
+  // What MakeRoomOnDevice did.
   struct Room {
     std::string node_id;  // where room is being made; empty: nowhere can it be made
     std::string gpu;
@@ -129,6 +140,9 @@ class RouterPlacement final : public Router::Placement {
   // When the instance was last used (or loaded, if later).
   absl::Time LastUse(const std::string& id, const Loaded& loaded) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The first of `candidates` that free enough for `needed` bytes on `room`; `freed`: theirs.
+  static std::vector<Candidate> Enough(const std::vector<Candidate>& candidates,
+                                       const DeviceRoom& room, uint64_t needed, uint64_t* freed);
   // Whether the instance may leave to make room now: no request in flight, not kept, and not a
   // new one whose first requests have yet to reach it (options_.grace).
   bool Evictable(const std::string& id, const Loaded& loaded, absl::Time now) const
@@ -158,10 +172,17 @@ class RouterPlacement final : public Router::Placement {
   // max_loaded_models: unloads the least recently used evictable instances until there is room
   // for one more, and counts the load. RESOURCE_EXHAUSTED when none can go.
   absl::Status MakeRoomInCount(const std::string& model);
-  // GPU room on the first of `plans` (nodes in preference order) where idle instances can free
-  // enough: they leave least recently used first, only as many as `needed` requires, on the
-  // plan's GPU (or with `any_gpu`, the GPU where the least has to leave).
-  Room MakeRoomOnGpu(const std::string& model, const std::vector<ServePlan>& plans, bool any_gpu);
+  // Room on a device (a GPU, or the CPU's RAM budget) of the first of `plans` (nodes in
+  // preference order) where idle instances can free enough: they leave least recently used
+  // first, only as many as `needed` requires, on the plan's device (or with `any_gpu`, the GPU
+  // where the least has to leave).
+  Room MakeRoomOnDevice(const std::string& model, const std::vector<ServePlan>& plans,
+                        bool any_gpu);
+  // The instances on `room` that could leave now, in the order they would: ready ones the router
+  // loaded that may go (they go to sleep where they can), least recently used first; then
+  // sleeping ones (they stop), when sleeping is not enough.
+  std::vector<Candidate> EvictionOrder(const DeviceRoom& room, absl::Time now) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // An instance changed state (InstanceManager's listener): ended ones leave the pool, and ready
   // ones the router or preload loaded join it, also after a host restart (the agents report
   // managed_by).

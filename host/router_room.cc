@@ -73,10 +73,10 @@ std::optional<Router::Backend> RouterPlacement::WakeSleeping(const std::string& 
   here.set_model_name(model);
   here.set_node(sleeper->node_id());
   here.set_gpu_device(sleeper->gpu_device());
-  if (sleeper->gpu_device() != "cpu") {
+  {
     absl::StatusOr<std::vector<ServePlan>> plans = orchestrator_->PlanServeEverywhere(here);
     if (plans.ok() && !PreferredPlan(*plans).fits) {
-      Room room = MakeRoomOnGpu(model, *plans, /*any_gpu=*/false);
+      Room room = MakeRoomOnDevice(model, *plans, /*any_gpu=*/false);
       for (const v1::Job& stop : room.stops)
         orchestrator_->WaitJob(stop.id(), deadline).IgnoreError();
     }
@@ -148,9 +148,64 @@ absl::Status RouterPlacement::MakeRoomInCount(const std::string& model) {
   return absl::OkStatus();
 }
 
-RouterPlacement::Room RouterPlacement::MakeRoomOnGpu(const std::string& model,
-                                                     const std::vector<ServePlan>& plans,
-                                                     bool any_gpu) {
+std::vector<RouterPlacement::Candidate> RouterPlacement::EvictionOrder(const DeviceRoom& room,
+                                                                       absl::Time now) const {
+  std::vector<Candidate> candidates;
+  std::vector<Candidate> sleepers;
+  for (const DeviceRoom::Holder& holder : room.instances) {
+    auto it = loaded_.find(holder.instance_id);
+    if (it == loaded_.end()) continue;
+    if (holder.ready && Evictable(holder.instance_id, it->second, now)) {
+      candidates.push_back(
+          {holder.instance_id, LastUse(holder.instance_id, it->second), holder.bytes});
+    } else if (it->second.asleep && !it->second.pinned &&
+               router_->InFlight(holder.instance_id) == 0 && holder.bytes > 0) {
+      sleepers.push_back(
+          {holder.instance_id, LastUse(holder.instance_id, it->second), holder.bytes});
+    }
+  }
+  auto by_use = [](const Candidate& a, const Candidate& b) { return a.last_used < b.last_used; };
+  std::sort(candidates.begin(), candidates.end(), by_use);
+  std::sort(sleepers.begin(), sleepers.end(), by_use);
+  candidates.insert(candidates.end(), sleepers.begin(), sleepers.end());
+  return candidates;
+}
+
+RouterPlacement::Eviction RouterPlacement::EvictionFor(const DeviceRoom& room,
+                                                       uint64_t needed) const {
+  uint64_t freed = 0;
+  std::vector<Candidate> leaving;
+  {
+    gswarm::MutexLock lock(&mu_);
+    leaving = Enough(EvictionOrder(room, absl::Now()), room, needed, &freed);
+  }
+  Eviction eviction;
+  for (const Candidate& candidate : leaving) eviction.instance_ids.push_back(candidate.id);
+  eviction.enough = room.free_bytes + freed >= needed;
+  return eviction;
+}
+
+std::vector<RouterPlacement::Candidate> RouterPlacement::Enough(
+    const std::vector<Candidate>& candidates, const DeviceRoom& room, uint64_t needed,
+    uint64_t* freed) {
+  std::vector<Candidate> leaving;
+  *freed = 0;
+  for (const Candidate& candidate : candidates) {
+    if (room.free_bytes + *freed >= needed) break;
+    leaving.push_back(candidate);
+    *freed += candidate.bytes;
+  }
+  return leaving;
+}
+
+int RouterPlacement::AwakeModels() const {
+  gswarm::MutexLock lock(&mu_);
+  return AwakeCount();
+}
+
+RouterPlacement::Room RouterPlacement::MakeRoomOnDevice(const std::string& model,
+                                                        const std::vector<ServePlan>& plans,
+                                                        bool any_gpu) {
   Room room;
   std::vector<Leaving> victims;
   {
@@ -160,38 +215,14 @@ RouterPlacement::Room RouterPlacement::MakeRoomOnGpu(const std::string& model,
       // The GPU where the least has to leave for the model to fit, least recently used first.
       std::vector<Candidate> chosen;
       uint64_t chosen_bytes = 0;
-      for (const GpuRoom& gpu : plan.gpus) {
-        if (!any_gpu && gpu.device != plan.gpu) continue;
-        // What could leave: ready instances the router loaded that may go now, least recently
-        // used first (they go to sleep where they can); then sleeping ones (they stop), when
-        // sleeping is not enough.
-        std::vector<Candidate> candidates;
-        std::vector<Candidate> sleepers;
-        for (const GpuRoom::Holder& holder : gpu.instances) {
-          auto it = loaded_.find(holder.instance_id);
-          if (it == loaded_.end()) continue;
-          if (holder.ready && Evictable(holder.instance_id, it->second, now)) {
-            candidates.push_back(
-                {holder.instance_id, LastUse(holder.instance_id, it->second), holder.bytes});
-          } else if (it->second.asleep && !it->second.pinned &&
-                     router_->InFlight(holder.instance_id) == 0 && holder.bytes > 0) {
-            sleepers.push_back(
-                {holder.instance_id, LastUse(holder.instance_id, it->second), holder.bytes});
-          }
+      for (const DeviceRoom& gpu : plan.rooms) {
+        // Any GPU may do, but the CPU only for a plan on the CPU (a node without GPUs).
+        if (any_gpu ? (gpu.device == "cpu") != (plan.gpu == "cpu") : gpu.device != plan.gpu) {
+          continue;
         }
-        auto by_use = [](const Candidate& a, const Candidate& b) {
-          return a.last_used < b.last_used;
-        };
-        std::sort(candidates.begin(), candidates.end(), by_use);
-        std::sort(sleepers.begin(), sleepers.end(), by_use);
-        candidates.insert(candidates.end(), sleepers.begin(), sleepers.end());
-        std::vector<Candidate> leaving;
         uint64_t freed = 0;
-        for (const Candidate& candidate : candidates) {
-          if (gpu.free_bytes + freed >= plan.needed_bytes) break;
-          leaving.push_back(candidate);
-          freed += candidate.bytes;
-        }
+        std::vector<Candidate> leaving =
+            Enough(EvictionOrder(gpu, now), gpu, plan.needed_bytes, &freed);
         if (gpu.free_bytes + freed < plan.needed_bytes) continue;
         if (room.gpu.empty() || freed < chosen_bytes) {
           room.gpu = gpu.device;

@@ -45,6 +45,7 @@ TEST(EngineConfigTest, EnginesWithListAndStringCommandsLoad) {
       command: ["python3", "/opt/fake_engine.py", "--model", "{model_path}", "--port", "{port}"]
       health_path: /v1/models
       ready_timeout_s: 30.5
+      memory_factor: 1.05
       env:
         HF_HUB_OFFLINE: 1
         MODEL_DIR: "{model_path}"
@@ -69,6 +70,8 @@ TEST(EngineConfigTest, EnginesWithListAndStringCommandsLoad) {
                                                     "{model_path}", "--port", "{port}"}));
   EXPECT_EQ(fake.health_path, "/v1/models");
   EXPECT_EQ(fake.ready_timeout_s, 30.5);
+  EXPECT_EQ(fake.memory_factor, 1.05);
+  EXPECT_EQ(config->client.engines.at("block-list").memory_factor, 1.2);  // the default
   EXPECT_EQ(fake.env, (std::map<std::string, std::string>{
                           {"EMPTY", ""}, {"HF_HUB_OFFLINE", "1"}, {"MODEL_DIR", "{model_path}"}}));
 
@@ -164,6 +167,10 @@ TEST(EngineConfigTest, InvalidEnginesFailTheLoadNamingLineAndKey) {
                     "engine \"mine\": unknown placeholder {cache} in env HF_HOME");
   ExpectConfigError("client:\n  engines:\n    vllm:\n      ready_timeout_s: 0\n", 4,
                     "client.engines.vllm.ready_timeout_s", "must be a number of seconds greater");
+  ExpectConfigError("client:\n  engines:\n    vllm:\n      memory_factor: 0.5\n", 4,
+                    "client.engines.vllm.memory_factor", "must be a number from 1 to 100");
+  ExpectConfigError("client:\n  engines:\n    vllm:\n      memory_factor: lots\n", 4,
+                    "client.engines.vllm.memory_factor", "\"lots\" is not a number");
   ExpectConfigError("client:\n  engines:\n    vllm:\n      health_path: health\n", 4,
                     "client.engines.vllm.health_path", "must start with '/'");
   // A new engine needs a command; the error points at the engine.

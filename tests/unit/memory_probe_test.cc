@@ -100,6 +100,40 @@ TEST(DirectoryBytesTest, MissingDirectoryIsZero) {
   EXPECT_EQ(DirectoryBytes("/no/such/gswarm/dir"), 0u);
 }
 
+TEST(CpuMemoryBudgetTest, ConfiguredWinsElseRamLessTierLessHeadroom) {
+  constexpr uint64_t kGiB = 1ull << 30;
+  EXPECT_EQ(CpuMemoryBudget(5 * kGiB, 64 * kGiB, 16 * kGiB), 5 * kGiB);
+  // 64 GiB less the 16 GiB tier less 10% (6.4 GiB).
+  EXPECT_EQ(CpuMemoryBudget(0, 64 * kGiB, 16 * kGiB), 64 * kGiB - 16 * kGiB - 64 * kGiB / 10);
+  // A small board: the headroom is at least 1 GiB.
+  EXPECT_EQ(CpuMemoryBudget(0, 8 * kGiB, 2 * kGiB), 5 * kGiB);
+  EXPECT_EQ(CpuMemoryBudget(0, 2 * kGiB, 2 * kGiB), 0u);  // nothing left
+}
+
+// A fake /proc with three processes: two in group 40 (an engine and its worker), one in 41.
+TEST(ProcessGroupRssTest, SumsTheResidentPagesOfTheGroupFromProc) {
+  const std::string proc = ::testing::TempDir() + "/gswarm_proc_test";
+  std::filesystem::remove_all(proc);
+  const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  auto process = [&](int pid, const std::string& comm, int group, int resident_pages) {
+    const std::string dir = proc + "/" + std::to_string(pid);
+    std::filesystem::create_directories(dir);
+    std::ofstream(dir + "/stat") << pid << " (" << comm << ") S 1 " << group << " " << group
+                                 << " 0 -1 4194560 0 0 0 0\n";
+    std::ofstream(dir + "/statm") << "9999 " << resident_pages << " 10 1 0 50 0\n";
+  };
+  process(100, "llama-server", 40, 1000);
+  process(101, "worker (a) b)", 40, 24);  // a name with spaces and parentheses
+  process(102, "other", 41, 7);
+  std::filesystem::create_directories(proc + "/self_not_a_pid");
+  EXPECT_EQ(ProcessGroupRss(40, proc), 1024 * page);
+  EXPECT_EQ(ProcessGroupRss(41, proc), 7 * page);
+  EXPECT_EQ(ProcessGroupRss(42, proc), 0u);
+  // The real /proc: this test's own group holds memory.
+  EXPECT_GT(ProcessGroupRss(static_cast<uint32_t>(::getpgrp())), 0u);
+  std::filesystem::remove_all(proc);
+}
+
 }  // namespace
 }  // namespace gswarm::client
 

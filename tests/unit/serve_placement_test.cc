@@ -177,7 +177,7 @@ TEST_F(ServePlacementTest, AReorderedCommandUpdateCannotOverwriteANewerState) {
   // Nothing of it is counted on the GPU any more.
   absl::StatusOr<ServePlan> plan = orchestrator_->PlanServe(Request("gpu0"));
   ASSERT_TRUE(plan.ok()) << plan.status();
-  EXPECT_EQ(plan->gpus[0].free_bytes, 72 * kGiB);
+  EXPECT_EQ(plan->rooms[0].free_bytes, 72 * kGiB);
 }
 
 // In order, the same two reports end the same way, and nothing is dropped.

@@ -92,7 +92,7 @@ TEST_F(ServePlannerTest, RoomCountsOthersOursAndPlannedInstances) {
                          Holding("elsewhere", "b", "gpu0", "ready", 30 * kGiB)};
   absl::StatusOr<std::vector<ServePlan>> plans = Plan();
   ASSERT_TRUE(plans.ok()) << plans.status();
-  const GpuRoom& room = (*plans)[0].gpus[0];
+  const DeviceRoom& room = (*plans)[0].rooms[0];
   // others = 14 - 4 = 10; ours = max(4, 6) + 8 = 14; used = 24.
   EXPECT_EQ(room.used_bytes, 24 * kGiB);
   EXPECT_EQ(room.free_bytes, 16 * kGiB);
@@ -103,7 +103,7 @@ TEST_F(ServePlannerTest, RoomCountsOthersOursAndPlannedInstances) {
   snapshot_.nodes[0].mutable_memory()->mutable_gpus(0)->set_memory_used_bytes(19 * kGiB);
   plans = Plan();
   ASSERT_TRUE(plans.ok());
-  EXPECT_EQ((*plans)[0].gpus[0].used_bytes, (10 + 9 + 8) * kGiB);
+  EXPECT_EQ((*plans)[0].rooms[0].used_bytes, (10 + 9 + 8) * kGiB);
 }
 
 TEST_F(ServePlannerTest, MostRoomWinsAndShortageSaysNeededVsFree) {
@@ -141,13 +141,103 @@ TEST_F(ServePlannerTest, CpuNamedGpusAndBadInput) {
   EXPECT_TRUE(Plan("cpu").ok());
 }
 
-TEST_F(ServePlannerTest, OfflineOrMissingCopiesAreNotFound) {
-  snapshot_.nodes = {Node("a", {{40 * kGiB, 0}})};
-  AddReplica(&snapshot_.model, "gone", "dram");  // its node is not online
+TEST_F(ServePlannerTest, CpuInstancesReserveTheirFootprintTimesTheEngineFactorInRam) {
+  // A CPU-only node with 30 GiB for engines; the model is 10 GiB, the default engine's factor
+  // 1.2 (12 GiB an instance), the "lean" engine's 1.0.
+  snapshot_.nodes = {Node("a", {})};
+  v1::NodeInfo& node = snapshot_.nodes[0];
+  node.mutable_memory()->set_cpu_memory_budget_bytes(30 * kGiB);
+  (*node.mutable_engine_memory_factors())[""] = 1.2;
+  (*node.mutable_engine_memory_factors())["lean"] = 1.0;
+  AddReplica(&snapshot_.model, "a", "disk");
   absl::StatusOr<std::vector<ServePlan>> plans = Plan();
+  ASSERT_TRUE(plans.ok()) << plans.status();
+  const ServePlan& plan = (*plans)[0];
+  EXPECT_EQ(plan.gpu, "cpu");
+  EXPECT_EQ(plan.needed_bytes, static_cast<uint64_t>(12.0 * kGiB));
+  ASSERT_EQ(plan.rooms.size(), 1u);
+  EXPECT_EQ(plan.rooms[0].device, "cpu");
+  EXPECT_TRUE(plan.fits);
+  EXPECT_EQ(FootprintBytes(snapshot_.model, node, "cpu", "lean"), 10 * kGiB);
+  EXPECT_EQ(FootprintBytes(snapshot_.model, node, "cpu", "unknown"), plan.needed_bytes);
+
+  // Two held: one starting at its footprint, one ready whose RSS (14 GiB) says more than its
+  // footprint; a GPU instance elsewhere and the RSS of a smaller one do not lower anything.
+  snapshot_.instances = {Holding("starting", "a", "cpu", "starting", 12 * kGiB),
+                         Holding("ready", "a", "cpu", "ready", 12 * kGiB)};
+  snapshot_.instances[1].instance.set_ram_bytes(14 * kGiB);
+  plans = Plan();
+  ASSERT_TRUE(plans.ok());
+  EXPECT_EQ((*plans)[0].rooms[0].used_bytes, 26 * kGiB);
+  EXPECT_EQ((*plans)[0].rooms[0].free_bytes, 4 * kGiB);
+  EXPECT_FALSE((*plans)[0].fits);
+  EXPECT_NE((*plans)[0].shortage.find("of RAM on node a"), std::string::npos)
+      << (*plans)[0].shortage;
+  EXPECT_NE((*plans)[0].shortage.find("client.cpu_memory_budget"), std::string::npos);
+  snapshot_.instances[1].instance.set_ram_bytes(2 * kGiB);  // RSS below the footprint
+  plans = Plan();
+  ASSERT_TRUE(plans.ok());
+  EXPECT_EQ((*plans)[0].rooms[0].used_bytes, 24 * kGiB);
+
+  // A node that reports no budget (an older agent) leaves CPU instances unbounded.
+  node.mutable_memory()->set_cpu_memory_budget_bytes(0);
+  plans = Plan();
+  ASSERT_TRUE(plans.ok());
+  EXPECT_TRUE((*plans)[0].rooms.empty());
+  EXPECT_TRUE((*plans)[0].fits);
+}
+
+TEST_F(ServePlannerTest, GpusPreferredOverTheCpuRoomWhichServesOnlyWhenAsked) {
+  snapshot_.nodes = {Node("a", {{40 * kGiB, 0}})};
+  snapshot_.nodes[0].mutable_memory()->set_cpu_memory_budget_bytes(8 * kGiB);
+  AddReplica(&snapshot_.model, "a", "disk");
+  absl::StatusOr<std::vector<ServePlan>> plans = Plan();
+  ASSERT_TRUE(plans.ok()) << plans.status();
+  EXPECT_EQ((*plans)[0].gpu, "gpu0");
+  EXPECT_EQ((*plans)[0].needed_bytes, 10 * kGiB);  // on a GPU: the model's size
+  ASSERT_EQ((*plans)[0].rooms.size(), 2u);
+  EXPECT_EQ((*plans)[0].rooms[1].device, "cpu");
+  plans = Plan("cpu");
+  ASSERT_TRUE(plans.ok());
+  EXPECT_EQ((*plans)[0].gpu, "cpu");
+  EXPECT_FALSE((*plans)[0].fits);  // 12 GiB do not go into 8
+}
+
+TEST_F(ServePlannerTest, UnifiedMemoryNodesCountEveryInstanceInEveryRoom) {
+  // A Jetson-class board: one GPU that shares 16 GiB of RAM budget with the CPU.
+  snapshot_.nodes = {Node("j", {{60 * kGiB, 0}})};
+  v1::MemoryUsage& memory = *snapshot_.nodes[0].mutable_memory();
+  memory.set_cpu_memory_budget_bytes(16 * kGiB);
+  memory.set_unified_memory(true);
+  snapshot_.model.set_size_bytes(4 * kGiB);
+  AddReplica(&snapshot_.model, "j", "disk");
+  snapshot_.instances = {Holding("on-gpu", "j", "gpu0", "ready", 5 * kGiB),
+                         Holding("on-cpu", "j", "cpu", "ready", 5 * kGiB)};
+  absl::StatusOr<std::vector<ServePlan>> plans = Plan();
+  ASSERT_TRUE(plans.ok()) << plans.status();
+  const ServePlan& plan = (*plans)[0];
+  EXPECT_EQ(plan.gpu, "gpu0");
+  EXPECT_EQ(plan.needed_bytes, static_cast<uint64_t>(4.8 * kGiB));  // x1.2 on unified memory
+  ASSERT_EQ(plan.rooms.size(), 2u);
+  for (const DeviceRoom& room : plan.rooms) {
+    EXPECT_EQ(room.budget_bytes, 16 * kGiB) << room.device;  // the GPU's budget capped by RAM
+    EXPECT_EQ(room.used_bytes, 10 * kGiB) << room.device;
+    EXPECT_EQ(room.instances.size(), 2u) << room.device;
+  }
+  EXPECT_TRUE(plan.fits);
+}
+
+TEST_F(ServePlannerTest, CopiesOnOfflineNodesAreUnavailableMissingOnesNotFound) {
+  snapshot_.nodes = {Node("a", {{40 * kGiB, 0}})};
+  AddReplica(&snapshot_.model, "gone", "dram");  // its node is not online: worth a retry
+  absl::StatusOr<std::vector<ServePlan>> plans = Plan();
+  ASSERT_TRUE(absl::IsUnavailable(plans.status())) << plans.status();
+  EXPECT_NE(plans.status().message().find("node gone, which is not online"), std::string::npos)
+      << plans.status();
+  snapshot_.model.mutable_replicas(0)->set_state("copying");
+  plans = Plan();
   ASSERT_TRUE(absl::IsNotFound(plans.status())) << plans.status();
   EXPECT_NE(plans.status().message().find("download or copy it"), std::string::npos);
-  snapshot_.model.mutable_replicas(0)->set_state("copying");
   snapshot_.model.mutable_replicas(0)->set_node_id("a");
   EXPECT_TRUE(absl::IsNotFound(Plan().status()));
 }

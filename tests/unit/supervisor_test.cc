@@ -316,6 +316,28 @@ TEST_F(SupervisorTest, AdoptDropsRecordsOfDeadOrRecycledPids) {
   EXPECT_THAT(supervisor_->List(), IsEmpty());
 }
 
+TEST_F(SupervisorTest, AdoptKillsEnginesStartedButNeverRecorded) {
+  // The agent died between spawning the engine and writing its record: the record is missing.
+  absl::StatusOr<v1::Instance> started = supervisor_->Start(Script("inst-o1"));
+  ASSERT_TRUE(started.ok()) << started.status();
+  supervisor_.reset();
+  ASSERT_TRUE(fs::remove(dir_ + "/instances/inst-o1.json"));
+  ASSERT_FALSE(NotRunning(started->pid()));
+  // Another agent's engine on the same machine (its marker names another state dir) stays.
+  SpawnOptions other;
+  other.argv = {"/bin/sleep", "30"};
+  other.env[std::string(InstanceSupervisor::kOwnerVariable)] = "/elsewhere/instances/x.json";
+  absl::StatusOr<std::unique_ptr<ProcessGroup>> stranger = ProcessGroup::Spawn(other);
+  ASSERT_TRUE(stranger.ok()) << stranger.status();
+
+  supervisor_ = std::make_unique<InstanceSupervisor>(MakeOptions());
+  EXPECT_THAT(supervisor_->Adopt(), IsEmpty());
+  EXPECT_TRUE(
+      testing::WaitFor([&] { return GroupMembers(started->pid()).empty(); }, absl::Seconds(10)));
+  EXPECT_FALSE((*stranger)->Exited());
+  ASSERT_TRUE((*stranger)->Terminate(absl::ZeroDuration(), /*force=*/true).ok());
+}
+
 TEST(InstanceRecordTest, RoundTrips) {
   InstanceRecord record;
   record.spec.id = "inst-1";

@@ -148,20 +148,38 @@ TEST_F(CopyTest, CopiesNestedFilesAndManifest) {
 }
 
 TEST_F(CopyTest, FollowsSymlinksLikeAHuggingFaceSnapshot) {
+  // A Hugging Face cache: the snapshot's files link to the repo's blobs/.
+  const std::string repo = src_.path() + "/models--org--m";
+  const std::string snapshot = repo + "/snapshots/0123abc";
   TestModel model;
-  model.WriteTo(src_.path() + "/blobs");
-  ASSERT_TRUE(common::MakeDirs(source_).ok());
+  model.WriteTo(repo + "/blobs");
+  ASSERT_TRUE(common::MakeDirs(snapshot).ok());
   for (const char* name : {"config.json", "pytorch_model-00001-of-00002.bin",
                            "pytorch_model-00002-of-00002.bin", "tokenizer", ".gswarm"}) {
-    ASSERT_EQ(::symlink((std::string("../blobs/") + name).c_str(), (source_ + "/" + name).c_str()),
-              0);
+    ASSERT_EQ(
+        ::symlink((std::string("../../blobs/") + name).c_str(), (snapshot + "/" + name).c_str()),
+        0);
   }
-  absl::StatusOr<uint64_t> bytes = CopyModelDir(source_, staging_, target_, {}, {}, nullptr);
+  absl::StatusOr<uint64_t> bytes = CopyModelDir(snapshot, staging_, target_, {}, {}, nullptr);
   ASSERT_TRUE(bytes.ok()) << bytes.status();
   ExpectCopied(model, target_);
   struct stat st;
   ASSERT_EQ(::lstat((target_ + "/tokenizer").c_str(), &st), 0);
   EXPECT_TRUE(S_ISDIR(st.st_mode));
+}
+
+TEST_F(CopyTest, RefusesALinkOutOfTheModelsFolder) {
+  TestModel model;
+  model.WriteTo(source_);
+  WriteFile(src_.path() + "/secret", "not a model file");
+  ASSERT_EQ(::unlink((source_ + "/config.json").c_str()), 0);
+  ASSERT_EQ(::symlink((src_.path() + "/secret").c_str(), (source_ + "/config.json").c_str()), 0);
+  absl::StatusOr<uint64_t> bytes = CopyModelDir(source_, staging_, target_, {}, {}, nullptr);
+  EXPECT_EQ(bytes.status().code(), absl::StatusCode::kFailedPrecondition) << bytes.status();
+  EXPECT_NE(bytes.status().message().find("config.json links out of the model's folder"),
+            std::string::npos)
+      << bytes.status();
+  ExpectNothingLeft();
 }
 
 TEST_F(CopyTest, HashMismatchIsDataLossNamingTheFile) {
