@@ -142,6 +142,7 @@ Agent::Agent(AgentOptions options, std::unique_ptr<MemoryProbe> probe)
 Agent::~Agent() { Stop(); }
 
 void Agent::Start() {
+  disk_.RemoveLeftovers();
   if (absl::Status stale = dram_.RemoveStaleStaging(); !stale.ok()) {
     spdlog::warn("DRAM tier: {}", stale.message());
   }

@@ -84,6 +84,10 @@ std::string DiskTier::StagingDir(const std::string& name) const {
   return absl::StrCat(options_.model_cache_dir, "/", kStaging, "/", name);
 }
 
+void DiskTier::RemoveLeftovers() const {
+  common::RemoveLeftoverTrash(absl::StrCat(options_.model_cache_dir, "/", kStaging));
+}
+
 std::vector<v1::Replica> DiskTier::Scan(bool include_hf_cache) const {
   std::vector<v1::Replica> replicas;
   std::error_code ec;
@@ -171,9 +175,13 @@ absl::StatusOr<std::string> DiskTier::Locate(const std::string& name) const {
 }
 
 absl::Status DiskTier::Remove(const std::string& name) const {
+  // Out of sight first, so that a scan (or an agent killed mid-way) never shows a half-deleted
+  // model.
+  RETURN_IF_ERROR(common::RemoveOutOfSight(ModelDir(name),
+                                           absl::StrCat(options_.model_cache_dir, "/", kStaging)));
   std::error_code ec;
   // The staging lock file too: the downloader keeps it beside the staging directory.
-  for (const std::string& dir : {ModelDir(name), StagingDir(name), StagingDir(name) + ".lock"}) {
+  for (const std::string& dir : {StagingDir(name), StagingDir(name) + ".lock"}) {
     fs::remove_all(dir, ec);
     if (ec) {
       return absl::InternalError(absl::StrCat("removing ", dir, ": ", ec.message()));

@@ -30,6 +30,8 @@ class DiskTier {
 
   std::string ModelDir(const std::string& name) const;
   std::string StagingDir(const std::string& name) const;
+  // Deletes what a removal killed mid-way left out of sight (Remove renames a model away first).
+  void RemoveLeftovers() const;
   // Where the model's files are: its directory here, or its snapshot in the Hugging Face cache.
   // NOT_FOUND when it is on neither.
   absl::StatusOr<std::string> Locate(const std::string& name) const;

@@ -239,23 +239,9 @@ absl::StatusOr<std::vector<std::string>> DramTier::PlanRoom(
 
 absl::Status DramTier::Remove(const std::string& name) {
   RETURN_IF_ERROR(CheckName(name));
-  const std::string dir = ModelDir(name);
-  struct stat st;
-  if (::lstat(dir.c_str(), &st) != 0) {
-    if (errno == ENOENT) return absl::OkStatus();
-    return absl::ErrnoToStatus(errno, absl::StrCat("cannot remove ", dir));
-  }
   // Out of sight first, so that a scan never reports a half-deleted model.
-  const std::string staging = absl::StrCat(options_.root, "/", kStaging);
-  RETURN_IF_ERROR(common::MakeDirs(staging));
-  const std::string trash = absl::StrCat(staging, "/", name, ".removing.", RandomSuffix());
-  if (::rename(dir.c_str(), trash.c_str()) != 0) {
-    if (errno == ENOENT) return absl::OkStatus();  // removed meanwhile
-    return absl::ErrnoToStatus(errno, absl::StrCat("cannot remove ", dir));
-  }
-  std::error_code ec;
-  fs::remove_all(trash, ec);
-  if (ec) return absl::InternalError(absl::StrCat("removing ", trash, ": ", ec.message()));
+  RETURN_IF_ERROR(
+      common::RemoveOutOfSight(ModelDir(name), absl::StrCat(options_.root, "/", kStaging)));
   spdlog::info("model={} dram: removed", name);
   return absl::OkStatus();
 }

@@ -12,11 +12,14 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
+#include <random>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/fd.h"
+#include "common/status.h"
 
 namespace gswarm::common {
 namespace {
@@ -199,6 +202,35 @@ bool ResolvesBeneath(const std::string& path, const std::string& root) {
   const std::string target = resolved;
   return target.size() > root.size() && target.compare(0, root.size(), root) == 0 &&
          (root.back() == '/' || target[root.size()] == '/');
+}
+
+absl::Status RemoveOutOfSight(const std::string& dir, const std::string& hidden_dir) {
+  struct stat st;
+  if (::lstat(dir.c_str(), &st) != 0) {
+    if (errno == ENOENT) return absl::OkStatus();
+    return absl::ErrnoToStatus(errno, absl::StrCat("cannot remove ", dir));
+  }
+  RETURN_IF_ERROR(MakeDirs(hidden_dir));
+  std::random_device random;
+  const std::string trash = absl::StrCat(hidden_dir, "/", dir.substr(dir.rfind('/') + 1),
+                                         ".removing.", absl::Hex(random()), absl::Hex(random()));
+  if (::rename(dir.c_str(), trash.c_str()) != 0) {
+    if (errno == ENOENT) return absl::OkStatus();  // removed meanwhile
+    return absl::ErrnoToStatus(errno, absl::StrCat("cannot remove ", dir));
+  }
+  std::error_code ec;
+  std::filesystem::remove_all(trash, ec);
+  if (ec) return absl::InternalError(absl::StrCat("removing ", trash, ": ", ec.message()));
+  return absl::OkStatus();
+}
+
+void RemoveLeftoverTrash(const std::string& hidden_dir) {
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(hidden_dir, ec)) {
+    if (entry.path().filename().string().find(".removing.") == std::string::npos) continue;
+    std::error_code remove_ec;
+    std::filesystem::remove_all(entry.path(), remove_ec);
+  }
 }
 
 }  // namespace gswarm::common

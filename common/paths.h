@@ -38,6 +38,14 @@ absl::StatusOr<std::string> ReadFile(const std::string& path);
 // This machine's host name.
 std::string Hostname();
 
+// Removes the folder `dir` so that nothing ever sees it half-deleted: it is renamed into
+// `hidden_dir` (on the same filesystem, a folder tier scans skip) as <name>.removing.<random>
+// first, then deleted. OK when `dir` does not exist.
+absl::Status RemoveOutOfSight(const std::string& dir, const std::string& hidden_dir);
+
+// Deletes what RemoveOutOfSight left in `hidden_dir` when the process died mid-way.
+void RemoveLeftoverTrash(const std::string& hidden_dir);
+
 // The folder a model's files may resolve into, resolved (realpath): the model folder itself or,
 // for a snapshot in a Hugging Face cache (.../models--org--name/snapshots/<commit>), the repo's
 // folder, whose blobs/ the snapshot's files link to. "" when the folder does not exist.
