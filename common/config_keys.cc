@@ -46,10 +46,10 @@ constexpr Key kKeys[] = {
     GSWARM_KEY("host.insecure", host.insecure),
     GSWARM_KEY("host.storage_devices.disk.enabled", host.disk.enabled),
     GSWARM_KEY("host.storage_devices.disk.path", host.disk.path),
-    GSWARM_KEY("host.storage_devices.disk.max_size_gb", host.disk.max_size_gb, Check::kNonNegative),
+    GSWARM_KEY("host.storage_devices.disk.max_size_gb", host.disk.max_size_gb, Check::kGiB),
     GSWARM_KEY("host.storage_devices.dram.enabled", host.dram.enabled),
     GSWARM_KEY("host.storage_devices.dram.path", host.dram.path),
-    GSWARM_KEY("host.storage_devices.dram.max_size_gb", host.dram.max_size_gb, Check::kNonNegative),
+    GSWARM_KEY("host.storage_devices.dram.max_size_gb", host.dram.max_size_gb, Check::kGiB),
     GSWARM_KEY("host.tls.cert_file", host.tls.cert_file),
     GSWARM_KEY("host.tls.key_file", host.tls.key_file),
     GSWARM_KEY("host.tls.ca_file", host.tls.ca_file),
@@ -58,9 +58,9 @@ constexpr Key kKeys[] = {
     GSWARM_KEY("client.node_id", client.node_id),
     GSWARM_KEY("client.model_cache_dir", client.model_cache_dir),
     GSWARM_KEY("client.dram_cache_dir", client.dram_cache_dir),
-    GSWARM_KEY("client.dram_cache_size", client.dram_cache_size, Check::kNonNegative),
+    GSWARM_KEY("client.dram_cache_size", client.dram_cache_size, Check::kGiB),
     GSWARM_KEY("client.gpu_memory_fraction", client.gpu_memory_fraction, Check::kFraction),
-    GSWARM_KEY("client.cpu_memory_budget", client.cpu_memory_budget, Check::kNonNegative),
+    GSWARM_KEY("client.cpu_memory_budget", client.cpu_memory_budget, Check::kGiB),
     GSWARM_KEY("client.unified_memory", client.unified_memory),
     GSWARM_KEY("client.default_gpu_memory_utilization", client.default_gpu_memory_utilization,
                Check::kFraction),
@@ -138,6 +138,8 @@ std::string Violation(Check check, double value) {
       return value >= 1 && value <= 65535 ? "" : "is out of range (1-65535)";
     case Check::kNonNegative:
       return value >= 0 ? "" : "must not be negative";
+    case Check::kGiB:
+      return value >= 0 && value <= 1e9 ? "" : "is out of range (0 to 1e9 GiB)";
     case Check::kFraction:
       return value > 0 && value <= 1 ? "" : "is out of range (must be > 0 and <= 1)";
     case Check::kPositive:

@@ -19,7 +19,16 @@ namespace gswarm::common::config_internal {
 using Field = std::variant<std::string*, int*, bool*, double*, std::vector<std::string>*>;
 
 // kModelNames applies to each entry of a list.
-enum class Check { kNone, kPort, kNonNegative, kFraction, kPositive, kAtLeastOne, kModelNames };
+enum class Check {
+  kNone,
+  kPort,
+  kNonNegative,
+  kGiB,  // a size in GiB: 0 to 1e9 (bytes must fit 64 bits)
+  kFraction,
+  kPositive,
+  kAtLeastOne,
+  kModelNames
+};
 
 // One known key. This table drives the file, the environment, flags, JSON and YAML output, so a
 // key is declared once. Keys of one section stay together: ConfigToYaml relies on it.

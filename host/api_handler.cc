@@ -179,9 +179,13 @@ absl::StatusOr<v1::RegisterModelResponse> ApiHandler::RegisterModel(
   if (location == "custom" && request.cache_path().empty()) {
     return absl::InvalidArgumentError("cache_location \"custom\" needs cache_path");
   }
-  if (request.estimated_size_mb() < 0) {
-    return absl::InvalidArgumentError("estimated_size_mb must not be negative");
+  // At most an exabyte: beyond that a double's MiB no longer converts to bytes.
+  if (!(request.estimated_size_mb() >= 0 && request.estimated_size_mb() <= 1e12)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "estimated_size_mb must be a number of MiB from 0 to 1e12, got ",
+        request.estimated_size_mb()));
   }
+  const auto required = static_cast<uint64_t>(request.estimated_size_mb() * (1 << 20));
 
   absl::StatusOr<v1::Model> existing = registry_->GetModel(request.model_name());
   if (existing.ok() && existing->source_url() != source) {
@@ -201,7 +205,7 @@ absl::StatusOr<v1::RegisterModelResponse> ApiHandler::RegisterModel(
     }
     model.set_source_url(source);
     model.set_revision(request.revision());
-    model.set_size_bytes(static_cast<uint64_t>(request.estimated_size_mb() * (1 << 20)));
+    model.set_size_bytes(required);
     *model.mutable_created_at() = common::ToTimestamp(absl::Now());
     RETURN_IF_ERROR(registry_->PutModel(model));
   }
@@ -212,7 +216,6 @@ absl::StatusOr<v1::RegisterModelResponse> ApiHandler::RegisterModel(
 
   // Space on the node that would take it: the one asked for, else the one with most free disk.
   v1::SpaceCheck& space = *response.mutable_space_check();
-  const uint64_t required = static_cast<uint64_t>(request.estimated_size_mb() * (1 << 20));
   space.set_required_bytes(required);
   std::optional<v1::NodeInfo> best;
   for (const v1::NodeInfo& node : nodes_->List()) {

@@ -322,6 +322,10 @@ class RegisterTest(HubTestCase):
         r = self.rest("POST", "/api/models", body={**self.SEED_004, "cache_location": "nowhere"})
         self.assertEqual(r.status, 400, r)
         self.assertIn("cache_location", error_message(r))
+        # Found by UBSan: a size whose bytes do not fit 64 bits.
+        r = self.rest("POST", "/api/models", body={**self.SEED_004, "estimated_size_mb": 1e300})
+        self.assertEqual(r.status, 400, r)
+        self.assertIn("estimated_size_mb", error_message(r))
         r = self.rest("POST", "/api/models", body={**self.SEED_004, "model_name": "../x"})
         self.assertEqual(r.status, 400, r)
         self.assertRegex(error_message(r), r"(?i)name")

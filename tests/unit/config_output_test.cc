@@ -105,7 +105,7 @@ TEST_F(ConfigTest, SetConfigValueRejectsBadValues) {
   Config config;
   const Config before = config;
   const std::tuple<const char*, const char*, const char*> cases[] = {
-      {"client.dram_cache_size", "-1", "flag client.dram_cache_size: -1 must not be negative"},
+      {"client.dram_cache_size", "-1", "flag client.dram_cache_size: -1 is out of range (0 to 1e9 GiB)"},
       {"client.dram_cache_size", "lots", "flag client.dram_cache_size: \"lots\" is not a number"},
       {"client.dram_cache_size", "inf", "flag client.dram_cache_size: \"inf\" is not a number"},
       {"host.port", "", "flag host.port: \"\" is not an integer"},

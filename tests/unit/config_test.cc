@@ -200,11 +200,14 @@ TEST_F(ConfigTest, WrongTypesAreErrorsNamingFileLineAndKey) {
 
 TEST_F(ConfigTest, NegativeSizesAreErrors) {
   ExpectFileError("host:\n  storage_devices:\n    dram:\n      max_size_gb: -1\n", 4,
-                  "host.storage_devices.dram.max_size_gb", "-1 must not be negative");
+                  "host.storage_devices.dram.max_size_gb", "-1 is out of range");
   ExpectFileError("host:\n  storage_devices:\n    disk: {max_size_gb: -0.5}\n", 3,
-                  "host.storage_devices.disk.max_size_gb", "must not be negative");
+                  "host.storage_devices.disk.max_size_gb", "is out of range");
   ExpectFileError("client:\n  model_cache_dir: /m\n  dram_cache_size: -16\n", 3,
-                  "client.dram_cache_size", "-16 must not be negative");
+                  "client.dram_cache_size", "-16 is out of range (0 to 1e9 GiB)");
+  // Sizes whose bytes would not fit 64 bits.
+  ExpectFileError("client:\n  cpu_memory_budget: 1e30\n", 2, "client.cpu_memory_budget",
+                  "is out of range (0 to 1e9 GiB)");
 }
 
 TEST_F(ConfigTest, PortsOutOfRangeAreErrors) {
