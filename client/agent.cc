@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "client/memory_probe.h"
@@ -420,11 +421,19 @@ void Agent::HeartbeatLoop(grpc::ClientContext* context) {
     const std::map<uint32_t, uint64_t> by_group =
         gpus ? GpuMemoryByGroup(probe_->GpuProcesses(), ProcessGroupOf)
              : std::map<uint32_t, uint64_t>{};
-    for (const v1::Instance& instance : supervisor_->List()) {
-      if (instance.state() != "ready" && instance.state() != "starting" &&
-          instance.state() != "sleeping") {
-        continue;
+    std::vector<v1::Instance> live = supervisor_->List();
+    std::erase_if(live, [](const v1::Instance& instance) {
+      return instance.state() != "ready" && instance.state() != "starting" &&
+             instance.state() != "sleeping";
+    });
+    std::set<uint32_t> in_ram;  // the groups whose RSS counts: on the CPU, or unified memory
+    for (const v1::Instance& instance : live) {
+      if (instance.gpu_device() == "cpu" || options_.unified_memory) {
+        in_ram.insert(static_cast<uint32_t>(instance.pid()));
       }
+    }
+    const std::map<uint32_t, uint64_t> rss = RssByProcessGroup(in_ram);
+    for (const v1::Instance& instance : live) {
       const auto group = static_cast<uint32_t>(instance.pid());
       std::optional<v1::Instance> changed;
       if (gpus) {
@@ -432,9 +441,10 @@ void Agent::HeartbeatLoop(grpc::ClientContext* context) {
         changed =
             supervisor_->SetGpuMemory(instance.id(), found == by_group.end() ? 0 : found->second);
       }
-      if (instance.gpu_device() == "cpu" || options_.unified_memory) {
+      if (in_ram.contains(group)) {
+        auto found = rss.find(group);
         if (std::optional<v1::Instance> ram =
-                supervisor_->SetRamMemory(instance.id(), ProcessGroupRss(group))) {
+                supervisor_->SetRamMemory(instance.id(), found == rss.end() ? 0 : found->second)) {
           changed = std::move(ram);
         }
       }

@@ -70,9 +70,11 @@ uint64_t CpuMemoryBudget(uint64_t configured, uint64_t dram_total, uint64_t dram
   return dram_total > reserved ? dram_total - reserved : 0;
 }
 
-uint64_t ProcessGroupRss(uint32_t pgid, const std::string& proc) {
+std::map<uint32_t, uint64_t> RssByProcessGroup(const std::set<uint32_t>& groups,
+                                               const std::string& proc) {
   static const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
-  uint64_t total = 0;
+  std::map<uint32_t, uint64_t> rss;
+  if (groups.empty()) return rss;
   std::error_code ec;
   for (std::filesystem::directory_iterator it(proc, ec), end; !ec && it != end; it.increment(ec)) {
     const std::string pid = it->path().filename().string();
@@ -86,14 +88,18 @@ uint64_t ProcessGroupRss(uint32_t pgid, const std::string& proc) {
     std::vector<absl::string_view> fields =
         absl::StrSplit(absl::string_view(*stat).substr(paren + 1), ' ', absl::SkipEmpty());
     uint32_t group = 0;
-    if (fields.size() < 3 || !absl::SimpleAtoi(fields[2], &group) || group != pgid) continue;
+    if (fields.size() < 3 || !absl::SimpleAtoi(fields[2], &group) || !groups.contains(group)) {
+      continue;
+    }
     absl::StatusOr<std::string> statm = common::ReadFile(absl::StrCat(proc, "/", pid, "/statm"));
     if (!statm.ok()) continue;
     std::vector<absl::string_view> pages = absl::StrSplit(*statm, ' ', absl::SkipEmpty());
     uint64_t resident = 0;
-    if (pages.size() >= 2 && absl::SimpleAtoi(pages[1], &resident)) total += resident * page;
+    if (pages.size() >= 2 && absl::SimpleAtoi(pages[1], &resident)) {
+      rss[group] += resident * page;
+    }
   }
-  return total;
+  return rss;
 }
 
 uint64_t DirectoryBytes(const std::string& path) {

@@ -4,7 +4,9 @@
 // the model cache's filesystem from statvfs, the DRAM tier's use against its budget, and GPUs.
 
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <string_view>
 
@@ -38,9 +40,10 @@ uint64_t DirectoryBytes(const std::string& path);
 // RAM, at least 1 GiB); 0 when nothing is left.
 uint64_t CpuMemoryBudget(uint64_t configured, uint64_t dram_total, uint64_t dram_tier_budget);
 
-// The resident memory of every process in process group `pgid` (an engine and its children),
-// from <proc>/<pid>/stat and statm. 0 when none is found.
-uint64_t ProcessGroupRss(uint32_t pgid, const std::string& proc = "/proc");
+// The resident memory of the processes of each of `groups` (an engine and its children), from
+// one pass over <proc>/<pid>/stat and statm. A group with no process found is absent.
+std::map<uint32_t, uint64_t> RssByProcessGroup(const std::set<uint32_t>& groups,
+                                               const std::string& proc = "/proc");
 
 // Thread safety: Sample() may be called from any thread.
 class MemoryProbe {

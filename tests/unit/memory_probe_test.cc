@@ -111,7 +111,7 @@ TEST(CpuMemoryBudgetTest, ConfiguredWinsElseRamLessTierLessHeadroom) {
 }
 
 // A fake /proc with three processes: two in group 40 (an engine and its worker), one in 41.
-TEST(ProcessGroupRssTest, SumsTheResidentPagesOfTheGroupFromProc) {
+TEST(RssByProcessGroupTest, SumsTheResidentPagesOfEachGroupFromProc) {
   const std::string proc = ::testing::TempDir() + "/gswarm_proc_test";
   std::filesystem::remove_all(proc);
   const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
@@ -126,11 +126,13 @@ TEST(ProcessGroupRssTest, SumsTheResidentPagesOfTheGroupFromProc) {
   process(101, "worker (a) b)", 40, 24);  // a name with spaces and parentheses
   process(102, "other", 41, 7);
   std::filesystem::create_directories(proc + "/self_not_a_pid");
-  EXPECT_EQ(ProcessGroupRss(40, proc), 1024 * page);
-  EXPECT_EQ(ProcessGroupRss(41, proc), 7 * page);
-  EXPECT_EQ(ProcessGroupRss(42, proc), 0u);
+  std::map<uint32_t, uint64_t> rss = RssByProcessGroup({40, 42}, proc);
+  EXPECT_EQ(rss, (std::map<uint32_t, uint64_t>{{40, 1024 * page}}));  // 41 not asked, 42 none
+  EXPECT_EQ(RssByProcessGroup({41}, proc)[41], 7 * page);
+  EXPECT_TRUE(RssByProcessGroup({}, proc).empty());
   // The real /proc: this test's own group holds memory.
-  EXPECT_GT(ProcessGroupRss(static_cast<uint32_t>(::getpgrp())), 0u);
+  const auto self = static_cast<uint32_t>(::getpgrp());
+  EXPECT_GT(RssByProcessGroup({self})[self], 0u);
   std::filesystem::remove_all(proc);
 }
 
