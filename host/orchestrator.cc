@@ -409,9 +409,19 @@ void Orchestrator::Dispatch(const std::string& node_id, const v1::Command& comma
 }
 
 void Orchestrator::OnAgentConnected(const v1::Hello& hello) {
+  {
+    // Until its inventory is applied the node's engines are unknown here: planning leaves it out,
+    // so that a request arriving meanwhile does not start a second engine beside one it runs.
+    gswarm::MutexLock lock(&mu_);
+    ++inventory_pending_[hello.node_id()];
+  }
   absl::Status queued = events_.Submit([this, hello] {
     instances_->ApplyInventory(hello.node_id(),
                                {hello.instances().begin(), hello.instances().end()});
+    {
+      gswarm::MutexLock lock(&mu_);
+      if (--inventory_pending_[hello.node_id()] == 0) inventory_pending_.erase(hello.node_id());
+    }
     Reconcile(hello, /*asked=*/false);
     std::vector<v1::Command> resend;
     {
@@ -426,8 +436,11 @@ void Orchestrator::OnAgentConnected(const v1::Hello& hello) {
       Dispatch(hello.node_id(), command);
     }
   });
-  if (!queued.ok())
+  if (!queued.ok()) {
     spdlog::error("node={}: inventory dropped: {}", hello.node_id(), queued.message());
+    gswarm::MutexLock lock(&mu_);
+    if (--inventory_pending_[hello.node_id()] == 0) inventory_pending_.erase(hello.node_id());
+  }
 }
 
 void Orchestrator::OnCommandUpdate(const std::string& node_id, const v1::CommandUpdate& update) {

@@ -195,6 +195,9 @@ class Orchestrator final : public AgentListener {
   gswarm::Mutex serve_mu_;
   mutable gswarm::Mutex mu_;
   absl::flat_hash_map<std::string, ActiveJob> active_ ABSL_GUARDED_BY(mu_);
+  // Nodes connected whose Hello inventory the event thread has not applied yet (a count: an agent
+  // may reconnect before the first is applied).
+  absl::flat_hash_map<std::string, int> inventory_pending_ ABSL_GUARDED_BY(mu_);
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
   // Agent events in arrival order, off gRPC's threads.
   common::WorkerPool events_{"agent event queue", 1, 1 << 20};

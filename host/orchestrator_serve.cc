@@ -15,8 +15,15 @@ namespace gswarm::host {
 absl::StatusOr<ServeSnapshot> Orchestrator::Snapshot(const std::string& model_name) const {
   ServeSnapshot snapshot;
   ASSIGN_OR_RETURN(snapshot.model, registry_->GetModel(model_name));
-  for (v1::NodeInfo& node : nodes_->List()) {
-    if (node.state() == "online") snapshot.nodes.push_back(std::move(node));
+  std::vector<v1::NodeInfo> nodes = nodes_->List();
+  {
+    // A node whose inventory is still being applied counts as not online yet (OnAgentConnected).
+    gswarm::MutexLock lock(&mu_);
+    for (v1::NodeInfo& node : nodes) {
+      if (node.state() == "online" && !inventory_pending_.contains(node.node_id())) {
+        snapshot.nodes.push_back(std::move(node));
+      }
+    }
   }
   // An instance's footprint until NVML says more: what was reserved when it was planned, else
   // its model's size (one catalog read per model).

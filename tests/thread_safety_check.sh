@@ -33,7 +33,7 @@ norandom=(setarch "$(uname -m)" -R)
 status=0
 # Every C++ unit test (the Python suites of tests/support and tests/deploy test no C++ of ours).
 "${norandom[@]}" ctest --test-dir "$build_dir" --output-on-failure -j2 \
-  -E '^(integration|support|deploy)\.' || status=1
+  -E '^(integration|chaos|support|deploy)\.' || status=1
 "${norandom[@]}" ctest --test-dir "$build_dir" --output-on-failure -j2 \
   -R '^integration\.(router|serving|sleep|events|front_door)$' || status=1
 if compgen -G "$reports/tsan*" >/dev/null; then
