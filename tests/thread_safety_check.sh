@@ -30,6 +30,9 @@ export TSAN_OPTIONS="suppressions=$PWD/tests/tsan.supp log_path=$reports/tsan se
 # Without address-space randomisation: clang 14's TSan runtime predates the kernels' larger mmap
 # entropy and can fail to map its shadow memory otherwise.
 norandom=(setarch "$(uname -m)" -R)
+# Instrumented binaries run several times slower: the few promises timed in tests (an agent back
+# within 2 s of a restarted host) are scaled by this.
+export GSWARM_TEST_TIME_SCALE="${GSWARM_TEST_TIME_SCALE:-3}"
 status=0
 # Every C++ unit test (the Python suites of tests/support and tests/deploy test no C++ of ours).
 "${norandom[@]}" ctest --test-dir "$build_dir" --output-on-failure -j2 \
