@@ -14,7 +14,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "client/http_client.h"
 #include "client/instance_record.h"
@@ -338,12 +337,13 @@ void InstanceSupervisor::KillUnrecordedEngines() {
   for (pid_t pid : pids) {
     absl::StatusOr<std::string> environ = common::ReadFile(absl::StrCat("/proc/", pid, "/environ"));
     if (!environ.ok()) continue;  // gone, or another user's
-    bool ours = false;
-    for (absl::string_view entry : absl::StrSplit(*environ, '\0')) {
-      ours |= absl::StartsWith(entry, marker);
+    // The environment is NUL-separated: the marker starts the block or follows a NUL.
+    if (!absl::StartsWith(*environ, marker) &&
+        environ->find(absl::StrCat(absl::string_view("\0", 1), marker)) == std::string::npos) {
+      continue;
     }
     absl::StatusOr<ProcStat> stat = ReadProcStat(pid);
-    if (!ours || !stat.ok() || owned.contains(stat->pgrp)) continue;
+    if (!stat.ok() || owned.contains(stat->pgrp)) continue;
     spdlog::warn(
         "pid {} (group {}) is an engine of this node that no record owns (the agent "
         "stopped while starting it): killing its group",

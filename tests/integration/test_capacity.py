@@ -16,7 +16,7 @@ import unittest
 
 from gswarm_harness import JOB_TIMEOUT_S, wait_until
 from test_router import LOAD_TIMEOUT_S, MODEL_A, MODEL_B, RouterTestCase, chat_body, post_json
-from test_serving import ENGINES, TINY_LLAMA
+from test_serving import ENGINES
 
 MODEL_C = "rc"
 BUDGET_GIB = 0.25
@@ -27,20 +27,8 @@ RAM_ENGINES = {name: dict(spec, memory_factor=FACTOR) for name, spec in ENGINES.
 class CapacityTestCase(RouterTestCase):
 
     def start_budget_cluster(self, models):
-        home = self.new_home("host")
-        self.token = ""
-        home.write_config({"host": self.host_section(home, token=""),
-                           "client": self.client_section(home, "node-local", token="")})
-        self.host_home = home
-        host = self.start_host()
-        agent_home = self.make_agent_home(
-            "node-a", sections={"host": {"cleanup_on_shutdown": True}}, default_engine="fake",
-            engines=RAM_ENGINES, cpu_memory_budget=BUDGET_GIB)
-        agent = self.start_agent("node-a", home=agent_home, env_extra=self.hub_env())
-        self.wait_node("node-a", "online", procs=[host, agent])
-        for name in models:
-            self.download_ok(name, TINY_LLAMA)
-        self.cluster = (host, agent)
+        self.start_router_cluster(models=models, engines=RAM_ENGINES,
+                                  agent_extra={"cpu_memory_budget": BUDGET_GIB})
 
     def plan(self, model):
         result = self.cli("--json", "plan", model, "--node", "node-a")

@@ -113,7 +113,8 @@ class RouterTestCase(ServingTestCase):
     hub_big_file_mb = 8
 
     def start_router_cluster(self, models=(MODEL_A,), host_extra=None, engine="fake",
-                             **host_client_extra):
+                             engines=ENGINES, agent_extra=None, **host_client_extra):
+        """`agent_extra`: more keys for node-a's client section (cpu_memory_budget, ...)."""
         home = self.new_home("host")
         self.token = ""
         home.write_config({
@@ -124,7 +125,7 @@ class RouterTestCase(ServingTestCase):
         host = self.start_host()
         agent_home = self.make_agent_home(
             "node-a", sections={"host": {"cleanup_on_shutdown": True}},
-            default_engine=engine, engines=ENGINES)
+            default_engine=engine, engines=engines, **(agent_extra or {}))
         agent = self.start_agent("node-a", home=agent_home, env_extra=self.hub_env())
         self.wait_node("node-a", "online", procs=[host, agent])
         for name in models:
