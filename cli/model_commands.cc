@@ -23,7 +23,10 @@ std::string Params(uint64_t count) {
 std::string Where(const v1::Model& model) {
   std::string where;
   for (const v1::Replica& replica : model.replicas()) {
+    // A disk copy outside the primary location says which one holds it: node-a/disk:secondary.
+    const bool elsewhere = !replica.location().empty() && replica.location() != "primary";
     absl::StrAppend(&where, where.empty() ? "" : ", ", replica.node_id(), "/", replica.tier(),
+                    elsewhere ? absl::StrCat(":", replica.location()) : "",
                     replica.in_place() ? " (in place)" : "");
   }
   return where.empty() ? "-" : where;
@@ -183,9 +186,10 @@ int ModelCommands::Show(ApiClient& api, bool json) {
   facts.AddRow({"vocab size", m.vocab_size() ? std::to_string(m.vocab_size()) : "-"});
   std::cout << facts.Render() << "\n";
   if (!model->replicas().empty()) {
-    Table copies({"NODE", "TIER", "STATE", "SIZE", "PATH"});
+    Table copies({"NODE", "TIER", "LOCATION", "STATE", "SIZE", "PATH"});
     for (const v1::Replica& r : model->replicas()) {
-      copies.AddRow({r.node_id(), r.tier() + (r.in_place() ? " (in place)" : ""), r.state(),
+      copies.AddRow({r.node_id(), r.tier() + (r.in_place() ? " (in place)" : ""),
+                     r.location().empty() ? "-" : r.location(), r.state(),
                      HumanBytes(r.size_bytes()), r.path()});
     }
     std::cout << copies.Render() << "\n";

@@ -61,6 +61,13 @@ absl::StatusOr<AgentOptions> Agent::OptionsFromConfig(const common::Config& full
   dram.set_capacity_bytes(static_cast<uint64_t>(dram_gib * common::kGiB));
   options.tiers = {disk, dram};
   options.disk.model_cache_dir = disk.path();
+  for (const auto& [name, spec] : config.disk_locations) {
+    if (name == "primary") {
+      options.disk.primary_high_watermark = spec.high_watermark;
+    } else {
+      options.disk.locations.push_back({name, spec.path, spec.high_watermark});
+    }
+  }
   options.dram.root = dram.path();
   options.dram.budget_bytes = dram.capacity_bytes();
   options.cleanup_on_shutdown =
@@ -75,6 +82,7 @@ absl::StatusOr<AgentOptions> Agent::OptionsFromConfig(const common::Config& full
   options.hub = HubOptions::FromEnvironment();
   options.engines = common::EffectiveEngines(config);
   options.default_engine = config.default_engine;
+  options.download_connections = config.download_connections;
   options.cpu_memory_budget_bytes =
       static_cast<uint64_t>(config.cpu_memory_budget * static_cast<double>(common::kGiB));
   options.unified_memory = config.unified_memory;
@@ -114,6 +122,8 @@ Agent::Agent(AgentOptions options, std::unique_ptr<MemoryProbe> probe)
   runner.gpu_memory_utilization = options_.gpu_memory_utilization;
   runner.max_concurrent_requests = options_.max_concurrent_requests;
   runner.engine_host = options_.engine_host;
+  runner.disk_space = &disk_space_;
+  runner.download_connections = options_.download_connections;
   runner.gpu_bytes = [this](const v1::Instance& instance) -> std::optional<uint64_t> {
     if (!probe_->HasGpus()) return std::nullopt;
     const std::map<uint32_t, uint64_t> by_group =
@@ -152,7 +162,8 @@ void Agent::Start() {
     data.bind = options_.auth_token.empty() ? "127.0.0.1" : "0.0.0.0";
     data.port = static_cast<int>(options_.data_port);
     data.auth_token = options_.auth_token;
-    data.roots = {options_.dram.root, options_.disk.model_cache_dir};
+    data.roots = {options_.dram.root};
+    for (const DiskPlace& place : disk_.Places()) data.roots.push_back(place.root);
     data.log_dir = options_.instance_log_dir;
     absl::StatusOr<std::unique_ptr<DataServer>> server = DataServer::Start(std::move(data));
     if (server.ok()) {
@@ -235,6 +246,9 @@ v1::MemoryUsage Agent::SampleMemory() {
   usage.set_cpu_memory_budget_bytes(CpuMemoryBudget(
       options_.cpu_memory_budget_bytes, usage.dram_total_bytes(), usage.dram_tier_budget_bytes()));
   usage.set_unified_memory(options_.unified_memory);
+  for (const DiskPlace& place : disk_.Places()) {
+    *usage.add_disk_locations() = disk_space_.Measure(place);
+  }
   return usage;
 }
 

@@ -16,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "client/command_runner.h"
 #include "client/data_server.h"
+#include "client/disk_space.h"
 #include "client/disk_tier.h"
 #include "client/dram_tier.h"
 #include "client/instance_supervisor.h"
@@ -73,6 +74,8 @@ struct AgentOptions {
   // RAM engines on the CPU may take (client.cpu_memory_budget; 0: from the node's RAM, see
   // CpuMemoryBudget), and whether the GPUs share it (client.unified_memory).
   uint64_t cpu_memory_budget_bytes = 0;
+  // client.download_connections.
+  int download_connections = 1;
   bool unified_memory = false;
   double gpu_memory_utilization = 0.9;
   int max_concurrent_requests = 256;
@@ -133,6 +136,7 @@ class Agent {
       nullptr;
 
   DiskTier disk_;
+  DiskSpace disk_space_;  // reservations on disk_'s locations
   DramTier dram_;
   std::unique_ptr<DataServer> data_server_;
   std::unique_ptr<InstanceSupervisor> supervisor_;

@@ -24,6 +24,8 @@ CommandRunner::CommandRunner(Options options, const DiskTier* disk, DramTier* dr
       dram_(dram),
       supervisor_(supervisor),
       send_(std::move(send)),
+      own_disk_space_(options_.disk_space == nullptr ? std::make_unique<DiskSpace>() : nullptr),
+      disk_space_(options_.disk_space != nullptr ? options_.disk_space : own_disk_space_.get()),
       pool_(std::make_unique<common::WorkerPool>(
           "agent command pool", static_cast<size_t>(std::max(1, options_.max_concurrent)), 4096)) {}
 
@@ -116,30 +118,71 @@ void CommandRunner::Run(const v1::Command& command, std::shared_ptr<std::atomic<
   Send(result);
 }
 
+absl::StatusOr<DiskPlace> CommandRunner::TargetPlace(const std::string& name,
+                                                     const std::string& location,
+                                                     const std::string& custom_path) const {
+  std::error_code ec;
+  if (std::optional<DiskPlace> there = disk_->PlaceOf(disk_->ModelDir(name));
+      there.has_value() && std::filesystem::is_directory(disk_->ModelDir(name), ec)) {
+    return *there;  // one copy per node: where it already is
+  }
+  return disk_->Place(location, custom_path);
+}
+
+absl::StatusOr<std::shared_ptr<void>> CommandRunner::Reserve(const DiskPlace& place, uint64_t bytes,
+                                                             const std::string& what) {
+  ASSIGN_OR_RETURN(std::unique_ptr<DiskSpace::Reservation> held,
+                   disk_space_->Reserve(place, bytes, what));
+  return std::shared_ptr<void>(std::move(held));
+}
+
 v1::CommandUpdate CommandRunner::Download(const v1::Command& command,
                                           const std::atomic<bool>* cancel) {
   const v1::DownloadCommand& download = command.download();
+  absl::StatusOr<DiskPlace> place =
+      TargetPlace(download.model_name(), download.location(), download.location_path());
+  if (!place.ok()) return Outcome(command.id(), place.status());
   DownloadRequest request;
   request.model_name = download.model_name();
   request.source_url = download.source_url();
   request.revision = download.revision();
-  request.target_dir = disk_->ModelDir(download.model_name());
-  request.staging_dir = disk_->StagingDir(download.model_name());
+  request.target_dir = disk_->ModelDir(*place, download.model_name());
+  request.staging_dir = disk_->StagingDir(*place, download.model_name());
   request.hub = options_.hub;
+  request.connections_per_source = options_.download_connections;
+  request.reserve = [this, &place, &download](uint64_t bytes) {
+    return Reserve(*place, bytes, absl::StrCat("the download of ", download.model_name()));
+  };
 
   auto report = Throttled(command.id());
+  uint64_t fetched = 0;  // by the current Run, as its progress says
   auto on_progress = [&](const DownloadProgress& p) {
+    fetched = p.bytes_fetched_this_run;
     report(p.bytes_done, p.bytes_total, p.files_done, p.files_total);
   };
   absl::StatusOr<DownloadResult> result;
+  uint64_t from_peers = 0;
+  uint64_t from_hub_behind_peers = 0;
+  bool peer_served = false;
   if (!download.peer_url().empty()) {
     // Another node holds this commit: its data port stands in for the Hub.
     DownloadRequest from_peer = request;
     from_peer.hub.endpoint = download.peer_url();
     from_peer.hub.token = options_.cluster_token;
     from_peer.hub.offline = false;
-    spdlog::info("download {} from peer {}", download.model_name(), download.peer_url());
+    from_peer.from_peer = true;
+    // Big files are striped over every peer holding the commit, with the Hub behind them for
+    // the ranges a peer fails to deliver.
+    from_peer.more_peers = {download.more_peer_urls().begin(), download.more_peer_urls().end()};
+    if (!options_.hub.offline) from_peer.fallback = options_.hub;
+    spdlog::info("download {} from peer {}{}", download.model_name(), download.peer_url(),
+                 from_peer.more_peers.empty()
+                     ? ""
+                     : absl::StrCat(" and ", from_peer.more_peers.size(), " more"));
     result = downloader_.Run(from_peer, on_progress, cancel);
+    peer_served = result.ok();
+    from_peers = peer_served ? result->bytes_fetched - result->bytes_from_fallback : fetched;
+    from_hub_behind_peers = peer_served ? result->bytes_from_fallback : 0;
     if (!result.ok() && !absl::IsCancelled(result.status())) {
       spdlog::warn("download {} from peer {} failed ({}); trying the source", download.model_name(),
                    download.peer_url(), result.status().message());
@@ -159,9 +202,13 @@ v1::CommandUpdate CommandRunner::Download(const v1::Command& command,
   update.set_bytes_total(result->size_bytes);
   update.set_files_done(static_cast<uint32_t>(result->files.size()));
   update.set_files_total(static_cast<uint32_t>(result->files.size()));
-  update.set_message(result->bytes_fetched == 0
-                         ? "already on disk"
-                         : absl::StrCat("fetched ", result->bytes_fetched, " bytes"));
+  update.set_bytes_from_peers(from_peers);
+  update.set_bytes_from_hub(peer_served ? from_hub_behind_peers : result->bytes_fetched);
+  update.set_message(
+      update.bytes_from_hub() == 0 && from_peers == 0
+          ? "already on disk"
+          : absl::StrCat("fetched ", from_peers + update.bytes_from_hub(), " bytes",
+                         from_peers > 0 ? absl::StrCat(" (", from_peers, " from peers)") : ""));
   v1::Model& model = *update.mutable_model();
   model.set_name(download.model_name());
   model.set_commit(result->commit);
@@ -182,6 +229,7 @@ v1::CommandUpdate CommandRunner::Download(const v1::Command& command,
   replica.set_state("ready");
   replica.set_commit(result->commit);
   replica.set_source_url(download.source_url());
+  replica.set_location(place->name);
   *replica.mutable_metadata() = model.metadata();
   spdlog::info("download {} succeeded: {} files, {} bytes, commit {}", download.model_name(),
                result->files.size(), result->size_bytes,
@@ -238,8 +286,11 @@ v1::CommandUpdate CommandRunner::Copy(const v1::Command& command, const std::ato
   const v1::CopyCommand& copy = command.copy();
   const std::string& name = copy.model_name();
   const bool to_dram = copy.target_tier() == "dram";
-  const std::string target = to_dram ? dram_->ModelDir(name) : disk_->ModelDir(name);
-  const std::string staging = to_dram ? dram_->StagingDir(name) : disk_->StagingDir(name);
+  absl::StatusOr<DiskPlace> place =
+      to_dram ? absl::StatusOr<DiskPlace>(DiskPlace{}) : TargetPlace(name, copy.location(), "");
+  if (!place.ok()) return Outcome(command.id(), place.status());
+  const std::string target = to_dram ? dram_->ModelDir(name) : disk_->ModelDir(*place, name);
+  const std::string staging = to_dram ? dram_->StagingDir(name) : disk_->StagingDir(*place, name);
   v1::CommandUpdate update = Outcome(command.id(), absl::OkStatus());
   auto fail = [&](const absl::Status& status) {
     v1::CommandUpdate failed = Outcome(command.id(), status);
@@ -271,6 +322,12 @@ v1::CommandUpdate CommandRunner::Copy(const v1::Command& command, const std::ato
     request.hub.endpoint = copy.peer_url();
     request.hub.token = options_.cluster_token;
     request.hub.offline = false;
+    request.from_peer = true;
+    if (!to_dram) {
+      request.reserve = [this, &place, &name](uint64_t bytes) {
+        return Reserve(*place, bytes, absl::StrCat("the copy of ", name));
+      };
+    }
     auto report = Throttled(command.id());
     absl::StatusOr<DownloadResult> result = downloader_.Run(
         request,
@@ -287,6 +344,7 @@ v1::CommandUpdate CommandRunner::Copy(const v1::Command& command, const std::ato
       }
       return fail(result.status());
     }
+    update.set_bytes_from_peers(result->bytes_fetched);
   } else {
     const bool from_dram = copy.source_tier() == "dram";
     absl::StatusOr<std::string> source =
@@ -297,17 +355,16 @@ v1::CommandUpdate CommandRunner::Copy(const v1::Command& command, const std::ato
     }
     const uint64_t bytes = ModelBytes(*source);
     gswarm::MutexLock lock(&dram_mu_);
+    std::shared_ptr<void> reserved;
     if (to_dram) {
       if (absl::Status room = MakeDramRoom(name, bytes, copy.evict(), update); !room.ok()) {
         return fail(room);
       }
     } else {
-      absl::StatusOr<FilesystemFigures> disk = StatFilesystem(disk_->ModelDir(name));
-      if (disk.ok() && disk->free_bytes < bytes) {
-        return fail(absl::ResourceExhaustedError(absl::StrFormat(
-            "model \"%s\": the disk tier has %.1f GiB free, the model needs %.1f GiB", name,
-            common::GiB(disk->free_bytes), common::GiB(bytes))));
-      }
+      absl::StatusOr<std::shared_ptr<void>> held =
+          Reserve(*place, bytes, absl::StrCat("the copy of ", name));
+      if (!held.ok()) return fail(held.status());
+      reserved = *std::move(held);
     }
     auto report = Throttled(command.id());
     // Not the downloader's staging name: a download of the same model may be resuming there.

@@ -20,6 +20,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/time/time.h"
+#include "client/disk_space.h"
 #include "client/disk_tier.h"
 #include "client/downloader.h"
 #include "client/dram_tier.h"
@@ -61,6 +62,11 @@ class CommandRunner {
     absl::Duration sleep_verify_timeout = absl::Seconds(30);
     int max_concurrent = 4;
     absl::Duration update_interval = absl::Milliseconds(250);
+    // Space promised on the disk locations (shared with the heartbeat's report); null: the
+    // runner keeps its own.
+    DiskSpace* disk_space = nullptr;
+    // Connections per source for a big file of a Hub download (client.download_connections).
+    int download_connections = 1;
   };
   // Delivers a message to the host; may drop it while disconnected (the host re-sends the
   // command on reconnect, and a finished command answers its final update again).
@@ -99,6 +105,13 @@ class CommandRunner {
   // Sends progress at most every update_interval.
   std::function<void(uint64_t, uint64_t, uint32_t, uint32_t)> Throttled(const std::string& id);
   v1::CommandUpdate Discover(const v1::Command& command);
+  // The disk location a download or copy writes `name` to: where the model already is, else
+  // `location` ("" = primary; "custom" with `custom_path`).
+  absl::StatusOr<DiskPlace> TargetPlace(const std::string& name, const std::string& location,
+                                        const std::string& custom_path) const;
+  // Reserves `bytes` in `place` for `what` (see DiskSpace), as the downloader holds it.
+  absl::StatusOr<std::shared_ptr<void>> Reserve(const DiskPlace& place, uint64_t bytes,
+                                                const std::string& what);
   v1::CommandUpdate Validate(const v1::Command& command);
   void Send(const v1::CommandUpdate& update);
 
@@ -110,6 +123,8 @@ class CommandRunner {
   gswarm::Mutex dram_mu_;
   const SendFn send_;
   Downloader downloader_;
+  std::unique_ptr<DiskSpace> own_disk_space_;  // when options_.disk_space is null
+  DiskSpace* const disk_space_;
 
   gswarm::Mutex mu_;
   absl::flat_hash_map<std::string, Entry> commands_ ABSL_GUARDED_BY(mu_);

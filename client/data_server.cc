@@ -277,6 +277,7 @@ void DataServer::ServeListing(const httplib::Request& req, httplib::Response& re
     const v1::ModelFile& f = info.manifest.files[i];
     nlohmann::json sibling = {{"rfilename", path}, {"size", f.size_bytes()}};
     if (!f.sha256().empty()) sibling["lfs"] = {{"sha256", f.sha256()}, {"size", f.size_bytes()}};
+    if (!f.xxh3_128().empty()) sibling["gswarm"] = {{"xxh3_128", f.xxh3_128()}};
     siblings.push_back(std::move(sibling));
   }
   const std::string id = absl::StrCat(ns, "/", name);

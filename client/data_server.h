@@ -12,7 +12,9 @@
 //   <org>/<repo>    a model whose manifest says it came from hf://<org>/<repo>, at the commit it
 //                   records: a node holding commit C stands in for the Hub for that commit only.
 // Endpoints:
-//   GET /api/models/<ns>/<name>/revision/<rev>[?blobs=true]   the listing (id, sha, siblings)
+//   GET /api/models/<ns>/<name>/revision/<rev>[?blobs=true]   the listing (id, sha, siblings;
+//        a sibling whose manifest records the fast digest carries {"gswarm": {"xxh3_128": ...}},
+//        which the receiving Downloader checks instead of recomputing SHA-256)
 //   GET|HEAD /<ns>/<name>/resolve/<rev>/<path>                 a file, single Range (206/416)
 //   GET /health                                                {"status":"ok"}, without auth
 // Errors are the Hub's: 404 with X-Error-Code RepoNotFound / RevisionNotFound / EntryNotFound,

@@ -1,11 +1,14 @@
 #include "client/disk_tier.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <map>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "client/model_manifest.h"
 #include "client/sha256.h"
@@ -76,22 +79,112 @@ std::string HfHubDir(const std::string& configured_cache_dir) {
 
 DiskTier::DiskTier(Options options) : options_(std::move(options)) {}
 
+std::string DiskTier::CustomListPath() const {
+  return options_.model_cache_dir + "/.gswarm-custom-locations";
+}
+
+std::vector<DiskPlace> DiskTier::Places() const {
+  std::vector<DiskPlace> places = {
+      {"primary", options_.model_cache_dir, options_.primary_high_watermark}};
+  for (const DiskPlace& place : options_.locations) places.push_back(place);
+  absl::StatusOr<std::string> custom = common::ReadFile(CustomListPath());
+  if (custom.ok()) {
+    for (absl::string_view line : absl::StrSplit(*custom, '\n', absl::SkipWhitespace())) {
+      const std::string root(absl::StripAsciiWhitespace(line));
+      if (root.empty() || root.front() != '/') continue;
+      if (std::none_of(places.begin(), places.end(),
+                       [&](const DiskPlace& p) { return p.root == root; })) {
+        places.push_back({"custom", root, 0.9});
+      }
+    }
+  }
+  return places;
+}
+
+absl::StatusOr<DiskPlace> DiskTier::Place(const std::string& location,
+                                          const std::string& custom_path) const {
+  std::vector<DiskPlace> places = Places();
+  if (location == "custom") {
+    std::string root = fs::path(common::ExpandUser(custom_path)).lexically_normal().string();
+    while (root.size() > 1 && root.back() == '/') root.pop_back();
+    if (root.empty() || root.front() != '/') {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "cache_location \"custom\" needs an absolute cache_path, got \"", custom_path, "\""));
+    }
+    for (const DiskPlace& place : places) {
+      if (place.root == root) return place;
+    }
+    gswarm::MutexLock lock(&custom_mu_);
+    std::string list;
+    for (const DiskPlace& place : Places()) {
+      if (place.name == "custom") absl::StrAppend(&list, place.root, "\n");
+    }
+    absl::StrAppend(&list, root, "\n");
+    RETURN_IF_ERROR(common::MakeDirs(options_.model_cache_dir));
+    RETURN_IF_ERROR(common::WriteFileAtomically(CustomListPath(), list));
+    spdlog::info("disk location custom: {} (scanned for models from now on)", root);
+    return DiskPlace{"custom", root, 0.9};
+  }
+  const std::string name = location.empty() ? "primary" : location;
+  std::vector<std::string> known;
+  for (const DiskPlace& place : places) {
+    if (place.name == name) return place;
+    if (place.name != "custom") known.push_back(place.name);
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "no disk location \"", name, "\" on this node (configured: ", absl::StrJoin(known, ", "),
+      "; add it under client.disk_locations, or use \"custom\" with a cache_path)"));
+}
+
+std::optional<DiskPlace> DiskTier::PlaceOf(const std::string& path) const {
+  for (const DiskPlace& place : Places()) {
+    if (absl::StartsWith(path, place.root + "/")) return place;
+  }
+  return std::nullopt;
+}
+
+std::string DiskTier::ModelDir(const DiskPlace& place, const std::string& name) const {
+  return absl::StrCat(place.root, "/", name);
+}
+
+std::string DiskTier::StagingDir(const DiskPlace& place, const std::string& name) const {
+  return absl::StrCat(place.root, "/", kStaging, "/", name);
+}
+
 std::string DiskTier::ModelDir(const std::string& name) const {
-  return options_.model_cache_dir + "/" + name;
+  std::error_code ec;
+  const std::vector<DiskPlace> places = Places();
+  for (const DiskPlace& place : places) {
+    if (fs::is_directory(ModelDir(place, name), ec)) return ModelDir(place, name);
+  }
+  return ModelDir(places.front(), name);
 }
 
 std::string DiskTier::StagingDir(const std::string& name) const {
-  return absl::StrCat(options_.model_cache_dir, "/", kStaging, "/", name);
+  const std::string dir = ModelDir(name);
+  return StagingDir(PlaceOf(dir).value_or(Places().front()), name);
 }
 
 void DiskTier::RemoveLeftovers() const {
-  common::RemoveLeftoverTrash(absl::StrCat(options_.model_cache_dir, "/", kStaging));
+  for (const DiskPlace& place : Places()) {
+    common::RemoveLeftoverTrash(absl::StrCat(place.root, "/", kStaging));
+  }
 }
 
 std::vector<v1::Replica> DiskTier::Scan(bool include_hf_cache) const {
   std::vector<v1::Replica> replicas;
+  for (const DiskPlace& place : Places()) {
+    for (v1::Replica& replica : ScanPlace(place)) replicas.push_back(std::move(replica));
+  }
+  if (!include_hf_cache) return replicas;
+  for (v1::Replica& replica : ScanHfCache()) replicas.push_back(std::move(replica));
+  return replicas;
+}
+
+std::vector<v1::Replica> DiskTier::ScanPlace(const DiskPlace& place) const {
+  std::vector<v1::Replica> replicas;
   std::error_code ec;
-  for (const auto& entry : fs::directory_iterator(options_.model_cache_dir, ec)) {
+  for (const auto& entry : fs::directory_iterator(place.root, ec)) {
     const std::string name = entry.path().filename().string();
     if (name.empty() || name.front() == '.' || !entry.is_directory(ec)) continue;
     v1::Replica replica;
@@ -99,6 +192,7 @@ std::vector<v1::Replica> DiskTier::Scan(bool include_hf_cache) const {
     replica.set_tier("disk");
     replica.set_path(entry.path().string());
     replica.set_state("ready");
+    replica.set_location(place.name);
     absl::StatusOr<ModelManifest> manifest = ReadManifest(entry.path().string());
     if (manifest.ok()) {
       replica.set_commit(manifest->commit);
@@ -116,8 +210,6 @@ std::vector<v1::Replica> DiskTier::Scan(bool include_hf_cache) const {
     FillMetadata(replica);
     replicas.push_back(std::move(replica));
   }
-  if (!include_hf_cache) return replicas;
-  for (v1::Replica& replica : ScanHfCache()) replicas.push_back(std::move(replica));
   return replicas;
 }
 
@@ -167,7 +259,7 @@ std::vector<v1::Replica> DiskTier::ScanHfCache() const {
 
 absl::StatusOr<std::string> DiskTier::Locate(const std::string& name) const {
   std::error_code ec;
-  if (fs::is_directory(ModelDir(name), ec)) return ModelDir(name);
+  if (const std::string dir = ModelDir(name); fs::is_directory(dir, ec)) return dir;
   for (const v1::Replica& replica : ScanHfCache()) {
     if (replica.model_name() == name) return replica.path();
   }
@@ -175,16 +267,18 @@ absl::StatusOr<std::string> DiskTier::Locate(const std::string& name) const {
 }
 
 absl::Status DiskTier::Remove(const std::string& name) const {
-  // Out of sight first, so that a scan (or an agent killed mid-way) never shows a half-deleted
-  // model.
-  RETURN_IF_ERROR(common::RemoveOutOfSight(ModelDir(name),
-                                           absl::StrCat(options_.model_cache_dir, "/", kStaging)));
-  std::error_code ec;
-  // The staging lock file too: the downloader keeps it beside the staging directory.
-  for (const std::string& dir : {StagingDir(name), StagingDir(name) + ".lock"}) {
-    fs::remove_all(dir, ec);
-    if (ec) {
-      return absl::InternalError(absl::StrCat("removing ", dir, ": ", ec.message()));
+  for (const DiskPlace& place : Places()) {
+    // Out of sight first, so that a scan (or an agent killed mid-way) never shows a half-deleted
+    // model.
+    RETURN_IF_ERROR(
+        common::RemoveOutOfSight(ModelDir(place, name), absl::StrCat(place.root, "/", kStaging)));
+    std::error_code ec;
+    // The staging lock file too: the downloader keeps it beside the staging directory.
+    for (const std::string& dir : {StagingDir(place, name), StagingDir(place, name) + ".lock"}) {
+      fs::remove_all(dir, ec);
+      if (ec) {
+        return absl::InternalError(absl::StrCat("removing ", dir, ": ", ec.message()));
+      }
     }
   }
   return absl::OkStatus();

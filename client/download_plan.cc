@@ -9,6 +9,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "client/http_client.h"
+#include "client/sha256.h"
 #include "common/paths.h"
 #include "common/status.h"
 #include "nlohmann/json.hpp"
@@ -29,8 +30,12 @@ absl::StatusOr<Plan> HubPlan(const DownloadRequest& req, const SourceSpec& src) 
   for (const v1::ModelFile& f : listing.files) seen.insert(f.path());
   for (const v1::ModelFile& f : listing.files) {
     absl::Status safe = CheckRelativePath(f.path());
-    if (safe.ok() && (f.path() == ".gswarm" || f.path().rfind(".gswarm/", 0) == 0 ||
-                      seen.count(f.path() + ".part") > 0)) {
+    // A file named like another's sidecar (<f>.part, <f>.stripes, ...) would
+    // be overwritten by it, or removed.
+    const bool sidecar =
+        std::any_of(std::begin(kFetchSidecars), std::end(kFetchSidecars),
+                    [&](const char* suffix) { return seen.count(f.path() + suffix) > 0; });
+    if (safe.ok() && (f.path() == ".gswarm" || f.path().rfind(".gswarm/", 0) == 0 || sidecar)) {
       safe = absl::InvalidArgumentError(absl::StrCat("reserved file path \"", f.path(), "\""));
     }
     if (!safe.ok()) {
@@ -43,6 +48,8 @@ absl::StatusOr<Plan> HubPlan(const DownloadRequest& req, const SourceSpec& src) 
     p.url = absl::StrCat(req.hub.endpoint, "/", src.repo, "/resolve/", listing.commit, "/",
                          PercentEncode(f.path(), /*keep_slash=*/true));
     p.size = f.size_bytes();
+    // Only a peer's digest stands in for SHA-256: at the Hub, SHA-256 is the check.
+    if (req.from_peer && IsXxh3Digest(f.xxh3_128())) p.xxh3 = f.xxh3_128();
     p.sha256 = f.sha256();
     p.headers = req.hub.AuthHeadersFor(p.url);
     plan.files.push_back(std::move(p));

@@ -16,12 +16,18 @@
 namespace gswarm::client {
 
 // One file to put in staging, and what an earlier run left of it there.
+// What a fetch keeps beside <staging>/<path> while it runs (file_fetcher.h, stream_hasher.h,
+// striped_fetch.h); once the file is whole none may remain, or it would land in the model.
+inline constexpr const char* kFetchSidecars[] = {".part",    ".part.hash",    ".part.hash.tmp",
+                                                 ".stripes", ".stripes.done", ".stripes.done.tmp"};
+
 struct PlannedFile {
   std::string path;                  // relative to the model directory
   std::string url;                   // http(s) sources
   std::string local_source;          // file:// sources: the file to copy
   std::optional<uint64_t> size;      // expected size, when known before fetching
   std::string sha256;                // expected SHA-256, when the source gives one
+  std::string xxh3;                  // expected XXH3-128, from a GSwarm peer (checked instead)
   std::vector<std::string> headers;  // Authorization for the Hub's host
   bool complete = false;             // <staging>/<path> is already whole (verified when renamed)
   uint64_t existing = 0;             // bytes already on disk for it

@@ -10,6 +10,7 @@
 #include <set>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
@@ -18,6 +19,7 @@
 #include "client/memory_probe.h"
 #include "client/model_manifest.h"
 #include "client/sha256.h"
+#include "client/striped_fetch.h"
 #include "common/fd.h"
 #include "common/mutex.h"
 #include "common/paths.h"
@@ -158,6 +160,7 @@ absl::StatusOr<FetchedFile> CopyLocal(const PlannedFile& f, const std::string& f
   ::posix_fadvise(in, 0, 0, POSIX_FADV_SEQUENTIAL);
   std::vector<char> buf(4 << 20);
   Sha256 hasher;
+  Xxh3 xxh3;
   uint64_t total = 0;
   absl::Status status;
   while (status.ok()) {
@@ -176,6 +179,7 @@ absl::StatusOr<FetchedFile> CopyLocal(const PlannedFile& f, const std::string& f
       if (w > 0) done += w;
     }
     hasher.Update(buf.data(), static_cast<size_t>(n));
+    xxh3.Update(buf.data(), static_cast<size_t>(n));
     total += static_cast<uint64_t>(n);
     progress.Bytes(n, static_cast<uint64_t>(n));
   }
@@ -197,7 +201,45 @@ absl::StatusOr<FetchedFile> CopyLocal(const PlannedFile& f, const std::string& f
   if (::rename(part.c_str(), final_path.c_str()) != 0) {
     return absl::ErrnoToStatus(errno, absl::StrCat("cannot rename ", part));
   }
-  return FetchedFile{total, hasher.HexDigest()};
+  return FetchedFile{total, hasher.HexDigest(), xxh3.HexDigest()};
+}
+
+void RemoveSidecars(const std::string& final_path) {
+  for (const char* suffix : kFetchSidecars) ::unlink((final_path + suffix).c_str());
+}
+
+// The sources a big file of an hf:// download is striped over (see DownloadRequest): empty when
+// it is fetched over one connection.
+std::vector<StripeSource> StripeSources(const DownloadRequest& req, const SourceSpec& src,
+                                        const PlannedFile& f) {
+  std::vector<StripeSource> sources;
+  const bool striping =
+      !req.more_peers.empty() || req.fallback.has_value() || req.connections_per_source > 1;
+  if (src.kind != SourceSpec::kHub || !striping || !f.size || *f.size < req.stripe_min_bytes ||
+      !absl::StartsWith(f.url, req.hub.endpoint)) {
+    return sources;
+  }
+  const std::string rest = f.url.substr(req.hub.endpoint.size());  // /<repo>/resolve/<commit>/..
+  const int connections = std::max(1, req.connections_per_source);
+  // A peer on the cluster's network that sends nothing for 10 s is stuck, not slow.
+  auto add = [&](const HubOptions& hub, std::string name, bool fallback) {
+    const std::string url = hub.endpoint + rest;
+    const absl::Duration stall = req.from_peer && !fallback
+                                     ? std::min(absl::Seconds(10), hub.low_speed_time)
+                                     : hub.low_speed_time;
+    sources.push_back(
+        {std::move(name), url, hub.AuthHeadersFor(url), connections, fallback, stall});
+  };
+  const char* kind = req.from_peer ? "peer " : "";
+  add(req.hub, absl::StrCat(kind, req.hub.endpoint), false);
+  for (const std::string& peer : req.more_peers) {
+    HubOptions other = req.hub;
+    other.endpoint = peer;
+    add(other, absl::StrCat(kind, peer), false);
+  }
+  if (req.fallback.has_value())
+    add(*req.fallback, absl::StrCat("the Hub ", req.fallback->endpoint), true);
+  return sources;
 }
 
 }  // namespace
@@ -243,11 +285,16 @@ absl::StatusOr<DownloadResult> Downloader::Run(
     if (f.size && *f.size > f.existing) needed += *f.size - f.existing;
   }
   initial.files_total = static_cast<uint32_t>(plan.files.size());
-  ASSIGN_OR_RETURN(uint64_t free_bytes, options_.free_space(req.staging_dir));
-  if (needed > free_bytes) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "not enough disk space for ", req.model_name, " in ", Parent(req.target_dir), ": needs ",
-        common::FormatBytes(needed), ", ", common::FormatBytes(free_bytes), " free"));
+  std::shared_ptr<void> reserved;
+  if (req.reserve) {
+    ASSIGN_OR_RETURN(reserved, req.reserve(needed));
+  } else {
+    ASSIGN_OR_RETURN(uint64_t free_bytes, options_.free_space(req.staging_dir));
+    if (needed > free_bytes) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "not enough disk space for ", req.model_name, " in ", Parent(req.target_dir), ": needs ",
+          common::FormatBytes(needed), ", ", common::FormatBytes(free_bytes), " free"));
+    }
   }
 
   // Staging: start afresh unless it holds this very source and commit.
@@ -293,6 +340,8 @@ absl::StatusOr<DownloadResult> Downloader::Run(
 
   std::vector<v1::ModelFile> done(plan.files.size());
   std::atomic<size_t> next{0};
+  std::atomic<uint64_t> reread{0};
+  std::atomic<uint64_t> from_fallback{0};
   gswarm::Mutex error_mu;
   absl::Status error;
   auto fail = [&](absl::Status s) {
@@ -308,12 +357,22 @@ absl::StatusOr<DownloadResult> Downloader::Run(
       absl::StatusOr<FetchedFile> got;
       if (cancel != nullptr && cancel->load()) {
         got = absl::CancelledError("cancelled");
-      } else if (f.complete && !f.sha256.empty()) {
-        got = FetchedFile{f.existing, f.sha256};  // verified before its rename
       } else if (f.complete) {
-        absl::StatusOr<std::string> digest = Sha256OfFile(final_path);
-        got = digest.ok() ? absl::StatusOr<FetchedFile>(FetchedFile{f.existing, *digest})
-                          : digest.status();
+        // Verified before its rename; its digests are computed again from the file where the
+        // listing does not give them.
+        FetchedFile whole{f.existing, f.sha256, f.xxh3};
+        Sha256 sha256;
+        Xxh3 xxh3;
+        absl::StatusOr<uint64_t> read =
+            HashFileRange(final_path, whole.sha256.empty() ? &sha256 : nullptr,
+                          whole.xxh3_128.empty() ? &xxh3 : nullptr);
+        if (read.ok()) {
+          if (whole.sha256.empty()) whole.sha256 = sha256.HexDigest();
+          if (whole.xxh3_128.empty()) whole.xxh3_128 = xxh3.HexDigest();
+          got = whole;
+        } else {
+          got = read.status();
+        }
       } else if (src.kind == SourceSpec::kLocalDir) {
         got = CopyLocal(f, final_path, progress, ctx);
       } else {
@@ -322,12 +381,28 @@ absl::StatusOr<DownloadResult> Downloader::Run(
           if (!created.ok()) return fail(created.status());
           fetcher = *std::move(created);
         }
-        got = fetcher->Fetch({f.url, f.path, final_path, f.size, f.sha256, f.headers}, ctx);
+        const FetchTarget target{f.url, f.path, final_path, f.size, f.sha256, f.headers, f.xxh3};
+        const std::vector<StripeSource> sources = StripeSources(req, src, f);
+        if (!sources.empty()) {
+          absl::StatusOr<StripedResult> striped =
+              FetchStriped(target, sources, ctx, req.stripe_chunk_bytes);
+          if (striped.ok()) {
+            from_fallback += striped->bytes_from_fallback;
+            got = striped->file;
+          } else {
+            got = striped.status();
+          }
+        } else {
+          got = fetcher->Fetch(target, ctx);
+        }
       }
       if (!got.ok()) return fail(got.status());
+      RemoveSidecars(final_path);
       done[i].set_path(f.path);
       done[i].set_size_bytes(got->size);
       done[i].set_sha256(got->sha256);
+      done[i].set_xxh3_128(got->xxh3_128);
+      reread += got->bytes_reread;
       if (!f.complete) progress.FileDone();
     }
   };
@@ -383,6 +458,8 @@ absl::StatusOr<DownloadResult> Downloader::Run(
 
   DownloadResult result = ResultFromManifest(manifest);
   result.bytes_fetched = final_progress.bytes_fetched_this_run;
+  result.bytes_reread = reread.load();
+  result.bytes_from_fallback = from_fallback.load();
   spdlog::info("model={} ready in {}: {} files, {} ({} fetched)", req.model_name, req.target_dir,
                result.files.size(), common::FormatBytes(result.size_bytes),
                common::FormatBytes(result.bytes_fetched));

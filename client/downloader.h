@@ -14,6 +14,8 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -32,8 +34,24 @@ struct DownloadRequest {
   // <model_cache_dir>/.gswarm-staging/<name>. Must be on the same filesystem as target_dir (it is
   // renamed into place).
   std::string staging_dir;
-  HubOptions hub;          // endpoint, token, offline, retry policy
-  int parallel_files = 4;  // files fetched at once
+  HubOptions hub;  // endpoint, token, offline, retry policy
+  // hub.endpoint is a GSwarm peer's data port: the XXH3-128 digests its listing carries are
+  // checked instead of computing SHA-256 (whose values are carried over from the listing).
+  bool from_peer = false;
+  // Promises the bytes still to fetch (known once the source is listed) on the target's disk,
+  // before any is written; what it returns is held until Run returns. An error refuses the
+  // download (RESOURCE_EXHAUSTED: no room). Unset: the filesystem's free space is checked.
+  std::function<absl::StatusOr<std::shared_ptr<void>>(uint64_t bytes)> reserve;
+  // Striping (striped_fetch.h), for hf:// sources' files of at least stripe_min_bytes: more
+  // GSwarm peers holding the same commit (data port URLs; with from_peer, besides
+  // hub.endpoint), the Hub behind them for ranges no peer delivers, and connections per source.
+  // Without any of them every file is one connection (the .part path, with hash checkpoints).
+  std::vector<std::string> more_peers;
+  std::optional<HubOptions> fallback;
+  int connections_per_source = 1;
+  uint64_t stripe_min_bytes = 64ull << 20;
+  uint64_t stripe_chunk_bytes = 16ull << 20;  // the unit handed to one connection
+  int parallel_files = 4;                     // files fetched at once
 };
 
 struct DownloadProgress {
@@ -46,9 +64,11 @@ struct DownloadProgress {
 
 struct DownloadResult {
   std::string commit;                // resolved commit ("" for https:// and file://)
-  std::vector<v1::ModelFile> files;  // path, size_bytes, sha256 of every file
+  std::vector<v1::ModelFile> files;  // path, size_bytes, sha256, xxh3_128 of every file
   uint64_t size_bytes = 0;
-  uint64_t bytes_fetched = 0;  // by this Run; 0 when the model was already there
+  uint64_t bytes_fetched = 0;        // by this Run; 0 when the model was already there
+  uint64_t bytes_reread = 0;         // of partial files, to restore their hashes on resume
+  uint64_t bytes_from_fallback = 0;  // of bytes_fetched: from `fallback` (the Hub behind peers)
 };
 
 class Downloader {

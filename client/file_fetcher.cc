@@ -14,7 +14,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "client/sha256.h"
+#include "client/stream_hasher.h"
 #include "common/backoff.h"
 #include "common/status.h"
 #include "spdlog/spdlog.h"
@@ -45,7 +45,7 @@ struct PartFile {
   int fd = -1;
   std::string path;
   uint64_t have = 0;
-  Sha256 hasher;
+  std::unique_ptr<StreamHasher> hasher;
   const FetchContext* ctx = nullptr;
 
   ~PartFile() {
@@ -58,7 +58,7 @@ struct PartFile {
     }
     if (have > 0 && ctx->on_bytes) ctx->on_bytes(-static_cast<int64_t>(have), 0);
     have = 0;
-    hasher.Reset();
+    hasher->Reset();
     return absl::OkStatus();
   }
 
@@ -72,7 +72,7 @@ struct PartFile {
       }
       done += static_cast<size_t>(w);
     }
-    hasher.Update(data, n);
+    hasher->Feed(data, n);
     have += n;
     if (ctx->on_bytes) ctx->on_bytes(static_cast<int64_t>(n), n);
     return absl::OkStatus();
@@ -301,6 +301,8 @@ absl::StatusOr<FetchedFile> FileFetcher::Fetch(const FetchTarget& target, const 
   PartFile part;
   part.ctx = &ctx;
   part.path = target.final_path + ".part";
+  const bool by_xxh3 = IsXxh3Digest(target.xxh3);
+  part.hasher = std::make_unique<StreamHasher>(/*sha256=*/!by_xxh3, part.path + ".hash");
   part.fd = ::open(part.path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (part.fd < 0) return absl::ErrnoToStatus(errno, absl::StrCat("cannot open ", part.path));
   struct stat st;
@@ -308,14 +310,20 @@ absl::StatusOr<FetchedFile> FileFetcher::Fetch(const FetchTarget& target, const 
     return absl::ErrnoToStatus(errno, absl::StrCat("cannot stat ", part.path));
   }
   uint64_t existing = static_cast<uint64_t>(st.st_size);
+  uint64_t reread = 0;
   if (target.size && existing > *target.size) {
     // Longer than the file can be: not ours to continue. (Never counted as progress.)
     if (::ftruncate(part.fd, 0) != 0) {
       return absl::ErrnoToStatus(errno, absl::StrCat("cannot truncate ", part.path));
     }
+    part.hasher->Discard();
   } else if (existing > 0) {
-    ASSIGN_OR_RETURN(uint64_t hashed, HashFilePrefix(part.path, part.hasher, existing));
-    part.have = hashed;
+    ASSIGN_OR_RETURN(reread, part.hasher->Resume(part.path, existing));
+    part.have = existing;
+    spdlog::info("{}: resuming at byte {} (re-read {} bytes to restore its hashes)",
+                 target.display_name, existing, reread);
+  } else {
+    part.hasher->Discard();
   }
 
   common::Backoff backoff(
@@ -333,6 +341,7 @@ absl::StatusOr<FetchedFile> FileFetcher::Fetch(const FetchTarget& target, const 
         if ((a.outcome == Outcome::kCorrupt && ++corruptions > 1) || ++restarts > 3) {
           ::close(std::exchange(part.fd, -1));
           ::unlink(part.path.c_str());
+          part.hasher->Discard();
           return absl::Status(a.status.code(), absl::StrCat(a.status.message(),
                                                             "; the download was corrupted, retry"));
         }
@@ -361,19 +370,23 @@ absl::StatusOr<FetchedFile> FileFetcher::Fetch(const FetchTarget& target, const 
       }
     }
     // The body is complete: check it against what the source promised.
-    std::string digest = part.hasher.HexDigest();
+    StreamDigests digests = part.hasher->Finish();
     std::string mismatch;
     if (target.size && part.have != *target.size) {
       mismatch = absl::StrCat("size mismatch for ", target.display_name, ": expected ",
                               *target.size, " bytes, got ", part.have);
-    } else if (!target.sha256.empty() && digest != target.sha256) {
+    } else if (by_xxh3 && digests.xxh3_128 != target.xxh3) {
+      mismatch = absl::StrCat("checksum mismatch for ", target.display_name, ": expected xxh3_128 ",
+                              target.xxh3, ", got ", digests.xxh3_128);
+    } else if (!by_xxh3 && !target.sha256.empty() && digests.sha256 != target.sha256) {
       mismatch = absl::StrCat("checksum mismatch for ", target.display_name, ": expected sha256 ",
-                              target.sha256, ", got ", digest);
+                              target.sha256, ", got ", digests.sha256);
     }
     if (!mismatch.empty()) {
       if (++corruptions > 1) {
         ::close(std::exchange(part.fd, -1));
         ::unlink(part.path.c_str());
+        part.hasher->Discard();
         return absl::DataLossError(absl::StrCat(mismatch, "; the download was corrupted, retry"));
       }
       spdlog::warn("{}; fetching the file again", mismatch);
@@ -388,7 +401,9 @@ absl::StatusOr<FetchedFile> FileFetcher::Fetch(const FetchTarget& target, const 
       return absl::ErrnoToStatus(
           errno, absl::StrCat("cannot rename ", part.path, " to ", target.final_path));
     }
-    return FetchedFile{part.have, digest};
+    part.hasher->Discard();
+    return FetchedFile{part.have, by_xxh3 ? target.sha256 : digests.sha256, digests.xxh3_128,
+                       reread};
   }
 }
 

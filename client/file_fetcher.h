@@ -1,8 +1,9 @@
 #pragma once
 
 // Fetches one file over HTTP(S) into "<final>.part", then fsyncs and renames it to <final> once
-// it is whole and verified. An existing .part is continued with a Range request (its bytes seed
-// the SHA-256); a server that answers 200 instead of 206 restarts the file from zero. Transient
+// it is whole and verified. An existing .part is continued with a Range request (its hash state
+// comes from the checkpoint beside it, <final>.part.hash, plus the bytes after that checkpoint:
+// stream_hasher.h); a server that answers 200 instead of 206 restarts the file from zero. Transient
 // failures (connection refused, reset or cut, stalls, 408/429/5xx) are retried with backoff,
 // resuming from the bytes already written; a checksum or size mismatch restarts the file once,
 // then fails DATA_LOSS naming it. Stopping (cancel) keeps the .part for a later run.
@@ -31,6 +32,9 @@ struct FetchTarget {
   std::optional<uint64_t> size;      // expected size, when the source says
   std::string sha256;                // expected SHA-256 (lowercase hex), when the source says
   std::vector<std::string> headers;  // extra request headers ("Authorization: Bearer ...")
+  // Expected XXH3-128, from a GSwarm peer whose manifest records it: then that is what is checked
+  // (at memory speed), SHA-256 is not computed, and `sha256` is carried over as the file's.
+  std::string xxh3;
 };
 
 struct FetchContext {
@@ -48,7 +52,9 @@ struct FetchContext {
 
 struct FetchedFile {
   uint64_t size = 0;
-  std::string sha256;  // of the bytes on disk, always computed
+  std::string sha256;         // of the bytes on disk (computed, or carried from a peer's listing)
+  std::string xxh3_128;       // of the bytes on disk, always computed
+  uint64_t bytes_reread = 0;  // of an existing .part, to seed the hashes on resume
 };
 
 class FileFetcher {

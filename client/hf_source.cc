@@ -106,6 +106,10 @@ absl::StatusOr<RepoListing> ParseRepoListing(absl::string_view body, absl::strin
         return bad(absl::StrCat("no size for ", file.path()));
       }
       file.set_etag(s.value("blobId", ""));
+      // A GSwarm peer's data port adds the fast digest its manifest records (data_server.h).
+      if (s.contains("gswarm") && s["gswarm"].is_object()) {
+        file.set_xxh3_128(absl::AsciiStrToLower(s["gswarm"].value("xxh3_128", "")));
+      }
       listing.files.push_back(std::move(file));
     }
   } catch (const nlohmann::json::exception& e) {

@@ -30,6 +30,7 @@ absl::StatusOr<ModelManifest> ReadManifest(const std::string& model_dir) {
       file.set_path(f.at("path").get<std::string>());
       file.set_size_bytes(f.at("size").get<uint64_t>());
       file.set_sha256(f.value("sha256", ""));
+      file.set_xxh3_128(f.value("xxh3_128", ""));
       m.files.push_back(std::move(file));
     }
   } catch (const nlohmann::json::exception& e) {
@@ -41,7 +42,9 @@ absl::StatusOr<ModelManifest> ReadManifest(const std::string& model_dir) {
 absl::Status WriteManifest(const std::string& model_dir, const ModelManifest& m) {
   nlohmann::json files = nlohmann::json::array();
   for (const v1::ModelFile& f : m.files) {
-    files.push_back({{"path", f.path()}, {"size", f.size_bytes()}, {"sha256", f.sha256()}});
+    nlohmann::json file = {{"path", f.path()}, {"size", f.size_bytes()}, {"sha256", f.sha256()}};
+    if (!f.xxh3_128().empty()) file["xxh3_128"] = f.xxh3_128();
+    files.push_back(std::move(file));
   }
   nlohmann::json j = {{"format", 1},
                       {"name", m.name},

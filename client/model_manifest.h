@@ -7,7 +7,12 @@
 //
 // {"format": 1, "name": "...", "source_url": "hf://org/x", "revision": "main",
 //  "commit": "<sha or empty>", "downloaded_at": "2024-05-01T12:00:00Z",
-//  "files": [{"path": "config.json", "size": 123, "sha256": "..."}]}
+//  "files": [{"path": "config.json", "size": 123, "sha256": "...", "xxh3_128": "..."}]}
+//
+// What is checked where: sha256 is the Hub's (or computed from the source's bytes at download)
+// and is re-checked only by `validate --full`; xxh3_128 is computed once, at download or lazily by
+// the first tier copy of a model whose manifest lacks it, and every later tier copy and peer
+// transfer checks the bytes against it while they move.
 //
 // Thread safety: free functions, safe from any thread.
 
@@ -24,7 +29,7 @@ struct ModelManifest {
   std::string source_url;
   std::string revision;              // as requested ("main", a tag, a commit; empty for https/file)
   std::string commit;                // resolved commit; empty when the source has none
-  std::vector<v1::ModelFile> files;  // path, size_bytes, sha256 (every file)
+  std::vector<v1::ModelFile> files;  // path, size_bytes, sha256, xxh3_128 (every file)
   std::string downloaded_at;         // RFC 3339, UTC
 };
 

@@ -1,6 +1,8 @@
 #include "client/tier_copier.h"
 
 #include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/sendfile.h>
 #include <sys/stat.h>
@@ -14,6 +16,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <thread>
 #include <tuple>
@@ -46,13 +49,20 @@ constexpr size_t kSlice = 1 << 20;
 // Directory symlinks can form loops; nothing real nests deeper.
 constexpr int kMaxDepth = 64;
 
-constexpr const char* kMethodNames[] = {"copy_file_range", "sendfile", "read/write"};
+// The mapped path maps the source this much at a time, and asks the kernel to read the next
+// window ahead while this one is hashed and written.
+constexpr size_t kMapWindow = 64 << 20;
+
+constexpr const char* kMethodNames[] = {"copy_file_range", "sendfile", "read/write", "mmap+write"};
 
 struct FileJob {
-  std::string rel;     // relative to the source (and the staging) directory
-  std::string src;     // source path, symlinks not resolved (open follows them)
-  uint64_t size = 0;   // as stat'ed when listed
-  std::string sha256;  // expected digest; empty when not recorded or not verifying
+  std::string rel;      // relative to the source (and the staging) directory
+  std::string src;      // source path, symlinks not resolved (open follows them)
+  uint64_t size = 0;    // as stat'ed when listed
+  bool verify = false;  // listed by the manifest, and verifying: hash it on the way
+  std::string xxh3;     // the manifest's digests; checked: xxh3 where recorded, else sha256
+  std::string sha256;
+  std::string computed_xxh3;  // set by the copy when xxh3 was not recorded
 };
 
 using common::UniqueFd;
@@ -118,7 +128,7 @@ absl::Status ListFiles(const fs::path& dir, const std::string& rel_dir, int dept
       if (!seen.insert({st.st_dev, st.st_ino}).second) continue;  // a link back up the tree
       RETURN_IF_ERROR(ListFiles(it->path(), rel, depth + 1, root, seen, out));
     } else if (S_ISREG(st.st_mode)) {
-      out.push_back(FileJob{rel, path, static_cast<uint64_t>(st.st_size), ""});
+      out.push_back(FileJob{rel, path, static_cast<uint64_t>(st.st_size)});
     }
   }
   if (ec) return absl::ErrnoToStatus(ec.value(), absl::StrCat("cannot list ", dir.string()));
@@ -135,7 +145,7 @@ absl::Status FsyncPath(const std::string& path, int flags) {
 
 // State the workers share with the calling thread.
 struct Run {
-  const std::vector<FileJob>& jobs;
+  std::vector<FileJob>& jobs;  // each worker writes only the jobs it took
   const std::string& staging_dir;
   const std::string& target_dir;
   const CopyOptions& options;
@@ -145,8 +155,9 @@ struct Run {
   std::atomic<uint32_t> files_done{0};
   std::atomic<size_t> next{0};
   std::atomic<bool> stop{false};
-  std::atomic<uint32_t> by_method[3] = {0, 0, 0};
-  std::atomic<uint32_t> hashed{0};
+  std::atomic<uint32_t> by_method[4] = {0, 0, 0, 0};
+  std::atomic<uint32_t> by_xxh3{0};
+  std::atomic<uint32_t> by_sha256{0};
 
   gswarm::Mutex mu;
   absl::Status error ABSL_GUARDED_BY(mu);
@@ -226,14 +237,96 @@ absl::Status KernelCopy(Run& run, const FileJob& job, CopyMethod method, int in,
   return absl::OkStatus();
 }
 
+// A source file truncated while it is mapped raises SIGBUS at the next access to a page past its
+// new end. The mapped path's reads run under this guard: the handler jumps back out of the access
+// and the copy fails naming the file, instead of the agent dying. A SIGBUS anywhere else gets the
+// default action (the process dies with a core, as before).
+thread_local sigjmp_buf* t_sigbus_jump = nullptr;
+
+void OnSigbus(int sig, siginfo_t*, void*) {
+  if (t_sigbus_jump != nullptr) siglongjmp(*t_sigbus_jump, 1);
+  ::signal(sig, SIG_DFL);
+  ::raise(sig);
+}
+
+void InstallSigbusGuard() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    struct sigaction action = {};
+    action.sa_sigaction = &OnSigbus;
+    action.sa_flags = SA_SIGINFO | SA_NODEFER;
+    sigemptyset(&action.sa_mask);
+    ::sigaction(SIGBUS, &action, nullptr);
+  });
+}
+
+// Feeds `len` mapped bytes to the hashers; false when the mapping went away under them (SIGBUS).
+// Nothing here may own resources: a SIGBUS jumps over these frames.
+bool HashMapped(const char* data, size_t len, Xxh3* xxh3, Sha256* sha256) {
+  sigjmp_buf jump;
+  if (sigsetjmp(jump, 0) != 0) {
+    t_sigbus_jump = nullptr;
+    return false;
+  }
+  t_sigbus_jump = &jump;
+  if (xxh3 != nullptr) xxh3->Update(data, len);
+  if (sha256 != nullptr) sha256->Update(data, len);
+  t_sigbus_jump = nullptr;
+  return true;
+}
+
+struct Unmap {
+  size_t len;
+  void operator()(void* p) const { ::munmap(p, len); }
+};
+
+// Maps [*off, job.size) of `in` a window at a time; each slice is hashed in place and written out
+// of the same mapping while it is still in the CPU cache.
+absl::Status MappedCopy(Run& run, const FileJob& job, int in, int out, uint64_t* off, Xxh3* xxh3,
+                        Sha256* sha256) {
+  InstallSigbusGuard();
+  const auto truncated = [&job](uint64_t at) {
+    return absl::DataLossError(absl::StrCat("source file ", job.src, " was truncated at byte ", at,
+                                            " while it was copied (changed during the copy?)"));
+  };
+  while (*off < job.size) {
+    if (run.ShouldStop()) return run.Stopped();
+    const size_t window = static_cast<size_t>(std::min<uint64_t>(kMapWindow, job.size - *off));
+    ReadAhead(in, *off + window, kMapWindow);
+    void* mapped =
+        ::mmap(nullptr, window, PROT_READ, MAP_SHARED | MAP_POPULATE, in, static_cast<off_t>(*off));
+    if (mapped == MAP_FAILED) {
+      return absl::ErrnoToStatus(errno, absl::StrCat("cannot map ", job.src));
+    }
+    std::unique_ptr<void, Unmap> unmap(mapped, Unmap{window});
+    const char* base = static_cast<const char*>(mapped);
+    for (size_t slice = 0; slice < window; slice += kSlice) {
+      const size_t len = std::min(kSlice, window - slice);
+      if (!HashMapped(base + slice, len, xxh3, sha256)) return truncated(*off + slice);
+      for (size_t written = 0; written < len;) {
+        ssize_t n = ::pwrite(out, base + slice + written, len - written,
+                             static_cast<off_t>(*off + slice + written));
+        if (n < 0) {
+          if (errno == EINTR) continue;
+          if (errno == EFAULT) return truncated(*off + slice + written);
+          return run.WriteError(errno, job, "cannot write");
+        }
+        written += static_cast<size_t>(n);
+      }
+      run.bytes_done.fetch_add(len, std::memory_order_relaxed);
+    }
+    *off += window;
+  }
+  return absl::OkStatus();
+}
+
 struct FreeDeleter {
   void operator()(char* p) const { std::free(p); }
 };
 
-// pread into a large aligned buffer, hash (when `hasher`), pwrite: from *off to job.size.
+// pread into a large aligned buffer, pwrite: from *off to job.size.
 absl::Status ReadWriteCopy(Run& run, const FileJob& job, int in, int out, uint64_t* off,
-                           std::unique_ptr<char, FreeDeleter>& buffer, size_t buffer_size,
-                           Sha256* hasher) {
+                           std::unique_ptr<char, FreeDeleter>& buffer, size_t buffer_size) {
   while (*off < job.size) {
     if (run.ShouldStop()) return run.Stopped();
     const size_t want = static_cast<size_t>(std::min<uint64_t>(buffer_size, job.size - *off));
@@ -250,7 +343,6 @@ absl::Status ReadWriteCopy(Run& run, const FileJob& job, int in, int out, uint64
     for (size_t slice = 0; slice < got; slice += kSlice) {
       const size_t len = std::min(kSlice, got - slice);
       const char* data = buffer.get() + slice;
-      if (hasher != nullptr) hasher->Update(data, len);
       for (size_t written = 0; written < len;) {
         ssize_t n = ::pwrite(out, data + written, len - written,
                              static_cast<off_t>(*off + slice + written));
@@ -268,7 +360,7 @@ absl::Status ReadWriteCopy(Run& run, const FileJob& job, int in, int out, uint64
   return absl::OkStatus();
 }
 
-absl::Status CopyOneFile(Run& run, const FileJob& job, std::unique_ptr<char, FreeDeleter>& buffer,
+absl::Status CopyOneFile(Run& run, FileJob& job, std::unique_ptr<char, FreeDeleter>& buffer,
                          size_t buffer_size) {
   UniqueFd in(::open(job.src.c_str(), O_RDONLY | O_CLOEXEC));
   if (in.get() < 0) return absl::ErrnoToStatus(errno, absl::StrCat("cannot open ", job.src));
@@ -283,9 +375,13 @@ absl::Status CopyOneFile(Run& run, const FileJob& job, std::unique_ptr<char, Fre
 
   uint64_t off = 0;
   CopyMethod used = CopyMethod::kReadWrite;
-  std::unique_ptr<Sha256> hasher;
-  if (!job.sha256.empty()) {
-    hasher = std::make_unique<Sha256>();
+  std::unique_ptr<Xxh3> xxh3;
+  std::unique_ptr<Sha256> sha256;
+  if (job.verify) {
+    used = CopyMethod::kMappedWrite;
+    xxh3 = std::make_unique<Xxh3>();
+    if (job.xxh3.empty() && !job.sha256.empty()) sha256 = std::make_unique<Sha256>();
+    RETURN_IF_ERROR(MappedCopy(run, job, in.get(), out.get(), &off, xxh3.get(), sha256.get()));
   } else {
     const int first =
         static_cast<int>(run.options.first_method.value_or(CopyMethod::kCopyFileRange));
@@ -301,22 +397,31 @@ absl::Status CopyOneFile(Run& run, const FileJob& job, std::unique_ptr<char, Fre
       RememberRefused(in_st.st_dev, out_st.st_dev, method, refused);
     }
   }
-  if (off < job.size) {
+  if (off < job.size && !job.verify) {
     used = CopyMethod::kReadWrite;
-    RETURN_IF_ERROR(
-        ReadWriteCopy(run, job, in.get(), out.get(), &off, buffer, buffer_size, hasher.get()));
+    RETURN_IF_ERROR(ReadWriteCopy(run, job, in.get(), out.get(), &off, buffer, buffer_size));
   }
   if (off != job.size) {
     return absl::DataLossError(absl::StrCat("source file ", job.src, " ended after ", off, " of ",
                                             job.size, " bytes (changed during the copy?)"));
   }
-  if (hasher != nullptr) {
-    const std::string digest = hasher->HexDigest();
-    if (digest != job.sha256) {
-      return absl::DataLossError(absl::StrCat("source file ", job.src, " has sha256 ", digest,
-                                              ", but its manifest records ", job.sha256));
+  if (xxh3 != nullptr) {
+    const std::string digest = xxh3->HexDigest();
+    if (!job.xxh3.empty()) {
+      if (digest != job.xxh3) {
+        return absl::DataLossError(absl::StrCat("source file ", job.src, " has xxh3_128 ", digest,
+                                                ", but its manifest records ", job.xxh3));
+      }
+      run.by_xxh3.fetch_add(1, std::memory_order_relaxed);
+    } else if (sha256 != nullptr) {
+      const std::string sha = sha256->HexDigest();
+      if (sha != job.sha256) {
+        return absl::DataLossError(absl::StrCat("source file ", job.src, " has sha256 ", sha,
+                                                ", but its manifest records ", job.sha256));
+      }
+      run.by_sha256.fetch_add(1, std::memory_order_relaxed);
     }
-    run.hashed.fetch_add(1, std::memory_order_relaxed);
+    if (job.xxh3.empty()) job.computed_xxh3 = digest;
   }
   if (::fsync(out.get()) != 0) return run.WriteError(errno, job, "cannot fsync");
   if (::close(out.release()) != 0) return run.WriteError(errno, job, "cannot close");
@@ -352,8 +457,10 @@ void Worker(Run& run) {
   --run.running;
 }
 
-// Lists and checks the source against its manifest; fills `jobs`, largest first.
-absl::Status PlanJobs(const std::string& source_dir, bool verify, std::vector<FileJob>& jobs) {
+// Lists and checks the source against its manifest (returned; nullopt without one); fills `jobs`,
+// largest first.
+absl::StatusOr<std::optional<ModelManifest>> PlanJobs(const std::string& source_dir, bool verify,
+                                                      std::vector<FileJob>& jobs) {
   struct stat st;
   if (::stat(source_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
     return absl::NotFoundError(absl::StrCat("source ", source_dir, " is not a directory"));
@@ -376,12 +483,41 @@ absl::Status PlanJobs(const std::string& source_dir, bool verify, std::vector<Fi
                                                 it->second->size, " bytes, but its manifest says ",
                                                 file.size_bytes()));
       }
-      if (verify) it->second->sha256 = file.sha256();
+      FileJob& job = *it->second;
+      job.verify = verify;
+      job.xxh3 = IsXxh3Digest(file.xxh3_128()) ? file.xxh3_128() : "";
+      job.sha256 = file.sha256();
     }
   }
   std::stable_sort(jobs.begin(), jobs.end(),
                    [](const FileJob& a, const FileJob& b) { return a.size > b.size; });
-  return absl::OkStatus();
+  if (!manifest.ok()) return std::nullopt;
+  return *std::move(manifest);
+}
+
+// The XXH3-128 digests this copy computed, added to `manifest`; how many. The target's copy of
+// the manifest is rewritten (it is in staging, renamed with the rest), and the source's, so that
+// the next copy or peer transfer of either checks the fast digest.
+absl::StatusOr<uint32_t> RecordDigests(const std::vector<FileJob>& jobs, ModelManifest& manifest,
+                                       const std::string& source_dir,
+                                       const std::string& staging_dir) {
+  std::map<std::string, const FileJob*> by_rel;
+  for (const FileJob& job : jobs) by_rel[job.rel] = &job;
+  uint32_t recorded = 0;
+  for (v1::ModelFile& file : manifest.files) {
+    auto it = by_rel.find(file.path());
+    if (it == by_rel.end() || it->second->computed_xxh3.empty()) continue;
+    file.set_xxh3_128(it->second->computed_xxh3);
+    ++recorded;
+  }
+  if (recorded == 0) return recorded;
+  RETURN_IF_ERROR(WriteManifest(staging_dir, manifest));
+  if (absl::Status source = WriteManifest(source_dir, manifest); !source.ok()) {
+    // The copy is sound; only the next one from this source will compute them again.
+    spdlog::warn("copy: cannot record xxh3 digests in {}'s manifest: {}", source_dir,
+                 source.message());
+  }
+  return recorded;
 }
 
 // Copies into `staging_dir`, which exists and is empty; fsyncs what it wrote.
@@ -468,7 +604,8 @@ absl::StatusOr<uint64_t> CopyModelDir(const std::string& source_dir, const std::
     return absl::FailedPreconditionError(absl::StrCat("target ", target_dir, " already exists"));
   }
   std::vector<FileJob> jobs;
-  RETURN_IF_ERROR(PlanJobs(source_dir, options.verify_sha256, jobs));
+  ASSIGN_OR_RETURN(std::optional<ModelManifest> manifest,
+                   PlanJobs(source_dir, options.verify, jobs));
 
   std::error_code ec;
   fs::remove_all(staging_dir, ec);  // a leftover from a copy that crashed
@@ -479,10 +616,20 @@ absl::StatusOr<uint64_t> CopyModelDir(const std::string& source_dir, const std::
 
   Run run{jobs, staging_dir, target_dir, options, cancel};
   absl::Status status = CopyAll(run, on_progress);
+  uint32_t recorded = 0;
+  if (status.ok() && manifest.has_value()) {
+    absl::StatusOr<uint32_t> n = RecordDigests(jobs, *manifest, source_dir, staging_dir);
+    status = n.status();
+    if (n.ok()) recorded = *n;
+  }
   if (status.ok()) status = RenameIntoPlace(staging_dir, target_dir);
+  const uint32_t hashed = run.by_xxh3.load() + run.by_sha256.load();
   if (options.stats != nullptr) {
-    for (int m = 0; m < 3; ++m) options.stats->files_by_method[m] = run.by_method[m].load();
-    options.stats->files_hashed = run.hashed.load();
+    for (int m = 0; m < 4; ++m) options.stats->files_by_method[m] = run.by_method[m].load();
+    options.stats->files_hashed = hashed;
+    options.stats->files_by_xxh3 = run.by_xxh3.load();
+    options.stats->files_by_sha256 = run.by_sha256.load();
+    options.stats->digests_recorded = recorded;
   }
   if (!status.ok()) {
     fs::remove_all(staging_dir, ec);
@@ -495,9 +642,12 @@ absl::StatusOr<uint64_t> CopyModelDir(const std::string& source_dir, const std::
   }
   const uint64_t bytes = run.bytes_done.load();
   const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
-  spdlog::info("copied {} -> {}: {} files, {} bytes in {:.2f} s ({:.2f} GB/s; {} hashed)",
-               source_dir, target_dir, jobs.size(), bytes, seconds,
-               seconds > 0 ? static_cast<double>(bytes) / seconds / 1e9 : 0.0, run.hashed.load());
+  spdlog::info(
+      "copied {} -> {}: {} files, {} bytes in {:.2f} s ({:.2f} GB/s; {} verified: {} by xxh3, {} "
+      "by sha256; {} xxh3 digests recorded)",
+      source_dir, target_dir, jobs.size(), bytes, seconds,
+      seconds > 0 ? static_cast<double>(bytes) / seconds / 1e9 : 0.0, hashed, run.by_xxh3.load(),
+      run.by_sha256.load(), recorded);
   return bytes;
 }
 

@@ -25,15 +25,20 @@ struct CopyProgress {
   uint32_t files_total = 0;
 };
 
-// How one file's bytes move. Each file tries them in this order and falls back to the next when
-// the kernel refuses one (EXDEV, EINVAL, ENOSYS, EOPNOTSUPP); a refusal is remembered for the
-// process per (source device, target device), so later files go straight to what works.
-enum class CopyMethod { kCopyFileRange = 0, kSendfile = 1, kReadWrite = 2 };
+// How one file's bytes move. Unverified files try the first three in this order and fall back
+// to the next when the kernel refuses one (EXDEV, EINVAL, ENOSYS, EOPNOTSUPP); a refusal is
+// remembered for the process per (source device, target device), so later files go straight to
+// what works. Verified files are mapped: the digest reads the source's page cache in place and
+// write() copies the same pages out, one pass and one copy, no read-back.
+enum class CopyMethod { kCopyFileRange = 0, kSendfile = 1, kReadWrite = 2, kMappedWrite = 3 };
 
 // What a copy did, for logs and benchmarks.
 struct CopyStats {
-  uint32_t files_by_method[3] = {0, 0, 0};  // indexed by CopyMethod: the method that copied it
-  uint32_t files_hashed = 0;                // files whose SHA-256 was checked against the manifest
+  uint32_t files_by_method[4] = {0, 0, 0, 0};  // indexed by CopyMethod: what copied it
+  uint32_t files_hashed = 0;      // files checked against a digest their manifest records
+  uint32_t files_by_xxh3 = 0;     // ... of them, by XXH3-128
+  uint32_t files_by_sha256 = 0;   // ... by SHA-256 (a manifest without XXH3-128)
+  uint32_t digests_recorded = 0;  // XXH3-128 digests computed on the way and added to manifests
 };
 
 struct CopyOptions {
@@ -42,9 +47,11 @@ struct CopyOptions {
   // Buffer size of the read/write path (one aligned buffer per worker) and the chunk size of the
   // kernel paths (at least 64 MiB there). Cancel and progress are checked between blocks.
   size_t block_bytes = 8 << 20;
-  // Check every file that has a sha256 in the source's manifest. Hashing needs the bytes in user
-  // space, so those files always take the read/write path.
-  bool verify_sha256 = true;
+  // Check every file the source's manifest lists against its XXH3-128, or, where the manifest has
+  // none yet, against its SHA-256 while computing the XXH3-128, which is then recorded in the
+  // source's and the target's manifests (once per model). Those files take kMappedWrite. Off: the
+  // kernel's copy paths, sizes checked only.
+  bool verify = true;
   // Where each file's fallback chain starts (later methods still take over on refusal). Unset:
   // at the start. For tests and benchmarks.
   std::optional<CopyMethod> first_method;
@@ -55,7 +62,7 @@ struct CopyOptions {
 // Copies every regular file under `source_dir` (following symlinks, e.g. Hugging Face snapshots
 // that link to blobs; keeping the relative layout) into `staging_dir`, checks each file's size
 // (against the source's .gswarm/manifest.json where it lists the file, else against the source
-// file), and its SHA-256 where recorded and `verify_sha256`; fsyncs files and directories, renames
+// file), and its digest where `verify` (see there); fsyncs files and directories, renames
 // `staging_dir` to `target_dir` and fsyncs the target's parent. From the source's .gswarm/ only
 // manifest.json is copied: other bookkeeping there (pins, last use) belongs to the source's tier.
 // The target always has a .gswarm/ directory, for its own tier's bookkeeping.
@@ -68,9 +75,9 @@ struct CopyOptions {
 // Returns the bytes copied. Errors, after which `staging_dir` is gone and `target_dir` does not
 // exist: FAILED_PRECONDITION when `target_dir` already exists; NOT_FOUND when the source is not a
 // directory or a file the manifest lists is missing; DATA_LOSS naming a file whose size or
-// SHA-256 differs from the manifest; RESOURCE_EXHAUSTED naming the target when its disk fills up
-// (ENOSPC; callers check space first, this is the backstop); CANCELLED when `*cancel` turns true;
-// otherwise the failing file and the errno text.
+// digest differs from the manifest (or that was truncated while it was read); RESOURCE_EXHAUSTED
+// naming the target when its disk fills up (ENOSPC; callers check space first, this is the
+// backstop); CANCELLED when `*cancel` turns true; otherwise the failing file and the errno text.
 //
 // `on_progress` (may be empty) is called from the calling thread only, with counts that never go
 // down, at least every ~100 ms while bytes move and once at the end with bytes_done ==

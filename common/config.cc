@@ -91,6 +91,8 @@ absl::Status ApplyNode(Config& config, const Key& key, const YAML::Mark& mark,
 
 // client.engines: a map, not a key of the table, read by ReadEngines.
 constexpr char kEnginesKey[] = "client.engines";
+// client.disk_locations: a map too, read by ReadDiskLocations.
+constexpr char kDiskLocationsKey[] = "client.disk_locations";
 
 // A plain (unquoted) scalar YAML would read as a number or a boolean.
 bool LooksLikeNonString(const YAML::Node& node) {
@@ -272,6 +274,75 @@ absl::Status ReadEngines(const YAML::Node& node, absl::string_view file, Config&
   return absl::OkStatus();
 }
 
+// client.disk_locations: name -> {path, high_watermark}.
+absl::Status ReadDiskLocations(const YAML::Node& node, absl::string_view file, Config& config) {
+  config.client.disk_locations.clear();
+  if (node.IsNull()) return absl::OkStatus();
+  const std::string at = absl::StrCat(Location(file, node.Mark()), ": ", kDiskLocationsKey);
+  if (!node.IsMap()) {
+    return Invalid(at, absl::StrCat("expected a map of location names to {path, high_watermark}, "
+                                    "got ",
+                                    Describe(node)));
+  }
+  for (const auto& entry : node) {
+    const YAML::Node& name = entry.first;
+    const std::string where = Location(file, name.Mark());
+    if (!name.IsScalar() || !IsDiskLocationName(name.Scalar())) {
+      return Invalid(absl::StrCat(where, ": ", kDiskLocationsKey),
+                     absl::StrCat("a location name is 1-64 letters, digits, '-', '_' or '.' (and "
+                                  "not \"custom\", which names a path given per download), got ",
+                                  Describe(name)));
+    }
+    const std::string path = absl::StrCat(kDiskLocationsKey, ".", name.Scalar());
+    const YAML::Node& value = entry.second;
+    if (!value.IsMap()) {
+      return Invalid(
+          absl::StrCat(where, ": ", path),
+          absl::StrCat("expected a map with path and high_watermark, got ", Describe(value)));
+    }
+    DiskLocationSpec spec;
+    for (const auto& field : value) {
+      const std::string key =
+          absl::StrCat(path, ".", field.first.IsScalar() ? field.first.Scalar() : "?");
+      const std::string source = absl::StrCat(Location(file, field.first.Mark()), ": ", key);
+      const std::string text = field.second.IsScalar() ? field.second.Scalar() : "";
+      if (!field.first.IsScalar()) {
+        config.warnings.push_back(absl::StrCat(source, ": unknown key (ignored)"));
+      } else if (field.first.Scalar() == "path") {
+        if (!field.second.IsScalar() || text.empty()) {
+          return Invalid(source,
+                         absl::StrCat("expected a directory, got ", Describe(field.second)));
+        }
+        spec.path = ExpandUser(text);
+        if (spec.path.front() != '/') {
+          return Invalid(source, absl::StrCat(Quote(text), " is not an absolute path"));
+        }
+      } else if (field.first.Scalar() == "high_watermark") {
+        double w = 0;
+        if (!field.second.IsScalar() || !absl::SimpleAtod(absl::StripAsciiWhitespace(text), &w) ||
+            !(w > 0 && w <= 1)) {
+          return Invalid(source, absl::StrCat(Quote(text),
+                                              " is not a share of the disk above 0 and at most 1 "
+                                              "(0.9: stop at 90% full)"));
+        }
+        spec.high_watermark = w;
+      } else {
+        config.warnings.push_back(absl::StrCat(source, ": unknown key (ignored)"));
+      }
+    }
+    if (name.Scalar() == "primary" && !spec.path.empty()) {
+      return Invalid(absl::StrCat(where, ": ", path),
+                     "the primary location is client.model_cache_dir: set only its "
+                     "high_watermark here");
+    }
+    if (name.Scalar() != "primary" && spec.path.empty()) {
+      return Invalid(absl::StrCat(where, ": ", path), "a path is required");
+    }
+    config.client.disk_locations[name.Scalar()] = std::move(spec);
+  }
+  return absl::OkStatus();
+}
+
 // client.default_engine must name a preset or a configured engine.
 absl::Status CheckDefaultEngine(const ClientConfig& client, absl::string_view source) {
   const std::map<std::string, EngineSpec> engines = EffectiveEngines(client);
@@ -306,6 +377,8 @@ absl::Status ReadSection(const YAML::Node& node, const std::string& prefix, absl
       config.explicit_keys.insert(path);
     } else if (path == kEnginesKey) {
       RETURN_IF_ERROR(ReadEngines(value, file, config));
+    } else if (path == kDiskLocationsKey) {
+      RETURN_IF_ERROR(ReadDiskLocations(value, file, config));
     } else if (IsSection(path)) {
       if (value.IsNull()) continue;  // `client:` with no keys under it
       if (!value.IsMap()) {
@@ -450,6 +523,16 @@ absl::StatusOr<Config> LoadConfig(const LoadOptions& options) {
     RETURN_IF_ERROR(SetConfigValue(config, key, value, absl::StrCat("flag ", key)));
   }
   return config;
+}
+
+bool IsDiskLocationName(std::string_view name) {
+  return !name.empty() && name.size() <= 64 && name != "custom" &&
+         std::all_of(name.begin(), name.end(),
+                     [](char c) {
+                       return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '-' ||
+                              c == '_' || c == '.';
+                     }) &&
+         name != "." && name != "..";
 }
 
 std::map<std::string, EngineSpec> EffectiveEngines(const ClientConfig& client) {

@@ -96,6 +96,15 @@ struct HostConfig {
   friend bool operator==(const HostConfig&, const HostConfig&) = default;
 };
 
+// One of client.disk_locations: a named place for disk copies of models.
+struct DiskLocationSpec {
+  std::string path;  // absolute (~ expanded); empty for "primary", which is model_cache_dir
+  // Downloads and copies stop short of filling the filesystem past this share (0 < w <= 1).
+  double high_watermark = 0.9;
+
+  friend bool operator==(const DiskLocationSpec&, const DiskLocationSpec&) = default;
+};
+
 struct ClientConfig {
   // The host's HTTP address, as in the original GSwarm.
   std::string host_url = "http://localhost:8100";
@@ -130,6 +139,10 @@ struct ClientConfig {
   std::string auth_token;
   // Port serving this node's tiers to peers.
   int data_port = 8102;
+  // Connections per source for a file of 64 MiB or more from the Hub: above 1, byte ranges in
+  // parallel (for a network that limits each connection); 1 keeps one stream per file, whose
+  // hash state is checkpointed for resumes.
+  int download_connections = 1;
   double heartbeat_interval_s = 2;
   // Engines configured under client.engines, by name. An entry named like a preset (vllm,
   // llama-server, sglang) starts from the preset and overrides the fields it gives; the presets
@@ -137,6 +150,10 @@ struct ClientConfig {
   std::map<std::string, EngineSpec> engines;
   // The engine `serve` uses when none is named; a preset or a configured engine.
   std::string default_engine = "vllm";
+  // Places for disk copies besides model_cache_dir ("primary", whose entry may set only its
+  // high_watermark), by name: {path, high_watermark}. Downloads name one (seed 004's
+  // cache_location); every one is scanned for models.
+  std::map<std::string, DiskLocationSpec> disk_locations;
 
   friend bool operator==(const ClientConfig&, const ClientConfig&) = default;
 };
@@ -189,6 +206,10 @@ nlohmann::json ConfigToJson(const Config& config);
 
 // The same as YAML text, for `gswarm config`.
 std::string ConfigToYaml(const Config& config);
+
+// A valid key of client.disk_locations: 1-64 of [A-Za-z0-9._-], not "custom" (a per-download
+// path) nor "." or "..".
+bool IsDiskLocationName(std::string_view name);
 
 // The engines an agent can start: the presets, with the configured engines over them.
 std::map<std::string, EngineSpec> EffectiveEngines(const ClientConfig& client);

@@ -71,6 +71,7 @@ constexpr Key kKeys[] = {
     GSWARM_KEY("client.huggingface_cache_dir", client.huggingface_cache_dir),
     GSWARM_KEY("client.auth_token", client.auth_token, Check::kNone, true),
     GSWARM_KEY("client.data_port", client.data_port, Check::kPort),
+    GSWARM_KEY("client.download_connections", client.download_connections, Check::kAtLeastOne),
     GSWARM_KEY("client.heartbeat_interval_s", client.heartbeat_interval_s, Check::kPositive),
     GSWARM_KEY("client.default_engine", client.default_engine),
 };

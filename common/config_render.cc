@@ -90,6 +90,18 @@ std::string EnginesYaml(const ClientConfig& client) {
   return out;
 }
 
+// client.disk_locations as YAML lines under `client:`.
+std::string DiskLocationsYaml(const ClientConfig& client) {
+  if (client.disk_locations.empty()) return "  disk_locations: {}\n";
+  std::string out = "  disk_locations:\n";
+  for (const auto& [name, spec] : client.disk_locations) {
+    absl::StrAppend(&out, "    ", name, ":\n");
+    if (!spec.path.empty()) absl::StrAppend(&out, "      path: ", FlowYaml(spec.path), "\n");
+    absl::StrAppend(&out, "      high_watermark: ", FlowYaml(spec.high_watermark), "\n");
+  }
+  return out;
+}
+
 }  // namespace
 
 std::string DefaultConfigYaml() {
@@ -153,6 +165,7 @@ client:
   engine_host: "127.0.0.1"   # where engines listen; 0.0.0.0 lets a host on another node route
   auth_token: ""             # token sent to the host; GSWARM_TOKEN also sets it
   data_port: 8102            # serves this node's tiers to peers
+  download_connections: 1    # parallel byte ranges per big Hub file (for a per-connection cap)
   # cleanup_on_shutdown: true  # this node's own; unset: host.cleanup_on_shutdown
   # huggingface_cache_dir: "~/.cache/huggingface"  # unset: host.huggingface_cache_dir
   heartbeat_interval_s: 2    # seconds between heartbeats to the host
@@ -181,6 +194,13 @@ client:
   #     wake: ["POST /wake_up"]
   #   my-other:
   #     command: ["my-other", "--config", "{{\"port\": {port}}}"]
+
+  # More places for disk copies, by name ("primary" is model_cache_dir). A download names one
+  # (seed 004's cache_location); downloads and copies reserve their size up front and stop
+  # short of filling a disk past its high_watermark (default 0.9).
+  # disk_locations:
+  #   primary: {high_watermark: 0.9}
+  #   secondary: {path: "/mnt/data/gswarm-models", high_watermark: 0.95}
 )yaml";
 }
 
@@ -193,6 +213,11 @@ nlohmann::json ConfigToJson(const Config& config) {
   }
   nlohmann::json& engines = out["client"]["engines"] = nlohmann::json::object();
   for (const auto& [name, spec] : config.client.engines) engines[name] = EngineJson(spec);
+  nlohmann::json& locations = out["client"]["disk_locations"] = nlohmann::json::object();
+  for (const auto& [name, spec] : config.client.disk_locations) {
+    locations[name] = {{"high_watermark", spec.high_watermark}};
+    if (!spec.path.empty()) locations[name]["path"] = spec.path;
+  }
   return out;
 }
 
@@ -220,7 +245,8 @@ std::string ConfigToYaml(const Config& config) {
     // Strings come out double-quoted and escaped, lists as ["a", "b"].
     absl::StrAppend(&out, std::string(2 * parts.size(), ' '), name, ": ",
                     FlowYaml(config_internal::ValueJson(key, config)), "\n");
-    if (&key == last_client_key) out += EnginesYaml(config.client);
+    if (&key == last_client_key)
+      out += EnginesYaml(config.client) + DiskLocationsYaml(config.client);
   }
   return out;
 }

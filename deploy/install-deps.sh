@@ -15,7 +15,7 @@ packages=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
   libyaml-cpp-dev libspdlog-dev libfmt-dev libcurl4-openssl-dev libsqlite3-dev
   libcpp-httplib-dev libssl-dev libcli11-dev nlohmann-json3-dev libboost-dev
-  libgtest-dev libgmock-dev libbenchmark-dev
+  libgtest-dev libgmock-dev libbenchmark-dev libxxhash-dev
   python3 python3-grpcio python3-protobuf grpc-proto python3-yaml systemd
   curl procps openssl nginx-light wrk prometheus
   chromium

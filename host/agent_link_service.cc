@@ -109,14 +109,17 @@ class AgentStream final : public grpc::ServerBidiReactor<v1::AgentMessage, v1::H
                                 "the first message on an agent stream must be Hello"));
         return false;
       }
+      const std::string& node_id = message.hello().node_id();
+      if (options_.listener != nullptr) options_.listener->OnAgentConnecting(node_id);
       absl::StatusOr<std::string> session =
           registry_->Connect(message.hello(), peer_, shared_from_this());
       if (!session.ok()) {
+        if (options_.listener != nullptr) options_.listener->OnAgentRefused(node_id);
         spdlog::warn("refused an agent from {}: {}", peer_, session.status().message());
         FinishOnce(common::ToGrpcStatus(session.status()));
         return false;
       }
-      node_id_ = message.hello().node_id();
+      node_id_ = node_id;
       session_id_ = *session;
       v1::HostMessage welcome;
       welcome.mutable_welcome()->set_session_id(session_id_);

@@ -14,6 +14,11 @@ namespace gswarm::host {
 class AgentListener {
  public:
   virtual ~AgentListener() = default;
+  // Before the node is marked online: from here until its Hello inventory is applied, what it
+  // runs is unknown, and whatever plans on it must wait. Followed by exactly one of
+  // OnAgentConnected (accepted) or OnAgentRefused.
+  virtual void OnAgentConnecting(const std::string& node_id) = 0;
+  virtual void OnAgentRefused(const std::string& node_id) = 0;
   virtual void OnAgentConnected(const v1::Hello& hello) = 0;
   virtual void OnCommandUpdate(const std::string& node_id, const v1::CommandUpdate& update) = 0;
   // Instances whose state changed (sent with a heartbeat).

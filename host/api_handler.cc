@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/config.h"
 #include "common/proto_json.h"
 #include "common/status.h"
 #include "common/units.h"
@@ -172,18 +173,20 @@ absl::StatusOr<v1::RegisterModelResponse> ApiHandler::RegisterModel(
   if (source.empty() && !request.hf_path().empty()) source = "hf://" + request.hf_path();
   const std::string location =
       request.cache_location().empty() ? "primary" : request.cache_location();
-  if (location != "primary" && location != "secondary" && location != "custom") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("cache_location \"", location, "\" is not one of primary, secondary, custom"));
+  if (location != "custom" && !common::IsDiskLocationName(location)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "cache_location \"", location,
+        "\" is not primary, secondary, custom or another name of client.disk_locations"));
   }
-  if (location == "custom" && request.cache_path().empty()) {
-    return absl::InvalidArgumentError("cache_location \"custom\" needs cache_path");
+  if (location == "custom" && (request.cache_path().empty() || request.cache_path()[0] != '/')) {
+    return absl::InvalidArgumentError(
+        "cache_location \"custom\" needs cache_path, an absolute directory on the node");
   }
   // At most an exabyte: beyond that a double's MiB no longer converts to bytes.
   if (!(request.estimated_size_mb() >= 0 && request.estimated_size_mb() <= 1e12)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "estimated_size_mb must be a number of MiB from 0 to 1e12, got ",
-        request.estimated_size_mb()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("estimated_size_mb must be a number of MiB from 0 to 1e12, got ",
+                     request.estimated_size_mb()));
   }
   const auto required = static_cast<uint64_t>(request.estimated_size_mb() * (1 << 20));
 
@@ -206,6 +209,8 @@ absl::StatusOr<v1::RegisterModelResponse> ApiHandler::RegisterModel(
     model.set_source_url(source);
     model.set_revision(request.revision());
     model.set_size_bytes(required);
+    model.set_cache_location(location);
+    if (location == "custom") model.set_cache_path(request.cache_path());
     *model.mutable_created_at() = common::ToTimestamp(absl::Now());
     RETURN_IF_ERROR(registry_->PutModel(model));
   }
@@ -229,7 +234,14 @@ absl::StatusOr<v1::RegisterModelResponse> ApiHandler::RegisterModel(
     return response;
   }
   space.set_cache_path(location == "custom" ? request.cache_path() : best->memory().disk_path());
-  const uint64_t free = best->memory().disk_free_bytes();
+  uint64_t free = best->memory().disk_free_bytes();
+  // The location's own figures where the node reports them: its room below the high watermark,
+  // less what running downloads have promised.
+  for (const v1::DiskLocation& place : best->memory().disk_locations()) {
+    if (place.name() != location) continue;
+    space.set_cache_path(place.path());
+    free = place.room_bytes();
+  }
   space.set_free_bytes(free);
   space.set_sufficient(free >= required);
   space.set_warning(space.sufficient() &&

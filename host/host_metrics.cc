@@ -131,7 +131,10 @@ HostMetrics::HostMetrics()
       jobs_("gswarm_jobs_finished_total", "Jobs that ended, by kind and state.", {"kind", "state"}),
       transfer_bytes_("gswarm_transfer_bytes_total",
                       "Bytes downloads and copies moved, by kind and source (hub, peer, local).",
-                      {"kind", "source"}) {}
+                      {"kind", "source"}),
+      download_bytes_("gswarm_download_bytes_total",
+                      "Bytes downloads fetched over the network, by where from (hub, peer).",
+                      {"source"}) {}
 
 void HostMetrics::RouterRequest(const std::string& model, int status, double seconds,
                                 std::optional<double> first_byte_seconds) {
@@ -157,6 +160,12 @@ void HostMetrics::JobEnded(const v1::Job& job, const v1::Command& command) {
   const std::string source = SourceOf(command);
   if (!source.empty() && job.bytes_done() > 0) {
     transfer_bytes_.Add({job.kind(), source}, static_cast<double>(job.bytes_done()));
+  }
+  if (job.bytes_from_hub() > 0) {
+    download_bytes_.Add({"hub"}, static_cast<double>(job.bytes_from_hub()));
+  }
+  if (job.bytes_from_peers() > 0) {
+    download_bytes_.Add({"peer"}, static_cast<double>(job.bytes_from_peers()));
   }
 }
 
@@ -191,6 +200,7 @@ std::string HostMetrics::Render(const Sources& sources) const {
   demotions_.Render(&out);
   jobs_.Render(&out);
   transfer_bytes_.Render(&out);
+  download_bytes_.Render(&out);
   metrics::Writer writer(&out);
   if (sources.nodes != nullptr) Nodes(writer, *sources.nodes);
   if (sources.instances != nullptr) Instances(writer, *sources.instances);

@@ -62,6 +62,7 @@ class HostMetrics {
   metrics::Counter demotions_;
   metrics::Counter jobs_;
   metrics::Counter transfer_bytes_;
+  metrics::Counter download_bytes_;
 };
 
 // GET /metrics: the exposition, rendered on `blocking` (it reads the catalog). `metrics`, the

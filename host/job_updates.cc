@@ -136,6 +136,10 @@ void Orchestrator::UpdateJob(ActiveJob& active, JobState to, const v1::CommandUp
     job.set_files_done(update.files_done());
     job.set_files_total(update.files_total());
   }
+  if (update.bytes_from_hub() > 0 || update.bytes_from_peers() > 0) {
+    job.set_bytes_from_hub(update.bytes_from_hub());
+    job.set_bytes_from_peers(update.bytes_from_peers());
+  }
   const absl::Time now = absl::Now();
   *job.mutable_updated_at() = common::ToTimestamp(now);
   if (active.last_rate_at == absl::Time()) {

@@ -8,6 +8,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 #include "common/auth.h"
 #include "common/model_source.h"
@@ -128,8 +129,14 @@ std::string NodeEndpoint(const v1::NodeInfo& node, const std::string& endpoint) 
   return absl::StrCat("http://", address, ":", rest.substr(colon + 1));
 }
 
-std::string Orchestrator::PeerHolding(const std::string& repo, const std::string& commit,
-                                      const std::string& except_node) const {
+// A download stripes a big file over at most this many peers at once.
+constexpr size_t kMaxStripePeers = 4;
+
+std::vector<std::string> Orchestrator::PeersHolding(const std::string& repo,
+                                                    const std::string& commit,
+                                                    const std::string& except_node,
+                                                    size_t limit) const {
+  std::vector<std::string> urls;
   for (const v1::Model& model : registry_->ListModels()) {
     if (HubRepo(model.source_url()) != repo) continue;
     for (const v1::Replica& replica : model.replicas()) {
@@ -139,10 +146,13 @@ std::string Orchestrator::PeerHolding(const std::string& repo, const std::string
       }
       std::optional<v1::NodeInfo> node = nodes_->GetOnline(replica.node_id());
       if (!node.has_value()) continue;
-      if (std::string url = NodeDataUrl(*node); !url.empty()) return url;
+      std::string url = NodeDataUrl(*node);
+      if (url.empty() || std::find(urls.begin(), urls.end(), url) != urls.end()) continue;
+      urls.push_back(std::move(url));
+      if (urls.size() == limit) return urls;
     }
   }
-  return "";
+  return urls;
 }
 
 Orchestrator::~Orchestrator() = default;
@@ -242,13 +252,22 @@ absl::StatusOr<std::pair<std::string, v1::Command>> Orchestrator::PrepareDownloa
   download.set_source_url(request.source_url());
   download.set_revision(request.revision());
   download.set_target_tier(tier);
+  // Where the registration asked for the disk copy (seed 004's cache_location).
+  if (existing.ok()) {
+    download.set_location(existing->cache_location());
+    download.set_location_path(existing->cache_path());
+  }
   if (options_.prefer_peers) {
     // Only a named commit can be served by a peer without asking the Hub what a branch means.
     if (source.kind == common::SourceSpec::kHub && common::IsCommitHash(source.revision)) {
-      download.set_peer_url(PeerHolding(source.repo, source.revision, node_id));
-      if (!download.peer_url().empty()) {
-        spdlog::info("download {}: commit {} comes from peer {}", request.model_name(),
-                     source.revision, download.peer_url());
+      std::vector<std::string> peers =
+          PeersHolding(source.repo, source.revision, node_id, kMaxStripePeers);
+      if (!peers.empty()) {
+        download.set_peer_url(peers.front());
+        for (size_t i = 1; i < peers.size(); ++i) download.add_more_peer_urls(peers[i]);
+        spdlog::info("download {}: commit {} comes from {} peer{} ({})", request.model_name(),
+                     source.revision, peers.size(), peers.size() == 1 ? "" : "s",
+                     absl::StrJoin(peers, ", "));
       }
     }
   }
@@ -408,20 +427,27 @@ void Orchestrator::Dispatch(const std::string& node_id, const v1::Command& comma
   }
 }
 
+// Until a connecting node's inventory is applied its engines are unknown here: planning leaves it
+// out (Snapshot), so that a request arriving meanwhile does not start a second engine beside one
+// it runs. Counted, because a node may reconnect while its previous inventory is still queued.
+void Orchestrator::OnAgentConnecting(const std::string& node_id) {
+  gswarm::MutexLock lock(&mu_);
+  ++inventory_pending_[node_id];
+}
+
+void Orchestrator::OnAgentRefused(const std::string& node_id) { InventoryApplied(node_id); }
+
+void Orchestrator::InventoryApplied(const std::string& node_id) {
+  gswarm::MutexLock lock(&mu_);
+  auto it = inventory_pending_.find(node_id);
+  if (it != inventory_pending_.end() && --it->second <= 0) inventory_pending_.erase(it);
+}
+
 void Orchestrator::OnAgentConnected(const v1::Hello& hello) {
-  {
-    // Until its inventory is applied the node's engines are unknown here: planning leaves it out,
-    // so that a request arriving meanwhile does not start a second engine beside one it runs.
-    gswarm::MutexLock lock(&mu_);
-    ++inventory_pending_[hello.node_id()];
-  }
   absl::Status queued = events_.Submit([this, hello] {
     instances_->ApplyInventory(hello.node_id(),
                                {hello.instances().begin(), hello.instances().end()});
-    {
-      gswarm::MutexLock lock(&mu_);
-      if (--inventory_pending_[hello.node_id()] == 0) inventory_pending_.erase(hello.node_id());
-    }
+    InventoryApplied(hello.node_id());
     Reconcile(hello, /*asked=*/false);
     std::vector<v1::Command> resend;
     {
@@ -438,8 +464,7 @@ void Orchestrator::OnAgentConnected(const v1::Hello& hello) {
   });
   if (!queued.ok()) {
     spdlog::error("node={}: inventory dropped: {}", hello.node_id(), queued.message());
-    gswarm::MutexLock lock(&mu_);
-    if (--inventory_pending_[hello.node_id()] == 0) inventory_pending_.erase(hello.node_id());
+    InventoryApplied(hello.node_id());
   }
 }
 

@@ -61,6 +61,8 @@ class Orchestrator final : public AgentListener {
   // Loads the jobs a previous run left unfinished.
   absl::Status Recover();
 
+  void OnAgentConnecting(const std::string& node_id) override;
+  void OnAgentRefused(const std::string& node_id) override;
   void OnAgentConnected(const v1::Hello& hello) override;
   void OnCommandUpdate(const std::string& node_id, const v1::CommandUpdate& update) override;
   void OnInstancesChanged(const std::string& node_id,
@@ -173,11 +175,13 @@ class Orchestrator final : public AgentListener {
   // Makes the registry hold what the node reported. Models found in its Hugging Face cache are
   // registered when `asked` (a discover) or host.auto_discover_models, else only if known.
   void Reconcile(const v1::Hello& hello, bool asked);
+  // One connect's hold on planning (OnAgentConnecting) is over.
+  void InventoryApplied(const std::string& node_id) ABSL_LOCKS_EXCLUDED(mu_);
   void RecordResult(const v1::Job& job, const v1::Command& command,
                     const v1::CommandUpdate& update);
-  // The data port URL of an online node that holds `commit` of hf://`repo` ("" if none).
-  std::string PeerHolding(const std::string& repo, const std::string& commit,
-                          const std::string& except_node) const;
+  // The data port URLs of up to `limit` online nodes that hold `commit` of hf://`repo`.
+  std::vector<std::string> PeersHolding(const std::string& repo, const std::string& commit,
+                                        const std::string& except_node, size_t limit) const;
   // Publishes a job's state change.
   void PublishJob(const v1::Job& job, const std::string& from) const;
   // A "job" event with action "progress": bytes and files so far (at most once a second a job).

@@ -134,19 +134,29 @@ CREATE TABLE jobs (
 CREATE INDEX jobs_by_state ON jobs(state);
 CREATE INDEX jobs_by_created_at ON jobs(created_at);
 )sql",
+    // Version 2: disk locations (where a model's disk copy goes, and where each copy is), and
+    // where a download's bytes came from.
+    R"sql(
+ALTER TABLE models ADD COLUMN cache_location TEXT NOT NULL DEFAULT '';
+ALTER TABLE models ADD COLUMN cache_path TEXT NOT NULL DEFAULT '';
+ALTER TABLE replicas ADD COLUMN location TEXT NOT NULL DEFAULT '';
+ALTER TABLE jobs ADD COLUMN bytes_from_hub INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN bytes_from_peers INTEGER NOT NULL DEFAULT 0;
+)sql",
 };
 
 absl::Span<const char* const> Migrations() { return kMigrations; }
 
 const char kModelColumns[] =
     "name, type, source_url, revision, commit_sha, size_bytes, metadata_json, files_json, "
-    "created_at, load_time_ms, last_used_at";
+    "created_at, load_time_ms, last_used_at, cache_location, cache_path";
 const char kReplicaColumns[] =
     "model_name, node_id, tier, path, size_bytes, state, progress, pinned, commit_sha, in_place, "
-    "last_used_at, loaded_at";
+    "last_used_at, loaded_at, location";
 const char kJobColumns[] =
     "id, kind, model_name, node_id, state, message, bytes_done, bytes_total, files_done, "
-    "files_total, rate, created_at, updated_at, finished_at, replica_json, instance_json";
+    "files_total, rate, created_at, updated_at, finished_at, replica_json, instance_json, "
+    "bytes_from_hub, bytes_from_peers";
 
 absl::StatusOr<v1::Model> ReadModel(const Statement& s) {
   v1::Model m;
@@ -163,6 +173,8 @@ absl::StatusOr<v1::Model> ReadModel(const Statement& s) {
   if (!s.IsNull(7)) RETURN_IF_ERROR(FilesFromJson(s.Text(7), m.name(), &m));
   ReadTime(s, 8, [&](Timestamp t) { *m.mutable_created_at() = t; });
   m.set_load_time_ms(static_cast<uint64_t>(s.Int64(9)));
+  m.set_cache_location(s.Text(11));
+  m.set_cache_path(s.Text(12));
   ReadTime(s, 10, [&](Timestamp t) { *m.mutable_last_used_at() = t; });
   return m;
 }
@@ -179,12 +191,13 @@ absl::Status UpsertModel(sqlite::Db& db, const v1::Model& m) {
       Statement s,
       db.Prepare(absl::StrCat(
           "INSERT INTO models (", kModelColumns,
-          ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) "
+          ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) "
           "ON CONFLICT (name) DO UPDATE SET type = excluded.type, "
           "source_url = excluded.source_url, revision = excluded.revision, "
           "commit_sha = excluded.commit_sha, size_bytes = excluded.size_bytes, "
           "metadata_json = excluded.metadata_json, files_json = excluded.files_json, "
-          "load_time_ms = excluded.load_time_ms, last_used_at = excluded.last_used_at")));
+          "load_time_ms = excluded.load_time_ms, last_used_at = excluded.last_used_at, "
+          "cache_location = excluded.cache_location, cache_path = excluded.cache_path")));
   s.BindText(1, m.name())
       .BindText(2, m.type())
       .BindText(3, m.source_url())
@@ -196,7 +209,9 @@ absl::Status UpsertModel(sqlite::Db& db, const v1::Model& m) {
       .BindInt64(9,
                  m.has_created_at() ? TimeUtil::TimestampToNanoseconds(m.created_at()) : NowNanos())
       .BindInt64(10, static_cast<int64_t>(m.load_time_ms()))
-      .BindInt64OrNull(11, Nanos(m.has_last_used_at(), m.last_used_at()));
+      .BindInt64OrNull(11, Nanos(m.has_last_used_at(), m.last_used_at()))
+      .BindText(12, m.cache_location())
+      .BindText(13, m.cache_path());
   return s.Run();
 }
 
@@ -220,15 +235,16 @@ v1::Replica ReadReplica(const Statement& s) {
   r.set_in_place(s.Int64(9) != 0);
   ReadTime(s, 10, [&](Timestamp t) { *r.mutable_last_used_at() = t; });
   ReadTime(s, 11, [&](Timestamp t) { *r.mutable_loaded_at() = t; });
+  r.set_location(s.Text(12));
   return r;
 }
 
 absl::Status UpsertReplica(sqlite::Db& db, absl::string_view model_name, const v1::Replica& r) {
   // INSERT OR REPLACE is safe here: nothing references a replica row.
-  ASSIGN_OR_RETURN(
-      Statement s,
-      db.Prepare(absl::StrCat("INSERT OR REPLACE INTO replicas (", kReplicaColumns,
-                              ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)")));
+  ASSIGN_OR_RETURN(Statement s, db.Prepare(absl::StrCat(
+                                    "INSERT OR REPLACE INTO replicas (", kReplicaColumns,
+                                    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, "
+                                    "?13)")));
   s.BindText(1, model_name)
       .BindText(2, r.node_id())
       .BindText(3, r.tier())
@@ -240,7 +256,8 @@ absl::Status UpsertReplica(sqlite::Db& db, absl::string_view model_name, const v
       .BindText(9, r.commit())
       .BindInt64(10, r.in_place() ? 1 : 0)
       .BindInt64OrNull(11, Nanos(r.has_last_used_at(), r.last_used_at()))
-      .BindInt64OrNull(12, Nanos(r.has_loaded_at(), r.loaded_at()));
+      .BindInt64OrNull(12, Nanos(r.has_loaded_at(), r.loaded_at()))
+      .BindText(13, r.location());
   return s.Run();
 }
 
@@ -280,6 +297,8 @@ absl::StatusOr<v1::Job> ReadJob(const Statement& s) {
     RETURN_IF_ERROR(
         ReadJson(s, 15, absl::StrCat("instance of job ", j.id()), j.mutable_instance()));
   }
+  j.set_bytes_from_hub(static_cast<uint64_t>(s.Int64(16)));
+  j.set_bytes_from_peers(static_cast<uint64_t>(s.Int64(17)));
   return j;
 }
 
@@ -295,13 +314,14 @@ absl::Status UpsertJob(sqlite::Db& db, const v1::Job& job, absl::string_view req
       db.Prepare(absl::StrCat(
           "INSERT INTO jobs (", kJobColumns,
           ", request_json) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, "
-          "?15, ?16, ?17) ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, "
+          "?15, ?16, ?17, ?18, ?19) ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, "
           "model_name = excluded.model_name, node_id = excluded.node_id, state = excluded.state, "
           "message = excluded.message, bytes_done = excluded.bytes_done, "
           "bytes_total = excluded.bytes_total, files_done = excluded.files_done, "
           "files_total = excluded.files_total, rate = excluded.rate, "
           "updated_at = excluded.updated_at, finished_at = excluded.finished_at, "
           "replica_json = excluded.replica_json, instance_json = excluded.instance_json, "
+          "bytes_from_hub = excluded.bytes_from_hub, bytes_from_peers = excluded.bytes_from_peers, "
           "request_json = COALESCE(excluded.request_json, jobs.request_json)")));
   s.BindText(1, job.id())
       .BindText(2, job.kind())
@@ -319,11 +339,13 @@ absl::Status UpsertJob(sqlite::Db& db, const v1::Job& job, absl::string_view req
       .BindInt64OrNull(13, Nanos(job.has_updated_at(), job.updated_at()))
       .BindInt64OrNull(14, Nanos(job.has_finished_at(), job.finished_at()))
       .BindTextOrNull(15, *std::move(replica))
-      .BindTextOrNull(16, *std::move(instance));
+      .BindTextOrNull(16, *std::move(instance))
+      .BindInt64(17, static_cast<int64_t>(job.bytes_from_hub()))
+      .BindInt64(18, static_cast<int64_t>(job.bytes_from_peers()));
   if (request_json.empty()) {
-    s.BindNull(17);
+    s.BindNull(19);
   } else {
-    s.BindText(17, request_json);
+    s.BindText(19, request_json);
   }
   return s.Run();
 }

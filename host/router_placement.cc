@@ -351,6 +351,14 @@ absl::StatusOr<Router::Backend> RouterPlacement::Load(const std::string& model,
   absl::StatusOr<v1::Job> job;
   for (;;) {
     ASSIGN_OR_RETURN(std::vector<ServePlan> plans, orchestrator_->PlanServeEverywhere(pinned));
+    // The plan counted only nodes whose inventory is in: an instance of the model that came
+    // with one since the request found none (an agent back after a host restart) serves, rather
+    // than a second engine beside it.
+    if (std::vector<Router::Backend> ready = ReadyBackends(model); !ready.empty()) {
+      spdlog::info("router: model {} is ready as instance {} (reported since the load began)",
+                   model, ready.front().instance_id);
+      return ready.front();
+    }
     const ServePlan& plan = PreferredPlan(plans);
     if (plan.fits) {
       v1::ServeRequest request = pinned;

@@ -9,6 +9,10 @@
       copies the model from A to B by GSwarm (POST /copy, wait) and fetches the same files from
       A's data port with curl, REPEAT times each per mode (warm, cold), interleaved, and prints
       a table (or JSON with --json; the table then goes to stderr).
+  measure.py hub-repos --root DIR --big-file-mb 1024 --out repos.json
+  measure.py multi --gswarm BIN --grpc A --http URL --repos repos.json --node ID PID DIR URL ...
+      run.sh --multi: a download striped over three peers against one from a single peer and
+      against curl, on a fourth node (bench/peer_copy/multi.py says how).
 
 Per run it records wall seconds and CPU seconds (user + sys): curl's, sha256sum's and sync's
 from wait4(); each gswarm process's utime + stime delta from /proc/PID/stat (A: `gswarm start`,
@@ -33,6 +37,8 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import benchlib  # noqa: E402  (bench/benchlib.py)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import multi  # noqa: E402  (bench/peer_copy/multi.py)
 from benchlib import (cpu_model, first_line, git_state, loadavg, log, machine_busy,  # noqa: E402
                       proc_user_sys, run, tail)
 
@@ -549,7 +555,39 @@ def main() -> int:
                    help="a reference row: curl --parallel-max N, unverified (0: none)")
     q.add_argument("--build-type", default="", help="CMAKE_BUILD_TYPE, for the report")
     q.add_argument("--json", action="store_true")
+    h = sub.add_parser("hub-repos", help="the fake Hub's repos of the multi mode")
+    h.add_argument("--root", required=True)
+    h.add_argument("--big-file-mb", type=int, default=1024)
+    h.add_argument("--out", required=True, help="JSON: the repos' commits and files")
+    u = sub.add_parser("multi", help="3 peers against 1 peer against curl, on node D")
+    u.add_argument("--gswarm", required=True, help="the gswarm binary (CLI)")
+    u.add_argument("--grpc", required=True, help="the host's gRPC address")
+    u.add_argument("--http", required=True, help="the host's REST URL")
+    u.add_argument("--repos", required=True, help="hub-repos' JSON")
+    u.add_argument("--node", nargs=4, action="append", required=True,
+                   metavar=("ID", "PID", "MODELS", "DATA_URL"),
+                   help="a node: its id, its gswarm process, model cache and data port URL "
+                        "(node-a, node-b, node-c: the sources; node-d: the target)")
+    u.add_argument("--d-log", required=True, help="node D's agent log (at level info)")
+    u.add_argument("--work", required=True, help="scratch directory (curl's output, logs)")
+    u.add_argument("--repeat", type=int, default=3)
+    u.add_argument("--modes", default="warm",
+                   help="warm and/or cold (cold needs a writable %s; skipped otherwise)"
+                   % DROP_CACHES)
+    u.add_argument("--warmup", type=int, default=1,
+                   help="untimed one-peer downloads onto node D before the rounds (default 1)")
+    u.add_argument("--order", default="striped,solo,curl",
+                   help="the first round's order (3 peers, 1 peer, curl); it rotates each round")
+    u.add_argument("--build-type", default="", help="CMAKE_BUILD_TYPE, for the report")
+    u.add_argument("--json", action="store_true")
     args = p.parse_args()
+    if args.cmd == "multi" and sorted(args.order.split(",")) != sorted(multi.VARIANT_KEYS):
+        p.error("--order takes striped, solo and curl, each once, comma-separated")
+    if args.cmd == "hub-repos":
+        if args.big_file_mb < 1:
+            p.error("--big-file-mb must be at least 1")
+        multi.write_hub_repos(args.root, args.big_file_mb, args.out)
+        return 0
     if args.cmd == "model":
         t0 = time.monotonic()
         n = write_model(args.dir, args.shards, args.shard_mb)
@@ -564,6 +602,9 @@ def main() -> int:
     if "cold" in args.modes and not can_drop_caches():
         log("%s is not writable: cold runs skipped (warm only)" % DROP_CACHES)
         args.modes = [s for s in args.modes if s != "cold"] or ["warm"]
+    if args.cmd == "multi":
+        report = multi.MultiBench(args, http).main()
+        return benchlib.emit(report, multi.table(report), args.json)
     report = Bench(args).main()
     return benchlib.emit(report, table(report), args.json)
 

@@ -8,6 +8,14 @@
 #   bash bench/peer_copy/run.sh --json     # JSON on stdout, table and progress on stderr
 #   bash bench/peer_copy/run.sh --repeat 5 --modes warm
 #
+# --multi (anywhere among the arguments): the striped download instead. The fake Hub serves one
+# big file (MULTI_FILE_MB MiB) in two repos; nodes A (`gswarm start`), B and C (`gswarm client`)
+# download the first repo's pinned commit (untimed), A alone the second's; then node D (`gswarm
+# client`) is timed downloading the first (striped over A, B and C), the second (one peer, A) and
+# curl fetching the big file from A's data port, REPEAT rounds, medians (bench/peer_copy/multi.py).
+#   bash bench/peer_copy/run.sh --multi                  # generation, setup, then 3 rounds
+#   MULTI_FILE_MB=256 REPEAT=1 bash bench/peer_copy/run.sh --multi --json
+#
 # Environment:
 #   BUILD_DIR     build directory (default: build)
 #   GSWARM_BIN    gswarm binary to run (default: $BUILD_DIR/cli/gswarm; nothing is built)
@@ -16,11 +24,15 @@
 #   SHARDS, SHARD_MB  the model: SHARDS safetensors files of SHARD_MB MiB (default 4 x 256)
 #   REPEAT        runs per tool and mode, interleaved (default 3; best and median reported)
 #   GSWARM_LOG    copy the two agents' logs to $GSWARM_LOG.a and $GSWARM_LOG.b at exit
+#                 (--multi: .a .b .c .d, and the fake Hub's to $GSWARM_LOG.hub)
+#   MULTI_FILE_MB --multi: size of the big file in MiB (default 1024)
+#   DATA_DIR      --multi: where the fake Hub's repos are generated; kept and reused when set
+#                 (default: in the temp dir)
 #
-# Everything it writes (a copy of the gswarm binary, both HOMEs, both model caches, curl's output)
-# lives in one temporary directory on TMPDIR's filesystem (default /tmp), the two DRAM tiers in one
-# under /dev/shm; both are removed at exit (trap), after both gswarm processes are stopped and
-# reaped.
+# Everything it writes (a copy of the gswarm binary, both HOMEs, both model caches, curl's output;
+# --multi: four of each, and the Hub's repos unless DATA_DIR is set) lives in one temporary
+# directory on TMPDIR's filesystem (default /tmp), the DRAM tiers in one under /dev/shm; both are
+# removed at exit (trap), after every process it started is stopped and reaped.
 # shellcheck disable=SC2154  # tmp, shm, *_pid, *_env: set by bench_tmpdir, start_bg, gswarm_env
 set -euo pipefail
 
@@ -28,6 +40,11 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 bench_init peer_copy
 name=big
+multi=0
+args=()
+for arg in "$@"; do
+  if [[ $arg = --multi ]]; then multi=1; else args+=("$arg"); fi
+done
 
 bench_build_gswarm
 bench_need_tools curl sha256sum sync "$python"
@@ -39,12 +56,71 @@ bench_tmpdir shm /dev/shm/gswarm-peer-copy-bench.XXXXXX
 build_bin=$gswarm_bin
 cp -p "$gswarm_bin" "$tmp/gswarm"
 gswarm_bin=$tmp/gswarm
-if [[ -n ${GSWARM_LOG:-} ]]; then
-  bench_keep_log "$tmp/a.log" "$GSWARM_LOG.a"
-  bench_keep_log "$tmp/b.log" "$GSWARM_LOG.b"
+for node in a b c d hub; do
+  [[ -z ${GSWARM_LOG:-} ]] || bench_keep_log "$tmp/$node.log" "$GSWARM_LOG.$node"
+  bench_show_log "$tmp/$node.log"
+done
+# A clean environment per node: its own HOME, nothing from the caller's GSWARM_* or HF_* settings.
+no_proxy=(-u http_proxy -u https_proxy -u all_proxy -u HTTP_PROXY -u HTTPS_PROXY -u ALL_PROXY)
+
+# --- --multi: four nodes and the fake Hub ---------------------------------------------------------
+if ((multi)); then
+  data_dir=${DATA_DIR:-$tmp/hub-data}
+  mkdir -p "$data_dir" "$tmp/work"
+  "$python" "$root/bench/peer_copy/measure.py" hub-repos --root "$data_dir" \
+    --big-file-mb "${MULTI_FILE_MB:-1024}" --out "$tmp/repos.json"
+  start_bg hub_pid "$tmp/hub.log" "$python" "$root/tests/support/fake_hf_hub.py" \
+    --root "$data_dir" --no-build --ready-file "$tmp/hub.url"
+  wait_for "$hub_pid" 30 test -s "$tmp/hub.url" ||
+    { log "the fake Hub did not start within 30 s"; exit 1; }
+  hub_url=$(<"$tmp/hub.url")
+
+  read -r http_port grpc_port a_port b_port c_port d_port < <(free_ports 6)
+  declare -A data_port=([a]=$a_port [b]=$b_port [c]=$c_port [d]=$d_port) pid=()
+  for node in a b c d; do
+    mkdir -p "$tmp/$node/home" "$tmp/$node/models" "$shm/$node"
+    home_opt=()
+    [[ $node != a ]] || home_opt=(--home "$tmp/a/home")
+    write_config "$tmp/$node/home/.gswarm.conf" "${home_opt[@]}" --node-id "node-$node" \
+      --http "$http_port" --grpc "$grpc_port" --models "$tmp/$node/models" --dram "$shm/$node" \
+      --dram-gb 1 --data-port "${data_port[$node]}"
+  done
+  gswarm_env a_env "$tmp/a/home" "${no_proxy[@]}" HF_ENDPOINT="$hub_url"
+  start_bg a_pid "$tmp/a.log" "${a_env[@]}" "$gswarm_bin" --log-level warn start \
+    --bind 127.0.0.1 --port "$http_port" --grpc-port "$grpc_port" --data-port "$a_port" \
+    --node-id node-a
+  pid[a]=$a_pid
+  wait_http "$a_pid" "http://127.0.0.1:$http_port/health" 30 "gswarm start"
+  cli=("${a_env[@]}" "$gswarm_bin" --host "127.0.0.1:$grpc_port")
+  wait_node "$a_pid" 30 node-a node-a "${cli[@]}"
+  for node in b c d; do
+    gswarm_env node_env "$tmp/$node/home" "${no_proxy[@]}" HF_ENDPOINT="$hub_url"
+    # D at level info: measure.py reads its "download NAME from peer URL and N more" lines.
+    level=warn
+    [[ $node != d ]] || level=info
+    start_bg node_pid "$tmp/$node.log" "${node_env[@]}" "$gswarm_bin" --log-level "$level" client
+    pid[$node]=$node_pid
+    wait_node "$node_pid" 30 "node-$node" "node-$node" "${cli[@]}"
+  done
+  log "fake Hub $hub_url (pid $hub_pid); node-a: gswarm start pid ${pid[a]} (http $http_port);" \
+    "data ports A $a_port, B $b_port, C $c_port, D $d_port"
+
+  measure_args=(--gswarm "$gswarm_bin" --grpc "127.0.0.1:$grpc_port"
+    --http "http://127.0.0.1:$http_port" --repos "$tmp/repos.json" --d-log "$tmp/d.log"
+    --work "$tmp/work" --repeat "${REPEAT:-3}")
+  for node in a b c d; do
+    measure_args+=(--node "node-$node" "${pid[$node]}" "$tmp/$node/models"
+      "http://127.0.0.1:${data_port[$node]}")
+  done
+  bench_build_type measure_args "$build_bin"
+  # In the background and waited for, so that a TERM or INT reaches the trap at once (which stops
+  # it with the rest).
+  start_bg measure_pid - "${a_env[@]}" timeout 1800 "$python" \
+    "$root/bench/peer_copy/measure.py" multi "${measure_args[@]}" "${args[@]}"
+  rc=0
+  wait "$measure_pid" || rc=$?
+  exit "$rc"
 fi
-bench_show_log "$tmp/a.log"
-bench_show_log "$tmp/b.log"
 
 # --- two nodes: A is `gswarm start` (host + agent), B is `gswarm client` -------------------------
 read -r http_port grpc_port a_data_port b_data_port < <(free_ports 4)
@@ -59,8 +135,6 @@ write_config "$a_home/.gswarm.conf" --home "$a_home" --node-id node-a --http "$h
 write_config "$b_home/.gswarm.conf" --node-id node-b --http "$http_port" \
   --grpc "$grpc_port" --models "$b_models" --dram "$shm/b" --dram-gb 1 --data-port "$b_data_port"
 
-# A clean environment per node: its own HOME, nothing from the caller's GSWARM_* or HF_* settings.
-no_proxy=(-u http_proxy -u https_proxy -u all_proxy -u HTTP_PROXY -u HTTPS_PROXY -u ALL_PROXY)
 gswarm_env a_env "$a_home" "${no_proxy[@]}"
 gswarm_env b_env "$b_home" "${no_proxy[@]}"
 
@@ -88,5 +162,9 @@ measure_args=(--gswarm "$gswarm_bin" --grpc "127.0.0.1:$grpc_port"
   --name "$name" --a-pid "$a_pid" --b-pid "$b_pid" --a-dir "$a_models/$name"
   --b-dir "$b_models/$name" --work "$tmp/work" --repeat "${REPEAT:-3}")
 bench_build_type measure_args "$build_bin"
-"${a_env[@]}" timeout --foreground 900 "$python" "$root/bench/peer_copy/measure.py" \
-  measure "${measure_args[@]}" "$@"
+# In the background and waited for, so that a TERM or INT reaches the trap at once.
+start_bg measure_pid - "${a_env[@]}" timeout 900 "$python" "$root/bench/peer_copy/measure.py" \
+  measure "${measure_args[@]}" "${args[@]}"
+rc=0
+wait "$measure_pid" || rc=$?
+exit "$rc"

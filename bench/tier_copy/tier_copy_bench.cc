@@ -31,7 +31,9 @@ int main(int argc, char** argv) {
   int parallel = 4, block_mb = 8;
   app.add_option("--source", source, "model directory to copy")->required();
   app.add_option("--target", target, "where the copy goes (must not exist)")->required();
-  app.add_flag("--verify", verify, "check SHA-256 against the source's manifest");
+  app.add_flag("--verify", verify,
+               "check each file against the source manifest's XXH3-128 (else SHA-256, recording "
+               "the XXH3-128)");
   app.add_option("--parallel", parallel, "files copied at once");
   app.add_option("--block-mb", block_mb, "read/write buffer (MiB)");
   app.add_option("--method", method, "first copy method")
@@ -43,7 +45,7 @@ int main(int argc, char** argv) {
   gswarm::client::CopyOptions options;
   options.parallel_files = parallel;
   options.block_bytes = static_cast<size_t>(block_mb) << 20;
-  options.verify_sha256 = verify;
+  options.verify = verify;
   options.stats = &stats;
   if (method == "copy_file_range")
     options.first_method = gswarm::client::CopyMethod::kCopyFileRange;
@@ -67,9 +69,11 @@ int main(int argc, char** argv) {
   std::printf(
       "{\"seconds\": %.3f, \"bytes\": %llu, \"gb_per_s\": %.3f, \"user_s\": %.3f, \"sys_s\": "
       "%.3f, \"files_copy_file_range\": %u, \"files_sendfile\": %u, \"files_read_write\": %u, "
-      "\"files_hashed\": %u}\n",
+      "\"files_mmap_write\": %u, \"files_hashed\": %u, \"files_by_xxh3\": %u, "
+      "\"files_by_sha256\": %u, \"digests_recorded\": %u}\n",
       seconds, static_cast<unsigned long long>(*bytes), static_cast<double>(*bytes) / seconds / 1e9,
       CpuSeconds(usage.ru_utime), CpuSeconds(usage.ru_stime), stats.files_by_method[0],
-      stats.files_by_method[1], stats.files_by_method[2], stats.files_hashed);
+      stats.files_by_method[1], stats.files_by_method[2], stats.files_by_method[3],
+      stats.files_hashed, stats.files_by_xxh3, stats.files_by_sha256, stats.digests_recorded);
   return 0;
 }

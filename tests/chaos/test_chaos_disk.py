@@ -19,8 +19,6 @@ Run: cd tests/chaos && GSWARM_BIN=../../build/cli/gswarm GSWARM_PYTHON_STUBS=../
 import errno
 import json
 import os
-import shutil
-import subprocess
 import time
 import unittest
 
@@ -42,28 +40,6 @@ class FullDiskTest(ChaosTestCase):
 
     def model_cache_dir(self, node_id):
         return self.cache_dirs.get(node_id) or super().model_cache_dir(node_id)
-
-    def mount_tmpfs(self, size_mb):
-        """A fresh tmpfs of `size_mb` MiB under the test's root; skips the test when it cannot be
-        mounted. Unmounted at cleanup, after every process of the test is dead."""
-        mnt = os.path.join(self.root, "small-disk")
-        os.makedirs(mnt)
-        if shutil.which("mount") is None:
-            self.skipTest("no `mount` command: the full-disk test mounts a small tmpfs")
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", mnt],
-                           capture_output=True, text=True, timeout=30)
-        if r.returncode != 0:
-            self.skipTest(f"cannot mount a {size_mb} MiB tmpfs at {mnt} "
-                          f"({(r.stderr or r.stdout).strip()}): the full-disk test needs root "
-                          "(or CAP_SYS_ADMIN)")
-        self.addCleanup(self._unmount, mnt)
-        return mnt
-
-    def _unmount(self, mnt):
-        self._kill_all()  # nothing may hold a file there
-        r = subprocess.run(["umount", mnt], capture_output=True, text=True, timeout=30)
-        if r.returncode != 0:
-            subprocess.run(["umount", "-l", mnt], capture_output=True, text=True, timeout=30)
 
     @staticmethod
     def fill(directory):

@@ -339,6 +339,29 @@ class GSwarmTestCase(unittest.TestCase):
         for p in reversed(self.procs):
             p.kill()
 
+    def mount_tmpfs(self, size_mb, name="small-disk"):
+        """A fresh tmpfs of `size_mb` MiB at <root>/<name>, for tests of a disk that fills up;
+        skips the test, saying why, when it cannot be mounted (not root). Unmounted at cleanup,
+        after every process of the test is dead."""
+        mnt = os.path.join(self.root, name)
+        os.makedirs(mnt)
+        if shutil.which("mount") is None:
+            self.skipTest("no `mount` command: this test mounts a small tmpfs")
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", mnt],
+                           capture_output=True, text=True, timeout=30)
+        if r.returncode != 0:
+            self.skipTest(f"cannot mount a {size_mb} MiB tmpfs at {mnt} "
+                          f"({(r.stderr or r.stdout).strip()}): this test needs root "
+                          "(or CAP_SYS_ADMIN)")
+        self.addCleanup(self._unmount, mnt)
+        return mnt
+
+    def _unmount(self, mnt):
+        self._kill_all()  # nothing may hold a file there
+        r = subprocess.run(["umount", mnt], capture_output=True, text=True, timeout=30)
+        if r.returncode != 0:
+            subprocess.run(["umount", "-l", mnt], capture_output=True, text=True, timeout=30)
+
     def _failed(self):
         """Whether this test (or one of its subtests) has failed so far.
 

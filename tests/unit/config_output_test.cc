@@ -49,6 +49,8 @@ TEST_F(ConfigTest, ConfigToYamlParsesBack) {
   config.client.node_id = "123";  // a string that looks like a number
   config.client.host_grpc = "h:1 # not a comment";
   config.client.heartbeat_interval_s = 1.5;
+  config.client.disk_locations["primary"].high_watermark = 0.8;
+  config.client.disk_locations["secondary"] = {"/mnt/models two", 0.95};
   config.host.auth_token = "secret";
   std::string yaml = ConfigToYaml(config);
   EXPECT_EQ(yaml.find("secret"), std::string::npos) << yaml;
@@ -105,7 +107,8 @@ TEST_F(ConfigTest, SetConfigValueRejectsBadValues) {
   Config config;
   const Config before = config;
   const std::tuple<const char*, const char*, const char*> cases[] = {
-      {"client.dram_cache_size", "-1", "flag client.dram_cache_size: -1 is out of range (0 to 1e9 GiB)"},
+      {"client.dram_cache_size", "-1",
+       "flag client.dram_cache_size: -1 is out of range (0 to 1e9 GiB)"},
       {"client.dram_cache_size", "lots", "flag client.dram_cache_size: \"lots\" is not a number"},
       {"client.dram_cache_size", "inf", "flag client.dram_cache_size: \"inf\" is not a number"},
       {"host.port", "", "flag host.port: \"\" is not an integer"},

@@ -198,6 +198,38 @@ TEST_F(ConfigTest, WrongTypesAreErrorsNamingFileLineAndKey) {
   ExpectFileError("client:\n  - a\n", 1, "client", "got a list");
 }
 
+TEST_F(ConfigTest, DiskLocationsAreReadAndChecked) {
+  absl::StatusOr<Config> config = ParseConfig(R"(
+client:
+  disk_locations:
+    primary: {high_watermark: 0.85}
+    secondary:
+      path: /mnt/data/models
+    fast.nvme: {path: /nvme, high_watermark: 1}
+)",
+                                              "test.yaml");
+  ASSERT_TRUE(config.ok()) << config.status();
+  const auto& locations = config->client.disk_locations;
+  ASSERT_EQ(locations.size(), 3u);
+  EXPECT_EQ(locations.at("primary").path, "");
+  EXPECT_DOUBLE_EQ(locations.at("primary").high_watermark, 0.85);
+  EXPECT_EQ(locations.at("secondary").path, "/mnt/data/models");
+  EXPECT_DOUBLE_EQ(locations.at("secondary").high_watermark, 0.9);
+  EXPECT_DOUBLE_EQ(locations.at("fast.nvme").high_watermark, 1.0);
+
+  ExpectFileError("client:\n  disk_locations:\n    secondary: {high_watermark: 0.9}\n", 3,
+                  "client.disk_locations.secondary", "a path is required");
+  ExpectFileError("client:\n  disk_locations:\n    primary: {path: /x}\n", 3,
+                  "client.disk_locations.primary", "client.model_cache_dir");
+  ExpectFileError("client:\n  disk_locations:\n    s: {path: rel/dir}\n", 3,
+                  "client.disk_locations.s.path", "is not an absolute path");
+  ExpectFileError("client:\n  disk_locations:\n    s: {path: /x, high_watermark: 1.5}\n", 3,
+                  "client.disk_locations.s.high_watermark", "above 0 and at most 1");
+  ExpectFileError("client:\n  disk_locations:\n    custom: {path: /x}\n", 3,
+                  "client.disk_locations", "not \"custom\"");
+  ExpectFileError("client:\n  disk_locations: [a]\n", 2, "client.disk_locations", "expected a map");
+}
+
 TEST_F(ConfigTest, NegativeSizesAreErrors) {
   ExpectFileError("host:\n  storage_devices:\n    dram:\n      max_size_gb: -1\n", 4,
                   "host.storage_devices.dram.max_size_gb", "-1 is out of range");

@@ -21,6 +21,7 @@
 #include "client/http_client.h"
 #include "client/model_manifest.h"
 #include "client/sha256.h"
+#include "client/striped_fetch.h"
 #include "common/paths.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -75,6 +76,9 @@ void WriteModel(const std::string& dir, const std::string& source_url, const std
     Sha256 hasher;
     hasher.Update(bytes.data(), bytes.size());
     f.set_sha256(hasher.HexDigest());
+    Xxh3 xxh3;
+    xxh3.Update(bytes.data(), bytes.size());
+    f.set_xxh3_128(xxh3.HexDigest());
     m.files.push_back(std::move(f));
   }
   ASSERT_TRUE(WriteManifest(dir, m).ok());
@@ -124,8 +128,10 @@ class DataServerTest : public ::testing::Test {
   }
 
   absl::StatusOr<DownloadResult> Download(const std::string& name, const std::string& source,
-                                          const std::string& token = kToken) const {
+                                          const std::string& token = kToken,
+                                          bool from_peer = false) const {
     DownloadRequest req;
+    req.from_peer = from_peer;
     req.model_name = name;
     req.source_url = source;
     req.target_dir = absl::StrCat(out_, "/", name);
@@ -195,6 +201,112 @@ TEST_F(DataServerTest, DownloaderPullsAModelByName) {
   absl::StatusOr<ModelManifest> m = ReadManifest(out_ + "/notes");
   ASSERT_TRUE(m.ok()) << m.status();
   EXPECT_EQ(m->commit, notes->commit);
+}
+
+TEST_F(DataServerTest, APeerPullChecksTheFastDigestAndCarriesTheSha256) {
+  absl::StatusOr<DownloadResult> thing = Download("thing", "hf://gswarm/thing", kToken, true);
+  ASSERT_TRUE(thing.ok()) << thing.status();
+  ExpectSameFiles(out_ + "/thing", thing_);
+  absl::StatusOr<ModelManifest> source = ReadManifest(disk_ + "/thing");
+  absl::StatusOr<ModelManifest> pulled = ReadManifest(out_ + "/thing");
+  ASSERT_TRUE(source.ok() && pulled.ok());
+  ASSERT_EQ(pulled->files.size(), source->files.size());
+  for (size_t i = 0; i < source->files.size(); ++i) {
+    EXPECT_EQ(pulled->files[i].sha256(), source->files[i].sha256()) << source->files[i].path();
+    EXPECT_EQ(pulled->files[i].xxh3_128(), source->files[i].xxh3_128()) << source->files[i].path();
+  }
+
+  // A byte flips on the peer's disk after its manifest was written: the transfer is caught,
+  // naming the file and the digest.
+  std::string shard = Slurp(disk_ + "/thing/model.safetensors");
+  shard[12345] ^= 0x01;
+  WriteBytes(disk_ + "/thing/model.safetensors", shard);
+  absl::StatusOr<DownloadResult> bad = Download("thing2", "hf://gswarm/thing", kToken, true);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kDataLoss) << bad.status();
+  EXPECT_NE(
+      bad.status().message().find("checksum mismatch for model.safetensors: expected xxh3_128 "),
+      std::string::npos)
+      << bad.status();
+  EXPECT_FALSE(fs::exists(out_ + "/thing2"));
+}
+
+// Big files striped over several peers (striped_fetch.h): one peer down from the start, then
+// every peer down with another standing in for the Hub, then nothing left.
+TEST_F(DataServerTest, StripedPullsSurviveDeadPeersAndFallBack) {
+  std::vector<std::unique_ptr<DataServer>> more;
+  std::vector<std::string> urls;
+  for (int i = 0; i < 2; ++i) {
+    absl::StatusOr<std::unique_ptr<DataServer>> server =
+        DataServer::Start({.bind = "127.0.0.1", .port = 0, .auth_token = kToken, .roots = {disk_}});
+    ASSERT_TRUE(server.ok()) << server.status();
+    urls.push_back(absl::StrCat("http://127.0.0.1:", (*server)->port()));
+    more.push_back(*std::move(server));
+  }
+  auto request = [&](const std::string& name) {
+    DownloadRequest req;
+    req.model_name = name;
+    req.source_url = absl::StrCat("hf://acme/thing@", kCommit);
+    req.target_dir = absl::StrCat(out_, "/", name);
+    req.staging_dir = absl::StrCat(out_, "/.gswarm-staging/", name);
+    req.hub = Hub();
+    req.from_peer = true;
+    req.stripe_min_bytes = 1 << 20;  // model.safetensors (3 MiB) is striped
+    req.stripe_chunk_bytes = 256 << 10;
+    return req;
+  };
+
+  DownloadRequest all = request("striped");
+  all.more_peers = urls;
+  absl::StatusOr<DownloadResult> got = Downloader().Run(all, nullptr, nullptr);
+  ASSERT_TRUE(got.ok()) << got.status();
+  ExpectSameFiles(out_ + "/striped", thing_);
+  EXPECT_EQ(got->bytes_from_fallback, 0u);
+  for (const char* suffix : {".stripes", ".stripes.done"}) {
+    EXPECT_FALSE(fs::exists(out_ + "/striped/model.safetensors" + suffix)) << suffix;
+  }
+
+  // One peer is gone: its ranges go to the others.
+  more[0]->Stop();
+  DownloadRequest one_dead = request("one-dead");
+  one_dead.more_peers = urls;
+  got = Downloader().Run(one_dead, nullptr, nullptr);
+  ASSERT_TRUE(got.ok()) << got.status();
+  ExpectSameFiles(out_ + "/one-dead", thing_);
+
+  // Straight to FetchStriped: only dead peers before the fallback, which then takes every
+  // range; then nothing alive at all.
+  more[1]->Stop();
+  const std::string file = absl::StrCat("/acme/thing/resolve/", kCommit, "/model.safetensors");
+  const std::string bearer = absl::StrCat("Authorization: Bearer ", kToken);
+  Sha256 sha;
+  sha.Update(thing_["model.safetensors"].data(), thing_["model.safetensors"].size());
+  const std::string digest = sha.HexDigest();
+  FetchTarget target{"",
+                     "model.safetensors",
+                     out_ + "/model.safetensors",
+                     thing_["model.safetensors"].size(),
+                     digest,
+                     {},
+                     ""};
+  HubOptions hub = Hub();
+  FetchContext ctx;
+  ctx.hub = &hub;
+  std::vector<StripeSource> sources = {{"peer 1", urls[0] + file, {bearer}, 2, false},
+                                       {"peer 2", urls[1] + file, {bearer}, 1, false},
+                                       {"the Hub", url_ + file, {bearer}, 2, true}};
+  absl::StatusOr<StripedResult> striped = FetchStriped(target, sources, ctx, 256 << 10);
+  ASSERT_TRUE(striped.ok()) << striped.status();
+  EXPECT_EQ(striped->bytes_from_fallback, thing_["model.safetensors"].size());
+  EXPECT_EQ(striped->file.sha256, digest);
+  EXPECT_EQ(Slurp(out_ + "/model.safetensors"), thing_["model.safetensors"]);
+
+  server_->Stop();
+  target.final_path = out_ + "/again.safetensors";
+  striped = FetchStriped(target, sources, ctx, 256 << 10);
+  EXPECT_EQ(striped.status().code(), absl::StatusCode::kUnavailable) << striped.status();
+  EXPECT_NE(striped.status().message().find("every source failed"), std::string::npos)
+      << striped.status();
+  EXPECT_FALSE(fs::exists(out_ + "/again.safetensors"));
 }
 
 TEST_F(DataServerTest, DownloaderPullsAHubRepoAtACommitHeldHere) {

@@ -195,6 +195,9 @@ class DownloaderTest : public ::testing::Test {
       absl::StatusOr<std::string> sha = Sha256OfFile(path);
       ASSERT_TRUE(sha.ok()) << sha.status();
       EXPECT_EQ(*sha, f.sha256()) << f.path();
+      absl::StatusOr<std::string> xxh3 = Xxh3OfFile(path);
+      ASSERT_TRUE(xxh3.ok()) << xxh3.status();
+      EXPECT_EQ(*xxh3, f.xxh3_128()) << f.path();
       std::string blob = root_ + "/hub/blobs/" + *sha;
       EXPECT_TRUE(PathExists(blob)) << f.path() << " does not hold bytes the hub served";
       EXPECT_FALSE(PathExists(path + ".part"));

@@ -319,17 +319,35 @@ TEST(EngineConfigTest, YamlShowsEnginesAndParsesBack) {
   EXPECT_EQ(*ParseConfig(plain, "yaml"), Config());
 }
 
-TEST(EngineConfigTest, TheDefaultFilesEngineExampleLoadsWhenUncommented) {
+// The commented-out example of the default file that starts at `first` (up to the next blank
+// line), uncommented under `client:`; "" when there is none.
+std::string UncommentedExample(const std::string& first) {
   std::istringstream in(DefaultConfigYaml());
   std::string yaml = "client:\n", line;
   bool in_example = false;
   while (std::getline(in, line)) {
-    if (line == "  # engines:") in_example = true;
+    if (line == first) in_example = true;
     if (!in_example) continue;
-    ASSERT_EQ(line.rfind("  # ", 0), 0u) << line;
+    if (line.empty()) break;
+    EXPECT_EQ(line.rfind("  # ", 0), 0u) << line;
     yaml += "  " + line.substr(4) + "\n";
   }
-  ASSERT_TRUE(in_example);
+  return in_example ? yaml : "";
+}
+
+TEST(EngineConfigTest, TheDefaultFilesDiskLocationsExampleLoadsWhenUncommented) {
+  const std::string yaml = UncommentedExample("  # disk_locations:");
+  ASSERT_FALSE(yaml.empty());
+  absl::StatusOr<Config> config = ParseConfig(yaml, "example");
+  ASSERT_TRUE(config.ok()) << config.status() << "\n" << yaml;
+  EXPECT_TRUE(config->warnings.empty()) << config->warnings[0];
+  EXPECT_EQ(config->client.disk_locations.at("secondary").path, "/mnt/data/gswarm-models");
+  EXPECT_DOUBLE_EQ(config->client.disk_locations.at("primary").high_watermark, 0.9);
+}
+
+TEST(EngineConfigTest, TheDefaultFilesEngineExampleLoadsWhenUncommented) {
+  const std::string yaml = UncommentedExample("  # engines:");
+  ASSERT_FALSE(yaml.empty());
   absl::StatusOr<Config> config = ParseConfig(yaml, "example");
   ASSERT_TRUE(config.ok()) << config.status() << "\n" << yaml;
   EXPECT_TRUE(config->warnings.empty()) << config->warnings[0];

@@ -48,8 +48,11 @@ v1::Model MakeModel(const std::string& name) {
   file->set_size_bytes(9'976'576'152ull);
   file->set_sha256(std::string(64, 'a'));
   file->set_etag("\"abc\"");
+  file->set_xxh3_128(std::string(32, 'b'));
   m.add_files()->set_path("config.json");
   m.set_load_time_ms(1234);
+  m.set_cache_location("custom");
+  m.set_cache_path("/mnt/models");
   *m.mutable_last_used_at() = At(1'700'000'100);
   return m;
 }
@@ -63,6 +66,7 @@ v1::Replica MakeReplica(const std::string& node, const std::string& tier, uint64
   r.set_state("ready");
   r.set_progress(1.0);
   r.set_commit("c1");
+  if (tier == "disk") r.set_location("secondary");
   *r.mutable_loaded_at() = At(1'700'000'000);
   return r;
 }
@@ -369,6 +373,8 @@ TEST_F(RegistryTest, JobsRoundTripAndKeepTheirRequest) {
   job.set_files_done(1);
   job.set_files_total(3);
   job.set_rate_bytes_per_s(12.5);
+  job.set_bytes_from_hub(7);
+  job.set_bytes_from_peers(3);
   job.set_message("downloading");
   *job.mutable_updated_at() = At(101);
   ASSERT_TRUE(registry->PutJob(job, R"({"source_url":"hf://a/b"})").ok());

@@ -21,27 +21,14 @@
 #include "client/tier_copier.h"
 #include "common/paths.h"
 #include "common/units.h"
+#include "tests/unit/temp_dir.h"
 
 namespace gswarm::client {
 namespace {
 
 namespace fs = std::filesystem;
 
-class TempDir {
- public:
-  explicit TempDir(const std::string& base) {
-    std::string pattern = base + "/gswarm_tier_test.XXXXXX";
-    path_ = mkdtemp(pattern.data()) != nullptr ? pattern : "";
-  }
-  ~TempDir() {
-    std::error_code ec;
-    if (!path_.empty()) fs::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using testing::TempDir;
 
 std::string RandomBytes(size_t n, unsigned seed) {
   std::mt19937 rng(seed);
@@ -137,14 +124,57 @@ TEST_F(CopyTest, CopiesNestedFilesAndManifest) {
   CopyStats stats;
   CopyOptions options;
   options.stats = &stats;
+  const uint64_t manifest_bytes = fs::file_size(ManifestPath(source_));
   absl::StatusOr<uint64_t> bytes = CopyModelDir(source_, staging_, target_, options, {}, nullptr);
   ASSERT_TRUE(bytes.ok()) << bytes.status();
-  EXPECT_EQ(*bytes, model.Bytes() + fs::file_size(ManifestPath(source_)));
+  EXPECT_EQ(*bytes, model.Bytes() + manifest_bytes);
   ExpectCopied(model, target_);
   EXPECT_EQ(Slurp(ManifestPath(target_)), Slurp(ManifestPath(source_)));
   EXPECT_FALSE(Exists(target_ + "/.gswarm/pinned"));
   EXPECT_FALSE(Exists(staging_));
   EXPECT_EQ(stats.files_hashed, 4u);
+  // The manifest had no fast digests: SHA-256 checked them, and the XXH3-128 computed alongside
+  // was recorded in both manifests.
+  EXPECT_EQ(stats.files_by_sha256, 4u);
+  EXPECT_EQ(stats.digests_recorded, 4u);
+  EXPECT_EQ(stats.files_by_method[static_cast<int>(CopyMethod::kMappedWrite)], 4u);
+  absl::StatusOr<ModelManifest> recorded = ReadManifest(source_);
+  ASSERT_TRUE(recorded.ok()) << recorded.status();
+  for (const v1::ModelFile& file : recorded->files) {
+    absl::StatusOr<std::string> digest = Xxh3OfFile(source_ + "/" + file.path());
+    ASSERT_TRUE(digest.ok()) << digest.status();
+    EXPECT_EQ(file.xxh3_128(), *digest) << file.path();
+  }
+
+  // The next copy checks the fast digest and computes nothing new.
+  const std::string again = shm_.path() + "/again";
+  ASSERT_TRUE(CopyModelDir(source_, staging_, again, options, {}, nullptr).ok());
+  EXPECT_EQ(stats.files_by_xxh3, 4u);
+  EXPECT_EQ(stats.files_by_sha256, 0u);
+  EXPECT_EQ(stats.digests_recorded, 0u);
+  ExpectCopied(model, again);
+}
+
+TEST_F(CopyTest, AFlippedByteIsCaughtByTheFastDigestAndNamed) {
+  TestModel model;
+  model.WriteTo(source_);
+  // A first copy records the XXH3-128 digests.
+  ASSERT_TRUE(CopyModelDir(source_, staging_, target_, {}, {}, nullptr).ok());
+  fs::remove_all(target_);
+  // One bit of one shard flips on the source (a bad DIMM, a bad disk): same size, other bytes.
+  const std::string shard = source_ + "/pytorch_model-00001-of-00002.bin";
+  std::string bytes = Slurp(shard);
+  bytes[bytes.size() / 2] ^= 0x10;
+  WriteFile(shard, bytes);
+  CopyStats stats;
+  CopyOptions options;
+  options.stats = &stats;
+  absl::StatusOr<uint64_t> copied = CopyModelDir(source_, staging_, target_, options, {}, nullptr);
+  EXPECT_EQ(copied.status().code(), absl::StatusCode::kDataLoss) << copied.status();
+  EXPECT_NE(copied.status().message().find("pytorch_model-00001-of-00002.bin has xxh3_128"),
+            std::string::npos)
+      << copied.status();
+  ExpectNothingLeft();
 }
 
 TEST_F(CopyTest, FollowsSymlinksLikeAHuggingFaceSnapshot) {
@@ -193,7 +223,7 @@ TEST_F(CopyTest, HashMismatchIsDataLossNamingTheFile) {
 
   // Without verification the same source copies (sizes still match).
   CopyOptions no_verify;
-  no_verify.verify_sha256 = false;
+  no_verify.verify = false;
   EXPECT_TRUE(CopyModelDir(source_, staging_, target_, no_verify, {}, nullptr).ok());
 }
 
@@ -298,7 +328,7 @@ TEST_F(CopyTest, EveryMethodCopiesTheSameBytes) {
     SCOPED_TRACE(static_cast<int>(method));
     CopyStats stats;
     CopyOptions options;
-    options.verify_sha256 = false;
+    options.verify = false;
     options.first_method = method;
     options.block_bytes = 1 << 20;
     options.stats = &stats;
@@ -320,7 +350,7 @@ TEST_F(CopyTest, CopyFileRangeAcrossFilesystemsFallsBack) {
   for (int round = 0; round < 2; ++round) {  // the second round starts from what was learnt
     CopyStats stats;
     CopyOptions options;
-    options.verify_sha256 = false;
+    options.verify = false;
     options.stats = &stats;
     const std::string target = target_ + std::to_string(round);
     ASSERT_TRUE(CopyModelDir(source_, staging_, target, options, {}, nullptr).ok());
