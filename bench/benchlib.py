@@ -129,6 +129,23 @@ def first_line(argv) -> str:
         return "?"
 
 
+def aligned(cols, rows, left: int = 2) -> list:
+    """A plain-text table: the header and each row, columns padded to their widest cell, the
+    first `left` columns left-aligned and the rest right-aligned."""
+    widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(cols)]
+
+    def line(row):
+        return "  ".join(v.ljust(w) if i < left else v.rjust(w)
+                         for i, (v, w) in enumerate(zip(row, widths)))
+    return [line(cols)] + [line(row) for row in rows]
+
+
+def versions_line(v: dict) -> str:
+    """gswarm's version, build and source, and curl's, as the benchmarks print them."""
+    return "%s (%s, built %s, source %s); %s" % (
+        v["gswarm"], v["build_type"] or "?", v["gswarm_built_utc"], v["source"], v["curl"])
+
+
 def emit(report: dict, text: str, as_json: bool, indent: int = 2) -> int:
     """The table on stdout, or JSON on stdout and the table on stderr; returns 0."""
     if as_json:

@@ -49,6 +49,7 @@ struct PartFile {
   const FetchContext* ctx = nullptr;
 
   ~PartFile() {
+    hasher.reset();  // its thread may still start the writeback of fd
     if (fd >= 0) ::close(fd);
   }
 
@@ -305,6 +306,7 @@ absl::StatusOr<FetchedFile> FileFetcher::Fetch(const FetchTarget& target, const 
   part.hasher = std::make_unique<StreamHasher>(/*sha256=*/!by_xxh3, part.path + ".hash");
   part.fd = ::open(part.path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (part.fd < 0) return absl::ErrnoToStatus(errno, absl::StrCat("cannot open ", part.path));
+  part.hasher->WriteBehind(part.fd);
   struct stat st;
   if (::fstat(part.fd, &st) != 0) {
     return absl::ErrnoToStatus(errno, absl::StrCat("cannot stat ", part.path));

@@ -97,6 +97,11 @@ void StreamHasher::HashLoop() {
 }
 
 void StreamHasher::HashBlock(const std::vector<char>& block) {
+  if (write_behind_fd_ >= 0 && !block.empty()) {
+    // Asynchronous: queues the pages for writeback and returns (errors surface at fsync).
+    ::sync_file_range(write_behind_fd_, static_cast<off64_t>(hashed_),
+                      static_cast<off64_t>(block.size()), SYNC_FILE_RANGE_WRITE);
+  }
   // In checkpoint-sized steps, so that a checkpoint lands exactly on its boundary.
   size_t done = 0;
   while (done < block.size()) {

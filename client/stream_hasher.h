@@ -58,6 +58,10 @@ class StreamHasher {
   StreamDigests Finish();
   // Removes the checkpoint (the .part became the file, or is gone).
   void Discard();
+  // From now on, the hashing thread also starts the disk writeback of what it has hashed in
+  // `fd` (the .part, where the bytes were written before they were fed), so that the fsync at
+  // the end finds little left to write: receiving, hashing and writing to disk overlap.
+  void WriteBehind(int fd) { write_behind_fd_ = fd; }
 
   uint64_t bytes() const { return fed_; }
 
@@ -87,6 +91,7 @@ class StreamHasher {
   Xxh3 xxh3_;
   uint64_t hashed_ = 0;
   uint64_t next_checkpoint_ = kCheckpointBytes;
+  int write_behind_fd_ = -1;
 
   std::thread thread_;
 };

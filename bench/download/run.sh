@@ -9,7 +9,7 @@
 # Last the segments step: the Hub caps each connection to the big file (every response paced), and
 # gswarm with client.download_connections 1, gswarm restarted with 4, and curl fetch it.
 # bench/README.md describes the columns and holds results.
-#   bash bench/download/run.sh            # builds build/, then about 1 min; table on stdout
+#   bash bench/download/run.sh            # builds build/, then about 3.5 min; table on stdout
 #   bash bench/download/run.sh --json     # JSON on stdout, table and progress on stderr
 #   bash bench/download/run.sh --repeat 5 --shapes multi --no-resume
 #   bash bench/download/run.sh --resume-at-mb 300 --resume-rate-mb 32   # the resume step's knobs

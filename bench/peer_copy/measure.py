@@ -39,8 +39,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import benchlib  # noqa: E402  (bench/benchlib.py)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import multi  # noqa: E402  (bench/peer_copy/multi.py)
-from benchlib import (cpu_model, first_line, git_state, loadavg, log, machine_busy,  # noqa: E402
-                      proc_user_sys, run, tail)
+from benchlib import (aligned, cpu_model, first_line, git_state, loadavg, log,  # noqa: E402
+                      machine_busy, proc_user_sys, run, tail, versions_line)
 
 benchlib.set_name("peer_copy")
 TICK = os.sysconf("SC_CLK_TCK")
@@ -481,8 +481,9 @@ class Bench:
                       "gswarm: POST /copy with wait, end to end; CPU = node A (gswarm start: host "
                       "and the serving agent) + node B (the target agent)",
                       "curl CPU = curl (+ sha256sum, + sync); A CPU = node A serving it",
-                      "gswarm verifies sha256 of every LFS file while writing and fsyncs each "
-                      "file; curl fetches the files one after another over one connection"],
+                      "gswarm checks each file against the xxh3_128 A's manifest records while "
+                      "writing and fsyncs each file; curl fetches the files one after another "
+                      "over one connection"],
             "results": results,
         }
 
@@ -502,18 +503,13 @@ def table(report: dict) -> str:
                          "%.0f" % (100 * s["top_b_busy"]) if "top_b_busy" in s else "-",
                          "%.0f" % (100 * s["top_a_busy"]) if "top_a_busy" in s else "-",
                          "%.2f" % s["rest_cpu_s_per_gb"]])
-    widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(cols)]
-    fmt = lambda row: "  ".join(  # noqa: E731
-        v.ljust(w) if i < 2 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths)))
     m = report["machine"]
     v = report["versions"]
     head = ["peer_copy benchmark, %s, %d runs each, model %d files %.2f GB, %d cores (%s), "
             "load %s -> %s" % (report["started_utc"], report["repeat"], report["model"]["files"],
                                report["model"]["bytes"] / 1e9, m["cores"], m["cpu"],
                                m["loadavg_before"], m["loadavg_after"]),
-            "%s (%s, built %s, source %s); %s"
-            % (v["gswarm"], v["build_type"] or "?", v["gswarm_built_utc"], v["source"], v["curl"]),
-            fmt(cols)]
+            versions_line(v)] + aligned(cols, rows)
     split = []
     for r in report["results"]:
         g = r["tools"].get("gswarm", {})
@@ -522,7 +518,7 @@ def table(report: dict) -> str:
                          "not yet fsynced) at %.2f s, then %.2f s to the answer (fsync, rename, "
                          "manifest, report)" % (r["mode"], g["first_byte_s"], g["all_bytes_s"],
                                                 g["after_bytes_s"]))
-    return "\n".join(head + [fmt(row) for row in rows] + split) + "\n" + (
+    return "\n".join(head + split) + "\n" + (
         "vs curl: median MB/s over curl's median MB/s. CPU: the tool's own (curl rows: curl, "
         "sha256sum, sync; gswarm: node A + node B). A: node A's gswarm process (serving). "
         "top thread: the busiest thread's CPU over the wall time (100: one thread is the limit). "

@@ -39,8 +39,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchlib import (cpu_model, first_line, git_state, loadavg, log, machine_busy,  # noqa: E402
-                      proc_user_sys, run, tail)
+from benchlib import (aligned, cpu_model, first_line, git_state, loadavg, log,  # noqa: E402
+                      machine_busy, proc_user_sys, run, tail, versions_line)
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STRIPED_REPO = "bench-org/striped-model"
@@ -409,9 +409,6 @@ def table(report: dict) -> str:
                          "%.2f" % s["d_cpu_s_per_gb"], "%.2f" % s["sources_cpu_s_per_gb"],
                          "%.2f" % s["machine_cpu_s_per_gb"], "%.0f" % (s["from_peers"] / 1e6),
                          "%.0f" % (s["from_hub"] / 1e6)])
-    widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(cols)]
-    fmt = lambda row: "  ".join(  # noqa: E731
-        v.ljust(w) if i < 2 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths)))
     m, v = report["machine"], report["versions"]
     head = ["peer_copy --multi benchmark, %s, %d runs each, %s %.2f GB (%d files, %.2f GB in all), "
             "%d cores (%s), load %s -> %s"
@@ -419,10 +416,8 @@ def table(report: dict) -> str:
                report["model"]["big_file_bytes"] / 1e9, report["model"]["files"],
                report["model"]["bytes"] / 1e9, m["cores"], m["cpu"], m["loadavg_before"],
                m["loadavg_after"]),
-            "%s (%s, built %s, source %s); %s"
-            % (v["gswarm"], v["build_type"] or "?", v["gswarm_built_utc"], v["source"], v["curl"]),
-            fmt(cols)]
-    return "\n".join(head + [fmt(row) for row in rows]) + "\n" + (
+            versions_line(v)]
+    return "\n".join(head + aligned(cols, rows)) + "\n" + (
         "3 peers: node D stripes the big file over nodes A, B and C; 1 peer: only node A holds the "
         "commit; curl: the big file from node A's data port, unverified, no fsync. vs curl / vs 1 "
         "peer: median MB/s over theirs.\n")
