@@ -129,11 +129,13 @@ absl::StatusOr<DiskPlace> CommandRunner::TargetPlace(const std::string& name,
   return disk_->Place(location, custom_path);
 }
 
-absl::StatusOr<std::shared_ptr<void>> CommandRunner::Reserve(const DiskPlace& place, uint64_t bytes,
-                                                             const std::string& what) {
-  ASSIGN_OR_RETURN(std::unique_ptr<DiskSpace::Reservation> held,
+absl::StatusOr<std::shared_ptr<void>> CommandRunner::Reserve(
+    const DiskPlace& place, uint64_t bytes, const std::string& what,
+    std::shared_ptr<DiskSpace::Reservation>* held) {
+  ASSIGN_OR_RETURN(std::unique_ptr<DiskSpace::Reservation> reservation,
                    disk_space_->Reserve(place, bytes, what));
-  return std::shared_ptr<void>(std::move(held));
+  *held = std::move(reservation);
+  return std::shared_ptr<void>(*held);
 }
 
 v1::CommandUpdate CommandRunner::Download(const v1::Command& command,
@@ -150,14 +152,17 @@ v1::CommandUpdate CommandRunner::Download(const v1::Command& command,
   request.staging_dir = disk_->StagingDir(*place, download.model_name());
   request.hub = options_.hub;
   request.connections_per_source = options_.download_connections;
-  request.reserve = [this, &place, &download](uint64_t bytes) {
-    return Reserve(*place, bytes, absl::StrCat("the download of ", download.model_name()));
+  std::shared_ptr<DiskSpace::Reservation> reserved;  // the current Run's
+  request.reserve = [this, &place, &download, &reserved](uint64_t bytes) {
+    return Reserve(*place, bytes, absl::StrCat("the download of ", download.model_name()),
+                   &reserved);
   };
 
   auto report = Throttled(command.id());
   uint64_t fetched = 0;  // by the current Run, as its progress says
   auto on_progress = [&](const DownloadProgress& p) {
     fetched = p.bytes_fetched_this_run;
+    if (reserved != nullptr) reserved->Landed(fetched);
     report(p.bytes_done, p.bytes_total, p.files_done, p.files_total);
   };
   absl::StatusOr<DownloadResult> result;
@@ -180,6 +185,7 @@ v1::CommandUpdate CommandRunner::Download(const v1::Command& command,
                      ? ""
                      : absl::StrCat(" and ", from_peer.more_peers.size(), " more"));
     result = downloader_.Run(from_peer, on_progress, cancel);
+    reserved.reset();  // its bytes are on disk, or the source's run promises them again
     peer_served = result.ok();
     from_peers = peer_served ? result->bytes_fetched - result->bytes_from_fallback : fetched;
     from_hub_behind_peers = peer_served ? result->bytes_from_fallback : 0;
@@ -323,15 +329,17 @@ v1::CommandUpdate CommandRunner::Copy(const v1::Command& command, const std::ato
     request.hub.token = options_.cluster_token;
     request.hub.offline = false;
     request.from_peer = true;
+    std::shared_ptr<DiskSpace::Reservation> reserved;
     if (!to_dram) {
-      request.reserve = [this, &place, &name](uint64_t bytes) {
-        return Reserve(*place, bytes, absl::StrCat("the copy of ", name));
+      request.reserve = [this, &place, &name, &reserved](uint64_t bytes) {
+        return Reserve(*place, bytes, absl::StrCat("the copy of ", name), &reserved);
       };
     }
     auto report = Throttled(command.id());
     absl::StatusOr<DownloadResult> result = downloader_.Run(
         request,
         [&](const DownloadProgress& p) {
+          if (reserved != nullptr) reserved->Landed(p.bytes_fetched_this_run);
           report(p.bytes_done, p.bytes_total, p.files_done, p.files_total);
         },
         cancel);
@@ -355,16 +363,15 @@ v1::CommandUpdate CommandRunner::Copy(const v1::Command& command, const std::ato
     }
     const uint64_t bytes = ModelBytes(*source);
     gswarm::MutexLock lock(&dram_mu_);
-    std::shared_ptr<void> reserved;
+    std::shared_ptr<DiskSpace::Reservation> reserved;
     if (to_dram) {
       if (absl::Status room = MakeDramRoom(name, bytes, copy.evict(), update); !room.ok()) {
         return fail(room);
       }
-    } else {
-      absl::StatusOr<std::shared_ptr<void>> held =
-          Reserve(*place, bytes, absl::StrCat("the copy of ", name));
-      if (!held.ok()) return fail(held.status());
-      reserved = *std::move(held);
+    } else if (absl::StatusOr<std::shared_ptr<void>> held =
+                   Reserve(*place, bytes, absl::StrCat("the copy of ", name), &reserved);
+               !held.ok()) {
+      return fail(held.status());
     }
     auto report = Throttled(command.id());
     // Not the downloader's staging name: a download of the same model may be resuming there.
@@ -372,6 +379,7 @@ v1::CommandUpdate CommandRunner::Copy(const v1::Command& command, const std::ato
     absl::StatusOr<uint64_t> copied = CopyModelDir(
         *source, copy_staging, target, CopyOptions{},
         [&](const CopyProgress& p) {
+          if (reserved != nullptr) reserved->Landed(p.bytes_done);
           report(p.bytes_done, p.bytes_total, p.files_done, p.files_total);
         },
         cancel);

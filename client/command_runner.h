@@ -109,9 +109,11 @@ class CommandRunner {
   // `location` ("" = primary; "custom" with `custom_path`).
   absl::StatusOr<DiskPlace> TargetPlace(const std::string& name, const std::string& location,
                                         const std::string& custom_path) const;
-  // Reserves `bytes` in `place` for `what` (see DiskSpace), as the downloader holds it.
+  // Reserves `bytes` in `place` for `what` (see DiskSpace) into `*held`, which the writer's
+  // progress shrinks (Landed); returned as the downloader holds it.
   absl::StatusOr<std::shared_ptr<void>> Reserve(const DiskPlace& place, uint64_t bytes,
-                                                const std::string& what);
+                                                const std::string& what,
+                                                std::shared_ptr<DiskSpace::Reservation>* held);
   v1::CommandUpdate Validate(const v1::Command& command);
   void Send(const v1::CommandUpdate& update);
 

@@ -27,7 +27,18 @@ uint64_t Room(const FilesystemFigures& fs, uint64_t reserved, double high_waterm
 
 }  // namespace
 
-DiskSpace::Reservation::~Reservation() { space_->Release(device_, bytes_); }
+DiskSpace::Reservation::~Reservation() {
+  gswarm::MutexLock lock(&space_->mu_);
+  space_->Release(device_, promised_ - released_);
+}
+
+void DiskSpace::Reservation::Landed(uint64_t written) {
+  gswarm::MutexLock lock(&space_->mu_);
+  const uint64_t target = std::min(written, promised_);
+  if (target <= released_) return;
+  space_->Release(device_, target - released_);
+  released_ = target;
+}
 
 DiskSpace::DiskSpace(StatFn stat) : stat_(stat ? std::move(stat) : StatFn(&StatFilesystem)) {}
 
@@ -67,7 +78,6 @@ absl::StatusOr<std::unique_ptr<DiskSpace::Reservation>> DiskSpace::Reserve(
 }
 
 void DiskSpace::Release(dev_t device, uint64_t bytes) {
-  gswarm::MutexLock lock(&mu_);
   auto it = reserved_.find(device);
   if (it == reserved_.end()) return;
   it->second -= std::min(it->second, bytes);

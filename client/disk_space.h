@@ -9,8 +9,9 @@
 // of the filesystem holding the location (locations on one filesystem share it). A reservation
 // that does not fit is refused up front, saying what is needed and what is free; one that fits
 // is held until the work ends (success, failure or cancel), when its bytes are on disk and
-// counted by `free` instead. Another process can still fill the disk meanwhile: the writers
-// handle ENOSPC (the download's partial files are removed).
+// counted by `free` instead; as the writer reports bytes landing (Landed), its promise shrinks by
+// them, so they are not counted twice. Another process can still fill the disk meanwhile: the
+// writers handle ENOSPC (the download's partial files are removed).
 //
 // Thread safety: thread-safe.
 
@@ -42,15 +43,19 @@ class DiskSpace {
     ~Reservation();
     Reservation(const Reservation&) = delete;
     Reservation& operator=(const Reservation&) = delete;
-    uint64_t bytes() const { return bytes_; }
+
+    // `written` of the promised bytes are on disk now (a running total; it never goes back):
+    // the free space counts them, the promise keeps only the rest.
+    void Landed(uint64_t written);
 
    private:
     friend class DiskSpace;
     Reservation(DiskSpace* space, dev_t device, uint64_t bytes)
-        : space_(space), device_(device), bytes_(bytes) {}
+        : space_(space), device_(device), promised_(bytes) {}
     DiskSpace* space_;
     dev_t device_;
-    uint64_t bytes_;
+    const uint64_t promised_;
+    uint64_t released_ = 0;  // under space_->mu_
   };
 
   explicit DiskSpace(StatFn stat = {});
@@ -65,7 +70,7 @@ class DiskSpace {
   v1::DiskLocation Measure(const DiskPlace& place) const;
 
  private:
-  void Release(dev_t device, uint64_t bytes);
+  void Release(dev_t device, uint64_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The filesystem holding `path` (or its nearest existing parent).
   static absl::StatusOr<dev_t> DeviceOf(const std::string& path);
 

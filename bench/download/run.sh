@@ -79,7 +79,7 @@ write_config "$home/.gswarm.conf" --home "$home" --http "$http_port" --grpc "$gr
 gswarm_env gswarm_env "$home" -u GSWARM_CLIENT_DOWNLOAD_CONNECTIONS HF_ENDPOINT="$hub_url"
 start_args=(start --bind 127.0.0.1 --port "$http_port" --grpc-port "$grpc_port"
   --data-port "$data_port" --node-id bench-node)
-start_bg gswarm_pid "$tmp/gswarm.log" "${gswarm_env[@]}" "$gswarm_bin" --log-level warn \
+start_bg gswarm_pid "$tmp/gswarm.log" "${gswarm_env[@]}" "$gswarm_bin" --log-level "${GSWARM_LOG_LEVEL:-warn}" \
   "${start_args[@]}"
 # The resume step (measure.py) kills that process and starts this one, the same at log level info
 # (the agent's "resuming at byte N (re-read M bytes ...)" line), appending to the same log; the

@@ -52,6 +52,14 @@ TEST(DiskSpaceTest, ReservationsShareTheRoomBelowTheHighWatermark) {
     EXPECT_NE(message.find(part), std::string::npos) << message;
   }
 
+  // As the first download's bytes land, its promise shrinks by them (the free space counts them).
+  (*first)->Landed(10 * kMiB);
+  EXPECT_EQ(space.Measure(place).reserved_bytes(), 20 * kMiB);
+  (*first)->Landed(4 * kMiB);  // a running total never goes back
+  EXPECT_EQ(space.Measure(place).reserved_bytes(), 20 * kMiB);
+  (*first)->Landed(99 * kMiB);  // never below zero
+  EXPECT_EQ(space.Measure(place).reserved_bytes(), 0u);
+
   first->reset();  // the first download ended: its promise is gone
   EXPECT_EQ(space.Measure(place).reserved_bytes(), 0u);
   EXPECT_TRUE(space.Reserve(place, 30 * kMiB, "the download of b").ok());
