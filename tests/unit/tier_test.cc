@@ -212,6 +212,30 @@ TEST_F(CopyTest, RefusesALinkOutOfTheModelsFolder) {
   ExpectNothingLeft();
 }
 
+TEST_F(CopyTest, ASourceTruncatedUnderTheMappingIsDataLossNotACrash) {
+  TestModel model;
+  model.WriteTo(source_);
+  const std::string shard = source_ + "/pytorch_model-00001-of-00002.bin";
+  CopyOptions options;
+  options.parallel_files = 1;
+  bool truncated = false;
+  // The first progress call comes after the files were listed and sized, before any is copied:
+  // the shard shrinks there, so its mapping reaches past the end of the file.
+  absl::StatusOr<uint64_t> copied = CopyModelDir(
+      source_, staging_, target_, options,
+      [&](const CopyProgress&) {
+        if (!truncated) truncated = ::truncate(shard.c_str(), 1 << 20) == 0;
+      },
+      nullptr);
+  ASSERT_TRUE(truncated);
+  EXPECT_EQ(copied.status().code(), absl::StatusCode::kDataLoss) << copied.status();
+  EXPECT_NE(
+      copied.status().message().find("pytorch_model-00001-of-00002.bin was truncated at byte"),
+      std::string::npos)
+      << copied.status();
+  ExpectNothingLeft();
+}
+
 TEST_F(CopyTest, HashMismatchIsDataLossNamingTheFile) {
   TestModel model;
   model.WriteTo(source_, /*corrupt=*/"pytorch_model-00002-of-00002.bin");
