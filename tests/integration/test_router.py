@@ -240,8 +240,11 @@ class UnloadTest(RouterTestCase):
         host2 = self.start_host()
         self.wait_node("node-a", "online", procs=[host2, agent])
         # The agent reports who loaded it; the new host's router takes it back into its pool:
-        # it serves, and it unloads when idle like any instance the router loaded.
-        (again,) = self.active(MODEL_A)
+        # it serves, and it unloads when idle like any instance the router loaded. (Its Hello
+        # inventory is applied just after the node shows online: wait for it.)
+        (again,) = wait_until(lambda: self.active(MODEL_A), 20,
+                              "the instance to be reported again by the reconnected agent",
+                              procs=[host2, agent], describe=lambda: self.serving(MODEL_A))
         self.assertEqual((again["id"], again.get("managed_by")), (inst["id"], "router"), again)
         status, body, _ = self.v1("/v1/chat/completions", chat_body(MODEL_A, "after"))
         self.assertEqual(status, 200, body)
