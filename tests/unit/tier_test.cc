@@ -546,14 +546,5 @@ TEST_F(DramTierTest, RemoveAndClear) {
   EXPECT_EQ(tier.UsedBytes(), 0u);
   EXPECT_TRUE(Exists(tier.root()));
 }
-
-TEST(FormatBytesTest, PicksAUnit) {
-  EXPECT_EQ(common::FormatBytes(17), "17 B");
-  EXPECT_EQ(common::FormatBytes(3 << 10), "3.0 KiB");
-  EXPECT_EQ(common::FormatBytes(512ull << 20), "512.0 MiB");
-  EXPECT_EQ(common::FormatBytes(3ull << 50), "3.0 PiB");
-  EXPECT_EQ(common::FormatBytes(static_cast<uint64_t>(12.6 * (1ull << 30))), "12.6 GiB");
-}
-
 }  // namespace
 }  // namespace gswarm::client
