@@ -49,7 +49,7 @@ struct PartFile {
   const FetchContext* ctx = nullptr;
 
   ~PartFile() {
-    hasher.reset();  // its thread may still start the writeback of fd
+    hasher.reset();  // before fd, which it holds for the writeback
     if (fd >= 0) ::close(fd);
   }
 

@@ -6,8 +6,11 @@
 #define XXH_STATIC_LINKING_ONLY
 #include <xxhash.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <optional>
+#include <string_view>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -40,6 +43,30 @@ bool GetBytes(std::string_view& in, std::string_view* bytes) {
   return true;
 }
 
+// The parts of a checkpoint file; nullopt when it is torn, foreign or of another version. The
+// views point into `file`.
+struct Checkpoint {
+  uint64_t offset = 0;
+  std::string_view sha256_state;
+  std::string_view xxh3_state;
+};
+
+std::optional<Checkpoint> ParseCheckpoint(std::string_view file) {
+  if (file.size() < kMagic.size() + 8 || file.substr(0, kMagic.size()) != kMagic) {
+    return std::nullopt;
+  }
+  uint64_t sum = 0;
+  std::memcpy(&sum, file.data() + file.size() - 8, 8);
+  if (sum != XXH64(file.data(), file.size() - 8, 0)) return std::nullopt;
+  std::string_view in = file.substr(kMagic.size(), file.size() - kMagic.size() - 8);
+  Checkpoint c;
+  if (!GetU64(in, &c.offset) || !GetBytes(in, &c.sha256_state) || !GetBytes(in, &c.xxh3_state) ||
+      !in.empty()) {
+    return std::nullopt;
+  }
+  return c;
+}
+
 // Written without fsync: a checkpoint is rebuilt from the data when it is lost, and an fsync per
 // 64 MiB would stall the hashing thread on the disk. temp + rename keeps it whole or absent.
 void WriteCheckpoint(const std::string& path, const std::string& contents) {
@@ -64,8 +91,10 @@ void WriteCheckpoint(const std::string& path, const std::string& contents) {
 
 StreamHasher::StreamHasher(bool sha256, std::string checkpoint_path)
     : with_sha256_(sha256), checkpoint_path_(std::move(checkpoint_path)) {
-  filling_.reserve(kBlockBytes);
-  thread_ = std::thread([this] { HashLoop(); });
+  if (with_sha256_) {
+    filling_.reserve(kBlockBytes);
+    thread_ = std::thread([this] { HashLoop(); });
+  }
 }
 
 StreamHasher::~StreamHasher() {
@@ -73,7 +102,7 @@ StreamHasher::~StreamHasher() {
     gswarm::MutexLock lock(&mu_);
     quit_ = true;
   }
-  thread_.join();
+  if (thread_.joinable()) thread_.join();
 }
 
 void StreamHasher::HashLoop() {
@@ -97,60 +126,81 @@ void StreamHasher::HashLoop() {
 }
 
 void StreamHasher::HashBlock(const std::vector<char>& block) {
-  if (write_behind_fd_ >= 0 && !block.empty()) {
-    // Asynchronous: queues the pages for writeback and returns (errors surface at fsync).
-    ::sync_file_range(write_behind_fd_, static_cast<off64_t>(hashed_),
-                      static_cast<off64_t>(block.size()), SYNC_FILE_RANGE_WRITE);
-  }
   // In checkpoint-sized steps, so that a checkpoint lands exactly on its boundary.
   size_t done = 0;
   while (done < block.size()) {
     const size_t n =
         static_cast<size_t>(std::min<uint64_t>(block.size() - done, next_checkpoint_ - hashed_));
-    if (with_sha256_) sha256_.Update(block.data() + done, n);
-    xxh3_.Update(block.data() + done, n);
+    sha256_.Update(block.data() + done, n);
     hashed_ += n;
     done += n;
-    if (hashed_ == next_checkpoint_) {
-      SaveCheckpoint();
-      next_checkpoint_ += kCheckpointBytes;
+    if (hashed_ < next_checkpoint_) continue;
+    std::string xxh3_state;
+    {
+      // Fed (and snapshotted) before this block was queued.
+      gswarm::MutexLock lock(&mu_);
+      while (!xxh3_snapshots_.empty() && xxh3_snapshots_.front().first <= hashed_) {
+        if (xxh3_snapshots_.front().first == hashed_) {
+          xxh3_state = std::move(xxh3_snapshots_.front().second);
+        }
+        xxh3_snapshots_.pop_front();
+      }
     }
+    if (!xxh3_state.empty()) SaveCheckpoint(hashed_, sha256_.SaveState(), xxh3_state);
+    next_checkpoint_ += kCheckpointBytes;
   }
 }
 
-void StreamHasher::SaveCheckpoint() {
+void StreamHasher::AtCheckpoint() {
   if (checkpoint_path_.empty()) return;
+  if (!with_sha256_) {
+    SaveCheckpoint(fed_, "", xxh3_.SaveState());
+    return;
+  }
+  gswarm::MutexLock lock(&mu_);
+  xxh3_snapshots_.emplace_back(fed_, xxh3_.SaveState());
+}
+
+void StreamHasher::SaveCheckpoint(uint64_t offset, std::string_view sha256_state,
+                                  std::string_view xxh3_state) {
   std::string out(kMagic);
-  PutU64(out, hashed_);
-  const std::string sha = with_sha256_ ? sha256_.SaveState() : std::string();
-  const std::string xxh = xxh3_.SaveState();
-  PutU64(out, sha.size());
-  out += sha;
-  PutU64(out, xxh.size());
-  out += xxh;
+  PutU64(out, offset);
+  PutU64(out, sha256_state.size());
+  out += sha256_state;
+  PutU64(out, xxh3_state.size());
+  out += xxh3_state;
   PutU64(out, XXH64(out.data(), out.size(), 0));
   WriteCheckpoint(checkpoint_path_, out);
 }
 
-absl::StatusOr<uint64_t> StreamHasher::Resume(const std::string& part_path, uint64_t size) {
+void StreamHasher::Restart() {
   filling_.clear();
   Drain();
+  {
+    gswarm::MutexLock lock(&mu_);
+    xxh3_snapshots_.clear();
+  }
   sha256_.Reset();
   xxh3_.Reset();
+  SetOffset(0);
+}
+
+void StreamHasher::SetOffset(uint64_t offset) {
+  hashed_ = fed_ = written_behind_ = offset;
+  next_checkpoint_ = next_snapshot_ = (offset / kCheckpointBytes + 1) * kCheckpointBytes;
+}
+
+absl::StatusOr<uint64_t> StreamHasher::Resume(const std::string& part_path, uint64_t size) {
+  Restart();
   uint64_t from = 0;
   absl::StatusOr<std::string> saved =
       checkpoint_path_.empty() ? absl::NotFoundError("") : common::ReadFile(checkpoint_path_);
   if (saved.ok()) {
-    std::string_view in(*saved);
-    uint64_t offset = 0, sum = 0;
-    std::string_view sha, xxh;
-    const bool parsed = in.substr(0, kMagic.size()) == kMagic &&
-                        (in.remove_prefix(kMagic.size()), GetU64(in, &offset)) &&
-                        GetBytes(in, &sha) && GetBytes(in, &xxh) && GetU64(in, &sum) &&
-                        in.empty() && sum == XXH64(saved->data(), saved->size() - 8, 0);
-    if (parsed && offset <= size && (!with_sha256_ || sha256_.RestoreState(sha)) &&
-        xxh3_.RestoreState(xxh)) {
-      from = offset;
+    const std::optional<Checkpoint> checkpoint = ParseCheckpoint(*saved);
+    if (checkpoint && checkpoint->offset <= size &&
+        (!with_sha256_ || sha256_.RestoreState(checkpoint->sha256_state)) &&
+        xxh3_.RestoreState(checkpoint->xxh3_state)) {
+      from = checkpoint->offset;
     } else {
       sha256_.Reset();
       xxh3_.Reset();
@@ -163,8 +213,7 @@ absl::StatusOr<uint64_t> StreamHasher::Resume(const std::string& part_path, uint
   if (from + read != size) {
     return absl::DataLossError(absl::StrCat(part_path, " got shorter while it was read"));
   }
-  hashed_ = fed_ = size;
-  next_checkpoint_ = (size / kCheckpointBytes + 1) * kCheckpointBytes;
+  SetOffset(size);
   return read;
 }
 
@@ -186,8 +235,7 @@ void StreamHasher::Flush() {
   filling_.reserve(kBlockBytes);
 }
 
-void StreamHasher::Feed(const char* data, size_t n) {
-  fed_ += n;
+void StreamHasher::Queue(const char* data, size_t n) {
   while (n > 0) {
     const size_t take = std::min(n, kBlockBytes - filling_.size());
     filling_.insert(filling_.end(), data, data + take);
@@ -197,7 +245,30 @@ void StreamHasher::Feed(const char* data, size_t n) {
   }
 }
 
+void StreamHasher::Feed(const char* data, size_t n) {
+  while (n > 0) {
+    // Up to the next checkpoint boundary at most, where the XXH3 state is snapshotted.
+    const size_t take = static_cast<size_t>(std::min<uint64_t>(n, next_snapshot_ - fed_));
+    xxh3_.Update(data, take);
+    if (with_sha256_) Queue(data, take);
+    fed_ += take;
+    data += take;
+    n -= take;
+    if (fed_ == next_snapshot_) {
+      AtCheckpoint();
+      next_snapshot_ += kCheckpointBytes;
+    }
+  }
+  if (write_behind_fd_ >= 0 && fed_ - written_behind_ >= kBlockBytes) {
+    // Asynchronous: queues the pages for writeback and returns (errors surface at fsync).
+    ::sync_file_range(write_behind_fd_, static_cast<off64_t>(written_behind_),
+                      static_cast<off64_t>(fed_ - written_behind_), SYNC_FILE_RANGE_WRITE);
+    written_behind_ = fed_;
+  }
+}
+
 void StreamHasher::Drain() {
+  if (!with_sha256_) return;
   Flush();
   gswarm::MutexLock lock(&mu_);
   auto idle = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return queue_.empty() && !busy_; };
@@ -205,12 +276,7 @@ void StreamHasher::Drain() {
 }
 
 void StreamHasher::Reset() {
-  filling_.clear();
-  Drain();
-  sha256_.Reset();
-  xxh3_.Reset();
-  hashed_ = fed_ = 0;
-  next_checkpoint_ = kCheckpointBytes;
+  Restart();
   Discard();
 }
 

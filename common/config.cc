@@ -3,10 +3,8 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
-#include <cmath>
 #include <cstdint>
 #include <exception>
-#include <limits>
 #include <map>
 #include <set>
 #include <variant>

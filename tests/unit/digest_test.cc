@@ -139,6 +139,43 @@ TEST(StreamHasherTest, DigestsMatchAndResumeReadsOnlyPastTheCheckpoint) {
   }
 }
 
+TEST(StreamHasherTest, CheckpointsLandOnTheirBoundariesAfterAnUnalignedResume) {
+  // A resume at an odd offset shifts the SHA-256 thread's blocks against the checkpoint
+  // boundaries; the XXH3 state (hashed as fed) and the SHA-256 state must still be saved for the
+  // same offset. With and without SHA-256 (a peer's download computes XXH3 only).
+  for (const bool sha256 : {true, false}) {
+    SCOPED_TRACE(sha256 ? "sha256 + xxh3" : "xxh3 only");
+    TempDir dir;
+    ASSERT_FALSE(dir.path().empty());
+    const std::string part = dir.path() + "/shard.part", checkpoint = part + ".hash";
+    const uint64_t first = (3 << 20) + 7;  // under one block and one checkpoint
+    const uint64_t size = 2 * StreamHasher::kCheckpointBytes + (1 << 20) + 5;
+    const std::string bytes = RandomBytes(size, 21);
+    ASSERT_TRUE(common::WriteFileAtomically(part, bytes).ok());
+    {
+      StreamHasher hasher(sha256, checkpoint);
+      absl::StatusOr<uint64_t> reread = hasher.Resume(part, first);
+      ASSERT_TRUE(reread.ok()) << reread.status();
+      EXPECT_EQ(*reread, first);  // no checkpoint yet
+      for (uint64_t off = first; off < size;) {
+        const size_t n = static_cast<size_t>(std::min<uint64_t>(size - off, 65519));
+        hasher.Feed(bytes.data() + off, n);
+        off += n;
+      }
+      StreamDigests digests = hasher.Finish();
+      EXPECT_EQ(digests.sha256, sha256 ? Sha256Of(bytes) : "");
+      EXPECT_EQ(digests.xxh3_128, Xxh3Of(bytes));
+    }
+    StreamHasher hasher(sha256, checkpoint);
+    absl::StatusOr<uint64_t> reread = hasher.Resume(part, size);
+    ASSERT_TRUE(reread.ok()) << reread.status();
+    EXPECT_EQ(*reread, size - 2 * StreamHasher::kCheckpointBytes);
+    StreamDigests digests = hasher.Finish();
+    EXPECT_EQ(digests.sha256, sha256 ? Sha256Of(bytes) : "");
+    EXPECT_EQ(digests.xxh3_128, Xxh3Of(bytes));
+  }
+}
+
 TEST(StreamHasherTest, ResetStartsOver) {
   StreamHasher hasher(/*sha256=*/true, "");
   const std::string a = RandomBytes(9 << 20, 1), b = RandomBytes(1 << 20, 2);
