@@ -80,9 +80,15 @@ ModelCommands::ModelCommands(CLI::App& app) {
   discover_ = app.add_subcommand(
       "discover", "Register models already on the nodes' disks and in the Hugging Face cache");
   discover_->add_option("--node", node_, "Only this node");
-  validate_ = app.add_subcommand("validate", "Re-check a model's files against sizes and hashes");
+  validate_ = app.add_subcommand(
+      "validate",
+      "Re-check a model's files in place: sizes and the XXH3-128 recorded at download (memory "
+      "speed), or with --full the Hub's SHA-256");
   validate_->add_option("name", name_, "Model name")->required();
   validate_->add_option("--node", node_, "Only this node's copy");
+  validate_->add_flag("--full", full_,
+                      "Re-compute SHA-256 of every file, as the Hub listed it (one core's hash "
+                      "speed: minutes for a large model)");
   jobs_ = app.add_subcommand("jobs", "List recent jobs (downloads, deletes, ...)");
   jobs_->add_option("--state", state_, "pending, running, succeeded, failed or cancelled");
   cancel_ = app.add_subcommand("cancel", "Cancel a running job (partial downloads are kept)");
@@ -240,6 +246,7 @@ int ModelCommands::Validate(ApiClient& api, bool json) {
   v1::ValidateModelRequest request;
   request.set_model_name(name_);
   request.set_node(node_);
+  request.set_full(full_);
   v1::ValidateModelResponse result;
   if (absl::Status s =
           api.Call(&v1::GSwarm::Stub::ValidateModel, request, &result, std::chrono::seconds(3600));
@@ -249,7 +256,8 @@ int ModelCommands::Validate(ApiClient& api, bool json) {
   if (json) {
     PrintJson(result);
   } else if (result.valid()) {
-    std::cout << name_ << ": " << result.files_checked() << " files intact\n";
+    std::cout << name_ << ": " << result.files_checked() << " files intact ("
+              << (full_ ? "SHA-256" : "sizes and XXH3-128") << ")\n";
   } else {
     for (const v1::FileProblem& p : result.problems()) {
       std::cout << p.node_id() << ": " << (p.path().empty() ? "" : p.path() + ": ") << p.problem()

@@ -47,6 +47,7 @@ class ModelCommands {
   std::string job_id_;
   bool detach_ = false;
   bool force_ = false;
+  bool full_ = false;
 };
 
 // The model name a source suggests: hf://org/repo@rev -> "repo", https://x/y/model.gguf ->

@@ -159,17 +159,21 @@ v1::CommandUpdate CommandRunner::Validate(const v1::Command& command) {
     return Outcome(command.id(), absl::InvalidArgumentError(
                                      absl::StrCat("tier \"", tier, "\" is not disk or dram")));
   }
+  const bool full = command.validate().full();
   uint32_t checked = 0;
   absl::StatusOr<std::vector<std::string>> problems =
-      tier == "dram" ? ValidateModelDir(dram_->ModelDir(name), name, "dram", &checked)
-                     : disk_->Validate(name, &checked);
+      tier == "dram" ? ValidateModelDir(dram_->ModelDir(name), name, "dram", full, &checked)
+                     : disk_->Validate(name, full, &checked);
   if (!problems.ok()) return Outcome(command.id(), problems.status());
   v1::CommandUpdate update = Outcome(
       command.id(),
       problems->empty() ? absl::OkStatus() : absl::DataLossError(absl::StrJoin(*problems, "\n")));
   update.set_files_done(checked);
   update.set_files_total(checked);
-  if (problems->empty()) update.set_message(absl::StrCat(checked, " files intact"));
+  if (problems->empty()) {
+    update.set_message(
+        absl::StrCat(checked, " files intact (", full ? "SHA-256" : "sizes and XXH3-128", ")"));
+  }
   return update;
 }
 

@@ -72,10 +72,10 @@ class DiskTier {
   // cache is never deleted (the cache is not ours). OK when the model is not here.
   absl::Status Remove(const std::string& name) const;
 
-  // Re-checks a model's files against its manifest (sizes, and SHA-256 where recorded). Returns
-  // the problems found ("config.json: size 10, expected 12"), empty when the model is intact;
-  // NOT_FOUND when the model is not on this tier. `files_checked` counts the files read.
-  absl::StatusOr<std::vector<std::string>> Validate(const std::string& name,
+  // Re-checks a model's files against its manifest (ValidateModelDir). Returns the problems
+  // found ("config.json: size 10, expected 12"), empty when the model is intact; NOT_FOUND when
+  // the model is not on this tier. `files_checked` counts the files read.
+  absl::StatusOr<std::vector<std::string>> Validate(const std::string& name, bool full,
                                                     uint32_t* files_checked) const;
 
  private:
@@ -95,11 +95,13 @@ uint64_t ModelBytes(const std::string& dir);
 std::string HfHubDir(const std::string& configured_cache_dir);
 
 // Checks the files of the model in `dir` (on `tier`, for messages) against its manifest: sizes,
-// and SHA-256 where recorded. Returns "path: problem" lines, empty when intact; NOT_FOUND when the
-// directory is missing, FAILED_PRECONDITION without a manifest.
+// then the recorded XXH3-128 (memory speed; SHA-256 for a file recorded without one), or with
+// `full` the recorded SHA-256 (the Hub's check; XXH3-128 too, in the same read). Returns
+// "path: problem" lines, empty when intact; NOT_FOUND when the directory is missing,
+// FAILED_PRECONDITION without a manifest.
 absl::StatusOr<std::vector<std::string>> ValidateModelDir(const std::string& dir,
                                                           const std::string& name,
-                                                          const std::string& tier,
+                                                          const std::string& tier, bool full,
                                                           uint32_t* files_checked);
 
 }  // namespace gswarm::client

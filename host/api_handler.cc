@@ -378,6 +378,7 @@ absl::StatusOr<v1::ValidateModelResponse> ApiHandler::ValidateModel(
     v1::Command command;
     command.mutable_validate()->set_model_name(model.name());
     command.mutable_validate()->set_tier(replica.tier());
+    command.mutable_validate()->set_full(request.full());
     ASSIGN_OR_RETURN(v1::Job job, orchestrator_->RunOnNode(replica.node_id(), model.name(),
                                                            "validate", std::move(command)));
     ASSIGN_OR_RETURN(v1::Job done, orchestrator_->WaitJob(job.id(), absl::Now() + absl::Hours(1)));

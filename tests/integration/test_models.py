@@ -239,6 +239,40 @@ class ValidateAndDeleteTest(HubTestCase):
         missing = self.rest("POST", "/models/validate", body={"model_name": "nothing-here"})
         self.assertEqual(missing.status, 404, missing)
 
+    def test_validate_full_rechecks_sha256(self):
+        """`validate` checks sizes and the recorded XXH3-128; `--full` (REST "full") re-computes
+        SHA-256. A manifest whose SHA-256 for one file was damaged after the download shows it:
+        the bytes still match their XXH3-128, so only the full check reports that file."""
+        self.start_hub_cluster()
+        self.download_ok("vf", "hf://test-org/tiny-llama")
+        model_dir = self.model_dir("node-a", "vf")
+        manifest_path = os.path.join(model_dir, ".gswarm", "manifest.json")
+        with open(manifest_path) as f:
+            manifest = json.load(f)
+        shard = next(f for f in manifest["files"] if f["path"] == SHARD2)
+        self.assertRegex(shard.get("xxh3_128", ""), r"^[0-9a-f]{32}$", "recorded at download")
+        shard["sha256"] = "b" * 64
+        with open(manifest_path, "w") as f:
+            json.dump(manifest, f)
+
+        fast = self.assert_cli_ok(self.cli("validate", "vf"))
+        self.assertIn("XXH3-128", fast.stdout)
+        full = self.cli("validate", "vf", "--full")
+        self.assertEqual(full.returncode, 1, full)
+        self.assertIn(SHARD2, full.stdout)
+        self.assertIn("expected " + "b" * 64, full.stdout)
+
+        for method, path, body in (("POST", "/models/validate", {"model_name": "vf", "full": True}),
+                                   ("GET", "/models/vf/validate?full=true", None)):
+            with self.subTest(f"{method} {path}"):
+                r = self.rest(method, path, body=body, timeout=30)
+                self.assertEqual(r.status, 200, r)
+                self.assertFalse(r.json.get("valid"), r)
+                self.assertEqual([p.get("path") for p in r.json.get("problems", [])], [SHARD2], r)
+        r = self.rest("GET", "/models/vf/validate", timeout=30)
+        self.assertEqual(r.status, 200, r)
+        self.assertTrue(r.json.get("valid"), r)
+
     def test_delete_removes_files_and_entry(self):
         self.start_hub_cluster()
         self.download_ok("d", "hf://test-org/tiny-gguf")

@@ -1,5 +1,5 @@
 // DiskSpace (client/disk_space.h): reservations against a location's room, and DiskTier's
-// locations (client/disk_tier.h): named, custom and scanned.
+// locations (client/disk_tier.h): named, custom and scanned; ValidateModelDir's two depths.
 
 #include "client/disk_space.h"
 
@@ -9,9 +9,12 @@
 #include <filesystem>
 #include <map>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "client/disk_tier.h"
 #include "client/model_manifest.h"
+#include "client/sha256.h"
 #include "common/paths.h"
 #include "tests/unit/temp_dir.h"
 
@@ -136,6 +139,80 @@ TEST(DiskTierLocationsTest, NamedAndCustomLocationsAreScannedAndFound) {
   ASSERT_TRUE(restarted.Remove("a").ok());
   EXPECT_FALSE(fs::exists(secondary + "/a"));
   EXPECT_EQ(restarted.ModelDir("a"), primary + "/a");  // gone: a new one would go to primary
+}
+
+// A model with two files whose manifest records both digests (`wrong_sha256`: a wrong SHA-256
+// for weights.bin, as a manifest damaged after the download would), and weights.bin's bytes.
+std::string WriteVerifiedModel(const std::string& dir, bool wrong_sha256 = false) {
+  const std::string config = R"({"model_type": "llama"})";
+  std::string weights(3 << 20, '\0');
+  for (size_t i = 0; i < weights.size(); ++i) weights[i] = static_cast<char>(i * 131 + 7);
+  EXPECT_TRUE(common::MakeDirs(dir).ok());
+  ModelManifest manifest;
+  manifest.name = "v";
+  for (const auto& [path, bytes] : {std::pair{"config.json", config}, {"weights.bin", weights}}) {
+    EXPECT_TRUE(common::WriteFileAtomically(dir + "/" + path, bytes).ok());
+    v1::ModelFile file;
+    file.set_path(path);
+    file.set_size_bytes(bytes.size());
+    file.set_sha256(*Sha256OfFile(dir + "/" + path));
+    file.set_xxh3_128(*Xxh3OfFile(dir + "/" + path));
+    if (wrong_sha256 && file.path() == "weights.bin") file.set_sha256(std::string(64, 'a'));
+    manifest.files.push_back(file);
+  }
+  EXPECT_TRUE(WriteManifest(dir, manifest).ok());
+  return weights;
+}
+
+std::vector<std::string> Problems(const std::string& dir, bool full) {
+  uint32_t checked = 0;
+  absl::StatusOr<std::vector<std::string>> problems =
+      ValidateModelDir(dir, "v", "disk", full, &checked);
+  EXPECT_TRUE(problems.ok()) << problems.status();
+  EXPECT_EQ(checked, 2u);
+  return problems.ok() ? *problems : std::vector<std::string>{"<error>"};
+}
+
+TEST(ValidateModelDirTest, FastByDefaultAndSha256WithFull) {
+  TempDir root;
+  ASSERT_FALSE(root.path().empty());
+  const std::string dir = root.path() + "/v";
+  std::string weights = WriteVerifiedModel(dir);
+  EXPECT_TRUE(Problems(dir, false).empty());
+  EXPECT_TRUE(Problems(dir, true).empty());
+
+  // A flipped byte: the recorded XXH3-128 catches it by default, SHA-256 with full.
+  weights[weights.size() / 2] ^= 0x10;
+  ASSERT_TRUE(common::WriteFileAtomically(dir + "/weights.bin", weights).ok());
+  std::vector<std::string> fast = Problems(dir, false), full = Problems(dir, true);
+  ASSERT_EQ(fast.size(), 1u);
+  EXPECT_EQ(fast[0].rfind("weights.bin: xxh3_128 ", 0), 0u) << fast[0];
+  ASSERT_EQ(full.size(), 1u);
+  EXPECT_EQ(full[0].rfind("weights.bin: sha256 ", 0), 0u) << full[0];
+
+  // Only full reads against SHA-256: a manifest whose SHA-256 no longer matches the bytes passes
+  // the fast check (the bytes still match the XXH3-128 taken from them) and fails the full one.
+  WriteVerifiedModel(dir, /*wrong_sha256=*/true);
+  EXPECT_TRUE(Problems(dir, false).empty());
+  full = Problems(dir, true);
+  ASSERT_EQ(full.size(), 1u);
+  EXPECT_NE(full[0].find("expected " + std::string(64, 'a')), std::string::npos) << full[0];
+}
+
+TEST(ValidateModelDirTest, AFileWithoutTheFastDigestIsCheckedBySha256) {
+  TempDir root;
+  ASSERT_FALSE(root.path().empty());
+  const std::string dir = root.path() + "/v";
+  std::string weights = WriteVerifiedModel(dir);
+  absl::StatusOr<ModelManifest> manifest = ReadManifest(dir);
+  ASSERT_TRUE(manifest.ok()) << manifest.status();
+  for (v1::ModelFile& file : manifest->files) file.clear_xxh3_128();  // an older download
+  ASSERT_TRUE(WriteManifest(dir, *manifest).ok());
+  weights[0] ^= 1;
+  ASSERT_TRUE(common::WriteFileAtomically(dir + "/weights.bin", weights).ok());
+  std::vector<std::string> fast = Problems(dir, false);
+  ASSERT_EQ(fast.size(), 1u);
+  EXPECT_EQ(fast[0].rfind("weights.bin: sha256 ", 0), 0u) << fast[0];
 }
 
 }  // namespace
