@@ -260,9 +260,7 @@ void StreamHasher::Feed(const char* data, size_t n) {
     }
   }
   if (write_behind_fd_ >= 0 && fed_ - written_behind_ >= kBlockBytes) {
-    // Asynchronous: queues the pages for writeback and returns (errors surface at fsync).
-    ::sync_file_range(write_behind_fd_, static_cast<off64_t>(written_behind_),
-                      static_cast<off64_t>(fed_ - written_behind_), SYNC_FILE_RANGE_WRITE);
+    common::StartWriteback(write_behind_fd_, written_behind_, fed_ - written_behind_);
     written_behind_ = fed_;
   }
 }

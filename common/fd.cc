@@ -17,4 +17,9 @@ absl::Status FsyncDir(const std::string& dir) {
   return absl::OkStatus();
 }
 
+void StartWriteback(int fd, uint64_t offset, uint64_t length) {
+  ::sync_file_range(fd, static_cast<off64_t>(offset), static_cast<off64_t>(length),
+                    SYNC_FILE_RANGE_WRITE);
+}
+
 }  // namespace gswarm::common

@@ -1,11 +1,12 @@
 #pragma once
 
-// A file descriptor with one owner, closed when the owner goes; and the directory fsync that
-// makes a rename durable.
-// Thread safety: a UniqueFd is a value; FsyncDir may be called from any thread.
+// A file descriptor with one owner, closed when the owner goes; the directory fsync that makes a
+// rename durable; and the early writeback that keeps a big file's final fsync short.
+// Thread safety: a UniqueFd is a value; the functions may be called from any thread.
 
 #include <unistd.h>
 
+#include <cstdint>
 #include <string>
 #include <utility>
 
@@ -43,5 +44,11 @@ class UniqueFd {
 // fsync of a directory, so that the renames and creations in it survive a crash. Errors name
 // the directory.
 absl::Status FsyncDir(const std::string& dir);
+
+// Starts the disk write of the dirty pages of [offset, offset + length) and returns without
+// waiting (sync_file_range SYNC_FILE_RANGE_WRITE). A file written at memory speed and fsynced at
+// the end otherwise leaves all of its bytes to that fsync; started behind the writes, the disk
+// works during the transfer. Errors are not reported here: they surface at the fsync.
+void StartWriteback(int fd, uint64_t offset, uint64_t length);
 
 }  // namespace gswarm::common

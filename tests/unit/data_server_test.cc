@@ -309,6 +309,53 @@ TEST_F(DataServerTest, StripedPullsSurviveDeadPeersAndFallBack) {
   EXPECT_FALSE(fs::exists(out_ + "/again.safetensors"));
 }
 
+// A fetch resumes with the chunks its record marks done and fetches only the rest; a record
+// beside data of another size is not trusted.
+TEST_F(DataServerTest, StripedFetchResumesFromItsRecord) {
+  const std::string& bytes = thing_["model.safetensors"];
+  constexpr uint64_t kChunk = 256 << 10;
+  const size_t chunks = (bytes.size() + kChunk - 1) / kChunk;
+  ASSERT_GE(chunks, 4u);
+  Sha256 sha;
+  sha.Update(bytes.data(), bytes.size());
+  FetchTarget target{
+      "", "model.safetensors", out_ + "/resumed.safetensors", bytes.size(), sha.HexDigest(), {},
+      ""};
+  HubOptions hub = Hub();
+  FetchContext ctx;
+  ctx.hub = &hub;
+  const std::vector<StripeSource> sources = {
+      {"the Hub",
+       absl::StrCat(url_, "/acme/thing/resolve/", kCommit, "/model.safetensors"),
+       {absl::StrCat("Authorization: Bearer ", kToken)},
+       1,
+       false}};
+
+  // Chunks 0 and 2 done by an earlier run: their bytes in place, the others still zeros.
+  std::string partial(bytes.size(), '\0');
+  std::string record(chunks, '0');
+  for (size_t i : {0, 2}) {
+    partial.replace(i * kChunk, kChunk, bytes.substr(i * kChunk, kChunk));
+    record[i] = '1';
+  }
+  ASSERT_TRUE(common::WriteFileAtomically(target.final_path + ".stripes", partial).ok());
+  ASSERT_TRUE(common::WriteFileAtomically(target.final_path + ".stripes.done", record).ok());
+  absl::StatusOr<StripedResult> got = FetchStriped(target, sources, ctx, kChunk);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->bytes_from_others, bytes.size() - 2 * kChunk);
+  EXPECT_EQ(Slurp(target.final_path), bytes);
+  EXPECT_FALSE(fs::exists(target.final_path + ".stripes.done"));
+
+  // The same record beside a file of another size: everything is fetched again.
+  target.final_path = out_ + "/restarted.safetensors";
+  ASSERT_TRUE(common::WriteFileAtomically(target.final_path + ".stripes", "short").ok());
+  ASSERT_TRUE(common::WriteFileAtomically(target.final_path + ".stripes.done", record).ok());
+  got = FetchStriped(target, sources, ctx, kChunk);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->bytes_from_others, bytes.size());
+  EXPECT_EQ(Slurp(target.final_path), bytes);
+}
+
 TEST_F(DataServerTest, DownloaderPullsAHubRepoAtACommitHeldHere) {
   absl::StatusOr<DownloadResult> got =
       Download("thing-copy", absl::StrCat("hf://acme/thing@", kCommit));
