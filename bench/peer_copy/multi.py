@@ -20,7 +20,14 @@ MultiBench:
              commit, not by model name, so a second repo is what keeps B and C out);
     curl     `curl -o` of the big file from A's data port (/ORG/REPO/resolve/COMMIT/FILE), bare:
              no verification, no fsync;
-  D's copy is removed after every gswarm run (`gswarm rm NAME --node node-d`, waited for).
+  D's copy is removed after every gswarm run (`gswarm rm NAME --node node-d`, waited for);
+- timed, after those three in every round unless run.sh got --no-fanout (MULTI_FANOUT=0), the
+  fan-out pair, the first of the two alternating between rounds (bench/peer_copy/fanout.py):
+    2 targets at once  POST /download of SOLO_REPO@commit onto C and onto D, released together,
+                       until both answered (both pull from A); both copies removed after;
+    curl x2 at once    two curls of SOLO_REPO's big file from A's data port, released together;
+  their MB/s counts the bytes both targets got, and both rows' "vs curl" is over curl x2's, which
+  the report's `goals` holds against 0.9.
 
 Each job's bytes_from_peers and bytes_from_hub are recorded; a "3 peers" run must have every
 byte from peers and D's log must say "and 2 more" peers, a "1 peer" run must name no more peers,
@@ -41,6 +48,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchlib import (aligned, cpu_model, first_line, git_state, loadavg, log,  # noqa: E402
                       machine_busy, proc_user_sys, run, tail, versions_line)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fanout  # noqa: E402  (bench/peer_copy/fanout.py)
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STRIPED_REPO = "bench-org/striped-model"
@@ -133,10 +142,16 @@ class MultiBench:
         self.big = next(f for f in self.files if f["path"] == BIG_FILE)
         os.makedirs(args.work, exist_ok=True)
         self.logf = os.path.join(args.work, "commands.log")
-        self.verified = set()
+        self.verified = set()  # (variant, node) whose big file's sha256 was checked
+        self.fanout = fanout.enabled()
 
     def source(self, repo: str) -> str:
         return "hf://%s@%s" % (repo, self.repos[repo]["commit"])
+
+    def file_url(self, repo: str) -> str:
+        """The big file of repo's pinned commit on node A's data port."""
+        return "%s/%s/resolve/%s/%s" % (self.nodes["node-a"]["data_url"], repo,
+                                        self.repos[repo]["commit"], BIG_FILE)
 
     # ---- the cluster ----------------------------------------------------------------------------
 
@@ -195,24 +210,24 @@ class MultiBench:
         log("setup: %s on node-a, node-b, node-c and %s on node-a in %.1f s"
             % (STRIPED_REPO, SOLO_REPO, time.monotonic() - t0))
 
-    def remove_target(self, name: str) -> None:
-        """Untimed: `gswarm rm NAME --node node-d`, then until D's directory and replica are
-        gone (the sources' stay)."""
-        before = self.holders(name) - {TARGET}
-        argv = [self.a.gswarm, "--host", self.a.grpc, "rm", name, "--node", TARGET]
+    def remove_target(self, name: str, node: str = TARGET) -> None:
+        """Untimed: `gswarm rm NAME --node NODE` (node D unless said), then until the node's
+        directory and replica are gone (the other copies stay)."""
+        before = self.holders(name) - {node}
+        argv = [self.a.gswarm, "--host", self.a.grpc, "rm", name, "--node", node]
         rc, _, _ = run(argv, self.logf, 60)
         if rc != 0:
             raise SystemExit("gswarm rm %s --node %s failed (exit %d):\n%s"
-                             % (name, TARGET, rc, tail(self.logf)))
-        d_dir = os.path.join(self.nodes[TARGET]["models"], name)
+                             % (name, node, rc, tail(self.logf)))
+        n_dir = os.path.join(self.nodes[node]["models"], name)
         deadline = time.monotonic() + 30
-        while os.path.exists(d_dir) or TARGET in self.holders(name):
+        while os.path.exists(n_dir) or node in self.holders(name):
             if time.monotonic() > deadline:
-                raise SystemExit("%s (or its replica) still there 30 s after gswarm rm" % d_dir)
+                raise SystemExit("%s (or its replica) still there 30 s after gswarm rm" % n_dir)
             time.sleep(0.05)
         if self.holders(name) != before:
             raise SystemExit("gswarm rm %s --node %s changed the other copies: %s -> %s"
-                             % (name, TARGET, before, self.holders(name)))
+                             % (name, node, before, self.holders(name)))
 
     # ---- cache state and probes -----------------------------------------------------------------
 
@@ -255,53 +270,65 @@ class MultiBench:
         except OSError:
             return ""
 
+    def check_copy(self, variant: str, i: int, repo: str, node: str, job: dict,
+                   log_before: int) -> dict:
+        """Untimed, after a timed download of repo onto node (job: what POST /download answered):
+        the node's files and sizes, the big file's sha256 against the Hub's (once per variant and
+        node), every byte from peers and none from the Hub, and onto node D (whose log is at level
+        info, the others' at warn) the peers D's log names past log_before: "and 2 more" for 3
+        peers, none more otherwise. Returns the job's bytes by source and D's first peer."""
+        name = NAMES[repo]
+        if job.get("state") != "succeeded":
+            raise SystemExit("%s run %d: the download onto %s failed: %s"
+                             % (variant, i, node, json.dumps(job)))
+        job = self.get_job(job["id"])
+        n_dir = os.path.join(self.nodes[node]["models"], name)
+        for f in self.files:
+            p = os.path.join(n_dir, f["path"])
+            if not os.path.isfile(p) or os.path.getsize(p) != f["size"]:
+                raise SystemExit("%s run %d: %s missing or of the wrong size" % (variant, i, p))
+        if (variant, node) not in self.verified:
+            self.verified.add((variant, node))
+            got = subprocess.run(["sha256sum", "--", os.path.join(n_dir, BIG_FILE)],
+                                 capture_output=True, text=True, check=True).stdout.split()[0]
+            if got != self.big["sha256"]:
+                raise SystemExit("%s run %d: %s on %s has sha256 %s, the Hub's is %s"
+                                 % (variant, i, BIG_FILE, node, got, self.big["sha256"]))
+        from_peers = job_u64(job, "bytes_from_peers")
+        from_hub = job_u64(job, "bytes_from_hub")
+        said, more, want_more = None, None, 2 if variant == "3 peers" else 0
+        if node == TARGET:  # what D's agent said about this download: its peers
+            said = re.findall(r"download %s from peer (\S+)( and (\d+) more)?" % re.escape(name),
+                              self.target_log()[log_before:])
+            more = int(said[-1][2] or 0) if said else None
+        if (said is not None and more != want_more) or from_hub != 0 or from_peers < self.bytes:
+            raise SystemExit(
+                "%s run %d: expected every byte onto %s from peers, %d peers besides the first: "
+                "bytes_from_peers %d, bytes_from_hub %d (of %d), D's log: %s"
+                % (variant, i, node, want_more, from_peers, from_hub, self.bytes,
+                   "not read (onto %s)" % node if said is None
+                   else said or "no \"download %s from peer\" line" % name))
+        return {"from_peers": from_peers, "from_hub": from_hub,
+                "first_peer": said[-1][0] if said else None}
+
     def gswarm_run(self, variant: str, mode: str, i: int) -> dict:
         repo = STRIPED_REPO if variant == "3 peers" else SOLO_REPO
-        name = NAMES[repo]
         self.settle(mode)
         log_before = len(self.target_log())
         p0 = self.snap()
         job = self.download(repo, TARGET, True, RUN_TIMEOUT_S)
         p1 = self.snap()
-        if job.get("state") != "succeeded":
-            raise SystemExit("%s run %d: the download failed: %s" % (variant, i, json.dumps(job)))
-        job = self.get_job(job["id"])
-        d_dir = os.path.join(self.nodes[TARGET]["models"], name)
-        for f in self.files:
-            p = os.path.join(d_dir, f["path"])
-            if not os.path.isfile(p) or os.path.getsize(p) != f["size"]:
-                raise SystemExit("%s run %d: %s missing or of the wrong size" % (variant, i, p))
-        if variant not in self.verified:  # once per variant: D's bytes are the Hub's (untimed)
-            self.verified.add(variant)
-            got = subprocess.run(["sha256sum", "--", os.path.join(d_dir, BIG_FILE)],
-                                 capture_output=True, text=True, check=True).stdout.split()[0]
-            if got != self.big["sha256"]:
-                raise SystemExit("%s run %d: %s on node D has sha256 %s, the Hub's is %s"
-                                 % (variant, i, BIG_FILE, got, self.big["sha256"]))
-        from_peers = job_u64(job, "bytes_from_peers")
-        from_hub = job_u64(job, "bytes_from_hub")
-        # What D's agent said about this download: its peers.
-        said = re.findall(r"download %s from peer (\S+)( and (\d+) more)?" % re.escape(name),
-                          self.target_log()[log_before:])
-        more = int(said[-1][2] or 0) if said else None
-        want_more = 2 if variant == "3 peers" else 0
-        if more != want_more or from_hub != 0 or from_peers < self.bytes:
-            raise SystemExit(
-                "%s run %d: expected every byte from peers, %d peers besides the first: "
-                "bytes_from_peers %d, bytes_from_hub %d (of %d), D's log: %s"
-                % (variant, i, want_more, from_peers, from_hub, self.bytes,
-                   said or "no \"download %s from peer\" line" % name))
-        self.remove_target(name)
+        got = self.check_copy(variant, i, repo, TARGET, job, log_before)
+        self.remove_target(NAMES[repo])
         r = self.delta(p0, p1)
-        r.update(bytes=self.bytes, from_peers=from_peers, from_hub=from_hub, first_peer=said[-1][0])
+        r.update(bytes=self.bytes, **got)
         return r
 
     def curl_run(self, mode: str, i: int) -> dict:
         out = os.path.join(self.a.work, "curl-out")
         shutil.rmtree(out, ignore_errors=True)
         os.makedirs(out)
-        url = "%s/%s/resolve/%s/%s" % (self.nodes["node-a"]["data_url"], STRIPED_REPO,
-                                       self.repos[STRIPED_REPO]["commit"], BIG_FILE)
+        url = self.file_url(STRIPED_REPO)
         argv = ["curl", "-sSf", "--noproxy", "*", "--max-time", str(RUN_TIMEOUT_S), url,
                 "-o", os.path.join(out, BIG_FILE)]
         self.settle(mode)
@@ -330,24 +357,36 @@ class MultiBench:
             log("warm-up %d (untimed, 1 peer): %.2f s, D cpu %.2f s (user %.2f, sys %.2f)"
                 % (n + 1, r["s"], r["d_cpu"], r["d_user"], r["d_sys"]))
         runs = {}
+        pair = fanout.VARIANTS if self.fanout else ()
         for mode in self.a.modes:
-            runs[mode] = {v: [] for v in VARIANTS}
+            runs[mode] = {v: [] for v in VARIANTS + pair}
             order = tuple(VARIANT_KEYS[k] for k in self.a.order.split(","))
             for i in range(self.a.repeat):
                 k = i % len(order)
-                for variant in order[k:] + order[:k]:
-                    r = (self.curl_run(mode, i) if variant == "curl"
-                         else self.gswarm_run(variant, mode, i))
+                # The fan-out pair after the three, which of the two first alternating by round.
+                for variant in order[k:] + order[:k] + (pair if i % 2 == 0 else pair[::-1]):
+                    r = self.one_run(variant, mode, i)
                     runs[mode][variant].append(r)
-                    log("%-4s run %d  %-8s %6.2f s  %7.1f MB/s  D cpu %5.2f s%s  sources cpu "
+                    log("%-4s run %d  %-17s %6.2f s  %7.1f MB/s  %s cpu %5.2f s%s  sources cpu "
                         "%5.2f s" % (mode, i + 1, variant, r["s"], r["bytes"] / r["s"] / 1e6,
-                                     r["d_cpu"], "" if r["d_user"] is None else
+                                     "C+D" if variant == fanout.PAIR else "D", r["d_cpu"],
+                                     "" if r["d_user"] is None else
                                      " (user %.2f, sys %.2f)" % (r["d_user"], r["d_sys"]),
                                      r["sources_cpu"]))
         return self.report(runs, started, load0)
 
+    def one_run(self, variant: str, mode: str, i: int) -> dict:
+        if variant == "curl":
+            return self.curl_run(mode, i)
+        if variant == fanout.PAIR:
+            return fanout.pair_run(self, SOLO_REPO, NAMES[SOLO_REPO], mode, i)
+        if variant == fanout.CURL_PAIR:
+            return fanout.curl_pair_run(self, self.file_url(SOLO_REPO), mode, i)
+        return self.gswarm_run(variant, mode, i)
+
     def report(self, runs: dict, started: float, load0: str) -> dict:
         results = []
+        goals = {}
         for mode, variants in runs.items():
             summary = {}
             for variant, rs in variants.items():
@@ -364,10 +403,13 @@ class MultiBench:
                     "from_peers": statistics.median(r["from_peers"] for r in rs),
                     "from_hub": statistics.median(r["from_hub"] for r in rs),
                 }
-            for s in summary.values():
-                s["vs_curl"] = s["median_mb_s"] / summary["curl"]["median_mb_s"]
+            for variant, s in summary.items():
+                ref = fanout.CURL_PAIR if variant in fanout.VARIANTS else "curl"
+                s["vs_curl"] = s["median_mb_s"] / summary[ref]["median_mb_s"]
                 s["vs_one_peer"] = s["median_mb_s"] / summary["1 peer"]["median_mb_s"]
             results.append({"mode": mode, "variants": summary})
+            if fanout.PAIR in summary:
+                goals["%s_fanout_vs_curl_x2" % mode] = fanout.goal(summary)
         return {
             "benchmark": "peer_copy",
             "shape": "multi",
@@ -376,6 +418,7 @@ class MultiBench:
             "repeat": self.a.repeat,
             "warmup": self.a.warmup,
             "order": self.a.order,
+            "fanout": self.fanout,
             "model": {"repos": [STRIPED_REPO, SOLO_REPO], "files": len(self.files),
                       "bytes": self.bytes, "big_file_bytes": self.big["size"]},
             "machine": {"cores": os.cpu_count(), "cpu": cpu_model(), "kernel": platform.release(),
@@ -391,8 +434,14 @@ class MultiBench:
                       "end to end (all the repo's files); curl: the big file alone from node A's "
                       "data port, no verification, no fsync",
                       "D CPU: node D's agent (curl rows: curl); sources CPU: nodes A (host too), "
-                      "B and C"],
+                      "B and C"] + ([
+                          "2 targets at once: the solo repo onto nodes C and D at the same time, "
+                          "both from node A, until both answered; curl x2 at once: two curls of "
+                          "its big file from A's data port at the same time; MB/s: the bytes "
+                          "both targets got; vs curl: over curl x2 at once's; D CPU: nodes C and "
+                          "D (the two curls); sources CPU: nodes A and B"] if self.fanout else []),
             "results": results,
+            "goals": goals,
         }
 
 
@@ -417,7 +466,17 @@ def table(report: dict) -> str:
                report["model"]["bytes"] / 1e9, m["cores"], m["cpu"], m["loadavg_before"],
                m["loadavg_after"]),
             versions_line(v)]
-    return "\n".join(head + aligned(cols, rows)) + "\n" + (
+    text = "\n".join(head + aligned(cols, rows)) + "\n" + (
         "3 peers: node D stripes the big file over nodes A, B and C; 1 peer: only node A holds the "
         "commit; curl: the big file from node A's data port, unverified, no fsync. vs curl / vs 1 "
         "peer: median MB/s over theirs.\n")
+    if report["goals"]:
+        text += (
+            "2 targets at once: nodes C and D download the 1-peer repo from node A at the same "
+            "time; curl x2 at once: two curls of its big file from A's data port at the same time. "
+            "Both: MB/s of the bytes both targets got until both finished, vs curl over curl x2 "
+            "at once's, D CPU of C and D (the two curls), sources CPU of A and B.\n")
+    for key, g in report["goals"].items():
+        text += ("%s: " % key.split("_", 1)[0] if len(report["goals"]) > 1 else "") + \
+            fanout.goal_line(g) + "\n"
+    return text

@@ -12,9 +12,14 @@
 # big file (MULTI_FILE_MB MiB) in two repos; nodes A (`gswarm start`), B and C (`gswarm client`)
 # download the first repo's pinned commit (untimed), A alone the second's; then node D (`gswarm
 # client`) is timed downloading the first (striped over A, B and C), the second (one peer, A) and
-# curl fetching the big file from A's data port, REPEAT rounds, medians (bench/peer_copy/multi.py).
+# curl fetching the big file from A's data port; then the fan-out pair: nodes C and D downloading
+# the second at the same time (both from A; "2 targets at once") against two curls of the big file
+# at once ("curl x2 at once"), with a goal line (2 targets over curl x2, goal >= 0.9). REPEAT
+# rounds, medians (bench/peer_copy/multi.py, bench/peer_copy/fanout.py). --no-fanout (anywhere
+# among the arguments, or MULTI_FANOUT=0) leaves the fan-out pair out.
 #   bash bench/peer_copy/run.sh --multi                  # generation, setup, then 3 rounds
 #   MULTI_FILE_MB=256 REPEAT=1 bash bench/peer_copy/run.sh --multi --json
+#   bash bench/peer_copy/run.sh --multi --no-fanout      # the three rows without the fan-out pair
 #
 # Environment:
 #   BUILD_DIR     build directory (default: build)
@@ -26,6 +31,7 @@
 #   GSWARM_LOG    copy the two agents' logs to $GSWARM_LOG.a and $GSWARM_LOG.b at exit
 #                 (--multi: .a .b .c .d, and the fake Hub's to $GSWARM_LOG.hub)
 #   MULTI_FILE_MB --multi: size of the big file in MiB (default 1024)
+#   MULTI_FANOUT  --multi: 0 leaves the fan-out pair out, as --no-fanout does (default 1)
 #   DATA_DIR      --multi: where the fake Hub's repos are generated; kept and reused when set
 #                 (default: in the temp dir)
 #
@@ -41,10 +47,18 @@ source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 bench_init peer_copy
 name=big
 multi=0
+fanout=${MULTI_FANOUT:-1}
+no_fanout=0
 args=()
 for arg in "$@"; do
-  if [[ $arg = --multi ]]; then multi=1; else args+=("$arg"); fi
+  case $arg in
+    --multi) multi=1 ;;
+    --no-fanout) fanout=0 no_fanout=1 ;;
+    *) args+=("$arg") ;;
+  esac
 done
+[[ $fanout = [01] ]] || { log "MULTI_FANOUT must be 0 or 1, not $fanout"; exit 1; }
+((multi || !no_fanout)) || { log "--no-fanout goes with --multi"; exit 1; }
 
 bench_build_gswarm
 bench_need_tools curl sha256sum sync "$python"
@@ -115,7 +129,8 @@ if ((multi)); then
   bench_build_type measure_args "$build_bin"
   # In the background and waited for, so that a TERM or INT reaches the trap at once (which stops
   # it with the rest).
-  start_bg measure_pid - "${a_env[@]}" timeout 1800 "$python" \
+  # measure.py's options are the three rows'; the fan-out pair's switch travels as MULTI_FANOUT.
+  start_bg measure_pid - "${a_env[@]}" MULTI_FANOUT="$fanout" timeout 1800 "$python" \
     "$root/bench/peer_copy/measure.py" multi "${measure_args[@]}" "${args[@]}"
   rc=0
   wait "$measure_pid" || rc=$?
