@@ -354,6 +354,35 @@ TEST_F(DataServerTest, StripedFetchResumesFromItsRecord) {
   ASSERT_TRUE(got.ok()) << got.status();
   EXPECT_EQ(got->bytes_from_others, bytes.size());
   EXPECT_EQ(Slurp(target.final_path), bytes);
+
+  // Checked by XXH3-128 (a peer's file), over two connections, chunks landing out of order.
+  Xxh3 xxh3;
+  xxh3.Update(bytes.data(), bytes.size());
+  target.sha256 = "";
+  target.xxh3 = xxh3.HexDigest();
+  std::vector<StripeSource> two = sources;
+  two[0].connections = 2;
+  target.final_path = out_ + "/by-xxh3.safetensors";
+  ASSERT_TRUE(common::WriteFileAtomically(target.final_path + ".stripes", partial).ok());
+  ASSERT_TRUE(common::WriteFileAtomically(target.final_path + ".stripes.done", record).ok());
+  got = FetchStriped(target, two, ctx, kChunk);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->file.xxh3_128, target.xxh3);
+  EXPECT_EQ(got->bytes_from_others, bytes.size() - 2 * kChunk);
+  EXPECT_EQ(Slurp(target.final_path), bytes);
+
+  // A record that marks a chunk done whose bytes are not the file's: the digest covers resumed
+  // chunks too, so the fetch fails naming the file and keeps nothing.
+  target.final_path = out_ + "/lied.safetensors";
+  std::string lie = record;
+  lie[1] = '1';  // chunk 1 is still zeros
+  ASSERT_TRUE(common::WriteFileAtomically(target.final_path + ".stripes", partial).ok());
+  ASSERT_TRUE(common::WriteFileAtomically(target.final_path + ".stripes.done", lie).ok());
+  got = FetchStriped(target, two, ctx, kChunk);
+  EXPECT_EQ(got.status().code(), absl::StatusCode::kDataLoss) << got.status();
+  EXPECT_NE(got.status().message().find("model.safetensors"), std::string::npos) << got.status();
+  EXPECT_FALSE(fs::exists(target.final_path));
+  EXPECT_FALSE(fs::exists(target.final_path + ".stripes"));
 }
 
 TEST_F(DataServerTest, DownloaderPullsAHubRepoAtACommitHeldHere) {
