@@ -77,8 +77,9 @@ struct Stripes {
   }
   absl::Status OpenRecord() {
     done_fd.reset(::open(done_path.c_str(), O_WRONLY | O_CLOEXEC));
-    if (!done_fd.valid())
+    if (!done_fd.valid()) {
       return absl::ErrnoToStatus(errno, absl::StrCat("cannot open ", done_path));
+    }
     return absl::OkStatus();
   }
   // Chunk i is done: its byte of the record, written in place (one byte is written whole, and

@@ -14,7 +14,7 @@
 // to the others; the fallback source takes chunks only once no other source is left. The
 // digests are computed in file order on the calling thread, reading each chunk back from the
 // page cache as soon as the chunks before it are done, so hashing overlaps the transfer; each
-// chunk's disk write starts as it lands, so the final fsync has little left to do. The
+// chunk's disk write starts once it is hashed, so the final fsync has little left to do. The
 // whole file is checked against the expected XXH3-128 (peers) or SHA-256 (the Hub) before the
 // rename to <final>.
 //
