@@ -7,11 +7,11 @@
 // the hash, is the limit.
 //
 // The file is assembled at <final>.stripes (sized up front, written at offsets) with a record
-// of the finished chunks beside it (<final>.stripes.done, rewritten as chunks finish), so a
-// stopped fetch resumes with the chunks it has. Chunks are handed out one at a time to whichever
-// connection is free, so a fast source takes more of them. A source that fails twice in a row
-// (refused, cut, stalled for its stall_timeout, a bad answer) is dropped and its chunk goes back
-// to the others; the fallback source takes chunks only once no other source is left. The
+// of the finished chunks beside it (<final>.stripes.done, a byte per chunk marked in place as it
+// finishes), so a stopped fetch resumes with the chunks it has. Chunks are handed out one at a time
+// to whichever connection is free, so a fast source takes more of them. A source that fails twice
+// in a row (refused, cut, stalled for its stall_timeout, a bad answer) is dropped and its chunk
+// goes back to the others; the fallback source takes chunks only once no other source is left. The
 // digests are computed in file order on the calling thread, reading each chunk back from the
 // page cache as soon as the chunks before it are done, so hashing overlaps the transfer; each
 // chunk's disk write starts once it is hashed, so the final fsync has little left to do. The
