@@ -18,6 +18,7 @@ namespace gswarm::client {
 // One file to put in staging, and what an earlier run left of it there.
 // What a fetch keeps beside <staging>/<path> while it runs (file_fetcher.h, stream_hasher.h,
 // striped_fetch.h); once the file is whole none may remain, or it would land in the model.
+// (.stripes.done.tmp: what older versions left while rewriting the record.)
 inline constexpr const char* kFetchSidecars[] = {".part",    ".part.hash",    ".part.hash.tmp",
                                                  ".stripes", ".stripes.done", ".stripes.done.tmp"};
 

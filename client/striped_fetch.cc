@@ -59,26 +59,20 @@ struct Stripes {
 
   uint64_t Length(size_t i) const { return std::min(chunk, *target.size - i * chunk); }
 
-  // A fresh record of the finished chunks, every one to do, written whole or not at all and
-  // kept open in `done_fd` for MarkDone.
-  absl::Status StartRecord(const std::string& record) {
-    const std::string temp = done_path + ".tmp";
-    errno = 0;
-    common::UniqueFd out(::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-    bool ok = out.valid() && ::write(out.get(), record.data(), record.size()) ==
-                                 static_cast<ssize_t>(record.size());
-    ok = ok && ::close(out.release()) == 0 && ::rename(temp.c_str(), done_path.c_str()) == 0;
-    if (!ok) {
-      const int err = errno != 0 ? errno : EIO;  // a short write leaves errno as it was
-      ::unlink(temp.c_str());
-      return absl::ErrnoToStatus(err, absl::StrCat("cannot write ", done_path));
-    }
-    return OpenRecord();
-  }
-  absl::Status OpenRecord() {
-    done_fd.reset(::open(done_path.c_str(), O_WRONLY | O_CLOEXEC));
+  // Opens the record of finished chunks for MarkDone. `fresh`: every chunk to do, written over
+  // whatever was there (truncated first, so a crash meanwhile leaves a record too short to be
+  // trusted, never an old one).
+  absl::Status OpenRecord(bool fresh) {
+    const int flags = O_WRONLY | O_CLOEXEC | (fresh ? O_CREAT | O_TRUNC : 0);
+    done_fd.reset(::open(done_path.c_str(), flags, 0644));
     if (!done_fd.valid()) {
       return absl::ErrnoToStatus(errno, absl::StrCat("cannot open ", done_path));
+    }
+    if (!fresh) return absl::OkStatus();
+    const std::string record(chunks, kTodo);
+    const ssize_t n = ::write(done_fd.get(), record.data(), record.size());
+    if (n != static_cast<ssize_t>(record.size())) {  // short: the disk is full
+      return absl::ErrnoToStatus(n < 0 ? errno : ENOSPC, absl::StrCat("cannot write ", done_path));
     }
     return absl::OkStatus();
   }
@@ -289,10 +283,10 @@ absl::StatusOr<StripedResult> FetchStriped(const FetchTarget& target,
       record->size() == s.chunks &&
       record->find_first_not_of(std::string{kTodo, kDone}) == std::string::npos) {
     state = *record;
-    RETURN_IF_ERROR(s.OpenRecord());
+    RETURN_IF_ERROR(s.OpenRecord(/*fresh=*/false));
   } else {
     // The record first: no crash in between leaves an old record beside emptied data.
-    RETURN_IF_ERROR(s.StartRecord(state));
+    RETURN_IF_ERROR(s.OpenRecord(/*fresh=*/true));
     if (::ftruncate(fd.get(), 0) != 0 || ::ftruncate(fd.get(), static_cast<off_t>(size)) != 0) {
       return absl::ErrnoToStatus(errno, absl::StrCat("cannot size ", path));
     }
