@@ -97,13 +97,21 @@ absl::StatusOr<RepoListing> ParseRepoListing(absl::string_view body, absl::strin
     for (const nlohmann::json& s : info["siblings"]) {
       v1::ModelFile file;
       file.set_path(s.at("rfilename").get<std::string>());
-      if (s.contains("lfs") && s["lfs"].is_object()) {
-        file.set_sha256(absl::AsciiStrToLower(s["lfs"].value("sha256", "")));
-        file.set_size_bytes(s["lfs"].value("size", s.value("size", uint64_t{0})));
-      } else if (s.contains("size")) {
-        file.set_size_bytes(s["size"].get<uint64_t>());
+      const bool lfs = s.contains("lfs") && s["lfs"].is_object();
+      if (lfs) file.set_sha256(absl::AsciiStrToLower(s["lfs"].value("sha256", "")));
+      // The LFS pointer's size, else the entry's; a byte count, nothing else (a float or a
+      // negative number converted to uint64_t is undefined or wrong).
+      const nlohmann::json* size = lfs && s["lfs"].contains("size") ? &s["lfs"]["size"]
+                                   : s.contains("size")             ? &s["size"]
+                                                                    : nullptr;
+      if (size == nullptr) {
+        if (!lfs) return bad(absl::StrCat("no size for ", file.path()));
+      } else if (!size->is_number_unsigned() &&
+                 !(size->is_number_integer() && size->get<int64_t>() >= 0)) {
+        return bad(
+            absl::StrCat("the size of ", file.path(), " is not a byte count: ", size->dump()));
       } else {
-        return bad(absl::StrCat("no size for ", file.path()));
+        file.set_size_bytes(size->get<uint64_t>());
       }
       file.set_etag(s.value("blobId", ""));
       // A GSwarm peer's data port adds the fast digest its manifest records (data_server.h).

@@ -108,5 +108,33 @@ TEST(HubOptionsTest, AuthorizationGoesToTheEndpointHostOnly) {
   EXPECT_TRUE(hub.AuthHeadersFor("https://huggingface.co/x").empty());
 }
 
+// A listing's sizes are byte counts: a float too big for uint64_t (found by fuzz_hub_listing),
+// a fraction or a negative number is refused naming the file, not converted.
+TEST(ParseRepoListingTest, SizesMustBeByteCounts) {
+  auto listing = [](const std::string& size, bool lfs) {
+    const std::string entry =
+        lfs ? R"("lfs": {"sha256": "AB", "size": )" + size + "}" : R"("size": )" + size;
+    return ParseRepoListing(
+        R"({"sha": "abc", "siblings": [{"rfilename": "model.safetensors", )" + entry + "}]}",
+        "test listing");
+  };
+  for (bool lfs : {false, true}) {
+    absl::StatusOr<RepoListing> good = listing("18446744073709551615", lfs);
+    ASSERT_TRUE(good.ok()) << good.status();
+    EXPECT_EQ(good->files.at(0).size_bytes(), 18446744073709551615ull);
+    EXPECT_EQ(good->files.at(0).sha256(), lfs ? "ab" : "");
+    for (const char* bad : {"1.55556e+29", "1.5", "-1", "\"12\"", "null"}) {
+      absl::StatusOr<RepoListing> got = listing(bad, lfs);
+      EXPECT_FALSE(got.ok()) << bad;
+      EXPECT_NE(got.status().message().find("the size of model.safetensors is not a byte count"),
+                std::string::npos)
+          << got.status();
+    }
+  }
+  absl::StatusOr<RepoListing> none =
+      ParseRepoListing(R"({"sha": "abc", "siblings": [{"rfilename": "a.txt"}]})", "test listing");
+  EXPECT_NE(none.status().message().find("no size for a.txt"), std::string::npos) << none.status();
+}
+
 }  // namespace
 }  // namespace gswarm::client
