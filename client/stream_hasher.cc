@@ -250,14 +250,16 @@ void StreamHasher::Feed(const char* data, size_t n) {
     // Up to the next checkpoint boundary at most, where the XXH3 state is snapshotted.
     const size_t take = static_cast<size_t>(std::min<uint64_t>(n, next_snapshot_ - fed_));
     xxh3_.Update(data, take);
-    if (with_sha256_) Queue(data, take);
     fed_ += take;
-    data += take;
-    n -= take;
+    // The snapshot before the bytes that reach the boundary are queued: the hashing thread may
+    // get there first and would find no XXH3 state to pair with its SHA-256 one.
     if (fed_ == next_snapshot_) {
       AtCheckpoint();
       next_snapshot_ += kCheckpointBytes;
     }
+    if (with_sha256_) Queue(data, take);
+    data += take;
+    n -= take;
   }
   if (write_behind_fd_ >= 0 && fed_ - written_behind_ >= kBlockBytes) {
     common::StartWriteback(write_behind_fd_, written_behind_, fed_ - written_behind_);
