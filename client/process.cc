@@ -344,32 +344,55 @@ absl::StatusOr<int> FreeTcpPort() {
   return static_cast<int>(ntohs(a.sin_port));
 }
 
+namespace {
+
+// Copies [from, end) of `in` to `out` at its start, and on past `end` while the writer keeps
+// appending, up to `limit`. Returns whether every read and write succeeded.
+bool CopyLogRange(int in, int out, off_t from, off_t end, off_t limit) {
+  std::string buf(1 << 20, '\0');
+  off_t at = from;
+  while (at < end && at < limit) {
+    const size_t want = std::min(buf.size(), static_cast<size_t>(std::min(end, limit) - at));
+    const ssize_t n = ::pread(in, buf.data(), want, at);
+    if (n <= 0 || ::pwrite(out, buf.data(), static_cast<size_t>(n), at - from) != n) return false;
+    at += n;
+    struct stat now;
+    if (at == end && ::fstat(in, &now) == 0) end = now.st_size;
+  }
+  return true;
+}
+
+}  // namespace
+
 bool CapLogFile(const std::string& path, uint64_t max_bytes) {
   struct stat st;
   if (max_bytes == 0 || ::stat(path.c_str(), &st) != 0 ||
       static_cast<uint64_t>(st.st_size) <= max_bytes) {
     return false;
   }
-  common::UniqueFd in(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  const off_t max = static_cast<off_t>(max_bytes);
+  common::UniqueFd log(::open(path.c_str(), O_RDWR | O_CLOEXEC));
   const std::string old = path + ".1";
   common::UniqueFd out(::open(old.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-  if (in.get() >= 0 && out.get() >= 0) {
-    std::string buf(1 << 20, '\0');
-    const off_t limit = st.st_size + static_cast<off_t>(max_bytes);
-    off_t at = st.st_size - static_cast<off_t>(max_bytes);
-    // The last max_bytes, then what the engine wrote during the copy (up to max_bytes more), so
-    // that only the lines of the last moment before the truncate are lost.
-    for (off_t end = st.st_size; at < end && at < limit;) {
-      size_t want = std::min(buf.size(), static_cast<size_t>(std::min(end, limit) - at));
-      ssize_t n = ::pread(in.get(), buf.data(), want, at);
-      if (n <= 0 || ::write(out.get(), buf.data(), static_cast<size_t>(n)) != n) break;
-      at += n;
-      struct stat now;
-      if (at == end && ::fstat(in.get(), &now) == 0) end = now.st_size;
+  if (log.get() < 0 || out.get() < 0) return ::truncate(path.c_str(), 0) == 0;
+  // Where the filesystem can cut a file's head out in place (ext4, XFS), nothing is lost: the
+  // whole blocks before the last one go to .1 (their last max_bytes) and leave the log in one
+  // step, which the writer's appends wait for. .1 may end, and the log begin, mid-line.
+  const off_t block = st.st_blksize;
+  if (block > 0 && max >= block) {
+    const off_t cut = (st.st_size - 1) / block * block;
+    if (cut > 0 && CopyLogRange(log.get(), out.get(), std::max<off_t>(0, cut - max), cut, cut) &&
+        ::fallocate(log.get(), FALLOC_FL_COLLAPSE_RANGE, 0, cut) == 0) {
+      return true;
     }
+    if (::ftruncate(out.get(), 0) != 0) return ::truncate(path.c_str(), 0) == 0;
   }
-  // Truncate even when the copy failed: the cap matters more than the old lines.
-  return ::truncate(path.c_str(), 0) == 0;
+  // Elsewhere (tmpfs, btrfs), copy and truncate as logrotate's copytruncate does: the last
+  // max_bytes, then what the engine wrote during the copy (up to max_bytes more), so that only
+  // the lines of the last moment before the truncate are lost. Truncate even when the copy
+  // failed: the cap matters more than the old lines.
+  CopyLogRange(log.get(), out.get(), st.st_size - max, st.st_size, st.st_size + max);
+  return ::ftruncate(log.get(), 0) == 0;
 }
 
 }  // namespace gswarm::client

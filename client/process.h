@@ -116,11 +116,14 @@ bool TcpPortInUse(int port);
 // before the caller binds it, as with any such scheme.
 absl::StatusOr<int> FreeTcpPort();
 
-// Keeps a log that its writer appends to (O_APPEND) under `max_bytes`: once larger, its last
-// `max_bytes` (plus what is written during the copy, up to `max_bytes` more) go to <path>.1,
-// replacing the previous one, and it is truncated to empty, as logrotate's copytruncate does;
-// the writer's next write lands at the new end. Lines written in the instant between the end of
-// the copy and the truncate are lost. Returns whether it rotated.
+// Keeps a log that its writer appends to (O_APPEND) under `max_bytes`: once larger, its older
+// part goes to <path>.1, replacing the previous one. Where the filesystem can cut a file's head
+// out in place (FALLOC_FL_COLLAPSE_RANGE: ext4, XFS) nothing is lost: the whole blocks before the
+// last one leave the log in one step and their last `max_bytes` are in .1, so .1 may end, and
+// the log begin, mid-line. Elsewhere the log's last `max_bytes` (plus what is written during the
+// copy, up to `max_bytes` more) are copied to .1 and the log is truncated to empty, as
+// logrotate's copytruncate does; lines written in the instant between the end of the copy and
+// the truncate are lost. Returns whether it rotated.
 bool CapLogFile(const std::string& path, uint64_t max_bytes);
 
 }  // namespace gswarm::client
