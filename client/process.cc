@@ -16,6 +16,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <random>
+#include <vector>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -26,6 +28,7 @@
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "common/fd.h"
+#include "common/paths.h"
 #include "common/status.h"
 
 extern char** environ;
@@ -99,6 +102,16 @@ bool BindFails(int family, int port) {
     rc = ::bind(s.get(), reinterpret_cast<sockaddr*>(&a), sizeof(a));
   }
   return rc != 0 && errno == EADDRINUSE;
+}
+
+// The first port of the range the kernel hands out to outgoing connections (32768 by default).
+int FirstEphemeralPort() {
+  const absl::StatusOr<std::string> range =
+      common::ReadFile("/proc/sys/net/ipv4/ip_local_port_range");
+  std::vector<absl::string_view> parts =
+      absl::StrSplit(range.value_or(""), absl::ByAnyChar(" \t\n"), absl::SkipEmpty());
+  int first = 0;
+  return !parts.empty() && absl::SimpleAtoi(parts[0], &first) ? first : 32768;
 }
 
 }  // namespace
@@ -330,6 +343,19 @@ absl::StatusOr<std::string> CudaVisibleDevices(absl::string_view gpu_device) {
 bool TcpPortInUse(int port) { return BindFails(AF_INET, port) || BindFails(AF_INET6, port); }
 
 absl::StatusOr<int> FreeTcpPort() {
+  // Below the outgoing connections' range: a port the kernel picks for bind(0) comes from that
+  // range, and an outgoing connection of anyone on the node could take it before the engine
+  // binds it.
+  constexpr int kFirstPort = 10000;
+  const int end = FirstEphemeralPort();
+  if (end - kFirstPort >= 1000) {
+    thread_local std::mt19937 random(std::random_device{}());
+    std::uniform_int_distribution<int> pick(kFirstPort, end - 1);
+    for (int i = 0; i < 64; ++i) {
+      const int port = pick(random);
+      if (!TcpPortInUse(port)) return port;
+    }
+  }
   common::UniqueFd s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (s.get() < 0) return absl::ErrnoToStatus(errno, "cannot create a socket to find a free port");
   sockaddr_in a{};

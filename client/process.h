@@ -112,8 +112,10 @@ absl::StatusOr<std::string> CudaVisibleDevices(absl::string_view gpu_device);
 // Whether a TCP port is taken on this node: a listener on any address (127.0.0.1, 0.0.0.0, ::)
 // makes binding the wildcard address fail. Sockets in TIME_WAIT do not count.
 bool TcpPortInUse(int port);
-// A port the kernel reports free (bind to port 0 on 0.0.0.0); another process may take it
-// before the caller binds it, as with any such scheme.
+// A port free on every address of this node, picked at random below the range the kernel hands
+// out to outgoing connections (ip_local_port_range), so that no connection takes it before the
+// caller binds it; bind(0) where that range leaves no room below it. Another process may still
+// bind it first, as with any such scheme.
 absl::StatusOr<int> FreeTcpPort();
 
 // Keeps a log that its writer appends to (O_APPEND) under `max_bytes`: once larger, its older

@@ -23,6 +23,7 @@ import atexit
 import hashlib
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -66,15 +67,42 @@ def stubs_dir():
 
 
 _handed_out_ports = set()
+# Its own generator: tests that seed `random` (the chaos tests) do not make ports repeat.
+_port_random = random.Random()
+
+
+def _first_ephemeral_port():
+    """The first port of the range the kernel hands out to outgoing connections."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _bindable(port):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
 
 
 def free_port():
-    """A TCP port that was free on loopback a moment ago (never the same one twice per run)."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in _handed_out_ports:
+    """A TCP port that was free on loopback a moment ago (never the same one twice per run).
+
+    Picked at random below the kernel's range for outgoing connections, as gswarm picks engine
+    ports: a port from bind(0) comes from that range, and a connection that another test makes
+    meanwhile can take it before the process under test binds it."""
+    end = _first_ephemeral_port()
+    for _ in range(200):
+        port = _port_random.randrange(10000, end) if end - 10000 >= 1000 else 0
+        if port == 0:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+        if port not in _handed_out_ports and _bindable(port):
             _handed_out_ports.add(port)
             return port
     raise RuntimeError("could not find a free TCP port")

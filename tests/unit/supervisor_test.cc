@@ -148,6 +148,30 @@ TEST_F(SupervisorTest, ForceStopKillsAtOnce) {
   EXPECT_THAT(GroupMembers(started->pid()), IsEmpty());
 }
 
+TEST(FreeTcpPortTest, PicksABindablePortBelowTheOutgoingConnectionsRange) {
+  const std::string range = Slurp("/proc/sys/net/ipv4/ip_local_port_range");
+  int first = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(range.substr(0, range.find_first_of(" \t")), &first)) << range;
+  for (int i = 0; i < 20; ++i) {
+    absl::StatusOr<int> port = FreeTcpPort();
+    ASSERT_TRUE(port.ok()) << port.status();
+    if (first - 10000 >= 1000) {
+      EXPECT_GE(*port, 10000);
+      EXPECT_LT(*port, first);
+    }
+    EXPECT_FALSE(TcpPortInUse(*port));
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(static_cast<uint16_t>(*port));
+    EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0) << *port;
+    EXPECT_EQ(::listen(fd, 1), 0);
+    EXPECT_TRUE(TcpPortInUse(*port));
+    ::close(fd);
+  }
+}
+
 TEST_F(SupervisorTest, PortInUseIsAnErrorBeforeAnythingStarts) {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
