@@ -71,12 +71,6 @@ def at_once(calls, timeout: float, what: str) -> list:
     return [(value, end) for _, value, end in out]
 
 
-def cpu(p0: dict, p1: dict, nodes) -> tuple:
-    """(user + sys, user) seconds of the nodes' gswarm processes between two MultiBench.snap()s."""
-    return (sum(p1[n] - p0[n] for n in nodes),
-            sum(p1[n + "_user"] - p0[n + "_user"] for n in nodes))
-
-
 def pair_run(b, repo: str, name: str, mode: str, i: int) -> dict:
     """2 targets at once, on MultiBench `b`: `repo` (held by node A alone) onto nodes C and D at
     the same time; checked and removed again (untimed)."""
@@ -100,13 +94,12 @@ def pair_run(b, repo: str, name: str, mode: str, i: int) -> dict:
                          % (PAIR, i, name, first, a_port))
     for node in TARGETS:
         b.remove_target(name, node)
-    d_cpu, d_user = cpu(p0, p1, TARGETS)
-    return {"s": p1["t"] - p0["t"], "machine": p1["machine"] - p0["machine"], "d_cpu": d_cpu,
-            "d_user": d_user, "d_sys": d_cpu - d_user, "sources_cpu": cpu(p0, p1, OTHERS)[0],
-            "bytes": len(TARGETS) * b.bytes,
-            "from_peers": sum(g["from_peers"] for g in got.values()),
-            "from_hub": sum(g["from_hub"] for g in got.values()), "first_peer": first,
-            "targets_s": {node: end - t0 for node, (_, end) in zip(TARGETS, done)}}
+    r = b.delta(p0, p1, TARGETS, OTHERS)
+    r.update(bytes=len(TARGETS) * b.bytes,
+             from_peers=sum(g["from_peers"] for g in got.values()),
+             from_hub=sum(g["from_hub"] for g in got.values()), first_peer=first,
+             targets_s={node: end - t0 for node, (_, end) in zip(TARGETS, done)})
+    return r
 
 
 def curl_pair_run(b, url: str, mode: str, i: int) -> dict:
@@ -133,11 +126,11 @@ def curl_pair_run(b, url: str, mode: str, i: int) -> dict:
                              % (CURL_PAIR, i, p, os.path.getsize(p), size))
     shutil.rmtree(out, ignore_errors=True)
     total = len(paths) * size
-    return {"s": p1["t"] - p0["t"], "machine": p1["machine"] - p0["machine"],
-            "d_cpu": sum(c for (_, _, c), _ in done), "d_user": None, "d_sys": None,
-            "sources_cpu": cpu(p0, p1, OTHERS)[0], "bytes": total, "from_peers": total,
-            "from_hub": 0, "targets_s": {"curl %d" % (k + 1): end - t0
-                                         for k, (_, end) in enumerate(done)}}
+    r = b.delta(p0, p1, (), OTHERS)
+    r.update(d_cpu=sum(c for (_, _, c), _ in done), d_user=None, d_sys=None, bytes=total,
+             from_peers=total, from_hub=0,
+             targets_s={"curl %d" % (k + 1): end - t0 for k, (_, end) in enumerate(done)})
+    return r
 
 
 def goal(summary: dict) -> dict:

@@ -255,11 +255,15 @@ class MultiBench:
             s[node + "_user"] = user
         return s
 
-    def delta(self, p0: dict, p1: dict) -> dict:
+    @staticmethod
+    def delta(p0: dict, p1: dict, targets=(TARGET,), sources=SOURCES) -> dict:
+        """Wall time, machine CPU, and the CPU of the `targets`' and `sources`' gswarm processes
+        (node D and nodes A-C unless said) between two snap()s."""
         d = {k: p1[k] - p0[k] for k in p0}
-        return {"s": d["t"], "machine": d["machine"], "d_cpu": d[TARGET],
-                "d_user": d[TARGET + "_user"], "d_sys": d[TARGET] - d[TARGET + "_user"],
-                "sources_cpu": sum(d[n] for n in SOURCES)}
+        d_cpu = sum(d[n] for n in targets)
+        d_user = sum(d[n + "_user"] for n in targets)
+        return {"s": d["t"], "machine": d["machine"], "d_cpu": d_cpu, "d_user": d_user,
+                "d_sys": d_cpu - d_user, "sources_cpu": sum(d[n] for n in sources)}
 
     # ---- the timed runs -------------------------------------------------------------------------
 
